@@ -1,0 +1,1 @@
+//! etcd registry backend (work in progress; see issue 7).

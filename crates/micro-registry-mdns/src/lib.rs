@@ -1,0 +1,1 @@
+//! mDNS registry backend (work in progress; see issue 6).
