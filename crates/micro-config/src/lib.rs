@@ -1,1 +1,457 @@
-//! micro-config
+//! The flags every micro binary shares, named as go-micro v2 named them.
+//!
+//! Each flag is accepted as `--snake_case` (go-micro's spelling) and
+//! `--kebab-case`, and read from its `MICRO_*` environment variable when not
+//! given on the command line:
+//!
+//! | flag | env | default |
+//! | --- | --- | --- |
+//! | `--registry` | `MICRO_REGISTRY` | `mdns` |
+//! | `--registry_address` | `MICRO_REGISTRY_ADDRESS` | backend's own |
+//! | `--mdns_timeout` | `MICRO_MDNS_TIMEOUT` | `1s` |
+//! | `--mdns_interface` | `MICRO_MDNS_INTERFACE` | every multicast interface |
+//! | `--server_name` | `MICRO_SERVER_NAME` | the binary's service name |
+//! | `--server_version` | `MICRO_SERVER_VERSION` | `latest` |
+//! | `--server_address` | `MICRO_SERVER_ADDRESS` | `:0` |
+//! | `--server_advertise` | `MICRO_SERVER_ADVERTISE` | picked, logged |
+//! | `--register_ttl` | `MICRO_REGISTER_TTL` | `60s` |
+//! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
+//! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
+//! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
+//! | `--selector` | `MICRO_SELECTOR` | `roundrobin` |
+//!
+//! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
+//! number of seconds.
+//!
+//! ```
+//! use clap::Parser;
+//! use micro_config::MicroArgs;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     micro: MicroArgs,
+//! }
+//!
+//! let cli = Cli::parse_from(["user-srv", "--registry=memory", "--register-ttl", "20", "--register_interval=10s"]);
+//! assert_eq!(cli.micro.registry.registry.as_str(), "memory");
+//! assert_eq!(cli.micro.server.server_options().unwrap().register_ttl.as_secs(), 20);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use micro_client::ClientOptions;
+use micro_selector::Strategy;
+use micro_server::ServerOptions;
+
+/// Every shared flag: registry, server and client.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MicroArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Which registry backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// Multicast DNS on the local network: no dependencies.
+    #[default]
+    Mdns,
+    /// An etcd cluster.
+    Etcd,
+    /// This process only (tests, single-binary programs).
+    Memory,
+}
+
+impl RegistryKind {
+    pub const NAMES: [&'static str; 3] = ["mdns", "etcd", "memory"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryKind::Mdns => "mdns",
+            RegistryKind::Etcd => "etcd",
+            RegistryKind::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for RegistryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RegistryKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mdns" => Ok(RegistryKind::Mdns),
+            "etcd" => Ok(RegistryKind::Etcd),
+            "memory" => Ok(RegistryKind::Memory),
+            other => Err(format!(
+                "unknown registry {other:?} (expected one of: {})",
+                RegistryKind::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Where services are registered and found.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Registry")]
+pub struct RegistryArgs {
+    /// Registry backend: mdns (local network, no dependencies), etcd, memory (this process only)
+    #[arg(
+        long = "registry",
+        env = "MICRO_REGISTRY",
+        default_value = "mdns",
+        value_name = "NAME"
+    )]
+    pub registry: RegistryKind,
+
+    /// Registry addresses, comma separated (etcd: host[:port], http:// or https:// accepted; port defaults to 2379)
+    #[arg(
+        long = "registry_address",
+        visible_alias = "registry-address",
+        env = "MICRO_REGISTRY_ADDRESS",
+        value_name = "ADDRS"
+    )]
+    pub registry_address: Option<String>,
+
+    /// How long a cold mDNS lookup waits for answers
+    #[arg(
+        long = "mdns_timeout",
+        visible_alias = "mdns-timeout",
+        env = "MICRO_MDNS_TIMEOUT",
+        default_value = "1s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub mdns_timeout: Duration,
+
+    /// Network interface for mDNS (default: every multicast-capable interface)
+    #[arg(
+        long = "mdns_interface",
+        visible_alias = "mdns-interface",
+        env = "MICRO_MDNS_INTERFACE",
+        value_name = "NAME"
+    )]
+    pub mdns_interface: Option<String>,
+}
+
+impl Default for RegistryArgs {
+    fn default() -> Self {
+        RegistryArgs {
+            registry: RegistryKind::default(),
+            registry_address: None,
+            mdns_timeout: Duration::from_secs(1),
+            mdns_interface: None,
+        }
+    }
+}
+
+/// How a service listens and registers itself.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
+    /// Name to register instead of the binary's own service name
+    #[arg(
+        long = "server_name",
+        visible_alias = "server-name",
+        env = "MICRO_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub server_name: Option<String>,
+
+    /// Version to register
+    #[arg(
+        long = "server_version",
+        visible_alias = "server-version",
+        env = "MICRO_SERVER_VERSION",
+        default_value = "latest",
+        value_name = "VERSION"
+    )]
+    pub server_version: String,
+
+    /// Address to listen on (":0" = every interface, random port)
+    #[arg(
+        long = "server_address",
+        visible_alias = "server-address",
+        env = "MICRO_SERVER_ADDRESS",
+        default_value = ":0",
+        value_name = "ADDR"
+    )]
+    pub server_address: String,
+
+    /// Address to register for peers to dial (default: the bound IP, or the best interface address)
+    #[arg(
+        long = "server_advertise",
+        visible_alias = "server-advertise",
+        env = "MICRO_SERVER_ADVERTISE",
+        value_name = "HOST[:PORT]"
+    )]
+    pub server_advertise: Option<String>,
+
+    /// Lifetime of a registration unless renewed
+    #[arg(
+        long = "register_ttl",
+        visible_alias = "register-ttl",
+        env = "MICRO_REGISTER_TTL",
+        default_value = "60s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub register_ttl: Duration,
+
+    /// How often to renew the registration (must be shorter than the TTL)
+    #[arg(
+        long = "register_interval",
+        visible_alias = "register-interval",
+        env = "MICRO_REGISTER_INTERVAL",
+        default_value = "30s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub register_interval: Duration,
+}
+
+impl Default for ServerArgs {
+    fn default() -> Self {
+        ServerArgs {
+            server_name: None,
+            server_version: "latest".into(),
+            server_address: ":0".into(),
+            server_advertise: None,
+            register_ttl: Duration::from_secs(60),
+            register_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerArgs {
+    /// The server options these flags describe; an error if they contradict.
+    pub fn server_options(&self) -> Result<ServerOptions, String> {
+        if self.register_interval >= self.register_ttl {
+            return Err(format!(
+                "--register_interval ({}) must be shorter than --register_ttl ({})",
+                humantime::format_duration(self.register_interval),
+                humantime::format_duration(self.register_ttl)
+            ));
+        }
+        Ok(ServerOptions {
+            address: self.server_address.clone(),
+            advertise: self.server_advertise.clone(),
+            register_ttl: self.register_ttl,
+            register_interval: self.register_interval,
+            ..ServerOptions::default()
+        })
+    }
+}
+
+/// How calls to other services behave.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Client")]
+pub struct ClientArgs {
+    /// Extra attempts of a failed call, each on another node
+    #[arg(
+        long = "client_retries",
+        visible_alias = "client-retries",
+        env = "MICRO_CLIENT_RETRIES",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(0..=10),
+        value_name = "N"
+    )]
+    pub client_retries: u32,
+
+    /// Deadline of a call, retries included
+    #[arg(
+        long = "client_request_timeout",
+        visible_alias = "client-request-timeout",
+        env = "MICRO_CLIENT_REQUEST_TIMEOUT",
+        default_value = "5s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub client_request_timeout: Duration,
+
+    /// Node selection: roundrobin (each call to the next node) or random
+    #[arg(
+        long = "selector",
+        env = "MICRO_SELECTOR",
+        default_value = "roundrobin",
+        value_parser = parse_strategy,
+        value_name = "NAME"
+    )]
+    pub selector: Strategy,
+}
+
+impl Default for ClientArgs {
+    fn default() -> Self {
+        ClientArgs {
+            client_retries: 1,
+            client_request_timeout: Duration::from_secs(5),
+            selector: Strategy::RoundRobin,
+        }
+    }
+}
+
+impl ClientArgs {
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            request_timeout: self.client_request_timeout,
+            retries: self.client_retries,
+            selector: self.selector,
+            ..ClientOptions::default()
+        }
+    }
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
+        .map_err(|e: micro_selector::UnknownStrategy| e.to_string())
+}
+
+/// A duration: `500ms`, `5s`, `1m30s`, or a number of seconds (`60`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 1m, or a number of seconds)"))
+}
+
+/// A duration greater than zero.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses the command line like `T::parse()`, but reports a bad flag as one
+/// line on stderr and exits with code 2 (`--help` and `--version` print and
+/// exit 0 as usual).
+pub fn parse<T: Parser>() -> T {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] over the given arguments.
+pub fn parse_from<T, I, A>(args: I) -> T
+where
+    T: Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    match T::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => exit_usage(&e.to_string()),
+    }
+}
+
+/// Prints `message` (its first line, without clap's `error: ` prefix) as one
+/// line and exits with code 2, the usage-error code.
+pub fn exit_usage(message: &str) -> ! {
+    let line = message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let program = std::env::args()
+        .next()
+        .and_then(|p| p.rsplit('/').next().map(str::to_string))
+        .unwrap_or_else(|| "micro".into());
+    eprintln!("{program}: {line}");
+    std::process::exit(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        micro: MicroArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_go_micros() {
+        let cli = parse(&[]).expect("parse");
+        let m = cli.micro;
+        assert_eq!(m.registry.registry, RegistryKind::Mdns);
+        assert_eq!(m.server.server_address, ":0");
+        assert_eq!(m.server.register_ttl, Duration::from_secs(60));
+        assert_eq!(m.server.register_interval, Duration::from_secs(30));
+        assert_eq!(m.client.client_retries, 1);
+        assert_eq!(m.client.client_request_timeout, Duration::from_secs(5));
+        assert_eq!(m.client.selector, Strategy::RoundRobin);
+    }
+
+    #[test]
+    fn snake_and_kebab_spellings_both_work() {
+        let snake =
+            parse(&["--registry_address=127.0.0.1:2379", "--client_retries", "3"]).expect("snake");
+        let kebab =
+            parse(&["--registry-address=127.0.0.1:2379", "--client-retries", "3"]).expect("kebab");
+        assert_eq!(
+            snake.micro.registry.registry_address,
+            kebab.micro.registry.registry_address
+        );
+        assert_eq!(snake.micro.client.client_retries, 3);
+        assert_eq!(kebab.micro.client.client_retries, 3);
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+        assert!(positive_duration("0").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["--registry=consul"][..],
+            &["--selector=fastest"],
+            &["--register_ttl=-1"],
+            &["--client_retries=many"],
+            &["--client_request_timeout=0"],
+            &["--no-such-flag"],
+        ] {
+            let err = parse(args).expect_err("rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let err = parse(&["--registry=consul"])
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("mdns, etcd, memory"), "{err}");
+    }
+
+    #[test]
+    fn interval_must_be_shorter_than_ttl() {
+        let cli = parse(&["--register_ttl=10", "--register_interval=10"]).expect("parse");
+        let err = cli
+            .micro
+            .server
+            .server_options()
+            .expect_err("contradiction");
+        assert!(err.contains("--register_interval"), "{err}");
+    }
+}

@@ -38,7 +38,9 @@ struct Inner {
 struct Table {
     /// name → version → entry.
     services: BTreeMap<String, BTreeMap<String, Entry>>,
-    sweeper_running: bool,
+    /// The expiry task, while some node has a TTL. It may die with the
+    /// runtime that spawned it; a later registration then starts another.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -71,12 +73,15 @@ impl MemoryRegistry {
     }
 
     fn ensure_sweeper(&self, table: &mut Table) {
-        if table.sweeper_running {
+        if table
+            .sweeper
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+        {
             return;
         }
         if tokio::runtime::Handle::try_current().is_ok() {
-            table.sweeper_running = true;
-            tokio::spawn(sweep(Arc::downgrade(&self.inner)));
+            table.sweeper = Some(tokio::spawn(sweep(Arc::downgrade(&self.inner))));
         }
     }
 }
@@ -248,7 +253,7 @@ async fn sweep(inner: Weak<Inner>) {
             if next.is_none() {
                 // Decided under the lock, so a concurrent TTL registration
                 // either is seen above or starts a new sweeper.
-                table.sweeper_running = false;
+                table.sweeper = None;
             }
         }
         for service in expired {

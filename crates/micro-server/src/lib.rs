@@ -1,1 +1,508 @@
-//! micro-server
+//! A gRPC server that registers itself.
+//!
+//! [`Server::builder`] wraps tonic: add tonic-generated services and the
+//! encoded `FileDescriptorSet` they were built from (see `micro-build`), then
+//! [`bind`](ServerBuilder::bind) and [`run`](Server::run). The lifecycle is
+//! go-micro's:
+//!
+//! 1. listen (`--server_address`, default `:0`, a random port);
+//! 2. register node `<name>-<uuid>` at the advertised address, with one
+//!    endpoint per method (`Handler.Method` and its request/response shape);
+//! 3. serve, registering again every `register_interval` with `register_ttl`;
+//! 4. on SIGTERM, SIGINT or SIGQUIT: deregister **first**, then stop accepting
+//!    and let in-flight calls finish (for at most `shutdown_grace`), then return.
+//!
+//! It also serves gRPC server reflection from the descriptors (so gateways and
+//! tools like `grpcurl` can call any method without generated code), and
+//! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`.
+//!
+//! ```no_run
+//! # async fn demo(greeter: impl tonic::server::NamedService + Clone + Send + Sync + 'static
+//! #     + tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible, Future: Send>,
+//! #     descriptors: &'static [u8]) -> Result<(), micro_server::ServerError> {
+//! use std::sync::Arc;
+//! use micro_registry::memory::MemoryRegistry;
+//! use micro_server::{Server, ServerOptions};
+//!
+//! Server::builder("go.micro.srv.greeter")
+//!     .registry(Arc::new(MemoryRegistry::new()))
+//!     .options(ServerOptions::default())
+//!     .file_descriptor_set(descriptors)
+//!     .add_service(greeter)
+//!     .bind()
+//!     .await?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+mod address;
+mod endpoints;
+mod paths;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use micro_registry::{Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+
+use crate::paths::HandlerPaths;
+
+/// Server behaviour, as set by go-micro's flags.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Listen address (`--server_address`): `:0` = every interface, random port.
+    pub address: String,
+    /// Address to register instead of the one found (`--server_advertise`).
+    pub advertise: Option<String>,
+    /// Lifetime of a registration unless renewed (`--register_ttl`).
+    pub register_ttl: Duration,
+    /// How often to renew it (`--register_interval`).
+    pub register_interval: Duration,
+    /// Longest wait for in-flight calls on shutdown.
+    pub shutdown_grace: Duration,
+    /// Bound on the deregistration at shutdown (a registry may be unreachable).
+    pub deregister_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            address: ":0".into(),
+            advertise: None,
+            register_ttl: Duration::from_secs(60),
+            register_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            deregister_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a server could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("no registry: call ServerBuilder::registry")]
+    NoRegistry,
+    #[error("invalid server options: {0}")]
+    Options(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad service descriptors: {0}")]
+    Descriptors(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Builds a [`Server`]. See the crate docs.
+pub struct ServerBuilder {
+    name: String,
+    version: String,
+    metadata: Metadata,
+    registry: Option<SharedRegistry>,
+    options: ServerOptions,
+    routes: RoutesBuilder,
+    services: Vec<&'static str>,
+    descriptors: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("services", &self.services)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// The version to register (default `latest`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Node metadata to register, besides the `registry`, `server`,
+    /// `transport` and `protocol` keys go-micro writes.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn registry(mut self, registry: SharedRegistry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub fn options(mut self, options: ServerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// An encoded `FileDescriptorSet` describing the services added: the
+    /// source of registered endpoints and of gRPC reflection.
+    pub fn file_descriptor_set(mut self, encoded: &[u8]) -> Self {
+        self.descriptors.push(encoded.to_vec());
+        self
+    }
+
+    /// Adds a tonic-generated service (`GreeterServer::new(handler)`).
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Binds the listener and prepares the registration; nothing is
+    /// registered until [`Server::run`].
+    pub async fn bind(self) -> Result<Server, ServerError> {
+        let registry = self.registry.ok_or(ServerError::NoRegistry)?;
+        let options = self.options;
+        if options.register_ttl.is_zero() || options.register_interval.is_zero() {
+            return Err(ServerError::Options(
+                "register_ttl and register_interval must be positive".into(),
+            ));
+        }
+        if options.register_interval >= options.register_ttl {
+            return Err(ServerError::Options(format!(
+                "register_interval ({:?}) must be shorter than register_ttl ({:?}), or registrations lapse between renewals",
+                options.register_interval, options.register_ttl
+            )));
+        }
+
+        tracing::info!("Starting [service] {}", self.name);
+
+        let pool = endpoints::pool(&self.descriptors).map_err(ServerError::Descriptors)?;
+        let mut endpoint_list = Vec::new();
+        let mut by_handler = HashMap::new();
+        for full_name in &self.services {
+            let handler = endpoints::handler_name(full_name).to_string();
+            if let Some(previous) = by_handler.insert(handler.clone(), full_name.to_string()) {
+                tracing::warn!(
+                    "handlers {previous} and {full_name} share the name {handler}; go-micro paths reach {full_name}"
+                );
+            }
+            match pool.get_service_by_name(full_name) {
+                Some(descriptor) => endpoint_list.extend(endpoints::endpoints(&descriptor)),
+                None => tracing::warn!(
+                    "no descriptor for {full_name}: its endpoints are not registered; pass its FileDescriptorSet to file_descriptor_set()"
+                ),
+            }
+        }
+
+        let mut routes = self.routes;
+        if !self.descriptors.is_empty() {
+            let mut v1 = tonic_reflection::server::Builder::configure();
+            let mut v1alpha = tonic_reflection::server::Builder::configure();
+            for set in &self.descriptors {
+                v1 = v1.register_encoded_file_descriptor_set(set);
+                v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+            }
+            let v1 = v1
+                .build_v1()
+                .map_err(|e| ServerError::Descriptors(e.to_string()))?;
+            let v1alpha = v1alpha
+                .build_v1alpha()
+                .map_err(|e| ServerError::Descriptors(e.to_string()))?;
+            routes.add_service(v1).add_service(v1alpha);
+        }
+
+        let listen = address::parse_listen(&options.address).map_err(ServerError::Options)?;
+        let listener = match TcpListener::bind(listen).await {
+            // No IPv6 here: every interface means every IPv4 interface.
+            Err(_) if listen.ip().is_unspecified() && listen.is_ipv6() => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
+                TcpListener::bind(v4).await
+            }
+            other => other,
+        }
+        .map_err(|source| ServerError::Bind {
+            address: options.address.clone(),
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            address: options.address.clone(),
+            source,
+        })?;
+        tracing::info!("Server [grpc] Listening on {local_addr}");
+
+        let (advertised, chosen) = address::advertise(options.advertise.as_deref(), local_addr)
+            .map_err(ServerError::Options)?;
+        match chosen {
+            address::Chosen::Configured | address::Chosen::Bound => {
+                tracing::debug!("Server [grpc] Advertising {advertised}")
+            }
+            address::Chosen::Interface(name) => tracing::info!(
+                "Server [grpc] Advertising {advertised} (interface {name}; set --server_advertise to override)"
+            ),
+            address::Chosen::Loopback => tracing::info!(
+                "Server [grpc] Advertising {advertised}: no other interface is up, so only this host can reach it"
+            ),
+        }
+
+        let mut node_metadata = self.metadata;
+        node_metadata.insert("registry".into(), registry.name().to_string());
+        node_metadata.insert("server".into(), "grpc".into());
+        node_metadata.insert("transport".into(), "grpc".into());
+        node_metadata.insert("protocol".into(), "grpc".into());
+        let node = Node {
+            id: format!("{}-{}", self.name, uuid::Uuid::new_v4()),
+            address: advertised,
+            metadata: node_metadata,
+        };
+        let registration = Registration {
+            name: self.name,
+            version: self.version,
+            metadata: Metadata::new(),
+            endpoints: endpoint_list,
+            nodes: vec![node],
+        };
+
+        Ok(Server {
+            registry,
+            options,
+            registration,
+            listener,
+            local_addr,
+            routes: routes.routes(),
+            paths: HandlerPaths::new(by_handler),
+        })
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    registry: SharedRegistry,
+    options: ServerOptions,
+    registration: Registration,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: tonic::service::Routes,
+    paths: HandlerPaths,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.registration.name)
+            .field("node", &self.node().id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts building a server for the service `name`
+    /// (e.g. `go.micro.srv.user`).
+    pub fn builder(name: impl Into<String>) -> ServerBuilder {
+        ServerBuilder {
+            name: name.into(),
+            version: "latest".into(),
+            metadata: Metadata::new(),
+            registry: None,
+            options: ServerOptions::default(),
+            routes: RoutesBuilder::default(),
+            services: Vec::new(),
+            descriptors: Vec::new(),
+        }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This server's node, as registered.
+    pub fn node(&self) -> &Node {
+        &self.registration.nodes[0]
+    }
+
+    /// What this server registers: the service, its endpoints and its node.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// Serves until SIGTERM, SIGINT or SIGQUIT, then stops gracefully.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let signal = shutdown_signal().map_err(ServerError::Signals)?;
+        self.run_until(signal).await
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: deregister,
+    /// stop accepting, drain in-flight calls (bounded), return.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            registry,
+            options,
+            registration,
+            listener,
+            local_addr: _,
+            routes,
+            paths,
+        } = self;
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = tonic::transport::Server::builder()
+            .layer(paths)
+            .serve_with_incoming_shutdown(routes, incoming, async {
+                let _ = stopped.await;
+            });
+        // If this future is dropped (the caller gave up on it, or crashed),
+        // the tasks below must not outlive it.
+        let mut serving = AbortOnDrop(tokio::spawn(serve));
+        let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
+            registry.clone(),
+            registration.clone(),
+            options.clone(),
+        )));
+
+        tokio::pin!(shutdown);
+        let early_exit = tokio::select! {
+            () = &mut shutdown => None,
+            result = &mut serving.0 => Some(result),
+        };
+
+        registrar.0.abort();
+        let _ = (&mut registrar.0).await;
+        let node_id = &registration.nodes[0].id;
+        tracing::info!(
+            "Registry [{}] Deregistering node: {node_id}",
+            registry.name()
+        );
+        match tokio::time::timeout(
+            options.deregister_timeout,
+            registry.deregister(&registration),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("Registry [{}] Deregister error: {e}", registry.name()),
+            Err(_) => tracing::error!(
+                "Registry [{}] Deregister error: no answer within {:?}; the node stays listed until its TTL lapses",
+                registry.name(),
+                options.deregister_timeout
+            ),
+        }
+
+        if let Some(result) = early_exit {
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ServerError::Serve(e)),
+                Err(join) => Err(ServerError::Options(format!("server task failed: {join}"))),
+            };
+        }
+
+        let _ = stop.send(());
+        match tokio::time::timeout(options.shutdown_grace, &mut serving.0).await {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("Server [grpc] Stopped");
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(ServerError::Serve(e)),
+            Ok(Err(join)) => Err(ServerError::Options(format!("server task failed: {join}"))),
+            Err(_) => {
+                serving.0.abort();
+                tracing::warn!(
+                    "Server [grpc] calls still in flight after {:?}; stopping anyway",
+                    options.shutdown_grace
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Registers, then renews every interval. A failed registration is retried
+/// with backoff (never past the interval), and logged once per outage.
+async fn keep_registered(
+    registry: SharedRegistry,
+    registration: Registration,
+    options: ServerOptions,
+) {
+    let ttl = RegisterOptions::with_ttl(options.register_ttl);
+    let node_id = registration.nodes[0].id.clone();
+    let name = registry.name().to_string();
+    tracing::info!("Registry [{name}] Registering node: {node_id}");
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let wait = match registry.register(&registration, ttl).await {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
+                        since.elapsed()
+                    );
+                }
+                retry = Duration::from_millis(500);
+                options.register_interval
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(tokio::time::Instant::now());
+                    tracing::error!(
+                        "Registry [{name}] Register error: {e}; the server keeps serving and retries"
+                    );
+                } else {
+                    tracing::debug!("Registry [{name}] register retry failed: {e}");
+                }
+                let wait = retry.min(options.register_interval);
+                retry = (retry * 2).min(options.register_interval);
+                wait
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Completes on the first SIGTERM, SIGINT or SIGQUIT.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "terminated",
+            _ = int.recv() => "interrupt",
+            _ = quit.recv() => "quit",
+        };
+        tracing::info!("Received signal {name}");
+    })
+}

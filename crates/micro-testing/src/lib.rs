@@ -1,1 +1,240 @@
-//! micro-testing
+//! Test support: the greeter service of go-micro's examples, and servers that
+//! can be stopped gracefully or crashed on purpose.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use micro_registry::SharedRegistry;
+use micro_server::{Server, ServerOptions};
+use tonic::{Request, Response, Status};
+
+/// Generated code of `proto/greeter/greeter.proto` (package `go.micro.srv.greeter`).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod greeter {
+    tonic::include_proto!("go.micro.srv.greeter");
+}
+
+/// Encoded descriptors of the greeter proto.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("micro_descriptor");
+
+use greeter::greeter_server::{Greeter, GreeterServer};
+
+/// A greeter that counts its calls, can be slow, and remembers the deadline
+/// each call arrived with.
+#[derive(Clone, Debug)]
+pub struct TestGreeter {
+    pub instance: String,
+    pub delay: Duration,
+    pub hits: Arc<AtomicUsize>,
+    pub deadlines: Arc<Mutex<Vec<Option<String>>>>,
+    /// Notified (one permit per call) when a call starts.
+    pub started: Arc<tokio::sync::Semaphore>,
+    /// Calls that ran to the end.
+    pub completed: Arc<AtomicUsize>,
+}
+
+impl TestGreeter {
+    pub fn new(instance: impl Into<String>) -> Self {
+        TestGreeter {
+            instance: instance.into(),
+            delay: Duration::ZERO,
+            hits: Arc::default(),
+            deadlines: Arc::default(),
+            started: Arc::new(tokio::sync::Semaphore::new(0)),
+            completed: Arc::default(),
+        }
+    }
+
+    /// Waits until a call has started (each call can be waited for once).
+    pub async fn call_started(&self) {
+        if let Ok(permit) = self.started.acquire().await {
+            permit.forget();
+        }
+    }
+
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+#[tonic::async_trait]
+impl Greeter for TestGreeter {
+    async fn hello(
+        &self,
+        request: Request<greeter::Request>,
+    ) -> Result<Response<greeter::Response>, Status> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.started.add_permits(1);
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.deadlines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(deadline);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.completed.fetch_add(1, Ordering::SeqCst);
+        let name = request.into_inner().name;
+        if name == "fail" {
+            return Err(Status::internal(format!(
+                "{} failed on purpose",
+                self.instance
+            )));
+        }
+        Ok(Response::new(greeter::Response {
+            msg: format!("Hello {name} from {}", self.instance),
+        }))
+    }
+}
+
+/// Options for a test server: loopback only, short TTLs.
+pub fn loopback_options() -> ServerOptions {
+    ServerOptions {
+        address: "127.0.0.1:0".into(),
+        register_ttl: Duration::from_secs(10),
+        register_interval: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(5),
+        ..ServerOptions::default()
+    }
+}
+
+/// A greeter server running on its own runtime and thread, so that it can be
+/// crashed: [`kill`](Self::kill) drops the runtime with every connection and
+/// task of the server, without deregistering, as a `kill -9` would.
+pub struct TestServer {
+    pub greeter: TestGreeter,
+    pub address: std::net::SocketAddr,
+    pub node_id: String,
+    graceful: Option<tokio::sync::oneshot::Sender<()>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestServer")
+            .field("node_id", &self.node_id)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestServer {
+    /// Starts a greeter registered as `service` in `registry`; returns once it
+    /// is bound (its registration follows immediately).
+    pub fn start(
+        registry: SharedRegistry,
+        service: &str,
+        greeter: TestGreeter,
+        options: ServerOptions,
+    ) -> TestServer {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let service = service.to_string();
+        let handler = greeter.clone();
+        let thread = std::thread::spawn(move || -> Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let result = runtime.block_on(async move {
+                let server = Server::builder(service)
+                    .registry(registry)
+                    .options(options)
+                    .file_descriptor_set(FILE_DESCRIPTOR_SET)
+                    .add_service(GreeterServer::new(handler))
+                    .bind()
+                    .await
+                    .map_err(|e| e.to_string());
+                let server = match server {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.clone()));
+                        return Err(e);
+                    }
+                };
+                let _ = ready_tx.send(Ok((server.local_addr(), server.node().id.clone())));
+                tokio::select! {
+                    result = server.run_until(async { let _ = graceful_rx.await; }) => result.map_err(|e| e.to_string()),
+                    _ = kill_rx => Ok(()),
+                }
+            });
+            // Dropping the runtime here cancels every task of the server:
+            // listener, connections, and the registration loop.
+            drop(runtime);
+            result
+        });
+        let (address, node_id) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => panic!("test server failed to start: {e}"),
+            Err(e) => panic!("test server did not start: {e}"),
+        };
+        TestServer {
+            greeter,
+            address,
+            node_id,
+            graceful: Some(graceful_tx),
+            kill: Some(kill_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Graceful stop: deregister, drain, stop. Blocks until done.
+    pub fn stop(mut self) {
+        if let Some(tx) = self.graceful.take() {
+            let _ = tx.send(());
+        }
+        self.join();
+    }
+
+    /// Signals a graceful stop without waiting for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.graceful.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Crash: drop everything without deregistering. Blocks until gone.
+    pub fn kill(mut self) {
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
+        }
+        self.join();
+    }
+
+    /// Waits for the server thread to end.
+    pub fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("test server failed: {e}"),
+                Err(_) => panic!("test server thread panicked"),
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

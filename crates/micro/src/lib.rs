@@ -1,1 +1,55 @@
-//! micro
+//! Microservices the go-micro way, in Rust.
+//!
+//! Services are defined in protobuf and served over gRPC (tonic); each server
+//! **registers itself** in a registry, and clients **call services by name**,
+//! spreading calls round robin over the live nodes and failing over when one
+//! stops. The data model, registry entries and gRPC paths are go-micro v2's, so
+//! go-micro services and these find and call each other.
+//!
+//! The pieces, each its own crate, re-exported here:
+//! - [`registry`]: the data model, the `Registry` trait, the memory backend;
+//! - [`selector`]: round robin and random;
+//! - [`client`]: name → watched node set → selector → tonic channel, with
+//!   deadlines, retries on another node and backoff of refusing nodes;
+//! - [`server`]: a tonic server that registers, renews, and stops gracefully;
+//! - [`config`]: go-micro's flags and `MICRO_*` variables.
+//!
+//! [`Service`] ties them together for a binary, like go-micro's
+//! `micro.NewService`:
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     micro: micro::config::MicroArgs,
+//! }
+//!
+//! # async fn demo() -> Result<(), micro::Error> {
+//! micro::log::init();
+//! let cli: Cli = micro::config::parse();
+//! let service = micro::Service::new("go.micro.srv.greeter", &cli.micro).await?;
+//! let server = service.server()
+//!     // .file_descriptor_set(FILE_DESCRIPTOR_SET)
+//!     // .add_service(GreeterServer::new(MyGreeter))
+//!     .bind()
+//!     .await?;
+//! server.run().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod log;
+mod service;
+
+pub use micro_client as client;
+pub use micro_config as config;
+pub use micro_registry as registry;
+pub use micro_selector as selector;
+pub use micro_server as server;
+
+pub use micro_client::{Client, ClientOptions, Idempotent, ServiceChannel};
+pub use micro_registry::{Registry, SharedRegistry};
+pub use micro_server::{Server, ServerBuilder, ServerOptions};
+pub use service::{Error, Service, connect_registry};

@@ -1,0 +1,305 @@
+//! [`ServiceChannel`]: a `tower::Service` that sends each gRPC request to a
+//! node of one service, retrying on another node when that is safe.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
+
+use crate::body::RequestBody;
+use crate::resolve::{NodeEntry, NodeSet, Resolution};
+use crate::{BoxError, ClientOptions, timeout};
+
+/// Marks a call as safe to run twice, so it is retried after any failure of
+/// the server, not only when the request cannot have reached it.
+///
+/// ```
+/// # use micro_client::Idempotent;
+/// let mut request = tonic::Request::new(());
+/// request.extensions_mut().insert(Idempotent);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Idempotent;
+
+/// A channel to one service by name. Cheap to clone; all clones share the
+/// node set and the round-robin rotation.
+#[derive(Clone)]
+pub struct ServiceChannel {
+    set: Arc<NodeSet>,
+    options: Arc<ClientOptions>,
+    idempotent: bool,
+}
+
+impl fmt::Debug for ServiceChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceChannel")
+            .field("service", &self.set.service())
+            .field("idempotent", &self.idempotent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceChannel {
+    pub(crate) fn new(set: Arc<NodeSet>, options: Arc<ClientOptions>) -> Self {
+        ServiceChannel {
+            set,
+            options,
+            idempotent: false,
+        }
+    }
+
+    /// Treat every call through this channel as [`Idempotent`].
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        self.set.service()
+    }
+
+    /// The node set behind this channel.
+    pub fn node_set(&self) -> &Arc<NodeSet> {
+        &self.set
+    }
+}
+
+impl Service<http::Request<Body>> for ServiceChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is per node and checked per attempt.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let set = self.set.clone();
+        let options = self.options.clone();
+        let idempotent = self.idempotent;
+        Box::pin(async move {
+            call(&set, &options, idempotent, request)
+                .await
+                .map_err(|status| Box::new(status) as BoxError)
+        })
+    }
+}
+
+/// How far a failed attempt got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The request never reached the server (connection refused or failed
+    /// before sending, stream refused): always safe to send elsewhere.
+    NotSent,
+    /// The server may have seen the request.
+    MaybeSent,
+}
+
+async fn call(
+    set: &NodeSet,
+    options: &ClientOptions,
+    idempotent: bool,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, Status> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let budget = parts
+        .headers
+        .get(timeout::GRPC_TIMEOUT)
+        .and_then(timeout::parse)
+        .unwrap_or(options.request_timeout);
+    let deadline = started + budget;
+    let idempotent = idempotent || parts.extensions.get::<Idempotent>().is_some();
+
+    if set.resolution() == Resolution::Pending
+        && tokio::time::timeout_at(deadline, set.ready())
+            .await
+            .is_err()
+    {
+        return Err(Status::deadline_exceeded(format!(
+            "service {}: registry [{}] did not answer within {budget:?}",
+            set.service(),
+            set.registry_name()
+        )));
+    }
+
+    let mut body = RequestBody::take(body)?;
+    let attempts = 1 + options.retries as usize;
+    let mut tried: Vec<Arc<NodeEntry>> = Vec::with_capacity(attempts);
+    let mut last: Option<Result<http::Response<Body>, Status>> = None;
+
+    for attempt in 0..attempts {
+        let entries = set.entries();
+        let Some(entry) = pick(set, &entries, &tried) else {
+            break;
+        };
+        tried.push(entry.clone());
+        let can_retry = attempt + 1 < attempts && body.is_replayable();
+
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(deadline_exceeded(set, budget, attempt));
+        }
+        let mut request = http::Request::new(body.for_attempt());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        *request.extensions_mut() = parts.extensions.clone();
+        request
+            .headers_mut()
+            .insert(timeout::GRPC_TIMEOUT, timeout::encode(deadline - now));
+
+        entry.count_attempt();
+        let mut channel = entry.channel.clone();
+        let outcome = tokio::time::timeout_at(deadline, async move {
+            channel.ready().await?;
+            channel.call(request).await
+        })
+        .await;
+
+        match outcome {
+            Err(_elapsed) => return Err(deadline_exceeded(set, budget, attempt + 1)),
+            Ok(Err(error)) => {
+                // A connection-level failure, sent or not: the node is not
+                // healthy, so it sits out a while either way.
+                let failure = classify(&error);
+                entry.mark_refused(options);
+                let status = Status::unavailable(format!(
+                    "service {}: node {} at {}: {}",
+                    set.service(),
+                    entry.node.id,
+                    entry.node.address,
+                    error_chain(&error)
+                ));
+                tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?failure, "call failed: {}", status.message());
+                if can_retry && (failure == Failure::NotSent || idempotent) {
+                    last = Some(Err(status));
+                    continue;
+                }
+                return Err(status);
+            }
+            Ok(Ok(response)) => {
+                entry.mark_answered();
+                match grpc_status(response.headers()) {
+                    Some(code) if can_retry && should_retry(code, idempotent) => {
+                        tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?code, "retrying on another node");
+                        last = Some(Ok(response));
+                        continue;
+                    }
+                    _ => return Ok(response),
+                }
+            }
+        }
+    }
+
+    match last {
+        Some(result) => result,
+        None => Err(no_nodes(set)),
+    }
+}
+
+/// The next node to try: not tried yet in this call and not backing off;
+/// failing that, one that is backing off (better a slim chance than none).
+fn pick(
+    set: &NodeSet,
+    entries: &[Arc<NodeEntry>],
+    tried: &[Arc<NodeEntry>],
+) -> Option<Arc<NodeEntry>> {
+    let now = Instant::now();
+    let untried = |e: &Arc<NodeEntry>| {
+        !tried
+            .iter()
+            .any(|t| Arc::ptr_eq(t, e) || t.node.id == e.node.id)
+    };
+    set.selector
+        .select(entries, |e| untried(e) && !e.is_backing_off(now))
+        .or_else(|| set.selector.select(entries, untried))
+        .cloned()
+}
+
+fn no_nodes(set: &NodeSet) -> Status {
+    let why = match set.resolution() {
+        Resolution::Failed(reason) => format!(" (registry error: {reason})"),
+        _ => String::new(),
+    };
+    Status::unavailable(format!(
+        "service {}: no nodes found in registry [{}]{why}",
+        set.service(),
+        set.registry_name()
+    ))
+}
+
+fn deadline_exceeded(set: &NodeSet, budget: std::time::Duration, attempts: usize) -> Status {
+    Status::deadline_exceeded(format!(
+        "service {}: deadline of {budget:?} exceeded after {attempts} attempt(s)",
+        set.service()
+    ))
+}
+
+/// Whether a failed call may go to another node.
+fn should_retry(code: Code, idempotent: bool) -> bool {
+    match code {
+        // The server did not take the request (overloaded, shutting down).
+        Code::Unavailable => true,
+        // Server-side failures: the work may have started.
+        Code::Internal
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::DataLoss => idempotent,
+        // The request itself is at fault, or the answer is final.
+        _ => false,
+    }
+}
+
+/// The status of a trailers-only response (an error before any message).
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value: &HeaderValue = headers.get("grpc-status")?;
+    let code = value.to_str().ok()?.parse::<i32>().ok()?;
+    (code != 0).then(|| Code::from_i32(code))
+}
+
+fn classify(error: &(dyn StdError + 'static)) -> Failure {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return Failure::NotSent;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) {
+                return Failure::NotSent;
+            }
+        }
+        source = err.source();
+    }
+    Failure::MaybeSent
+}
+
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
+}

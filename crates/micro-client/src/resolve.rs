@@ -1,0 +1,351 @@
+//! Resolution: service name → live node set.
+//!
+//! A [`NodeSet`] lists the service once, then follows a registry watch. When
+//! the watch fails or ends (registry restart, compaction, lag) it lists again:
+//! the stale set keeps serving calls meanwhile, as go-micro's cache did.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use micro_registry::{Action, Event, Node, Service, SharedRegistry, WatchOptions};
+use micro_selector::Selector;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ClientOptions;
+
+/// Where the first lookup of a service stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// No registry answer yet.
+    Pending,
+    /// The registry answered (possibly: no such service).
+    Resolved,
+    /// The registry could not be asked; the message says why.
+    Failed(String),
+}
+
+/// One node and the connection to it.
+#[derive(Debug)]
+pub(crate) struct NodeEntry {
+    pub(crate) node: Node,
+    pub(crate) channel: Channel,
+    health: Mutex<Health>,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// What one client has seen of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    pub node: Node,
+    /// Calls (attempts) sent to the node.
+    pub attempts: u64,
+    /// Attempts that failed at the connection level.
+    pub failures: u64,
+    /// Whether the node is sitting out a backoff period now.
+    pub backing_off: bool,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    refusals: u32,
+    out_until: Option<Instant>,
+}
+
+impl NodeEntry {
+    fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
+        let channel = channel_for(&node.address, options)?;
+        Ok(NodeEntry {
+            node,
+            channel,
+            health: Mutex::new(Health::default()),
+            attempts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the node is sitting out a backoff period.
+    pub(crate) fn is_backing_off(&self, now: Instant) -> bool {
+        self.health().out_until.is_some_and(|until| until > now)
+    }
+
+    pub(crate) fn count_attempt(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self, now: Instant) -> NodeStats {
+        NodeStats {
+            node: self.node.clone(),
+            attempts: self.attempts.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            backing_off: self.is_backing_off(now),
+        }
+    }
+
+    /// The connection to the node failed: out of the rotation for a while.
+    pub(crate) fn mark_refused(&self, options: &ClientOptions) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut health = self.health();
+        let exponent = health.refusals.min(16);
+        health.refusals = health.refusals.saturating_add(1);
+        let period = options
+            .backoff_min
+            .saturating_mul(1u32 << exponent)
+            .min(options.backoff_max);
+        health.out_until = Some(Instant::now() + period);
+        tracing::debug!(node = %self.node.id, address = %self.node.address, ?period, "node refused a connection; backing off");
+    }
+
+    /// The node answered: back in the rotation.
+    pub(crate) fn mark_answered(&self) {
+        let mut health = self.health();
+        if health.refusals != 0 || health.out_until.is_some() {
+            *health = Health::default();
+        }
+    }
+}
+
+/// Checks a registered address and makes a lazily connecting channel for it.
+/// Only addresses of registered nodes are ever dialled.
+fn channel_for(address: &str, options: &ClientOptions) -> Result<Channel, String> {
+    let uri: http::Uri = format!("http://{address}")
+        .parse()
+        .map_err(|e| format!("bad node address {address:?}: {e}"))?;
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let port_ok = uri.port_u16().is_some_and(|p| p != 0);
+    if !host_ok || !port_ok || uri.path() != "/" {
+        return Err(format!(
+            "bad node address {address:?}: expected host:port with a non-zero port"
+        ));
+    }
+    let endpoint = Endpoint::from(uri)
+        .connect_timeout(options.dial_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Ok(endpoint.connect_lazy())
+}
+
+/// The live nodes of one service, as one client sees them.
+#[derive(Debug)]
+pub struct NodeSet {
+    name: String,
+    registry: SharedRegistry,
+    options: Arc<ClientOptions>,
+    pub(crate) selector: Selector,
+    nodes: ArcSwap<Vec<Arc<NodeEntry>>>,
+    resolution: watch::Sender<Resolution>,
+    task: OnceLock<AbortHandle>,
+}
+
+impl Drop for NodeSet {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+impl NodeSet {
+    pub(crate) fn spawn(
+        name: String,
+        registry: SharedRegistry,
+        options: Arc<ClientOptions>,
+    ) -> Arc<NodeSet> {
+        let set = Arc::new(NodeSet {
+            selector: Selector::new(options.selector),
+            name,
+            registry,
+            options,
+            nodes: ArcSwap::from_pointee(Vec::new()),
+            resolution: watch::channel(Resolution::Pending).0,
+            task: OnceLock::new(),
+        });
+        let task = tokio::spawn(follow(Arc::downgrade(&set)));
+        let _ = set.task.set(task.abort_handle());
+        set
+    }
+
+    pub fn service(&self) -> &str {
+        &self.name
+    }
+
+    pub fn registry_name(&self) -> &str {
+        self.registry.name()
+    }
+
+    /// The nodes known now.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.nodes.load().iter().map(|e| e.node.clone()).collect()
+    }
+
+    /// Per-node counters and backoff state, as this client sees them.
+    pub fn stats(&self) -> Vec<NodeStats> {
+        let now = Instant::now();
+        self.nodes.load().iter().map(|e| e.stats(now)).collect()
+    }
+
+    pub(crate) fn entries(&self) -> Arc<Vec<Arc<NodeEntry>>> {
+        self.nodes.load_full()
+    }
+
+    /// Waits until the registry answered once (or failed to).
+    pub(crate) async fn ready(&self) -> Resolution {
+        let mut rx = self.resolution.subscribe();
+        let result = rx
+            .wait_for(|r| *r != Resolution::Pending)
+            .await
+            .map(|r| r.clone());
+        result.unwrap_or_else(|_| Resolution::Failed("resolver stopped".into()))
+    }
+
+    /// The current resolution, without waiting.
+    pub(crate) fn resolution(&self) -> Resolution {
+        self.resolution.borrow().clone()
+    }
+
+    fn reset(&self, services: &[Service]) {
+        let current = self.nodes.load();
+        let mut next: Vec<Arc<NodeEntry>> = Vec::new();
+        for node in services.iter().flat_map(|s| &s.nodes) {
+            if next.iter().any(|e| e.node.id == node.id) {
+                continue;
+            }
+            if let Some(entry) = self.reuse_or_create(&current, node) {
+                next.push(entry);
+            }
+        }
+        next.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        self.nodes.store(Arc::new(next));
+    }
+
+    fn apply(&self, event: &Event) {
+        let current = self.nodes.load();
+        let mut next: Vec<Arc<NodeEntry>> = current.iter().cloned().collect();
+        match event.action {
+            Action::Create | Action::Update => {
+                for node in &event.service.nodes {
+                    let Some(entry) = self.reuse_or_create(&current, node) else {
+                        continue;
+                    };
+                    match next.iter_mut().find(|e| e.node.id == node.id) {
+                        Some(slot) => *slot = entry,
+                        None => next.push(entry),
+                    }
+                }
+            }
+            Action::Delete => {
+                next.retain(|e| !event.service.nodes.iter().any(|n| n.id == e.node.id));
+            }
+        }
+        next.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        self.nodes.store(Arc::new(next));
+    }
+
+    /// The entry for `node`: the existing one (keeping its connection) when the
+    /// address is unchanged, else a new one; `None` for an unusable address.
+    fn reuse_or_create(&self, current: &[Arc<NodeEntry>], node: &Node) -> Option<Arc<NodeEntry>> {
+        if let Some(existing) = current
+            .iter()
+            .find(|e| e.node.id == node.id && e.node.address == node.address)
+        {
+            if existing.node == *node {
+                return Some(existing.clone());
+            }
+            return Some(Arc::new(NodeEntry {
+                node: node.clone(),
+                channel: existing.channel.clone(),
+                health: Mutex::new(Health::default()),
+                attempts: AtomicU64::new(existing.attempts.load(Ordering::Relaxed)),
+                failures: AtomicU64::new(existing.failures.load(Ordering::Relaxed)),
+            }));
+        }
+        match NodeEntry::new(node.clone(), &self.options) {
+            Ok(entry) => Some(Arc::new(entry)),
+            Err(reason) => {
+                tracing::warn!(service = %self.name, node = %node.id, "ignoring node: {reason}");
+                None
+            }
+        }
+    }
+}
+
+/// Lists, then follows the watch; on any watch failure, lists again after a
+/// backoff. Stops when the node set is dropped.
+async fn follow(set: Weak<NodeSet>) {
+    const RETRY_MIN: Duration = Duration::from_millis(100);
+    const RETRY_MAX: Duration = Duration::from_secs(10);
+    let mut retry = RETRY_MIN;
+    loop {
+        let Some(strong) = set.upgrade() else { return };
+        let registry = strong.registry.clone();
+        let name = strong.name.clone();
+        drop(strong);
+
+        // Watch before listing, so nothing between the two is missed.
+        let watcher = registry.watch(WatchOptions::service(&name)).await;
+        let listing = registry.get_service(&name).await;
+        {
+            let Some(strong) = set.upgrade() else { return };
+            match listing {
+                Ok(services) => {
+                    strong.reset(&services);
+                    strong.resolution.send_replace(Resolution::Resolved);
+                }
+                Err(e) if e.is_not_found() => {
+                    strong.reset(&[]);
+                    strong.resolution.send_replace(Resolution::Resolved);
+                }
+                Err(e) => {
+                    // Keep serving the nodes we knew.
+                    tracing::warn!(service = %name, "registry lookup failed, using cached nodes: {e}");
+                    if strong.resolution() != Resolution::Resolved {
+                        strong
+                            .resolution
+                            .send_replace(Resolution::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+
+        match watcher {
+            Ok(mut watcher) => {
+                let started = Instant::now();
+                loop {
+                    let next = watcher.next().await;
+                    let Some(strong) = set.upgrade() else { return };
+                    match next {
+                        Some(Ok(event)) => strong.apply(&event),
+                        Some(Err(e)) => {
+                            tracing::debug!(service = %name, "registry watch interrupted, listing again: {e}");
+                            break;
+                        }
+                        None => {
+                            tracing::debug!(service = %name, "registry watch ended, listing again");
+                            break;
+                        }
+                    }
+                }
+                if started.elapsed() > RETRY_MAX {
+                    retry = RETRY_MIN;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %name, "registry watch failed: {e}");
+            }
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}

@@ -1,0 +1,4 @@
+fn main() {
+    micro_build::compile_protos(&["../../proto/greeter/greeter.proto"], &["../../proto"])
+        .expect("compile greeter.proto");
+}

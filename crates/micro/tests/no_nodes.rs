@@ -1,0 +1,64 @@
+//! Calling a service nobody registered fails at once, saying so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro::registry::memory::MemoryRegistry;
+use micro::{Client, ClientOptions};
+use micro_testing::greeter::{Request, greeter_client::GreeterClient};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn unknown_service_is_an_immediate_clear_error() {
+    let client = Client::new(Arc::new(MemoryRegistry::new()), ClientOptions::default());
+    let mut greeter = GreeterClient::new(client.service("go.micro.srv.nobody"));
+    let started = Instant::now();
+    let err = greeter
+        .hello(Request { name: "x".into() })
+        .await
+        .expect_err("no nodes");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.message().contains("go.micro.srv.nobody"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("registry [memory]"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn unusable_registered_addresses_are_never_dialled() {
+    use micro::registry::{Node, RegisterOptions, Registry, Service};
+    let registry = Arc::new(MemoryRegistry::new());
+    for (id, address) in [
+        ("bad-1", ""),
+        ("bad-2", "127.0.0.1:0"),
+        ("bad-3", "no port"),
+        ("bad-4", "http://x:1/path"),
+    ] {
+        registry
+            .register(
+                &Service::new("go.micro.srv.poisoned", "latest").with_node(Node::new(id, address)),
+                RegisterOptions::default(),
+            )
+            .await
+            .expect("register");
+    }
+    let client = Client::new(registry.clone(), ClientOptions::default());
+    assert!(client.nodes("go.micro.srv.poisoned").await.is_empty());
+    let mut greeter = GreeterClient::new(client.service("go.micro.srv.poisoned"));
+    let err = greeter
+        .hello(Request { name: "x".into() })
+        .await
+        .expect_err("no usable nodes");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+}

@@ -1,0 +1,101 @@
+//! Calls take turns across instances: a true round robin across calls.
+
+use std::sync::Arc;
+
+use micro::registry::memory::MemoryRegistry;
+use micro::{Client, ClientOptions};
+use micro_testing::greeter::{Request, greeter_client::GreeterClient};
+use micro_testing::{TestGreeter, TestServer, loopback_options};
+
+const SERVICE: &str = "go.micro.srv.greeter";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_share_100_calls_evenly() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let servers: Vec<TestServer> = (0..4)
+        .map(|i| {
+            TestServer::start(
+                registry.clone(),
+                SERVICE,
+                TestGreeter::new(format!("instance-{i}")),
+                loopback_options(),
+            )
+        })
+        .collect();
+
+    let client = Client::new(registry.clone(), ClientOptions::default());
+    // The servers register right after binding; wait for all four.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client.nodes(SERVICE).await.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "4 nodes never registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let mut greeter = GreeterClient::new(client.service(SERVICE));
+    for i in 0..100 {
+        let reply = greeter
+            .hello(Request {
+                name: format!("call-{i}"),
+            })
+            .await
+            .expect("call succeeds");
+        assert!(
+            reply
+                .get_ref()
+                .msg
+                .starts_with(&format!("Hello call-{i} from instance-"))
+        );
+    }
+
+    let counts: Vec<usize> = servers.iter().map(|s| s.greeter.hits()).collect();
+    eprintln!("round robin: 100 calls over 4 instances → {counts:?}");
+    for count in &counts {
+        assert!((24..=26).contains(count), "uneven spread: {counts:?}");
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 100);
+    for server in servers {
+        server.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_of_a_channel_share_the_rotation() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let servers: Vec<TestServer> = (0..2)
+        .map(|i| {
+            TestServer::start(
+                registry.clone(),
+                SERVICE,
+                TestGreeter::new(format!("instance-{i}")),
+                loopback_options(),
+            )
+        })
+        .collect();
+    let client = Client::new(registry.clone(), ClientOptions::default());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client.nodes(SERVICE).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "2 nodes never registered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A fresh generated client per call, as handlers often do: still alternates.
+    for i in 0..10 {
+        let mut greeter = GreeterClient::new(client.service(SERVICE));
+        greeter
+            .hello(Request {
+                name: format!("{i}"),
+            })
+            .await
+            .expect("call succeeds");
+    }
+    let counts: Vec<usize> = servers.iter().map(|s| s.greeter.hits()).collect();
+    assert_eq!(counts, [5, 5]);
+    for server in servers {
+        server.stop();
+    }
+}
