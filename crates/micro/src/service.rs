@@ -4,7 +4,7 @@ use micro_client::Client;
 use micro_config::{MicroArgs, RegistryArgs, RegistryKind};
 use micro_registry::SharedRegistry;
 use micro_registry::memory::MemoryRegistry;
-use micro_server::{Server, ServerBuilder};
+use micro_server::{Server, ServerBuilder, ServerOptions};
 
 /// Why a service could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,8 @@ pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Err
 #[derive(Clone, Debug)]
 pub struct Service {
     name: String,
-    args: MicroArgs,
+    version: String,
+    server_options: ServerOptions,
     registry: SharedRegistry,
     client: Client,
 }
@@ -56,22 +57,28 @@ impl Service {
     pub async fn new(name: &str, args: &MicroArgs) -> Result<Service, Error> {
         args.server.server_options().map_err(Error::Config)?;
         let registry = connect_registry(&args.registry).await?;
-        Ok(Service::with_registry(name, args, registry))
+        Service::with_registry(name, args, registry)
     }
 
     /// Like [`new`](Self::new), on a registry you made.
-    pub fn with_registry(name: &str, args: &MicroArgs, registry: SharedRegistry) -> Service {
+    pub fn with_registry(
+        name: &str,
+        args: &MicroArgs,
+        registry: SharedRegistry,
+    ) -> Result<Service, Error> {
+        let server_options = args.server.server_options().map_err(Error::Config)?;
         let client = Client::new(registry.clone(), args.client.client_options());
-        Service {
+        Ok(Service {
             name: args
                 .server
                 .server_name
                 .clone()
                 .unwrap_or_else(|| name.to_string()),
-            args: args.clone(),
+            version: args.server.server_version.clone(),
+            server_options,
             registry,
             client,
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -90,10 +97,9 @@ impl Service {
     /// A server builder with this service's name, version, registry and
     /// server flags; add handlers, then `bind().await?.run().await`.
     pub fn server(&self) -> ServerBuilder {
-        let options = self.args.server.server_options().unwrap_or_default();
         Server::builder(&self.name)
-            .version(&self.args.server.server_version)
+            .version(&self.version)
             .registry(self.registry.clone())
-            .options(options)
+            .options(self.server_options.clone())
     }
 }
