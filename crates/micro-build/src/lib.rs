@@ -47,6 +47,7 @@ pub struct Builder {
     client: Option<bool>,
     server: Option<bool>,
     out_dir: Option<PathBuf>,
+    extern_paths: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -63,6 +64,18 @@ impl Builder {
     /// Generate server code (default: yes).
     pub fn build_server(mut self, enable: bool) -> Self {
         self.server = Some(enable);
+        self
+    }
+
+    /// Use existing Rust types for a proto package instead of generating them,
+    /// e.g. `(".go.api", "::micro_api_proto")` for protos importing go-micro's API.
+    pub fn extern_path(
+        mut self,
+        proto_path: impl Into<String>,
+        rust_path: impl Into<String>,
+    ) -> Self {
+        self.extern_paths
+            .push((proto_path.into(), rust_path.into()));
         self
     }
 
@@ -95,10 +108,13 @@ impl Builder {
             out_dir.join(format!("{DESCRIPTOR_SET_NAME}.bin")),
             fds.encode_to_vec(),
         )?;
-        tonic_prost_build::configure()
+        let mut builder = tonic_prost_build::configure()
             .build_client(self.client.unwrap_or(true))
             .build_server(self.server.unwrap_or(true))
-            .out_dir(&out_dir)
-            .compile_fds(fds)
+            .out_dir(&out_dir);
+        for (proto_path, rust_path) in &self.extern_paths {
+            builder = builder.extern_path(proto_path, rust_path);
+        }
+        builder.compile_fds(fds)
     }
 }

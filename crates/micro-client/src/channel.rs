@@ -170,6 +170,11 @@ async fn call(
         match outcome {
             Err(_elapsed) => return Err(deadline_exceeded(set, budget, attempt + 1)),
             Ok(Err(error)) => {
+                // The channel enforces the grpc-timeout we set: that is our
+                // deadline passing, not the node failing.
+                if is_timeout(&error) {
+                    return Err(deadline_exceeded(set, budget, attempt + 1));
+                }
                 // A connection-level failure, sent or not: the node is not
                 // healthy, so it sits out a while either way.
                 let failure = classify(&error);
@@ -190,7 +195,19 @@ async fn call(
             }
             Ok(Ok(response)) => {
                 entry.mark_answered();
-                match grpc_status(response.headers()) {
+                let status = grpc_status(response.headers());
+                // tonic servers enforce the grpc-timeout we sent and answer
+                // Cancelled "Timeout expired" a moment before our own timer
+                // fires: to the caller, that is the deadline passing.
+                if status == Some(Code::Cancelled)
+                    && response
+                        .headers()
+                        .get("grpc-message")
+                        .is_some_and(|m| m.as_bytes().starts_with(b"Timeout"))
+                {
+                    return Err(deadline_exceeded(set, budget, attempt + 1));
+                }
+                match status {
                     Some(code) if can_retry && should_retry(code, idempotent) => {
                         tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?code, "retrying on another node");
                         last = Some(Ok(response));
@@ -288,6 +305,17 @@ fn classify(error: &(dyn StdError + 'static)) -> Failure {
         source = err.source();
     }
     Failure::MaybeSent
+}
+
+fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn error_chain(error: &(dyn StdError + 'static)) -> String {

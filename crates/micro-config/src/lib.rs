@@ -8,6 +8,9 @@
 //! | --- | --- | --- |
 //! | `--registry` | `MICRO_REGISTRY` | `mdns` |
 //! | `--registry_address` | `MICRO_REGISTRY_ADDRESS` | backend's own |
+//! | `--registry_timeout` | `MICRO_REGISTRY_TIMEOUT` | `5s` |
+//! | `--registry_username`, `--registry_password` | `MICRO_REGISTRY_USERNAME`, `MICRO_REGISTRY_PASSWORD` | none |
+//! | `--registry_tls_ca`, `--registry_tls_cert`, `--registry_tls_key` | `MICRO_REGISTRY_TLS_CA`, `..._CERT`, `..._KEY` | none |
 //! | `--mdns_timeout` | `MICRO_MDNS_TIMEOUT` | `1s` |
 //! | `--mdns_interface` | `MICRO_MDNS_INTERFACE` | every multicast interface |
 //! | `--server_name` | `MICRO_SERVER_NAME` | the binary's service name |
@@ -126,6 +129,63 @@ pub struct RegistryArgs {
     )]
     pub registry_address: Option<String>,
 
+    /// Deadline of one registry request (etcd), retries included
+    #[arg(
+        long = "registry_timeout",
+        visible_alias = "registry-timeout",
+        env = "MICRO_REGISTRY_TIMEOUT",
+        default_value = "5s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub registry_timeout: Duration,
+
+    /// User name for the registry (etcd authentication)
+    #[arg(
+        long = "registry_username",
+        visible_alias = "registry-username",
+        env = "MICRO_REGISTRY_USERNAME",
+        value_name = "USER"
+    )]
+    pub registry_username: Option<String>,
+
+    /// Password for the registry (etcd authentication); prefer the environment variable
+    #[arg(
+        long = "registry_password",
+        visible_alias = "registry-password",
+        env = "MICRO_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub registry_password: Option<String>,
+
+    /// CA certificate (PEM) to verify the registry's TLS certificate (etcd over https://)
+    #[arg(
+        long = "registry_tls_ca",
+        visible_alias = "registry-tls-ca",
+        env = "MICRO_REGISTRY_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub registry_tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for the registry
+    #[arg(
+        long = "registry_tls_cert",
+        visible_alias = "registry-tls-cert",
+        env = "MICRO_REGISTRY_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub registry_tls_cert: Option<std::path::PathBuf>,
+
+    /// Client key (PEM) for the registry
+    #[arg(
+        long = "registry_tls_key",
+        visible_alias = "registry-tls-key",
+        env = "MICRO_REGISTRY_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub registry_tls_key: Option<std::path::PathBuf>,
+
     /// How long a cold mDNS lookup waits for answers
     #[arg(
         long = "mdns_timeout",
@@ -152,6 +212,12 @@ impl Default for RegistryArgs {
         RegistryArgs {
             registry: RegistryKind::default(),
             registry_address: None,
+            registry_timeout: Duration::from_secs(5),
+            registry_username: None,
+            registry_password: None,
+            registry_tls_ca: None,
+            registry_tls_cert: None,
+            registry_tls_key: None,
             mdns_timeout: Duration::from_secs(1),
             mdns_interface: None,
         }

@@ -97,6 +97,11 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn list_services(&self) -> Result<Vec<Service>, Error>;
 
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error>;
+
+    /// Releases what the registry holds (sockets, sessions), after sending
+    /// whatever goodbyes its protocol has. Called once, at process exit; the
+    /// default does nothing.
+    async fn close(&self) {}
 }
 
 /// A registry shared between a server, its clients and background tasks.

@@ -45,6 +45,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use micro_registry::{Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry};
@@ -285,6 +286,7 @@ impl ServerBuilder {
         };
 
         Ok(Server {
+            registered: tokio::sync::watch::channel(false).0,
             registry,
             options,
             registration,
@@ -298,6 +300,7 @@ impl ServerBuilder {
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
+    registered: tokio::sync::watch::Sender<bool>,
     registry: SharedRegistry,
     options: ServerOptions,
     registration: Registration,
@@ -348,6 +351,12 @@ impl Server {
         &self.registration
     }
 
+    /// Turns true once the node is registered (and false after it is
+    /// deregistered): a readiness signal.
+    pub fn registered(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.registered.subscribe()
+    }
+
     /// Serves until SIGTERM, SIGINT or SIGQUIT, then stops gracefully.
     pub async fn run(self) -> Result<(), ServerError> {
         let signal = shutdown_signal().map_err(ServerError::Signals)?;
@@ -358,6 +367,7 @@ impl Server {
     /// stop accepting, drain in-flight calls (bounded), return.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
+            registered,
             registry,
             options,
             registration,
@@ -381,6 +391,7 @@ impl Server {
             registry.clone(),
             registration.clone(),
             options.clone(),
+            registered.clone(),
         )));
 
         tokio::pin!(shutdown);
@@ -391,6 +402,7 @@ impl Server {
 
         registrar.0.abort();
         let _ = (&mut registrar.0).await;
+        registered.send_replace(false);
         let node_id = &registration.nodes[0].id;
         tracing::info!(
             "Registry [{}] Deregistering node: {node_id}",
@@ -448,29 +460,47 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Registers, then renews every interval. A failed registration is retried
-/// with backoff (never past the interval), and logged once per outage.
+/// Registers, then renews every interval.
+///
+/// A failed registration is retried quickly (0.5 s, then every second) and
+/// logged once per outage, so a registry that comes back (an etcd restarted
+/// on empty data, say) has the node again within a second of answering. The
+/// server also watches its own service: if its node is deleted behind its
+/// back (a key removed by hand, a lapsed lease) or the watch breaks (the
+/// registry went away), it registers again at once instead of waiting for
+/// the next interval.
 async fn keep_registered(
     registry: SharedRegistry,
     registration: Registration,
     options: ServerOptions,
+    registered: tokio::sync::watch::Sender<bool>,
 ) {
+    const RETRY_MIN: Duration = Duration::from_millis(500);
+    const RETRY_MAX: Duration = Duration::from_secs(1);
     let ttl = RegisterOptions::with_ttl(options.register_ttl);
     let node_id = registration.nodes[0].id.clone();
     let name = registry.name().to_string();
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let _watch = AbortOnDrop(tokio::spawn(watch_own_node(
+        registry.clone(),
+        registration.name.clone(),
+        node_id.clone(),
+        lost.clone(),
+    )));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut retry = Duration::from_millis(500);
+    let mut retry = RETRY_MIN;
     loop {
         let wait = match registry.register(&registration, ttl).await {
             Ok(()) => {
+                registered.send_replace(true);
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
                         since.elapsed()
                     );
                 }
-                retry = Duration::from_millis(500);
+                retry = RETRY_MIN;
                 options.register_interval
             }
             Err(e) => {
@@ -483,11 +513,53 @@ async fn keep_registered(
                     tracing::debug!("Registry [{name}] register retry failed: {e}");
                 }
                 let wait = retry.min(options.register_interval);
-                retry = (retry * 2).min(options.register_interval);
+                retry = (retry * 2).min(RETRY_MAX);
                 wait
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = lost.notified() => {
+                tracing::debug!("Registry [{name}] node {node_id} missing or watch broken; registering again");
+            }
+        }
+    }
+}
+
+/// Signals `lost` when `node_id` is deleted from the registry, or when the
+/// watch fails (the registry may have lost everything); then watches again.
+async fn watch_own_node(
+    registry: SharedRegistry,
+    service: String,
+    node_id: String,
+    lost: Arc<tokio::sync::Notify>,
+) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match registry
+            .watch(micro_registry::WatchOptions::service(&service))
+            .await
+        {
+            Ok(mut watcher) => {
+                pause = Duration::from_millis(500);
+                while let Some(event) = watcher.next().await {
+                    match event {
+                        Ok(event)
+                            if event.action == micro_registry::Action::Delete
+                                && event.service.nodes.iter().any(|n| n.id == node_id) =>
+                        {
+                            lost.notify_one();
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                lost.notify_one();
+            }
+            Err(_) => lost.notify_one(),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test support: the greeter service of go-micro's examples, and servers that
 //! can be stopped gracefully or crashed on purpose.
 
+pub mod api;
+
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,7 +135,7 @@ impl fmt::Debug for TestServer {
 
 impl TestServer {
     /// Starts a greeter registered as `service` in `registry`; returns once it
-    /// is bound (its registration follows immediately).
+    /// is registered.
     pub fn start(
         registry: SharedRegistry,
         service: &str,
@@ -167,7 +169,13 @@ impl TestServer {
                         return Err(e);
                     }
                 };
-                let _ = ready_tx.send(Ok((server.local_addr(), server.node().id.clone())));
+                // Ready once registered, so callers find it at once.
+                let mut registered = server.registered();
+                let ready = (server.local_addr(), server.node().id.clone());
+                tokio::spawn(async move {
+                    let _ = registered.wait_for(|r| *r).await;
+                    let _ = ready_tx.send(Ok(ready));
+                });
                 tokio::select! {
                     result = server.run_until(async { let _ = graceful_rx.await; }) => result.map_err(|e| e.to_string()),
                     _ = kill_rx => Ok(()),

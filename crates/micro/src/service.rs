@@ -25,7 +25,9 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::Config(_) | Error::Server(micro_server::ServerError::Options(_))
+            Error::Config(_)
+                | Error::Registry(micro_registry::Error::Invalid(_))
+                | Error::Server(micro_server::ServerError::Options(_))
         )
     }
 }
@@ -34,8 +36,54 @@ impl Error {
 pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
     match args.registry {
         RegistryKind::Memory => Ok(Arc::new(MemoryRegistry::new())),
+        #[cfg(feature = "mdns")]
+        RegistryKind::Mdns => {
+            use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
+            if args.registry_address.is_some() {
+                tracing::warn!("--registry_address is ignored by the mdns registry");
+            }
+            let mut options = MdnsOptions::default().with_timeout(args.mdns_timeout);
+            if let Some(interface) = &args.mdns_interface {
+                options = options.with_interface(interface);
+            }
+            Ok(Arc::new(MdnsRegistry::new(options)?))
+        }
+        #[cfg(feature = "etcd")]
+        RegistryKind::Etcd => {
+            use micro_registry_etcd::{EtcdOptions, EtcdRegistry, EtcdTls};
+            let addresses = args.registry_address.as_deref().unwrap_or_default();
+            let mut options =
+                EtcdOptions::from_addresses(addresses)?.with_request_timeout(args.registry_timeout);
+            match (&args.registry_username, &args.registry_password) {
+                (Some(user), Some(password)) => options = options.with_user(user, password),
+                (None, None) => {}
+                _ => {
+                    return Err(Error::Config(
+                        "--registry_username and --registry_password go together".into(),
+                    ));
+                }
+            }
+            if args.registry_tls_ca.is_some()
+                || args.registry_tls_cert.is_some()
+                || args.registry_tls_key.is_some()
+            {
+                options = options.with_tls(EtcdTls {
+                    ca: args.registry_tls_ca.clone(),
+                    cert: args.registry_tls_cert.clone(),
+                    key: args.registry_tls_key.clone(),
+                    domain: None,
+                });
+            }
+            let registry = EtcdRegistry::connect(options).await?;
+            tracing::info!(
+                "Registry [etcd] Endpoints: {}",
+                registry.endpoints().join(", ")
+            );
+            Ok(Arc::new(registry))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(Error::Config(format!(
-            "registry {other} is not available in this build (available: memory)"
+            "registry {other} is not compiled into this binary (build micro with the {other:?} feature)"
         ))),
     }
 }
@@ -87,6 +135,12 @@ impl Service {
 
     pub fn registry(&self) -> &SharedRegistry {
         &self.registry
+    }
+
+    /// Closes the registry (mDNS sends its goodbyes): call once, after the
+    /// server stopped.
+    pub async fn shutdown(&self) {
+        self.registry.close().await;
     }
 
     /// A client that calls other services through the same registry.

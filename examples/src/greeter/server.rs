@@ -39,5 +39,6 @@ async fn run(cli: Cli) -> Result<(), micro::Error> {
         .await?
         .run()
         .await?;
+    service.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,211 @@
+//! HTTP ↔ `go.api` messages, as go-micro's `api` handler converts them.
+//!
+//! - `method`, `path` (percent-decoded), `url` (as received);
+//! - `header`: every header under its canonical name (`Content-Type`), plus
+//!   `Host` and `X-Forwarded-For` (the peer appended to any it was sent);
+//! - `get`: the query parameters; `post`: the fields of an
+//!   `application/x-www-form-urlencoded` body of a POST, PUT or PATCH (whose
+//!   `body` is then empty, as go-micro leaves it); `body`: any other body.
+//!
+//! `go.api` carries strings, so a body that is not UTF-8 reaches the service
+//! with invalid sequences replaced by U+FFFD.
+//!
+//! The reply: `statusCode` 0 means 200; its headers are set (hop-by-hop ones
+//! and invalid ones are dropped); `Content-Type` defaults to `application/json`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
+
+use crate::error::ApiError;
+
+/// The `go.api.Request` for an HTTP request.
+pub fn to_api_request(
+    parts: &http::request::Parts,
+    body: &[u8],
+    remote: Option<SocketAddr>,
+) -> ApiRequest {
+    let uri = &parts.uri;
+    let path = percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut request = ApiRequest {
+        method: parts.method.as_str().to_string(),
+        path,
+        url: uri.to_string(),
+        ..ApiRequest::default()
+    };
+
+    for (name, value) in &parts.headers {
+        if name == header::HOST {
+            continue;
+        }
+        push(
+            &mut request.header,
+            canonical_header(name.as_str()),
+            lossy(value),
+        );
+    }
+    if let Some(remote) = remote {
+        let key = "X-Forwarded-For".to_string();
+        let ip = remote.ip().to_string();
+        let value = match request.header.get(&key) {
+            Some(existing) if !existing.values.is_empty() => {
+                format!("{}, {ip}", existing.values.join(", "))
+            }
+            _ => ip,
+        };
+        request
+            .header
+            .insert(key.clone(), Pair::new(key, vec![value]));
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(lossy)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    request
+        .header
+        .insert("Host".into(), Pair::new("Host", vec![host]));
+
+    if let Some(query) = uri.query() {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            push(&mut request.get, key.into_owned(), value.into_owned());
+        }
+    }
+
+    let form = is_form(&parts.headers)
+        && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if form {
+        for (key, value) in form_urlencoded::parse(body) {
+            push(&mut request.post, key.into_owned(), value.into_owned());
+        }
+    } else {
+        request.body = String::from_utf8_lossy(body).into_owned();
+    }
+    request
+}
+
+/// The HTTP response for a `go.api.Response`.
+pub fn from_api_response(reply: ApiResponse, service: &str) -> Result<Response, ApiError> {
+    let status = match reply.status_code {
+        0 => StatusCode::OK,
+        code => u16::try_from(code)
+            .ok()
+            .filter(|c| (200..=599).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| {
+                ApiError(micro_errors::MicroError::new(
+                    service,
+                    502,
+                    format!("service {service} answered with invalid status code {code}"),
+                ))
+            })?,
+    };
+    let mut headers = HeaderMap::new();
+    let mut pairs: Vec<(&String, &Pair)> = reply.header.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    for (map_key, pair) in pairs {
+        let key = if pair.key.is_empty() {
+            map_key
+        } else {
+            &pair.key
+        };
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            tracing::debug!(service, header = %key, "dropping an invalid header name");
+            continue;
+        };
+        if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        for value in &pair.values {
+            match HeaderValue::from_str(value) {
+                Ok(value) => {
+                    headers.append(name.clone(), value);
+                }
+                Err(_) => {
+                    tracing::debug!(service, header = %key, "dropping an invalid header value")
+                }
+            }
+        }
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// Whether the body is a URL-encoded form.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+fn push(map: &mut HashMap<String, Pair>, key: String, value: String) {
+    map.entry(key.clone())
+        .or_insert_with(|| Pair::new(key, Vec::new()))
+        .values
+        .push(value);
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// Go's `CanonicalMIMEHeaderKey`: `content-type` → `Content-Type`.
+pub fn canonical_header(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if upper {
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+        upper = c == '-';
+    }
+    out
+}
+
+/// Headers that describe one connection, never forwarded.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_are_gos() {
+        assert_eq!(canonical_header("content-type"), "Content-Type");
+        assert_eq!(canonical_header("x-forwarded-for"), "X-Forwarded-For");
+        assert_eq!(canonical_header("host"), "Host");
+    }
+}

@@ -1,0 +1,151 @@
+//! What every request meets first: header limits, CORS, and the deadline.
+//!
+//! Connection-level limits (header read timeout, hyper's own header caps,
+//! connection count) are set where the listener is served; these checks
+//! repeat the header caps so that the router alone (as tests drive it)
+//! enforces them too.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+use tokio::time::Instant;
+
+use crate::Inner;
+use crate::error::ApiError;
+
+/// When the answer to a request is due; set by [`edge`] for the handlers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline(pub(crate) Instant);
+
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+const DEFAULT_ALLOWED_HEADERS: &str = "Accept, Authorization, Content-Type";
+const PREFLIGHT_MAX_AGE: &str = "600";
+
+pub(crate) async fn edge(
+    State(inner): State<Arc<Inner>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let options = &inner.options;
+    if let Some(error) = check_head(&request, options.max_headers, options.max_header_bytes) {
+        return error.into_response();
+    }
+
+    let allowed_origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| cors_allow(&options.cors_allowed_origins, origin));
+    if request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return match allowed_origin {
+            Some(origin) => preflight(origin, &request),
+            None => ApiError::new(
+                403,
+                "cross-origin requests from this origin are not allowed (see --cors_allowed_origins)",
+            )
+            .into_response(),
+        };
+    }
+
+    let timeout = options.request_timeout;
+    request
+        .extensions_mut()
+        .insert(Deadline(Instant::now() + timeout));
+    let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            504,
+            format!("no answer within the gateway's request timeout of {timeout:?}"),
+        )
+        .into_response(),
+    };
+    if let Some(origin) = allowed_origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// 431 for too many or too large headers, 414 for a URI longer than the
+/// header budget.
+fn check_head(request: &Request, max_headers: usize, max_header_bytes: usize) -> Option<ApiError> {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_len > max_header_bytes {
+        return Some(ApiError::new(
+            414,
+            format!("request URI longer than {max_header_bytes} bytes"),
+        ));
+    }
+    let headers = request.headers();
+    if headers.len() > max_headers {
+        return Some(ApiError::new(
+            431,
+            format!("more than {max_headers} request headers"),
+        ));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > max_header_bytes {
+        return Some(ApiError::new(
+            431,
+            format!("request headers larger than {max_header_bytes} bytes"),
+        ));
+    }
+    None
+}
+
+/// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.
+fn cors_allow(allowed: &[String], origin: &HeaderValue) -> Option<HeaderValue> {
+    if allowed.is_empty() {
+        return None;
+    }
+    let text = origin.to_str().ok()?;
+    let matches = allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(text));
+    matches.then(|| origin.clone())
+}
+
+fn preflight(origin: HeaderValue, request: &Request) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    let requested = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.len() <= 1024
+                    && s.split(',').all(|h| {
+                        let h = h.trim();
+                        !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    })
+            })
+        })
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}

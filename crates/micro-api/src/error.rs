@@ -1,0 +1,89 @@
+//! Every failure becomes go-micro's error JSON, `{"id","code","detail","status"}`,
+//! with HTTP status = `code`, in one place.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use micro_errors::MicroError;
+use tonic::{Code, Status};
+
+/// The `id` of errors the gateway itself produces, as go-micro's.
+pub const GATEWAY_ID: &str = "go.micro.api";
+
+/// An error answered to the HTTP client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError(pub MicroError);
+
+impl ApiError {
+    /// A gateway error with HTTP-style `code`.
+    pub fn new(code: u16, detail: impl Into<String>) -> Self {
+        ApiError(MicroError::new(GATEWAY_ID, i32::from(code), detail))
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(400, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(404, detail)
+    }
+
+    /// What a failed call to `service` endpoint `endpoint` means to the HTTP
+    /// client: the service's own micro error passes through unchanged; an
+    /// unknown endpoint is 404, no reachable node 503, a deadline 504.
+    pub fn from_call(status: &Status, service: &str, endpoint: &str) -> Self {
+        if let Some(err) = MicroError::parse(status.message()) {
+            return ApiError(err);
+        }
+        match status.code() {
+            Code::Unimplemented => {
+                let mut detail = format!("service {service} has no endpoint {endpoint}");
+                if !status.message().is_empty() {
+                    detail.push_str(": ");
+                    detail.push_str(status.message());
+                }
+                ApiError(MicroError::new(service, 404, detail))
+            }
+            Code::Unavailable => ApiError(MicroError::new(service, 503, status.message())),
+            Code::DeadlineExceeded => ApiError(MicroError::new(service, 504, status.message())),
+            // A tonic server enforces the grpc-timeout it was sent and answers
+            // this when it passes, which can be just before our own timer.
+            Code::Cancelled if status.message() == "Timeout expired" => ApiError(MicroError::new(
+                service,
+                504,
+                format!("service {service}: deadline exceeded calling {endpoint}"),
+            )),
+            _ => ApiError(MicroError::from_status(status, service)),
+        }
+    }
+
+    pub fn code(&self) -> u16 {
+        self.0.http_status().as_u16()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<MicroError> for ApiError {
+    fn from(err: MicroError) -> Self {
+        ApiError(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.0.to_json()));
+        *response.status_mut() = self.0.http_status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}

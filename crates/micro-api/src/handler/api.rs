@@ -1,0 +1,48 @@
+//! The `api` handler: HTTP → `go.api.Request` → `Handler.Method` of
+//! `<namespace>.<service>` → `go.api.Response` → HTTP.
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::uri::PathAndQuery;
+use micro_api_proto::{Request as ApiRequest, Response as ApiResponse};
+use micro_client::Idempotent;
+
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
+use crate::Inner;
+use crate::convert::{from_api_response, to_api_request};
+use crate::error::ApiError;
+use crate::serve::RemoteAddr;
+
+pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, ApiError> {
+    let deadline = deadline(inner, &request);
+    let route = inner
+        .resolver
+        .resolve(request.uri().path())
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
+    ensure_registered(inner, &route.service, deadline).await?;
+
+    let message = to_api_request(&parts, &body, remote);
+    let mut call = tonic::Request::new(message);
+    call.set_timeout(call_timeout(inner, deadline));
+    if is_safe(&parts.method) {
+        call.extensions_mut().insert(Idempotent);
+    }
+    let path = PathAndQuery::try_from(route.grpc_path())
+        .map_err(|_| ApiError::not_found(format!("cannot call {}", route.grpc_path())))?;
+    let mut grpc = tonic::client::Grpc::new(inner.client.service(&route.service));
+    grpc.ready()
+        .await
+        .map_err(|e| ApiError::new(503, format!("service {}: {e}", route.service)))?;
+    let reply = grpc
+        .unary(
+            call,
+            path,
+            tonic_prost::ProstCodec::<ApiRequest, ApiResponse>::default(),
+        )
+        .await
+        .map_err(|status| ApiError::from_call(&status, &route.service, &route.endpoint()))?;
+    from_api_response(reply.into_inner(), &route.service)
+}

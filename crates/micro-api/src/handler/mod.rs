@@ -1,0 +1,107 @@
+//! The handlers behind every path but `/`, and what they share: reading the
+//! body within its limit, the registry check, each call's time budget.
+
+pub(crate) mod api;
+pub(crate) mod http;
+pub(crate) mod rpc;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{HeaderValue, Method, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::time::Instant;
+
+use crate::edge::Deadline;
+use crate::error::ApiError;
+use crate::{HandlerKind, Inner, VERSION};
+
+/// `/`: `{"version": ...}`.
+pub(crate) async fn version() -> Response {
+    let body = serde_json::json!({ "version": VERSION }).to_string();
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Every other path: the configured handler.
+pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+    let result = match inner.options.handler {
+        HandlerKind::Api => api::handle(&inner, request).await,
+        HandlerKind::Rpc => rpc::handle(&inner, request).await,
+        HandlerKind::Http => http::handle(&inner, request).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The whole body, or 413 past `limit` (checked against `Content-Length`
+/// first, then while reading).
+pub(crate) async fn read_body(
+    headers: &::http::HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(413, format!("request body larger than {limit} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+/// When the request must be answered (the edge sets it; now + the default
+/// otherwise).
+pub(crate) fn deadline(inner: &Inner, request: &Request) -> Instant {
+    request
+        .extensions()
+        .get::<Deadline>()
+        .map_or_else(|| Instant::now() + inner.options.request_timeout, |d| d.0)
+}
+
+/// The budget of one call: the client's timeout, or less if the request is
+/// due sooner.
+pub(crate) fn call_timeout(inner: &Inner, deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .min(inner.client.options().request_timeout)
+}
+
+/// 404 unless `service` is registered.
+pub(crate) async fn ensure_registered(
+    inner: &Inner,
+    service: &str,
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    if inner.catalog.contains(service, budget).await {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "service {service} not found in registry [{}]",
+            inner.client.registry().name()
+        )))
+    }
+}
+
+/// Safe methods: the only ones whose calls are marked idempotent, so retried
+/// after a failure where the service may have started the work. (PUT and
+/// DELETE are idempotent in HTTP's sense, but a service handler behind them
+/// need not be.)
+pub(crate) fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+}

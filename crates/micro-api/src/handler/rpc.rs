@@ -1,0 +1,51 @@
+//! The `rpc` handler: a JSON body (or, for GET and HEAD, the query string)
+//! → the endpoint's request message → its reply as canonical proto3 JSON.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use http::{HeaderValue, header};
+
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
+use crate::Inner;
+use crate::dynamic::{CallOptions, JsonInput};
+use crate::error::ApiError;
+
+pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, ApiError> {
+    let deadline = deadline(inner, &request);
+    let route = inner
+        .resolver
+        .resolve(request.uri().path())
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
+    ensure_registered(inner, &route.service, deadline).await?;
+
+    let safe = is_safe(&parts.method);
+    let query = parts.uri.query().unwrap_or("");
+    let input = if safe && body.is_empty() {
+        JsonInput::Query(query)
+    } else {
+        JsonInput::Body(&body)
+    };
+    let options = CallOptions {
+        timeout: call_timeout(inner, deadline),
+        idempotent: safe,
+    };
+    let json = inner
+        .dynamic
+        .call_json(
+            &route.service,
+            &route.handler,
+            &route.method,
+            input,
+            options,
+        )
+        .await?;
+    let mut response = Response::new(Body::from(json));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}

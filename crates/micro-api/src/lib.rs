@@ -1,0 +1,246 @@
+//! The `micro api` gateway: HTTP in, calls to services by name out.
+//!
+//! The data flow of one request, each stage its own module:
+//!
+//! ```text
+//! HTTP request ─ edge (limits, CORS, deadline) ─ resolver (path → service, endpoint)
+//!   ─ catalog (is it registered?) ─ handler (api | rpc | http)
+//!   ─ toolkit client (node set → round robin → call, failover) ─ response
+//!   └ any failure: go-micro error JSON, HTTP status = its code (error)
+//! ```
+//!
+//! - [`resolver`]: go-micro's `micro` path rules (`/user/say/hello` →
+//!   `go.micro.api.user` `Say.Hello`).
+//! - `api` handler: the HTTP request as a `go.api.Request`, the service's
+//!   `go.api.Response` as the HTTP response ([`convert`]).
+//! - `rpc` handler: JSON ↔ the endpoint's own messages, for any toolkit service,
+//!   with schemas from gRPC server reflection ([`dynamic`]).
+//! - `http` handler: a reverse proxy to a registered HTTP service, dialling
+//!   registered node addresses only.
+//!
+//! [`Gateway::router`] is an `axum::Router`, testable without sockets;
+//! [`Gateway::serve`] runs it on a listener with the connection-level limits.
+//!
+//! ```no_run
+//! # async fn demo(client: micro_client::Client) -> std::io::Result<()> {
+//! use micro_api::{ApiOptions, Gateway, HandlerKind};
+//!
+//! let gateway = Gateway::new(client, ApiOptions { handler: HandlerKind::Api, ..ApiOptions::default() });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! gateway.serve(listener, std::future::pending()).await
+//! # }
+//! ```
+
+pub mod catalog;
+pub mod convert;
+pub mod dynamic;
+mod edge;
+mod error;
+mod handler;
+pub mod resolver;
+mod serve;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use micro_client::Client;
+
+pub use catalog::Catalog;
+pub use dynamic::{CallOptions, DynamicClient, JsonInput};
+pub use error::{ApiError, GATEWAY_ID};
+pub use resolver::{ResolveError, Resolver, Route};
+pub use serve::RemoteAddr;
+
+/// The gateway's version, answered at `/`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How requests become calls (`--handler`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// `go.api.Request` → `Handler.Method` → `go.api.Response`.
+    Api,
+    /// JSON → the endpoint's request message → reply as JSON.
+    #[default]
+    Rpc,
+    /// Reverse proxy to the HTTP service named by the first path part.
+    Http,
+}
+
+impl HandlerKind {
+    pub const NAMES: [&'static str; 3] = ["api", "rpc", "http"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Api => "api",
+            HandlerKind::Rpc => "rpc",
+            HandlerKind::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for HandlerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HandlerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "api" => Ok(HandlerKind::Api),
+            "rpc" => Ok(HandlerKind::Rpc),
+            "http" | "proxy" => Ok(HandlerKind::Http),
+            other => Err(format!(
+                "unknown handler {other:?} (expected one of: {})",
+                HandlerKind::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Gateway behaviour; every limit is on by default.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Which handler serves every path but `/`.
+    pub handler: HandlerKind,
+    /// Prefix of resolved service names (`go.micro.api`).
+    pub namespace: String,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Largest total size of request headers, names and values (431 beyond;
+    /// a longer URI is 414).
+    pub max_header_bytes: usize,
+    /// Time a client has to send the request head (HTTP/1).
+    pub header_read_timeout: Duration,
+    /// Time to answer a request, calls included (504 beyond).
+    pub request_timeout: Duration,
+    /// Origins allowed cross-origin (`*` for any); empty: CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Services whose schemas the rpc handler keeps.
+    pub schema_cache_size: usize,
+    /// How long a cached schema is used before it is fetched again.
+    pub schema_ttl: Duration,
+    /// Longest wait for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            handler: HandlerKind::default(),
+            namespace: "go.micro.api".into(),
+            max_body_bytes: 1024 * 1024,
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            cors_allowed_origins: Vec::new(),
+            max_connections: 1024,
+            schema_cache_size: 256,
+            schema_ttl: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The gateway: cheap to clone, all clones share the client, catalog and caches.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) options: ApiOptions,
+    pub(crate) resolver: Resolver,
+    pub(crate) client: Client,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) dynamic: DynamicClient,
+    pub(crate) proxy: handler::http::ProxyClient,
+    pub(crate) proxy_turn: AtomicUsize,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("options", &self.inner.options)
+            .field("client", &self.inner.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway calling through `client` (its registry, selector, retries
+    /// and deadline). Starts following the registry's service list; must be
+    /// called inside a tokio runtime.
+    pub fn new(client: Client, options: ApiOptions) -> Gateway {
+        let catalog = Catalog::spawn(client.registry().clone());
+        let dynamic = DynamicClient::new(
+            client.clone(),
+            options.schema_cache_size,
+            options.schema_ttl,
+        );
+        let proxy = handler::http::ProxyClient::new(client.options().dial_timeout);
+        Gateway {
+            inner: Arc::new(Inner {
+                resolver: Resolver::new(options.namespace.clone()),
+                options,
+                client,
+                catalog,
+                dynamic,
+                proxy,
+                proxy_turn: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn options(&self) -> &ApiOptions {
+        &self.inner.options
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The registered services as the gateway sees them.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.inner.catalog
+    }
+
+    /// The JSON caller the rpc handler uses.
+    pub fn dynamic(&self) -> &DynamicClient {
+        &self.inner.dynamic
+    }
+
+    /// The whole gateway as a router: `/` answers the version, every other
+    /// path goes to the configured handler; limits, CORS and the request
+    /// deadline apply to all.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/", axum::routing::any(handler::version))
+            .fallback(handler::dispatch)
+            .with_state(self.inner.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                edge::edge,
+            ))
+    }
+
+    /// Serves the router on `listener` until `shutdown` completes, then stops
+    /// accepting and lets in-flight requests finish (up to `shutdown_grace`).
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        serve::serve(self, listener, shutdown).await
+    }
+}

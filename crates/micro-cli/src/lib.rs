@@ -1,0 +1,478 @@
+//! The `micro` command line, in go-micro's forms:
+//!
+//! ```text
+//! micro [--registry=etcd ...] api [--address :8080] [--handler api|rpc|http] [--namespace go.micro.api]
+//! micro [...] list services
+//! micro [...] get service go.micro.srv.greeter
+//! micro [...] call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
+//! ```
+//!
+//! The shared flags (`--registry`, `--registry_address`, `--client_*`, ...)
+//! come before the subcommand. Each subcommand is a function here that
+//! returns its output, so it can be tested in-process on a memory registry;
+//! `main.rs` only parses, prints and picks the exit code (2 for usage errors,
+//! 1 for failures).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use micro::config::MicroArgs;
+use micro::{Client, Registry};
+use micro_api::{ApiOptions, CallOptions, DynamicClient, Gateway, HandlerKind, JsonInput};
+use micro_registry::{Service, Value};
+
+/// `micro`: run the API gateway, inspect the registry, call services.
+#[derive(Debug, Parser)]
+#[command(name = "micro", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub micro: MicroArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API gateway: HTTP requests become calls to services by name
+    Api(ApiArgs),
+    /// List resources: `micro list services`
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+    },
+    /// Describe a resource: `micro get service NAME`
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Call an endpoint with JSON: `micro call go.micro.srv.greeter Greeter.Hello '{"name":"John"}'`
+    Call(CallArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListWhat {
+    /// Every registered service, one name per line
+    Services,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetWhat {
+    /// A service's versions, nodes and endpoints
+    Service {
+        /// The service name, e.g. go.micro.srv.greeter
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The service name, e.g. go.micro.srv.greeter
+    pub service: String,
+    /// The endpoint, Handler.Method, e.g. Greeter.Hello
+    pub endpoint: String,
+    /// The request as JSON (default {})
+    #[arg(default_value = "{}")]
+    pub request: String,
+}
+
+/// `micro api` flags. Limits are on by default.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Address to listen on (":8080" = every interface)
+    #[arg(
+        long,
+        env = "MICRO_API_ADDRESS",
+        default_value = ":8080",
+        value_name = "ADDR"
+    )]
+    pub address: String,
+
+    /// How requests become calls: api (go.api.Request/Response), rpc (JSON ↔ the endpoint's messages), http (reverse proxy)
+    #[arg(
+        long,
+        env = "MICRO_API_HANDLER",
+        default_value = "rpc",
+        value_name = "NAME"
+    )]
+    pub handler: HandlerKind,
+
+    /// Prefix of the service names paths resolve to
+    #[arg(
+        long,
+        env = "MICRO_API_NAMESPACE",
+        default_value = "go.micro.api",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+
+    /// Path resolver (only go-micro's "micro" rules)
+    #[arg(long, env = "MICRO_API_RESOLVER", default_value = "micro", value_parser = ["micro"], value_name = "NAME")]
+    pub resolver: String,
+
+    /// Largest request body accepted (bytes; K/KiB and M/MiB suffixes allowed)
+    #[arg(long = "max_body_bytes", visible_alias = "max-body-bytes", env = "MICRO_API_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_body_bytes: usize,
+
+    /// Most request headers accepted
+    #[arg(long = "max_headers", visible_alias = "max-headers", env = "MICRO_API_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub max_headers: u16,
+
+    /// Largest total size of the request headers
+    #[arg(long = "max_header_bytes", visible_alias = "max-header-bytes", env = "MICRO_API_MAX_HEADER_BYTES", default_value = "32KiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send its request headers
+    #[arg(long = "header_read_timeout", visible_alias = "header-read-timeout", env = "MICRO_API_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub header_read_timeout: Duration,
+
+    /// Time to answer a request, calls included
+    #[arg(long = "request_timeout", visible_alias = "request-timeout", env = "MICRO_API_REQUEST_TIMEOUT", default_value = "10s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+
+    /// Origins allowed to call cross-origin, comma separated ("*" for any); CORS is off without it
+    #[arg(
+        long = "cors_allowed_origins",
+        visible_alias = "cors-allowed-origins",
+        env = "MICRO_API_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Connections served at once
+    #[arg(long = "max_connections", visible_alias = "max-connections", env = "MICRO_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+}
+
+impl ApiArgs {
+    pub fn api_options(&self) -> ApiOptions {
+        ApiOptions {
+            handler: self.handler,
+            namespace: self.namespace.clone(),
+            max_body_bytes: self.max_body_bytes,
+            max_headers: usize::from(self.max_headers),
+            max_header_bytes: self.max_header_bytes,
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            cors_allowed_origins: self
+                .cors_allowed_origins
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            max_connections: self.max_connections as usize,
+            ..ApiOptions::default()
+        }
+    }
+
+    /// The address to bind: go's `:8080` means every interface.
+    pub fn listen_address(&self) -> String {
+        listen_address(&self.address)
+    }
+}
+
+/// `:8080` → `0.0.0.0:8080`; anything else as given.
+pub fn listen_address(address: &str) -> String {
+    if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    }
+}
+
+/// A size: `1048576`, `512K`, `1MiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 1048576, 512KiB, 1MiB)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("{s:?}: unknown unit (expected K, KiB, M or MiB)")),
+    };
+    let size = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if size == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(size)
+}
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CliError {
+    /// The user's input is wrong: exit code 2.
+    Usage(String),
+    /// The command could not do its job: exit code 1.
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            CliError::Usage(m) | CliError::Failed(m) => m,
+        }
+    }
+}
+
+impl From<micro::Error> for CliError {
+    fn from(e: micro::Error) -> Self {
+        if e.is_usage() {
+            CliError::Usage(e.to_string())
+        } else {
+            CliError::Failed(e.to_string())
+        }
+    }
+}
+
+/// `micro list services`: the sorted names, one a line.
+pub async fn list_services(registry: &dyn Registry) -> Result<String, CliError> {
+    let services = registry.list_services().await.map_err(|e| {
+        CliError::Failed(format!("Registry [{}] list services: {e}", registry.name()))
+    })?;
+    let mut names: Vec<String> = services.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names.dedup();
+    Ok(names.iter().fold(String::new(), |mut out, name| {
+        let _ = writeln!(out, "{name}");
+        out
+    }))
+}
+
+/// `micro get service NAME`, in go-micro's layout: per version the nodes,
+/// then each endpoint with its request and response fields.
+pub async fn get_service(registry: &dyn Registry, name: &str) -> Result<String, CliError> {
+    let services = match registry.get_service(name).await {
+        Ok(services) if !services.is_empty() => services,
+        Ok(_) => return Err(not_found(registry, name)),
+        Err(e) if e.is_not_found() => return Err(not_found(registry, name)),
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "Registry [{}] get service {name}: {e}",
+                registry.name()
+            )));
+        }
+    };
+    Ok(format_service(&services))
+}
+
+fn not_found(registry: &dyn Registry, name: &str) -> CliError {
+    CliError::Failed(format!(
+        "service {name} not found in registry [{}]",
+        registry.name()
+    ))
+}
+
+/// go-micro's `get service` text for the versions of one service.
+pub fn format_service(services: &[Service]) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for service in services {
+        lines.push(format!("service  {}", service.name));
+        lines.push(format!("\nversion {}", service.version));
+        lines.push("\nID\tAddress\tMetadata".into());
+        for node in &service.nodes {
+            let metadata: Vec<String> = node
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            lines.push(format!(
+                "{}\t{}\t{}",
+                node.id,
+                node.address,
+                metadata.join(",")
+            ));
+        }
+    }
+    if let Some(first) = services.first() {
+        for endpoint in &first.endpoints {
+            lines.push(format!("\nEndpoint: {}", endpoint.name));
+            if !endpoint.metadata.is_empty() {
+                let metadata: Vec<String> = endpoint
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                lines.push(format!("Metadata: {}", metadata.join(",")));
+            }
+            lines.push(format!(
+                "Request: {}",
+                format_value(endpoint.request.as_ref())
+            ));
+            lines.push(format!(
+                "\nResponse: {}",
+                format_value(endpoint.response.as_ref())
+            ));
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+fn format_value(value: Option<&Value>) -> String {
+    match value {
+        Some(v) if !v.values.is_empty() => {
+            let mut out = String::from("{\n");
+            for field in &v.values {
+                format_field(&mut out, field, 0);
+            }
+            out.push('}');
+            out
+        }
+        _ => "{}".into(),
+    }
+}
+
+/// go-micro's `formatEndpoint`: tab-indented `name type`, nested in braces.
+fn format_field(out: &mut String, value: &Value, depth: usize) {
+    let indent = "\t".repeat(depth + 1);
+    let _ = write!(out, "{indent}{} {}", value.name.to_lowercase(), value.kind);
+    if value.values.is_empty() {
+        out.push('\n');
+        return;
+    }
+    out.push_str(" {\n");
+    for field in &value.values {
+        format_field(out, field, depth + 1);
+    }
+    let _ = writeln!(out, "{indent}}}");
+}
+
+/// `micro call SERVICE ENDPOINT JSON`: the reply, pretty-printed JSON.
+pub async fn call(
+    client: &Client,
+    service: &str,
+    endpoint: &str,
+    request: &str,
+) -> Result<String, CliError> {
+    let (handler, method) = endpoint
+        .split_once('.')
+        .filter(|(h, m)| !h.is_empty() && !m.is_empty() && !m.contains('.'))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
+            ))
+        })?;
+    serde_json::from_str::<serde_json::Value>(request)
+        .map_err(|e| CliError::Usage(format!("request is not JSON: {e}")))?;
+
+    let registry = client.registry();
+    match registry.get_service(service).await {
+        Ok(found) if found.iter().any(|s| !s.nodes.is_empty()) => {}
+        Ok(_) => return Err(not_found(registry.as_ref(), service)),
+        Err(e) if e.is_not_found() => return Err(not_found(registry.as_ref(), service)),
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "Registry [{}] get service {service}: {e}",
+                registry.name()
+            )));
+        }
+    }
+
+    let dynamic = DynamicClient::new(client.clone(), 1, Duration::from_secs(60));
+    let options = CallOptions {
+        timeout: client.options().request_timeout,
+        idempotent: false,
+    };
+    let reply = dynamic
+        .call_json(
+            service,
+            handler,
+            method,
+            JsonInput::Body(request.as_bytes()),
+            options,
+        )
+        .await
+        .map_err(|e| {
+            let err = e.0;
+            CliError::Failed(format!(
+                "error calling {service} {endpoint}: {} ({} {})",
+                err.detail, err.code, err.status
+            ))
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&reply)
+        .map_err(|e| CliError::Failed(format!("reply is not JSON: {e}")))?;
+    Ok(pretty(&value))
+}
+
+/// JSON indented with tabs, as go-micro prints replies.
+fn pretty(value: &serde_json::Value) -> String {
+    use serde::Serialize;
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if value.serialize(&mut serializer).is_err() {
+        return value.to_string();
+    }
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    text.push('\n');
+    text
+}
+
+/// `micro api`: serves the gateway until SIGTERM, SIGINT or SIGQUIT.
+pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
+    let registry = micro::connect_registry(&micro.registry).await?;
+    let client = Client::new(registry.clone(), micro.client.client_options());
+    let shutdown = micro::server::shutdown_signal()
+        .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
+    let address = args.listen_address();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.address)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.address)))?;
+    tracing::info!(
+        "Starting [api] handler {} namespace {} resolver {} registry [{}]",
+        args.handler,
+        args.namespace,
+        args.resolver,
+        registry.name()
+    );
+    let gateway = Gateway::new(client, args.api_options());
+    tracing::info!("Server [http] Listening on {local}");
+    gateway
+        .serve(listener, shutdown)
+        .await
+        .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
+    tracing::info!("Server [http] Stopped");
+    Ok(())
+}
+
+/// Runs a parsed command line; what to print on stdout, or why it failed.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
+    match &cli.command {
+        Command::Api(args) => run_api(&cli.micro, args).await.map(|()| String::new()),
+        Command::List {
+            what: ListWhat::Services,
+        } => {
+            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            list_services(registry.as_ref()).await
+        }
+        Command::Get {
+            what: GetWhat::Service { name },
+        } => {
+            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            get_service(registry.as_ref(), name).await
+        }
+        Command::Call(args) => {
+            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            let client = Client::new(registry, cli.micro.client.client_options());
+            call(&client, &args.service, &args.endpoint, &args.request).await
+        }
+    }
+}

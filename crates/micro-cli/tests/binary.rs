@@ -1,0 +1,231 @@
+//! The `micro` binary: flags, exit codes, and `micro api` serving until
+//! SIGTERM. Only the memory registry is used (never mDNS).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const MICRO: &str = env!("CARGO_BIN_EXE_micro");
+
+fn micro(args: &[&str]) -> Output {
+    Command::new(MICRO)
+        .args(args)
+        .env_remove("MICRO_REGISTRY")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run micro")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let help = micro(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in ["api", "list", "get", "call", "--registry"] {
+        assert!(
+            text.contains(command),
+            "{command} missing from help:\n{text}"
+        );
+    }
+    let api_help = micro(&["api", "--help"]);
+    let text = String::from_utf8_lossy(&api_help.stdout);
+    for flag in [
+        "--address",
+        "--handler",
+        "--namespace",
+        "--resolver",
+        "--max_body_bytes",
+        "--cors_allowed_origins",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from api help:\n{text}");
+    }
+    assert_eq!(micro(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_are_one_line_and_exit_two() {
+    for args in [
+        &[][..],
+        &["--registry=consul", "list", "services"],
+        &["list", "services", "--registry=memory"], // global flags go first
+        &["--registry=memory", "list", "nodes"],
+        &["--registry=memory", "api", "--handler=meta"],
+        &["--registry=memory", "api", "--resolver=host"],
+        &["--registry=memory", "api", "--max_body_bytes=0"],
+        &["--registry=memory", "api", "--request_timeout=soon"],
+        &[
+            "--registry=memory",
+            "call",
+            "go.micro.srv.greeter",
+            "Hello",
+            "{}",
+        ],
+        &[
+            "--registry=memory",
+            "call",
+            "go.micro.srv.greeter",
+            "Greeter.Hello",
+            "{bad",
+        ],
+        &["--no-such-flag"],
+    ] {
+        let output = micro(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("micro: "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn commands_on_an_empty_registry() {
+    let list = micro(&["--registry=memory", "list", "services"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert!(list.stdout.is_empty());
+
+    let get = micro(&["--registry=memory", "get", "service", "go.micro.srv.nobody"]);
+    assert_eq!(get.status.code(), Some(1));
+    assert_eq!(
+        stderr(&get).trim_end(),
+        "micro: service go.micro.srv.nobody not found in registry [memory]"
+    );
+
+    let call = micro(&[
+        "--registry",
+        "memory",
+        "call",
+        "go.micro.srv.nobody",
+        "Greeter.Hello",
+        r#"{"name":"x"}"#,
+    ]);
+    assert_eq!(call.status.code(), Some(1));
+    assert!(
+        stderr(&call).contains("go.micro.srv.nobody not found"),
+        "{}",
+        stderr(&call)
+    );
+}
+
+/// Kills the child by PID if a test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn http_get(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn api_serves_until_sigterm_and_exits_zero() {
+    let child = Command::new(MICRO)
+        .args([
+            "--registry=memory",
+            "api",
+            "--address",
+            "127.0.0.1:0",
+            "--handler=api",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start micro api");
+    let mut running = Running(child);
+    let stderr = running.0.stderr.take().expect("stderr");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The address from "Server [http] Listening on ...".
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = Vec::new();
+    let address: SocketAddr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no listening line; log so far: {log:?}"));
+        log.push(line.clone());
+        if let Some(address) = line.split("Server [http] Listening on ").nth(1) {
+            break address.trim().parse().expect("address");
+        }
+    };
+    // go-micro's log shape: date, time, message.
+    let starting = log
+        .iter()
+        .find(|l| l.contains("Starting [api]"))
+        .expect("starting line");
+    let stamp = starting.get(..19).unwrap_or_default();
+    assert!(
+        stamp.len() == 19 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[13] == b':',
+        "{starting}"
+    );
+    assert!(
+        starting.contains("handler api") && starting.contains("registry [memory]"),
+        "{starting}"
+    );
+
+    let root = http_get(address, "/");
+    assert!(root.starts_with("HTTP/1.1 200"), "{root}");
+    assert!(root.contains(r#"{"version":""#), "{root}");
+    let missing = http_get(address, "/user/say/hello?name=huohuo");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(missing.contains("go.micro.api.user"), "{missing}");
+
+    let pid = running.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = running.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "micro api did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+    let _ = reader.join();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("Stopped")), "{rest:?}");
+}

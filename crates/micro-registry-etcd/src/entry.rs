@@ -1,0 +1,322 @@
+//! The etcd layout go-micro v2 uses, and the checks an entry read from etcd
+//! must pass before anyone may dial its nodes.
+//!
+//! One key per node, `/micro/registry/<service>/<node id>` (`/` inside a name
+//! becomes `-`), holding the JSON of the service with only that node.
+
+use std::collections::HashSet;
+use std::net::Ipv6Addr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use micro_registry::{Node, Service};
+
+/// Where go-micro v2 keeps its registry.
+pub const PREFIX: &str = "/micro/registry/";
+
+/// How many distinct bad entries are remembered so each is warned about once.
+const WARNED_CAPACITY: usize = 4096;
+
+/// A name as go-micro puts it in a key.
+pub fn encode(name: &str) -> String {
+    name.replace('/', "-")
+}
+
+/// The key of one node of a service.
+pub fn node_key(service: &str, node_id: &str) -> String {
+    format!("{PREFIX}{}/{}", encode(service), encode(node_id))
+}
+
+/// The prefix under which all nodes of a service live.
+pub fn service_prefix(service: &str) -> String {
+    format!("{PREFIX}{}/", encode(service))
+}
+
+/// Splits a registry key into its service and node parts.
+pub fn split_key(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(PREFIX)?;
+    let (service, node) = rest.split_once('/')?;
+    if service.is_empty() || node.is_empty() || node.contains('/') {
+        return None;
+    }
+    Some((service, node))
+}
+
+/// Checks a node address is something one can dial: `host:port` with a
+/// non-empty host (IPv6 in brackets) and a port from 1 to 65535.
+pub fn check_address(address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err("empty address".into());
+    }
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("address {address:?} is not [ipv6]:port"))?;
+        host.parse::<Ipv6Addr>()
+            .map_err(|_| format!("address {address:?} has a bad IPv6 host"))?;
+        (host, port)
+    } else {
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {address:?} has no port"))?;
+        if host.contains(':') {
+            return Err(format!("address {address:?}: IPv6 host without brackets"));
+        }
+        (host, port)
+    };
+    if host.is_empty() {
+        return Err(format!("address {address:?} has no host"));
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "/?#@[]".contains(c))
+    {
+        return Err(format!("address {address:?} has a bad host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) => Err(format!("address {address:?} has port 0")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("address {address:?} has a bad port")),
+    }
+}
+
+/// Decodes entries read from etcd, skipping (and counting) the bad ones.
+#[derive(Debug)]
+pub struct Decoder {
+    max_value_bytes: usize,
+    skipped: AtomicU64,
+    /// (key, mod revision) of bad entries already warned about.
+    warned: Mutex<HashSet<(Vec<u8>, i64)>>,
+}
+
+impl Decoder {
+    pub fn new(max_value_bytes: usize) -> Self {
+        Decoder {
+            max_value_bytes,
+            skipped: AtomicU64::new(0),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
+    /// How many entries or nodes were skipped so far (each read counts).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The service an entry holds, with only its valid nodes; `None` (counted
+    /// and logged) if nothing usable is left. `expected` is the service name
+    /// asked for, if any.
+    pub fn decode(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: i64,
+        expected: Option<&str>,
+    ) -> Option<Service> {
+        match self.try_decode(key, value, expected) {
+            Ok((service, dropped)) => {
+                for reason in dropped {
+                    self.skip(key, mod_revision, &reason);
+                }
+                Some(service)
+            }
+            Err(reason) => {
+                self.skip(key, mod_revision, &reason);
+                None
+            }
+        }
+    }
+
+    fn try_decode(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expected: Option<&str>,
+    ) -> Result<(Service, Vec<String>), String> {
+        let (key_service, key_node) = split_key(key)
+            .ok_or_else(|| "key is not /micro/registry/<service>/<node>".to_string())?;
+        if value.len() > self.max_value_bytes {
+            return Err(format!(
+                "value of {} bytes exceeds the {}-byte limit",
+                value.len(),
+                self.max_value_bytes
+            ));
+        }
+        let mut service: Service =
+            serde_json::from_slice(value).map_err(|e| format!("value is not a service: {e}"))?;
+        if service.name.is_empty() {
+            return Err("service has no name".into());
+        }
+        if encode(&service.name) != key_service {
+            return Err(format!(
+                "service {:?} does not belong under key segment {key_service:?}",
+                service.name
+            ));
+        }
+        if let Some(expected) = expected
+            && service.name != expected
+        {
+            return Err(format!(
+                "service {:?} found under the prefix of {expected:?}",
+                service.name
+            ));
+        }
+        if service.nodes.is_empty() {
+            return Err("entry has no node".into());
+        }
+        let mut dropped = Vec::new();
+        let nodes = std::mem::take(&mut service.nodes);
+        service.nodes = nodes
+            .into_iter()
+            .filter(|node| match check_node(node, key_node) {
+                Ok(()) => true,
+                Err(reason) => {
+                    dropped.push(reason);
+                    false
+                }
+            })
+            .collect();
+        if service.nodes.is_empty() {
+            // Every node was bad: one skip per entry is enough.
+            return Err(dropped.join("; "));
+        }
+        Ok((service, dropped))
+    }
+
+    fn skip(&self, key: &[u8], mod_revision: i64, reason: &str) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        let key_text = String::from_utf8_lossy(key);
+        let first_time = {
+            let mut warned = self
+                .warned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if warned.len() >= WARNED_CAPACITY {
+                warned.clear();
+            }
+            warned.insert((key.to_vec(), mod_revision))
+        };
+        if first_time {
+            tracing::warn!(key = %key_text, reason, "Registry [etcd] skipping bad entry");
+        } else {
+            tracing::debug!(key = %key_text, reason, "Registry [etcd] skipping bad entry");
+        }
+    }
+}
+
+fn check_node(node: &Node, key_node: &str) -> Result<(), String> {
+    if node.id.trim().is_empty() {
+        return Err("node has an empty id".into());
+    }
+    if encode(&node.id) != key_node {
+        return Err(format!(
+            "node {:?} does not belong under key segment {key_node:?}",
+            node.id
+        ));
+    }
+    check_address(&node.address).map_err(|e| format!("node {}: {e}", node.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_go_micro() {
+        assert_eq!(
+            node_key("go.micro.srv.greeter", "go.micro.srv.greeter-1"),
+            "/micro/registry/go.micro.srv.greeter/go.micro.srv.greeter-1"
+        );
+        assert_eq!(node_key("a/b", "a/b-1"), "/micro/registry/a-b/a-b-1");
+        assert_eq!(service_prefix("a/b"), "/micro/registry/a-b/");
+        assert_eq!(split_key(b"/micro/registry/a/b"), Some(("a", "b")));
+        assert_eq!(split_key(b"/micro/registry/a/b/c"), None);
+        assert_eq!(split_key(b"/micro/registry/a"), None);
+        assert_eq!(split_key(b"/other/a/b"), None);
+    }
+
+    #[test]
+    fn addresses() {
+        for good in [
+            "127.0.0.1:1",
+            "host:65535",
+            "[::1]:8080",
+            "my-host.local:80",
+        ] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            ":8080",
+            "127.0.0.1:x",
+            "127.0.0.1:70000",
+            "::1:80",
+            "[::1]",
+            "[zz]:80",
+            "a b:80",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn entry(name: &str, id: &str, address: &str) -> Vec<u8> {
+        let service = Service::new(name, "latest").with_node(Node::new(id, address));
+        serde_json::to_vec(&service).expect("json")
+    }
+
+    #[test]
+    fn bad_entries_are_skipped_and_counted() {
+        let decoder = Decoder::new(1024);
+        let key = node_key("svc", "svc-1");
+        let good = entry("svc", "svc-1", "127.0.0.1:80");
+        assert!(
+            decoder
+                .decode(key.as_bytes(), &good, 1, Some("svc"))
+                .is_some()
+        );
+        assert_eq!(decoder.skipped(), 0);
+
+        let bad: Vec<Vec<u8>> = vec![
+            b"{not json".to_vec(),
+            entry("svc", "svc-1", ""),
+            entry("svc", "svc-1", "127.0.0.1:0"),
+            entry("other", "svc-1", "127.0.0.1:80"),
+            entry("svc", "svc-2", "127.0.0.1:80"),
+            br#"{"name":"svc","nodes":[]}"#.to_vec(),
+            vec![b' '; 2048],
+        ];
+        for (i, value) in bad.iter().enumerate() {
+            assert!(
+                decoder.decode(key.as_bytes(), value, 1, None).is_none(),
+                "case {i}"
+            );
+        }
+        assert_eq!(decoder.skipped(), bad.len() as u64);
+        assert!(
+            decoder
+                .decode(b"/micro/registry/x", &good, 1, None)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_nodes_are_dropped_from_a_good_entry() {
+        let decoder = Decoder::new(1 << 20);
+        let key = node_key("svc", "svc-1");
+        let service = Service::new("svc", "latest")
+            .with_node(Node::new("svc-1", "127.0.0.1:80"))
+            .with_node(Node::new("svc-1", "127.0.0.1:0"));
+        let value = serde_json::to_vec(&service).expect("json");
+        let got = decoder
+            .decode(key.as_bytes(), &value, 1, None)
+            .expect("decoded");
+        assert_eq!(got.nodes.len(), 1);
+        assert_eq!(decoder.skipped(), 1);
+    }
+}

@@ -1,0 +1,118 @@
+//! `user-srv`: the user service, `go.micro.srv.user` (handlers User and Post).
+//!
+//! ```text
+//! user-srv                                   # SQLite in ./data/user.db, mDNS registry
+//! user-srv --registry=etcd --registry_address=127.0.0.1:2379
+//! user-srv --database_url postgres://user:pass@db:5432/users
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use user_service::password::Hasher;
+use user_service::proto::post::post_server::PostServer;
+use user_service::proto::user::user_server::UserServer;
+use user_service::srv::UserService;
+use user_service::store::{self, Store};
+use user_service::token::Tokens;
+use user_service::{FILE_DESCRIPTOR_SET, SRV_NAME};
+
+/// Serves go.micro.srv.user: users and their posts, on SQLite or PostgreSQL.
+#[derive(Parser, Debug)]
+#[command(name = "user-srv", version)]
+struct Cli {
+    /// Store: sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB (default: an SQLite file in --data_dir)
+    #[arg(
+        long = "database_url",
+        visible_alias = "database-url",
+        env = "MICRO_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+
+    /// Directory of the default SQLite store
+    #[arg(
+        long = "data_dir",
+        visible_alias = "data-dir",
+        env = "MICRO_DATA_DIR",
+        default_value = "data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+
+    /// Key that signs login tokens; every instance must share it (default: a random key, this instance only)
+    #[arg(
+        long = "auth_secret",
+        visible_alias = "auth-secret",
+        env = "MICRO_AUTH_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    auth_secret: Option<String>,
+
+    /// How long a login token is valid
+    #[arg(long = "auth_token_ttl", visible_alias = "auth-token-ttl", env = "MICRO_AUTH_TOKEN_TTL", default_value = "24h",
+          value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    auth_token_ttl: Duration,
+
+    #[command(flatten)]
+    micro: micro::config::MicroArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    micro::log::init();
+    let cli: Cli = micro::config::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("user-srv: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let service = match micro::Service::new(SRV_NAME, &cli.micro).await {
+        Ok(service) => service,
+        Err(e) if e.is_usage() => micro::config::exit_usage(&e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    let url = cli
+        .database_url
+        .clone()
+        .unwrap_or_else(|| store::default_url(&cli.data_dir));
+    let store = Store::open(&url).await?;
+    tracing::info!("Store [{:?}] {}", store.backend(), store::redact(&url));
+
+    let tokens = match cli.auth_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(secret) => {
+            if secret.len() < 32 {
+                tracing::warn!(
+                    "--auth_secret is shorter than 32 bytes; use a longer random secret"
+                );
+            }
+            Tokens::new(secret.as_bytes(), cli.auth_token_ttl)
+        }
+        None => {
+            tracing::warn!(
+                "no --auth_secret (MICRO_AUTH_SECRET): signing tokens with a random key; \
+                 every instance must share one secret, or tokens from one are refused by the others"
+            );
+            Tokens::generated(cli.auth_token_ttl)?
+        }
+    };
+    let users = UserService::new(store.clone(), Hasher::with_defaults()?, tokens);
+
+    service
+        .server()
+        .file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .add_service(UserServer::new(users.user_handler()))
+        .add_service(PostServer::new(users.post_handler()))
+        .bind()
+        .await?
+        .run()
+        .await?;
+    service.shutdown().await;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The user store: embedded SQLite by default, PostgreSQL to scale.
+//!
+//! One implementation over sqlx's `Any` driver; the schema lives in
+//! `migrations/sqlite` and `migrations/postgres` and is applied on start
+//! (every instance may run it: migrations are idempotent and locked).
+//! Several instances may share one store: SQLite in WAL mode with a busy
+//! timeout (one host), PostgreSQL for many. SQL is only ever parameterised.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// A stored user. `password_hash` is a PHC string and never leaves the
+/// service.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub name: String,
+    pub email: Option<String>,
+    pub password_hash: String,
+    pub created_time: i64,
+    pub updated_time: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hash is left out so that no debug print can leak it.
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("created_time", &self.created_time)
+            .field("updated_time", &self.updated_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub title: String,
+    pub content: String,
+    pub created_time: i64,
+    pub updated_time: i64,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user name {0:?} is taken")]
+    DuplicateName(String),
+    #[error("user {0} does not exist")]
+    NoSuchUser(i64),
+    #[error("invalid database url {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The store URL used when none is given: an SQLite file in `data_dir`.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("user.db").display())
+}
+
+/// Users and posts in a SQL database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::BadUrl {
+            url: redact(url),
+            reason: "expected sqlite://PATH or postgres://USER@HOST:PORT/DB".into(),
+        })
+    }
+}
+
+/// `url` with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens the store at `url` (creating an SQLite file and its directory if
+    /// needed) and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_string(),
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            .acquire_timeout(Duration::from_secs(5));
+        let options = match backend {
+            Backend::Sqlite => options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets several processes share the file; the busy
+                    // timeout makes writers wait for each other instead of failing.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
+        let pool = options.connect(&url).await?;
+        match backend {
+            // PostgreSQL migrations take an advisory lock; SQLite's do not, so
+            // instances starting together can race to record the same
+            // version. The loser's transaction rolls back; running again sees
+            // the migration applied and moves on.
+            Backend::Sqlite => {
+                let mut attempt = 1;
+                loop {
+                    match SQLITE_MIGRATIONS.run(&pool).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 10 => {
+                            tracing::debug!(
+                                "schema migration raced another instance ({e}); retrying"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        email: Option<&str>,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<UserRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (name, email, password_hash, created_time, updated_time) \
+             VALUES ($1, $2, $3, $4, $4) \
+             RETURNING id, name, email, password_hash, created_time, updated_time",
+        )
+        .bind(name)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::DuplicateName(name.to_string())
+            }
+            _ => StoreError::Database(e),
+        })?;
+        user(&row)
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, email, password_hash, created_time, updated_time \
+             FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, email, password_hash, created_time, updated_time \
+             FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user).transpose()
+    }
+
+    /// Replaces the hash; false if the user does not exist.
+    pub async fn update_password(
+        &self,
+        id: i64,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_time = $2 WHERE id = $3")
+                .bind(password_hash)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the user and their posts; false if there was no such user.
+    pub async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM posts WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Users with id > `after_id`, by id, at most `limit`.
+    pub async fn list_users(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, email, password_hash, created_time, updated_time \
+             FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user).collect()
+    }
+
+    pub async fn create_post(
+        &self,
+        user_id: i64,
+        title: &str,
+        content: &str,
+        now: i64,
+    ) -> Result<PostRecord, StoreError> {
+        if self.user_by_id(user_id).await?.is_none() {
+            return Err(StoreError::NoSuchUser(user_id));
+        }
+        let row = sqlx::query(
+            "INSERT INTO posts (user_id, title, content, created_time, updated_time) \
+             VALUES ($1, $2, $3, $4, $4) \
+             RETURNING id, user_id, title, content, created_time, updated_time",
+        )
+        .bind(user_id)
+        .bind(title)
+        .bind(content)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::NoSuchUser(user_id)
+            }
+            _ => StoreError::Database(e),
+        })?;
+        post(&row)
+    }
+
+    pub async fn post_by_id(&self, id: i64) -> Result<Option<PostRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, user_id, title, content, created_time, updated_time FROM posts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(post).transpose()
+    }
+
+    /// A user's posts, newest first, at most `limit`.
+    pub async fn posts_by_user(
+        &self,
+        user_id: i64,
+        limit: u32,
+    ) -> Result<Vec<PostRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, title, content, created_time, updated_time \
+             FROM posts WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(post).collect()
+    }
+}
+
+/// Checks an SQLite URL, creates its directory, and asks for the file to be
+/// created if missing.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() {
+        return Err(StoreError::BadUrl {
+            url: url.to_string(),
+            reason: "no file path (expected sqlite://PATH, e.g. sqlite://data/user.db)".into(),
+        });
+    }
+    let parent = PathBuf::from(path).parent().map(Path::to_path_buf);
+    if path != ":memory:"
+        && let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::BadUrl {
+            url: url.to_string(),
+            reason: format!("cannot create directory {}: {e}", dir.display()),
+        })?;
+    }
+    let query = if query.contains("mode=") {
+        query.to_string()
+    } else if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+fn user(row: &AnyRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        created_time: row.try_get("created_time")?,
+        updated_time: row.try_get("updated_time")?,
+    })
+}
+
+fn post(row: &AnyRow) -> Result<PostRecord, StoreError> {
+    Ok(PostRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        title: row.try_get("title")?,
+        content: row.try_get("content")?,
+        created_time: row.try_get("created_time")?,
+        updated_time: row.try_get("updated_time")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_passwords_redacted() {
+        assert_eq!(backend_of("sqlite://x.db").expect("ok"), Backend::Sqlite);
+        assert_eq!(
+            backend_of("postgres://u@h/db").expect("ok"),
+            Backend::Postgres
+        );
+        assert!(backend_of("mysql://h/db").is_err());
+        assert_eq!(
+            redact("postgres://bob:s3cret@db:5432/users"),
+            "postgres://bob:***@db:5432/users"
+        );
+        assert_eq!(redact("postgres://bob@db/users"), "postgres://bob@db/users");
+        assert!(sqlite_url("sqlite://").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The tutorial's topology in one process: N user-srv instances sharing one
+//! store, one user-api, on a memory registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use micro::registry::memory::MemoryRegistry;
+use micro::{Client, ClientOptions, Server, ServerOptions, SharedRegistry};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use user_service::api::UserApi;
+use user_service::password::Hasher;
+use user_service::proto::api::{
+    account_server::AccountServer, article_server::ArticleServer, say_server::SayServer,
+};
+use user_service::proto::post::post_server::PostServer;
+use user_service::proto::user::user_server::UserServer;
+use user_service::srv::UserService;
+use user_service::store::Store;
+use user_service::token::Tokens;
+use user_service::{API_NAME, FILE_DESCRIPTOR_SET, SRV_NAME};
+
+pub const SECRET: &[u8] = b"test secret, test secret, test secret!";
+
+pub fn options() -> ServerOptions {
+    ServerOptions {
+        address: "127.0.0.1:0".into(),
+        register_ttl: Duration::from_secs(10),
+        register_interval: Duration::from_secs(5),
+        ..ServerOptions::default()
+    }
+}
+
+/// A running server and how to stop it.
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn start(server: Server) -> Running {
+        let address = server.local_addr();
+        let mut registered = server.registered();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server ran");
+        });
+        tokio::time::timeout(Duration::from_secs(10), registered.wait_for(|r| *r))
+            .await
+            .expect("registered within 10 s")
+            .expect("registration signal");
+        Running {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts one user-srv instance on `store_url`.
+pub async fn user_srv(registry: SharedRegistry, store_url: &str) -> (Running, Store) {
+    let store = Store::open(store_url).await.expect("open store");
+    let service = UserService::new(
+        store.clone(),
+        Hasher::new(2, 32).expect("hasher"),
+        Tokens::new(SECRET, Duration::from_secs(3600)),
+    );
+    let server = Server::builder(SRV_NAME)
+        .registry(registry)
+        .options(options())
+        .file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .add_service(UserServer::new(service.user_handler()))
+        .add_service(PostServer::new(service.post_handler()))
+        .bind()
+        .await
+        .expect("bind user-srv");
+    (Running::start(server).await, store)
+}
+
+/// Starts user-api, calling user-srv through `registry`.
+pub async fn user_api(registry: SharedRegistry) -> Running {
+    let client = Client::new(registry.clone(), ClientOptions::default());
+    let api = UserApi::new(client.service(SRV_NAME));
+    let server = Server::builder(API_NAME)
+        .registry(registry)
+        .options(options())
+        .file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .add_service(SayServer::new(api.say()))
+        .add_service(AccountServer::new(api.account()))
+        .add_service(ArticleServer::new(api.article()))
+        .bind()
+        .await
+        .expect("bind user-api");
+    Running::start(server).await
+}
+
+/// A memory registry shared by the topology.
+pub fn registry() -> SharedRegistry {
+    Arc::new(MemoryRegistry::new())
+}

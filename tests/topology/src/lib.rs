@@ -1,0 +1,400 @@
+//! Support for system tests: the workspace's binaries as processes (stopped
+//! by PID), their logs, and HTTP calls made with `curl`, as a user would.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`):
+//! `cargo test --workspace` builds them before running any test.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The path of workspace binary `name`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; `cargo test --workspace` builds every binary (or run `cargo build --workspace` first)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running process whose stderr is collected; killed by PID on drop.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    /// Starts `binary(program)` with `args` and `env` (RUST_LOG included).
+    pub fn start(label: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(binary(program));
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Process {
+            name: label.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {needle:?} within {limit:?}; log:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the child's PID (never 0 or a group).
+    fn signal(child: &Child, signal: &str) {
+        let pid = child.id();
+        assert!(pid > 1, "refusing to signal PID {pid}");
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Self::signal(&child, "-KILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded); the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        Self::signal(&child, "-TERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within {limit:?} of SIGTERM; log:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// `curl` a URL: GET, or POST with a JSON body.
+pub fn curl(url: &str, json_body: Option<&str>) -> Reply {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-m", "15", "-w", "\n%{http_code}"]);
+    if let Some(body) = json_body {
+        command.args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ]);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    Reply {
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 32 random bytes, hex: a shared token key for the user-srv instances.
+pub fn secret() -> String {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("random bytes");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The tutorial's topology, running.
+#[derive(Debug)]
+pub struct Topology {
+    pub srvs: Vec<Process>,
+    pub api: Process,
+    pub gateway: Process,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+/// What [`exercise`] measured.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// QueryUserByName calls per user-srv for 30 hellos.
+    pub spread: Vec<usize>,
+    /// Failed hellos among the 30 after one user-srv was SIGKILLed.
+    pub failed_after_kill: usize,
+}
+
+impl Topology {
+    /// Starts one user-srv per entry of `srv_flags` (one SQLite store in
+    /// `data_dir`), then user-api and `micro api --handler=api`, both with
+    /// `shared_flags`.
+    pub fn start(
+        shared_flags: &[&str],
+        srv_flags: &[Vec<String>],
+        data_dir: &std::path::Path,
+    ) -> Topology {
+        let secret = secret();
+        let data = data_dir.display().to_string();
+        let env: Vec<(&str, &str)> = vec![
+            ("MICRO_AUTH_SECRET", secret.as_str()),
+            ("RUST_LOG", "info,user_service=debug"),
+        ];
+        let srvs = srv_flags
+            .iter()
+            .enumerate()
+            .map(|(i, extra)| {
+                let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
+                args.extend(["--data_dir", data.as_str()]);
+                Process::start(&format!("user-srv-{i}"), "user-srv", &args, &env)
+            })
+            .collect();
+        let api = Process::start("user-api", "user-api", shared_flags, &env);
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut gateway_args: Vec<&str> = shared_flags.to_vec();
+        gateway_args.extend(["api", "--handler=api", "--address", address.as_str()]);
+        let gateway = Process::start("micro api", "micro", &gateway_args, &env);
+        Topology {
+            srvs,
+            api,
+            gateway,
+            base: format!("http://{address}"),
+        }
+    }
+
+    /// [`eventually`], printing every process's log if it fails.
+    fn eventually<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .srvs
+                    .iter()
+                    .chain([&self.api, &self.gateway])
+                    .map(|p| {
+                        let log = p.log();
+                        let lines: Vec<&str> = log.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+                        format!("--- {} (last 25 lines) ---\n{tail}", p.name)
+                    })
+                    .collect();
+                panic!("{what}: not within {limit:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn hello(&self, name: &str) -> Reply {
+        curl(&format!("{}/user/say/hello?name={name}", self.base), None)
+    }
+
+    fn calls(&self) -> Vec<usize> {
+        self.srvs
+            .iter()
+            .map(|s| s.count("User.QueryUserByName"))
+            .collect()
+    }
+
+    /// Register, hello ×30 (counting per instance), SIGKILL one instance,
+    /// hello ×30 more.
+    pub fn exercise(&mut self) -> Figures {
+        // The whole chain answers: an unknown user is user-srv's 404.
+        let unknown = |reply: &Reply| {
+            reply.status == 404 && reply.body.contains(r#"user \"nobody\" not found"#)
+        };
+        self.eventually(
+            "gateway → user-api → user-srv",
+            Duration::from_secs(60),
+            || unknown(&self.hello("nobody")).then_some(()),
+        );
+        // Every instance takes calls before counting starts.
+        let start = self.calls();
+        self.eventually("every user-srv reached", Duration::from_secs(30), || {
+            let reply = self.hello("nobody");
+            assert!(unknown(&reply), "{reply:?}");
+            let now = self.calls();
+            now.iter().zip(&start).all(|(n, s)| n > s).then_some(())
+        });
+
+        let register = curl(
+            &format!("{}/user/account/register", self.base),
+            Some(r#"{"username":"huohuo","password":"correct horse battery"}"#),
+        );
+        assert_eq!(register.status, 201, "{register:?}");
+        let id = register.json()["id"].as_str().expect("id").to_string();
+
+        let before = self.calls();
+        for _ in 0..30 {
+            let reply = self.hello("huohuo");
+            assert_eq!(reply.status, 200, "{reply:?}");
+            assert_eq!(
+                reply.json(),
+                serde_json::json!({"id": id, "username": "huohuo"})
+            );
+        }
+        let spread: Vec<usize> = self
+            .calls()
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after - before)
+            .collect();
+
+        self.srvs[0].kill();
+        let failed_after_kill = (0..30)
+            .filter(|_| {
+                let reply = self.hello("huohuo");
+                reply.status != 200
+            })
+            .count();
+        Figures {
+            spread,
+            failed_after_kill,
+        }
+    }
+
+    /// SIGTERM to every live process; each must exit 0.
+    pub fn stop(mut self) {
+        for process in [&mut self.gateway, &mut self.api]
+            .into_iter()
+            .chain(self.srvs.iter_mut().skip(1))
+        {
+            let status = process.terminate(Duration::from_secs(20));
+            assert!(
+                status.success(),
+                "{} exited with {status} after SIGTERM; log:\n{}",
+                process.name,
+                process.log()
+            );
+            assert!(
+                process.log().contains("Deregistering") || process.name == "micro api",
+                "{} did not deregister; log:\n{}",
+                process.name,
+                process.log()
+            );
+        }
+    }
+}
