@@ -34,6 +34,9 @@ pub(crate) enum Resolution {
 pub(crate) struct NodeEntry {
     pub(crate) node: Node,
     pub(crate) channel: Channel,
+    /// Set when a re-listing after a registry outage no longer showed the
+    /// node: it stays usable until then, unless the registry confirms it.
+    stale_until: Option<Instant>,
     health: Mutex<Health>,
     attempts: AtomicU64,
     failures: AtomicU64,
@@ -63,6 +66,7 @@ impl NodeEntry {
         Ok(NodeEntry {
             node,
             channel,
+            stale_until: None,
             health: Mutex::new(Health::default()),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -78,6 +82,18 @@ impl NodeEntry {
     /// Whether the node is sitting out a backoff period.
     pub(crate) fn is_backing_off(&self, now: Instant) -> bool {
         self.health().out_until.is_some_and(|until| until > now)
+    }
+
+    /// The same node and connection, with new metadata or staleness.
+    fn copy(&self, node: Node, stale_until: Option<Instant>) -> NodeEntry {
+        NodeEntry {
+            node,
+            channel: self.channel.clone(),
+            stale_until,
+            health: Mutex::new(Health::default()),
+            attempts: AtomicU64::new(self.attempts.load(Ordering::Relaxed)),
+            failures: AtomicU64::new(self.failures.load(Ordering::Relaxed)),
+        }
     }
 
     pub(crate) fn count_attempt(&self) {
@@ -215,8 +231,13 @@ impl NodeSet {
         self.resolution.borrow().clone()
     }
 
-    fn reset(&self, services: &[Service]) {
+    /// Replaces the node list with a fresh listing. With `grace`, nodes the
+    /// listing lacks are kept (marked stale) for that long: after a registry
+    /// outage, an empty or partial listing may only mean that services have
+    /// not registered again yet, and they do within about a second.
+    fn reset(&self, services: &[Service], grace: Option<Duration>) {
         let current = self.nodes.load();
+        let now = Instant::now();
         let mut next: Vec<Arc<NodeEntry>> = Vec::new();
         for node in services.iter().flat_map(|s| &s.nodes) {
             if next.iter().any(|e| e.node.id == node.id) {
@@ -226,7 +247,42 @@ impl NodeSet {
                 next.push(entry);
             }
         }
+        if let Some(grace) = grace {
+            for entry in current.iter() {
+                if next.iter().any(|e| e.node.id == entry.node.id) {
+                    continue;
+                }
+                match entry.stale_until {
+                    Some(until) if until <= now => {}
+                    Some(_) => next.push(entry.clone()),
+                    None => next.push(Arc::new(entry.copy(entry.node.clone(), Some(now + grace)))),
+                }
+            }
+        }
         next.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        self.nodes.store(Arc::new(next));
+    }
+
+    /// When the earliest stale node lapses, if any.
+    fn next_stale_deadline(&self) -> Option<Instant> {
+        self.nodes.load().iter().filter_map(|e| e.stale_until).min()
+    }
+
+    /// Drops stale nodes whose grace period is over.
+    fn prune_stale(&self) {
+        let now = Instant::now();
+        let current = self.nodes.load();
+        if !current
+            .iter()
+            .any(|e| e.stale_until.is_some_and(|t| t <= now))
+        {
+            return;
+        }
+        let next: Vec<Arc<NodeEntry>> = current
+            .iter()
+            .filter(|e| e.stale_until.is_none_or(|t| t > now))
+            .cloned()
+            .collect();
         self.nodes.store(Arc::new(next));
     }
 
@@ -260,16 +316,10 @@ impl NodeSet {
             .iter()
             .find(|e| e.node.id == node.id && e.node.address == node.address)
         {
-            if existing.node == *node {
+            if existing.node == *node && existing.stale_until.is_none() {
                 return Some(existing.clone());
             }
-            return Some(Arc::new(NodeEntry {
-                node: node.clone(),
-                channel: existing.channel.clone(),
-                health: Mutex::new(Health::default()),
-                attempts: AtomicU64::new(existing.attempts.load(Ordering::Relaxed)),
-                failures: AtomicU64::new(existing.failures.load(Ordering::Relaxed)),
-            }));
+            return Some(Arc::new(existing.copy(node.clone(), None)));
         }
         match NodeEntry::new(node.clone(), &self.options) {
             Ok(entry) => Some(Arc::new(entry)),
@@ -286,7 +336,10 @@ impl NodeSet {
 async fn follow(set: Weak<NodeSet>) {
     const RETRY_MIN: Duration = Duration::from_millis(100);
     const RETRY_MAX: Duration = Duration::from_secs(10);
+    /// How long nodes missing from a re-listing stay usable.
+    const RELIST_GRACE: Duration = Duration::from_secs(10);
     let mut retry = RETRY_MIN;
+    let mut first = true;
     loop {
         let Some(strong) = set.upgrade() else { return };
         let registry = strong.registry.clone();
@@ -300,11 +353,11 @@ async fn follow(set: Weak<NodeSet>) {
             let Some(strong) = set.upgrade() else { return };
             match listing {
                 Ok(services) => {
-                    strong.reset(&services);
+                    strong.reset(&services, (!first).then_some(RELIST_GRACE));
                     strong.resolution.send_replace(Resolution::Resolved);
                 }
                 Err(e) if e.is_not_found() => {
-                    strong.reset(&[]);
+                    strong.reset(&[], (!first).then_some(RELIST_GRACE));
                     strong.resolution.send_replace(Resolution::Resolved);
                 }
                 Err(e) => {
@@ -323,8 +376,19 @@ async fn follow(set: Weak<NodeSet>) {
             Ok(mut watcher) => {
                 let started = Instant::now();
                 loop {
-                    let next = watcher.next().await;
+                    let stale_deadline = set.upgrade().and_then(|s| s.next_stale_deadline());
+                    let next = match stale_deadline {
+                        Some(deadline) => tokio::select! {
+                            next = watcher.next() => Some(next),
+                            () = tokio::time::sleep_until(deadline) => None,
+                        },
+                        None => Some(watcher.next().await),
+                    };
                     let Some(strong) = set.upgrade() else { return };
+                    let Some(next) = next else {
+                        strong.prune_stale();
+                        continue;
+                    };
                     match next {
                         Some(Ok(event)) => strong.apply(&event),
                         Some(Err(e)) => {
@@ -345,6 +409,7 @@ async fn follow(set: Weak<NodeSet>) {
                 tracing::warn!(service = %name, "registry watch failed: {e}");
             }
         }
+        first = false;
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(RETRY_MAX);
     }

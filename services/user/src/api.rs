@@ -119,6 +119,14 @@ fn body<T: for<'de> Deserialize<'de>>(request: &ApiRequest) -> Result<T, Status>
         return Err(error(413, format!("body larger than {MAX_BODY} bytes")));
     }
     if request.body.trim().is_empty() && !request.post.is_empty() {
+        // `curl -d '{...}'` without a Content-Type sends JSON as a form; the
+        // form decoding has already mangled it (`+`, `&`, `=`), so say so.
+        if request.post.len() == 1 && request.post.keys().any(|k| k.trim_start().starts_with('{')) {
+            return Err(error(
+                400,
+                "the body is JSON but was sent as a form: send it with Content-Type: application/json",
+            ));
+        }
         let form: serde_json::Map<String, Value> = request
             .post
             .iter()
