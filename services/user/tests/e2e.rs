@@ -248,6 +248,34 @@ async fn register_hello_login_change_password_delete_through_the_api_layer() {
     bodies.push(unknown.raw.clone());
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.raw, unknown.raw);
+    // Both do one Argon2 verification; report the times (not asserted: the
+    // machine may be noisy).
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..5 {
+        for (i, name) in ["huohuo", "nobody"].iter().enumerate() {
+            let started = std::time::Instant::now();
+            let r = reply(
+                account
+                    .login(request(
+                        "POST",
+                        "/user/account/login",
+                        &[],
+                        json!({"username": name, "password": "wrong password!"}),
+                        None,
+                    ))
+                    .await,
+            );
+            times[i].push(started.elapsed());
+            assert_eq!(r.status, 401);
+        }
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    eprintln!(
+        "login 401 median: wrong password {:?}, unknown user {:?}",
+        times[0][2], times[1][2]
+    );
 
     // Login.
     let r = reply(

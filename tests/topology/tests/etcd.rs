@@ -39,6 +39,44 @@ async fn seed_topology_on_etcd() {
         // user-api and the gateway use the whole cluster.
         let mut topology = Topology::start(&shared, &srv_flags, data.path());
         let figures = topology.exercise();
+
+        // The rpc handler calls user-srv directly, with no code per service:
+        // /user/user/query-user-by-name in namespace go.micro.srv is
+        // go.micro.srv.user User.QueryUserByName; canonical JSON, no pwd.
+        let port = topology_tests::free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut rpc = topology_tests::Process::start(
+            "micro api rpc",
+            "micro",
+            &[
+                "--registry=etcd",
+                registry_address.as_str(),
+                "api",
+                "--handler=rpc",
+                "--namespace=go.micro.srv",
+                "--address",
+                address.as_str(),
+            ],
+            &[],
+        );
+        let url = format!("http://{address}/user/user/query-user-by-name");
+        let reply = topology_tests::eventually(
+            "rpc gateway answers",
+            std::time::Duration::from_secs(30),
+            || {
+                let reply = topology_tests::curl(&url, Some(r#"{"userName":"huohuo"}"#));
+                (reply.status == 200).then_some(reply)
+            },
+        );
+        let json = reply.json();
+        assert_eq!(json["success"], true, "{json}");
+        assert_eq!(json["user"]["name"], "huohuo", "{json}");
+        assert!(json["user"].get("pwd").is_none(), "pwd in {json}");
+        assert!(!reply.body.contains("argon2"), "{json}");
+        let unknown = topology_tests::curl(&url, Some(r#"{"userName":"nobody"}"#));
+        assert_eq!(unknown.status, 404, "{unknown:?}");
+        assert!(rpc.terminate(std::time::Duration::from_secs(20)).success());
+
         topology.stop();
         figures
     })
