@@ -2,16 +2,15 @@
 //! `go.api.Request` and answering `go.api.Response`, as the tutorial's
 //! user-api does, in a server that can be stopped or crashed.
 
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
 use micro_errors::MicroError;
 use micro_registry::SharedRegistry;
-use micro_server::{Server, ServerOptions};
+use micro_server::ServerOptions;
+
+use crate::Crashable;
 use tonic::{Request, Response, Status};
 
 /// Generated code of `proto/testapi/say.proto` (package `go.micro.api.test`).
@@ -115,25 +114,13 @@ impl Say for TestApi {
     }
 }
 
-/// A [`TestApi`] server on its own runtime and thread, like
-/// [`TestServer`](crate::TestServer): [`kill`](Self::kill) drops everything
-/// without deregistering.
+/// A [`TestApi`] server that can be crashed (see [`Crashable`]).
+#[derive(Debug)]
 pub struct TestApiServer {
     pub api: TestApi,
     pub address: std::net::SocketAddr,
     pub node_id: String,
-    graceful: Option<tokio::sync::oneshot::Sender<()>>,
-    kill: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), String>>>,
-}
-
-impl fmt::Debug for TestApiServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestApiServer")
-            .field("node_id", &self.node_id)
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
+    server: Crashable,
 }
 
 impl TestApiServer {
@@ -145,96 +132,27 @@ impl TestApiServer {
         api: TestApi,
         options: ServerOptions,
     ) -> TestApiServer {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
-        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = service.to_string();
         let handler = api.clone();
-        let thread = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let result = runtime.block_on(async move {
-                let server = Server::builder(service)
-                    .registry(registry)
-                    .options(options)
-                    .file_descriptor_set(FILE_DESCRIPTOR_SET)
-                    .add_service(SayServer::new(handler))
-                    .bind()
-                    .await
-                    .map_err(|e| e.to_string());
-                let server = match server {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return Err(e);
-                    }
-                };
-                let mut registered = server.registered();
-                let ready = (server.local_addr(), server.node().id.clone());
-                tokio::spawn(async move {
-                    let _ = registered.wait_for(|r| *r).await;
-                    let _ = ready_tx.send(Ok(ready));
-                });
-                tokio::select! {
-                    result = server.run_until(async { let _ = graceful_rx.await; }) => result.map_err(|e| e.to_string()),
-                    _ = kill_rx => Ok(()),
-                }
-            });
-            drop(runtime);
-            result
+        let server = Crashable::start(registry, service, options, move |builder| {
+            builder
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .add_service(SayServer::new(handler))
         });
-        let (address, node_id) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(e)) => panic!("test API server failed to start: {e}"),
-            Err(e) => panic!("test API server did not start: {e}"),
-        };
         TestApiServer {
             api,
-            address,
-            node_id,
-            graceful: Some(graceful_tx),
-            kill: Some(kill_tx),
-            thread: Some(thread),
+            address: server.address,
+            node_id: server.node_id.clone(),
+            server,
         }
     }
 
     /// Graceful stop: deregister, drain, stop. Blocks until done.
-    pub fn stop(mut self) {
-        if let Some(tx) = self.graceful.take() {
-            let _ = tx.send(());
-        }
-        self.join();
+    pub fn stop(self) {
+        self.server.stop();
     }
 
     /// Crash: drop everything without deregistering. Blocks until gone.
-    pub fn kill(mut self) {
-        if let Some(tx) = self.kill.take() {
-            let _ = tx.send(());
-        }
-        self.join();
-    }
-
-    fn join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("test API server failed: {e}"),
-                Err(_) => panic!("test API server thread panicked"),
-            }
-        }
-    }
-}
-
-impl Drop for TestApiServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.kill.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn kill(self) {
+        self.server.kill();
     }
 }

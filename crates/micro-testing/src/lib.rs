@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use micro_registry::SharedRegistry;
-use micro_server::{Server, ServerOptions};
+use micro_server::{Server, ServerBuilder, ServerOptions};
 use tonic::{Request, Response, Status};
 
 /// Generated code of `proto/greeter/greeter.proto` (package `go.micro.srv.greeter`).
@@ -112,11 +112,10 @@ pub fn loopback_options() -> ServerOptions {
     }
 }
 
-/// A greeter server running on its own runtime and thread, so that it can be
-/// crashed: [`kill`](Self::kill) drops the runtime with every connection and
-/// task of the server, without deregistering, as a `kill -9` would.
-pub struct TestServer {
-    pub greeter: TestGreeter,
+/// A server on its own runtime and thread, so that it can be crashed:
+/// [`kill`](Self::kill) drops the runtime with every connection and task of
+/// the server, without deregistering, as a `kill -9` would.
+pub struct Crashable {
     pub address: std::net::SocketAddr,
     pub node_id: String,
     graceful: Option<tokio::sync::oneshot::Sender<()>>,
@@ -124,29 +123,28 @@ pub struct TestServer {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
-impl fmt::Debug for TestServer {
+impl fmt::Debug for Crashable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestServer")
+        f.debug_struct("Crashable")
             .field("node_id", &self.node_id)
             .field("address", &self.address)
             .finish_non_exhaustive()
     }
 }
 
-impl TestServer {
-    /// Starts a greeter registered as `service` in `registry`; returns once it
-    /// is registered.
+impl Crashable {
+    /// Starts a server for `service` whose handlers `add` puts on the
+    /// builder; returns once it is registered.
     pub fn start(
         registry: SharedRegistry,
         service: &str,
-        greeter: TestGreeter,
         options: ServerOptions,
-    ) -> TestServer {
+        add: impl FnOnce(ServerBuilder) -> ServerBuilder + Send + 'static,
+    ) -> Crashable {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let service = service.to_string();
-        let handler = greeter.clone();
         let thread = std::thread::spawn(move || -> Result<(), String> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -154,19 +152,12 @@ impl TestServer {
                 .build()
                 .map_err(|e| e.to_string())?;
             let result = runtime.block_on(async move {
-                let server = Server::builder(service)
-                    .registry(registry)
-                    .options(options)
-                    .file_descriptor_set(FILE_DESCRIPTOR_SET)
-                    .add_service(GreeterServer::new(handler))
-                    .bind()
-                    .await
-                    .map_err(|e| e.to_string());
-                let server = match server {
+                let builder = Server::builder(service).registry(registry).options(options);
+                let server = match add(builder).bind().await {
                     Ok(server) => server,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.clone()));
-                        return Err(e);
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return Err(e.to_string());
                     }
                 };
                 // Ready once registered, so callers find it at once.
@@ -191,8 +182,7 @@ impl TestServer {
             Ok(Err(e)) => panic!("test server failed to start: {e}"),
             Err(e) => panic!("test server did not start: {e}"),
         };
-        TestServer {
-            greeter,
+        Crashable {
             address,
             node_id,
             graceful: Some(graceful_tx),
@@ -203,9 +193,7 @@ impl TestServer {
 
     /// Graceful stop: deregister, drain, stop. Blocks until done.
     pub fn stop(mut self) {
-        if let Some(tx) = self.graceful.take() {
-            let _ = tx.send(());
-        }
+        self.begin_stop();
         self.join();
     }
 
@@ -236,7 +224,7 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+impl Drop for Crashable {
     fn drop(&mut self) {
         if let Some(tx) = self.kill.take() {
             let _ = tx.send(());
@@ -244,5 +232,58 @@ impl Drop for TestServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A [`TestGreeter`] server that can be crashed (see [`Crashable`]).
+#[derive(Debug)]
+pub struct TestServer {
+    pub greeter: TestGreeter,
+    pub address: std::net::SocketAddr,
+    pub node_id: String,
+    server: Crashable,
+}
+
+impl TestServer {
+    /// Starts a greeter registered as `service` in `registry`; returns once it
+    /// is registered.
+    pub fn start(
+        registry: SharedRegistry,
+        service: &str,
+        greeter: TestGreeter,
+        options: ServerOptions,
+    ) -> TestServer {
+        let handler = greeter.clone();
+        let server = Crashable::start(registry, service, options, move |builder| {
+            builder
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .add_service(GreeterServer::new(handler))
+        });
+        TestServer {
+            greeter,
+            address: server.address,
+            node_id: server.node_id.clone(),
+            server,
+        }
+    }
+
+    /// Graceful stop: deregister, drain, stop. Blocks until done.
+    pub fn stop(self) {
+        self.server.stop();
+    }
+
+    /// Signals a graceful stop without waiting for it.
+    pub fn begin_stop(&mut self) {
+        self.server.begin_stop();
+    }
+
+    /// Crash: drop everything without deregistering. Blocks until gone.
+    pub fn kill(self) {
+        self.server.kill();
+    }
+
+    /// Waits for the server thread to end.
+    pub fn join(&mut self) {
+        self.server.join();
     }
 }

@@ -30,11 +30,7 @@ async fn slow_handler_yields_deadline_exceeded_at_the_client_timeout() {
         },
     );
     // Wait for the node so the deadline measures the call, not the lookup.
-    let until = Instant::now() + Duration::from_secs(10);
-    while client.nodes(SERVICE).await.is_empty() {
-        assert!(Instant::now() < until, "node never registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(client.nodes(SERVICE).await.len(), 1);
 
     let mut greeter = GreeterClient::new(client.service(SERVICE));
     let started = Instant::now();

@@ -2,7 +2,6 @@
 //! rotation.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use micro::registry::memory::MemoryRegistry;
 use micro::{Client, ClientOptions};
@@ -11,14 +10,6 @@ use micro_testing::{TestGreeter, TestServer, loopback_options};
 use tokio::time::Instant;
 
 const SERVICE: &str = "go.micro.srv.greeter";
-
-async fn wait_for_nodes(client: &Client, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.nodes(SERVICE).await.len() < n {
-        assert!(Instant::now() < deadline, "{n} nodes never registered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_fails_no_idempotent_call() {
@@ -34,7 +25,8 @@ async fn killing_one_of_three_fails_no_idempotent_call() {
         })
         .collect();
     let client = Client::new(registry.clone(), ClientOptions::default());
-    wait_for_nodes(&client, 3).await;
+    // TestServer::start returns once registered: the first lookup sees all.
+    assert_eq!(client.nodes(SERVICE).await.len(), 3);
 
     let channel = client.service(SERVICE).idempotent();
     let set = channel.node_set().clone();
@@ -106,7 +98,7 @@ async fn non_idempotent_calls_are_retried_only_when_never_sent() {
         })
         .collect();
     let client = Client::new(registry.clone(), ClientOptions::default());
-    wait_for_nodes(&client, 2).await;
+    assert_eq!(client.nodes(SERVICE).await.len(), 2);
 
     // The handler fails with Internal: the work may have happened, so a plain
     // call is not repeated...
