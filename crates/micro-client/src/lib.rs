@@ -55,6 +55,9 @@ use micro_selector::Strategy;
 pub use channel::{Idempotent, ServiceChannel};
 pub use resolve::{NodeSet, NodeStats};
 
+/// Node sets kept before empty, unused ones are forgotten.
+const MAX_SERVICES: usize = 1024;
+
 /// A type-erased error, as returned by [`ServiceChannel`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -145,12 +148,26 @@ impl Client {
         set.nodes()
     }
 
+    /// How many services this client keeps a node set for.
+    pub fn known_services(&self) -> usize {
+        self.inner
+            .services
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
     fn node_set(&self, service: &str) -> Arc<NodeSet> {
         let mut services = self
             .inner
             .services
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Names that never resolved to a node (typos, probes) must not pile
+        // up: past a bound, forget the empty sets nobody holds.
+        if services.len() >= MAX_SERVICES && !services.contains_key(service) {
+            services.retain(|_, set| Arc::strong_count(set) > 1 || !set.nodes().is_empty());
+        }
         services
             .entry(service.to_string())
             .or_insert_with(|| {

@@ -62,3 +62,17 @@ async fn unusable_registered_addresses_are_never_dialled() {
         .expect_err("no usable nodes");
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
+
+#[tokio::test]
+async fn asking_for_many_unknown_services_does_not_grow_without_bound() {
+    let client = Client::new(Arc::new(MemoryRegistry::new()), ClientOptions::default());
+    for i in 0..5000 {
+        let name = format!("go.micro.srv.nobody{i}");
+        assert!(client.nodes(&name).await.is_empty());
+    }
+    assert!(
+        client.known_services() <= 1024,
+        "{}",
+        client.known_services()
+    );
+}
