@@ -113,13 +113,19 @@ impl NodeEntry {
     pub(crate) fn mark_refused(&self, options: &ClientOptions) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.health();
+        let now = Instant::now();
+        // Calls in flight when the node failed all fail together: one
+        // outage, one step of backoff (not one per call).
+        if health.out_until.is_some_and(|until| until > now) {
+            return;
+        }
         let exponent = health.refusals.min(16);
         health.refusals = health.refusals.saturating_add(1);
         let period = options
             .backoff_min
             .saturating_mul(1u32 << exponent)
             .min(options.backoff_max);
-        health.out_until = Some(Instant::now() + period);
+        health.out_until = Some(now + period);
         tracing::debug!(node = %self.node.id, address = %self.node.address, ?period, "node refused a connection; backing off");
     }
 

@@ -1,0 +1,116 @@
+//! Medians with min–max, ratios to a baseline, as markdown.
+
+use std::fmt::Write;
+
+use crate::load::Round;
+
+/// All rounds of one peer in one scenario and shape.
+#[derive(Debug)]
+pub struct PeerRounds {
+    pub peer: String,
+    pub rounds: Vec<Round>,
+}
+
+/// Median, min and max of some values.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Spread {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return Spread {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+}
+
+fn fmt_rps(s: Spread) -> String {
+    format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
+}
+
+fn fmt_ms(s: Spread) -> String {
+    format!("{:.3} ({:.3}–{:.3})", s.median, s.min, s.max)
+}
+
+impl PeerRounds {
+    pub fn rps(&self) -> Spread {
+        Spread::of(self.rounds.iter().map(Round::rps))
+    }
+    pub fn pct(&self, q: f64) -> Spread {
+        Spread::of(self.rounds.iter().map(|r| r.ms(q)))
+    }
+    pub fn errors(&self) -> u64 {
+        self.rounds.iter().map(|r| r.errors).sum()
+    }
+}
+
+/// One table: the first peer of each shape is the baseline of the ratios.
+pub fn table(title: &str, shapes: &[(String, Vec<PeerRounds>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### {title}\n");
+    let _ = writeln!(
+        out,
+        "| load | peer | req/s median (min–max) | p50 ms | p99 ms | p99.9 ms | errors | req/s ratio | p99 ratio |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (shape, peers) in shapes {
+        let Some(base) = peers.first() else { continue };
+        let base_rps = base.rps().median;
+        let base_p99 = base.pct(0.99).median;
+        for p in peers {
+            let rps = p.rps();
+            let p99 = p.pct(0.99);
+            let _ = writeln!(
+                out,
+                "| {shape} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+                p.peer,
+                fmt_rps(rps),
+                fmt_ms(p.pct(0.50)),
+                fmt_ms(p99),
+                fmt_ms(p.pct(0.999)),
+                p.errors(),
+                rps.median / base_rps,
+                p99.median / base_p99,
+            );
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn median_min_max() {
+        let s = Spread::of([3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Spread::of([4.0, 1.0, 2.0, 3.0]);
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 4.0));
+        assert!(Spread::of([]).median.is_nan());
+    }
+}

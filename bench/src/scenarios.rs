@@ -1,0 +1,598 @@
+//! The scenarios of issue 5 this harness runs, each as interleaved rounds.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::load::{self, GrpcClient, Round, Timing};
+use crate::proc::{Proc, free_port};
+use crate::report::{self, PeerRounds, Spread};
+use crate::servers::Flavor;
+
+/// What to run, and how long.
+#[derive(Debug)]
+pub struct Plan {
+    pub quick: bool,
+    pub exe: PathBuf,
+    pub bin_dir: PathBuf,
+    pub rounds: usize,
+    pub timing: Timing,
+    pub flavors: Vec<Flavor>,
+    only: Vec<String>,
+}
+
+impl Plan {
+    pub fn new(quick: bool, exe: PathBuf, bin_dir: PathBuf, only: &[String]) -> Plan {
+        let (rounds, timing, flavors) = if quick {
+            (
+                3,
+                Timing {
+                    warmup: Duration::from_millis(300),
+                    measure: Duration::from_millis(1200),
+                },
+                vec![Flavor::Multi],
+            )
+        } else {
+            (
+                5,
+                Timing {
+                    warmup: Duration::from_millis(400),
+                    measure: Duration::from_millis(2400),
+                },
+                vec![Flavor::Multi, Flavor::CurrentThread],
+            )
+        };
+        Plan {
+            quick,
+            exe,
+            bin_dir,
+            rounds,
+            timing,
+            flavors,
+            only: only.iter().map(|s| s.to_lowercase()).collect(),
+        }
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+/// Runs every selected scenario; returns the markdown report.
+pub fn run(plan: &Plan) -> String {
+    let started = Instant::now();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Results ({} mode: {} interleaved rounds of {:?} warm-up + {:?} measured per peer and load)\n",
+        if plan.quick { "quick" } else { "full" },
+        plan.rounds,
+        plan.timing.warmup,
+        plan.timing.measure
+    );
+    if plan.wants("r1") {
+        for &flavor in &plan.flavors {
+            out.push_str(&r1(plan, flavor));
+        }
+    }
+    if plan.wants("r5") {
+        out.push_str(&r5(plan));
+    }
+    if plan.wants("r3") || plan.wants("r9") {
+        out.push_str(&r3_r9(plan));
+    }
+    if plan.wants("r8") {
+        out.push_str(&r8(plan));
+    }
+    let _ = writeln!(out, "Total wall time: {:.0?}\n", started.elapsed());
+    out
+}
+
+/// A gRPC server child of ours; returns it with its address.
+fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, SocketAddr) {
+    let args = vec![
+        "serve".to_string(),
+        "--kind".into(),
+        kind.into(),
+        "--flavor".into(),
+        match flavor {
+            Flavor::Multi => "multi".into(),
+            Flavor::CurrentThread => "current-thread".into(),
+        },
+    ];
+    let mut p = Proc::spawn(kind, &plan.exe, &args, &[]);
+    let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
+    let addr = line
+        .trim_start_matches("READY ")
+        .trim()
+        .parse()
+        .expect("READY <address>");
+    (p, addr)
+}
+
+const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
+
+/// One gRPC comparison: peers are (label, client, server address).
+fn grpc_compare(
+    plan: &Plan,
+    flavor: Flavor,
+    shapes: &[(usize, usize)],
+    peers: &[(&str, GrpcClient, SocketAddr)],
+) -> Vec<(String, Vec<PeerRounds>)> {
+    let mut result = Vec::new();
+    for &(conns, per_conn) in shapes {
+        let mut rows: Vec<PeerRounds> = peers
+            .iter()
+            .map(|(label, _, _)| PeerRounds {
+                peer: label.to_string(),
+                rounds: Vec::new(),
+            })
+            .collect();
+        for round in 0..plan.rounds {
+            for (i, &(label, client, addr)) in peers.iter().enumerate() {
+                let runtime = flavor.runtime();
+                let r =
+                    runtime.block_on(load::grpc_round(client, addr, conns, per_conn, plan.timing));
+                drop(runtime);
+                eprintln!(
+                    "  c{conns}×m{per_conn} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
+                    round + 1,
+                    r.rps(),
+                    r.ms(0.99),
+                    r.errors
+                );
+                rows[i].rounds.push(r);
+            }
+        }
+        result.push((format!("c{conns}×m{per_conn}"), rows));
+    }
+    result
+}
+
+/// R1: toolkit server + toolkit client vs raw tonic server + raw tonic
+/// channel; a third peer (raw tonic client → toolkit server) shows which
+/// side any difference comes from.
+fn r1(plan: &Plan, flavor: Flavor) -> String {
+    eprintln!("R1 ({})", flavor.label());
+    let (_tonic, tonic_addr) = grpc_server(plan, "tonic", flavor);
+    let (_micro, micro_addr) = grpc_server(plan, "micro", flavor);
+    let shapes = grpc_compare(
+        plan,
+        flavor,
+        &GRPC_SHAPES,
+        &[
+            (
+                "tonic server + tonic client (baseline)",
+                GrpcClient::Tonic,
+                tonic_addr,
+            ),
+            ("micro server + micro client", GrpcClient::Micro, micro_addr),
+            ("micro server + tonic client", GrpcClient::Tonic, micro_addr),
+        ],
+    );
+    report::table(
+        &format!(
+            "R1: greeter Hello, toolkit vs raw tonic, {} runtime (servers and load generator)",
+            flavor.label()
+        ),
+        &shapes,
+    )
+}
+
+/// R5: the balanced client over one backend vs a direct channel, both to
+/// the same raw tonic server.
+fn r5(plan: &Plan) -> String {
+    eprintln!("R5");
+    let flavor = Flavor::Multi;
+    let (_tonic, addr) = grpc_server(plan, "tonic", flavor);
+    // Quick mode leaves out c50×m1 here to stay within 2 minutes.
+    let shape_count = if plan.quick { 2 } else { GRPC_SHAPES.len() };
+    let shapes = grpc_compare(
+        plan,
+        flavor,
+        &GRPC_SHAPES[..shape_count],
+        &[
+            ("direct tonic Channel (baseline)", GrpcClient::Tonic, addr),
+            ("micro ServiceChannel, 1 node", GrpcClient::Micro, addr),
+            (
+                "direct tonic Channel, calls with grpc-timeout 5S",
+                GrpcClient::TonicWithDeadline,
+                addr,
+            ),
+        ],
+    );
+    report::table(
+        "R5: balanced client (1 backend) vs direct channel, raw tonic server, multi_thread",
+        &shapes,
+    )
+}
+
+/// etcd on loopback, on the server core, with a throw-away data dir.
+struct Etcd {
+    proc: Proc,
+    address: String,
+    dir: PathBuf,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.proc.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_etcd() -> Etcd {
+    let dir = std::env::temp_dir().join(format!("micro-bench-etcd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let client = free_port();
+    let peer = free_port();
+    let args = vec![
+        "--name".to_string(),
+        "bench".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://127.0.0.1:{client}"),
+        "--advertise-client-urls".into(),
+        format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(),
+        format!("bench=http://127.0.0.1:{peer}"),
+    ];
+    let mut proc = Proc::spawn("etcd", std::path::Path::new("etcd"), &args, &[]);
+    proc.wait_line("ready to serve client requests", Duration::from_secs(30));
+    Etcd {
+        proc,
+        address: format!("127.0.0.1:{client}"),
+        dir,
+    }
+}
+
+/// `curl` one request; returns the HTTP status (0 when no answer).
+fn curl_status(method: &str, url: &str, body: Option<&str>) -> u16 {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "5",
+        "-X",
+        method,
+    ]);
+    if let Some(body) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    cmd.arg(url);
+    cmd.output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// R3 (api handler → user-api → user-srv vs a minimal axum → tonic gateway
+/// to the same user-api, vs bare axum JSON) and R9 (RSS, start → routable),
+/// with the real binaries on an etcd registry.
+fn r3_r9(plan: &Plan) -> String {
+    eprintln!("R3/R9");
+    let etcd = start_etcd();
+    let data = std::env::temp_dir().join(format!("micro-bench-user-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("data dir");
+    let common = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "--registry=etcd".to_string(),
+            format!("--registry_address={}", etcd.address),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let quiet = [("RUST_LOG", "warn".to_string())];
+    let api_port = free_port();
+    let user_api = Proc::spawn(
+        "user-api",
+        &plan.bin_dir.join("user-api"),
+        &common(&[&format!("--server_address=127.0.0.1:{api_port}")]),
+        &quiet,
+    );
+    let gw_port = free_port();
+    let mut gateway_args = common(&[]);
+    gateway_args.extend([
+        "api".to_string(),
+        "--handler=api".into(),
+        format!("--address=127.0.0.1:{gw_port}"),
+    ]);
+    let gateway = Proc::spawn(
+        "micro api",
+        &plan.bin_dir.join("micro"),
+        &gateway_args,
+        &quiet,
+    );
+    let gw = format!("http://127.0.0.1:{gw_port}");
+    // Wait for the gateway to answer at all.
+    let until = Instant::now() + Duration::from_secs(30);
+    while curl_status("GET", &format!("{gw}/"), None) == 0 {
+        assert!(Instant::now() < until, "micro api did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // R9: user-srv start → routable through the gateway (any non-5xx answer).
+    let user_srv = Proc::spawn(
+        "user-srv",
+        &plan.bin_dir.join("user-srv"),
+        &common(&[
+            "--server_address=127.0.0.1:0",
+            &format!("--data_dir={}", data.display()),
+            "--auth_secret=bench-secret",
+        ]),
+        &quiet,
+    );
+    let hello = format!("{gw}/user/say/hello?name=huohuo");
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = curl_status("GET", &hello, None);
+        if (200..500).contains(&status) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "user-srv not routable after 60 s (last {status})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let routable = user_srv.started.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let fresh_srv = user_srv.rss_kib().unwrap_or(0);
+    let status = curl_status(
+        "POST",
+        &format!("{gw}/user/account/register"),
+        Some(r#"{"username":"huohuo","password":"correct horse battery"}"#),
+    );
+    assert!(status == 201 || status == 409, "register answered {status}");
+    assert_eq!(
+        curl_status("GET", &hello, None),
+        200,
+        "hello through micro api"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = (
+        user_srv.rss_kib().unwrap_or(0),
+        gateway.rss_kib().unwrap_or(0),
+        user_api.rss_kib().unwrap_or(0),
+    );
+
+    let (_mini, mini_addr) = {
+        let args = vec![
+            "serve".to_string(),
+            "--kind=mini-gateway".into(),
+            format!("--upstream=127.0.0.1:{api_port}"),
+        ];
+        let mut p = Proc::spawn("mini gateway", &plan.exe, &args, &[]);
+        let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
+        let addr: SocketAddr = line
+            .trim_start_matches("READY ")
+            .trim()
+            .parse()
+            .expect("address");
+        (p, addr)
+    };
+    let (_axum, axum_addr) = {
+        let args = vec!["serve".to_string(), "--kind=axum".into()];
+        let mut p = Proc::spawn("bare axum", &plan.exe, &args, &[]);
+        let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
+        let addr: SocketAddr = line
+            .trim_start_matches("READY ")
+            .trim()
+            .parse()
+            .expect("address");
+        (p, addr)
+    };
+    let gw_addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("address");
+    assert_eq!(
+        curl_status(
+            "GET",
+            &format!("http://{mini_addr}/user/say/hello?name=huohuo"),
+            None
+        ),
+        200,
+        "hello through the minimal gateway"
+    );
+
+    let path = "/user/say/hello?name=huohuo";
+    let peers: [(&str, SocketAddr); 3] = [
+        ("minimal axum→tonic gateway (baseline)", mini_addr),
+        ("micro api --handler=api", gw_addr),
+        ("bare axum JSON (HTTP ceiling)", axum_addr),
+    ];
+    let mut shapes = Vec::new();
+    let mut loaded = (0u64, 0u64, 0u64);
+    let pids = (user_srv.pid(), gateway.pid(), user_api.pid());
+    for conns in [1usize, 50] {
+        let mut rows: Vec<PeerRounds> = peers
+            .iter()
+            .map(|(label, _)| PeerRounds {
+                peer: label.to_string(),
+                rounds: Vec::new(),
+            })
+            .collect();
+        for round in 0..plan.rounds {
+            for (i, &(label, addr)) in peers.iter().enumerate() {
+                let sampling = Arc::new(AtomicBool::new(true));
+                let maxes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+                let sampler = (i == 1).then(|| {
+                    let sampling = sampling.clone();
+                    let maxes = maxes.clone();
+                    std::thread::spawn(move || {
+                        while sampling.load(Ordering::Relaxed) {
+                            for (k, pid) in [pids.0, pids.1, pids.2].into_iter().enumerate() {
+                                if let Some(kib) = rss_of(pid) {
+                                    maxes[k].fetch_max(kib, Ordering::Relaxed);
+                                }
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    })
+                });
+                let runtime = Flavor::Multi.runtime();
+                let r: Round = runtime.block_on(load::http_round(addr, path, conns, plan.timing));
+                drop(runtime);
+                sampling.store(false, Ordering::Relaxed);
+                if let Some(s) = sampler {
+                    let _ = s.join();
+                    loaded.0 = loaded.0.max(maxes[0].load(Ordering::Relaxed));
+                    loaded.1 = loaded.1.max(maxes[1].load(Ordering::Relaxed));
+                    loaded.2 = loaded.2.max(maxes[2].load(Ordering::Relaxed));
+                }
+                eprintln!(
+                    "  c{conns} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
+                    round + 1,
+                    r.rps(),
+                    r.ms(0.99),
+                    r.errors
+                );
+                rows[i].rounds.push(r);
+            }
+        }
+        shapes.push((format!("c{conns}"), rows));
+    }
+    let mut out = report::table(
+        "R3: GET /user/say/hello?name=huohuo over HTTP/1.1 keep-alive (user-api → user-srv on etcd, SQLite)",
+        &shapes,
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = writeln!(out, "### R9: memory and start-up\n");
+    let _ = writeln!(
+        out,
+        "| process | RSS idle (MiB) | RSS max under load, c1 and c50 (MiB) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| user-srv, before the first register (only GET probes so far) | {:.1} | |",
+        mib(fresh_srv)
+    );
+    let _ = writeln!(
+        out,
+        "| user-srv, after one register (Argon2id, m = 19 MiB) | {:.1} | {:.1} |",
+        mib(idle.0),
+        mib(loaded.0)
+    );
+    let _ = writeln!(
+        out,
+        "| micro api (gateway) | {:.1} | {:.1} |",
+        mib(idle.1),
+        mib(loaded.1)
+    );
+    let _ = writeln!(
+        out,
+        "| user-api | {:.1} | {:.1} |",
+        mib(idle.2),
+        mib(loaded.2)
+    );
+    let _ = writeln!(
+        out,
+        "\nuser-srv start → first answer routed to it through micro api (etcd registry, fresh SQLite file, \
+         polled every 5 ms with curl): {:.0} ms (one sample).\n",
+        routable.as_secs_f64() * 1000.0
+    );
+    drop(user_srv);
+    drop(gateway);
+    drop(user_api);
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&data);
+    out
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// R8: three toolkit servers, one toolkit client with 10 calls in flight;
+/// one server is killed with SIGKILL a quarter into the measured window (it
+/// stays listed in the registry, as after a crash before its TTL lapses).
+/// Counts failed calls and when attempts stopped reaching the dead node, for
+/// plain calls and for calls marked idempotent (retried after any failure).
+fn r8(plan: &Plan) -> String {
+    eprintln!("R8");
+    // Long enough after the kill to see a probe after the first backoff (1 s).
+    let timing = Timing {
+        warmup: plan.timing.warmup,
+        measure: if plan.quick {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(5)
+        },
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### R8: kill -9 one of three instances under load (one toolkit client, 10 calls in flight, \
+         default options: 1 retry, backoff 1 s doubling; {:?} measured, kill at {:?})\n",
+        timing.measure,
+        timing.measure / 4
+    );
+    let _ = writeln!(
+        out,
+        "| round | calls | calls ok | calls failed | attempts on the dead node from the kill on | last of them after the kill (ms) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let mut summary: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+        ("plain", Vec::new(), Vec::new()),
+        ("idempotent", Vec::new(), Vec::new()),
+    ];
+    let rounds = if plan.quick { 2 } else { plan.rounds };
+    for round in 0..rounds {
+        for (label, failed, lasts) in summary.iter_mut() {
+            let idempotent = *label == "idempotent";
+            let mut servers: Vec<(Proc, SocketAddr)> = (0..3)
+                .map(|_| grpc_server(plan, "micro", Flavor::Multi))
+                .collect();
+            let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+            let victim = servers.remove(0);
+            let runtime = Flavor::Multi.runtime();
+            let (r, last, after) =
+                runtime.block_on(load::kill_round(addrs, 10, timing, victim, idempotent));
+            drop(runtime);
+            drop(servers);
+            eprintln!(
+                "  round {} {label}: ok {} failed {} attempts after kill {after}, last {last:?}",
+                round + 1,
+                r.ok,
+                r.errors,
+            );
+            let last_ms = last.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            let _ = writeln!(
+                out,
+                "| {} | {label} | {} | {} | {after} | {last_ms:.1} |",
+                round + 1,
+                r.ok,
+                r.errors,
+            );
+            failed.push(r.errors as f64);
+            lasts.push(last_ms);
+        }
+    }
+    out.push('\n');
+    for (label, failed, lasts) in summary {
+        let f = Spread::of(failed);
+        let l = Spread::of(lasts);
+        let _ = writeln!(
+            out,
+            "- {label} calls: median failed {:.0} ({:.0}–{:.0}); last attempt on the dead node {:.1} ms after the kill ({:.1}–{:.1}).",
+            f.median, f.min, f.max, l.median, l.min, l.max
+        );
+    }
+    out.push('\n');
+    out
+}

@@ -1,0 +1,203 @@
+//! The servers under test, each run as a child process of the benchmark
+//! (`micro-bench serve ...`), pinned to the server core by its parent.
+//!
+//! Each prints `READY <address>` once it accepts connections and stops when
+//! its stdin closes (its parent ended) or on SIGTERM/SIGKILL by PID.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
+use micro_registry::memory::MemoryRegistry;
+use micro_server::{Server, ServerOptions};
+use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
+use micro_testing::greeter::{Request, Response as HelloResponse};
+use tonic::transport::server::TcpIncoming;
+
+/// The same trivial handler behind every gRPC server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BenchGreeter;
+
+#[tonic::async_trait]
+impl Greeter for BenchGreeter {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<HelloResponse>, tonic::Status> {
+        let name = request.into_inner().name;
+        Ok(tonic::Response::new(HelloResponse {
+            msg: format!("Hello {name}"),
+        }))
+    }
+}
+
+/// Which server a child runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerKind {
+    /// micro-server's `Server` (go-micro paths, reflection, registration in
+    /// its own in-process memory registry).
+    Micro,
+    /// `tonic::transport::Server` with the greeter only.
+    Tonic,
+    /// axum answering a fixed JSON body on GET /user/say/hello.
+    Axum,
+    /// axum → tonic: GET /user/say/hello → go.api Request to user-api's
+    /// `Say.Hello` on one fixed address → the JSON body it answers.
+    MiniGateway,
+}
+
+/// Tokio runtime flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavor {
+    /// `multi_thread` (one worker per core the process may use: 1 when pinned).
+    Multi,
+    CurrentThread,
+}
+
+impl Flavor {
+    pub fn runtime(self) -> tokio::runtime::Runtime {
+        let mut builder = match self {
+            Flavor::Multi => tokio::runtime::Builder::new_multi_thread(),
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        };
+        builder.enable_all().build().expect("a tokio runtime")
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Flavor::Multi => "multi_thread",
+            Flavor::CurrentThread => "current_thread",
+        }
+    }
+}
+
+/// Runs one server until stdin closes.
+pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>) {
+    let runtime = flavor.runtime();
+    runtime.block_on(async move {
+        let stdin_closed = async {
+            // Blocking read on a plain thread: EOF means the parent is gone.
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            })
+            .await;
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        match kind {
+            ServerKind::Micro => {
+                drop(listener);
+                let server = Server::builder("go.micro.srv.greeter")
+                    .registry(Arc::new(MemoryRegistry::new()))
+                    .options(ServerOptions {
+                        address: "127.0.0.1:0".into(),
+                        ..ServerOptions::default()
+                    })
+                    .file_descriptor_set(micro_testing::FILE_DESCRIPTOR_SET)
+                    .add_service(GreeterServer::new(BenchGreeter))
+                    .bind()
+                    .await
+                    .expect("micro server binds");
+                println!("READY {}", server.local_addr());
+                server
+                    .run_until(stdin_closed)
+                    .await
+                    .expect("micro server runs");
+            }
+            ServerKind::Tonic => {
+                println!("READY {}", listener.local_addr().expect("local address"));
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tonic::transport::Server::builder()
+                    .add_service(GreeterServer::new(BenchGreeter))
+                    .serve_with_incoming_shutdown(incoming, stdin_closed)
+                    .await
+                    .expect("tonic server runs");
+            }
+            ServerKind::Axum => {
+                println!("READY {}", listener.local_addr().expect("local address"));
+                let app = axum::Router::new().route(
+                    "/user/say/hello",
+                    axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+                        axum::Json(serde_json::json!({
+                            "id": "1",
+                            "username": q.get("name").cloned().unwrap_or_default(),
+                        }))
+                    }),
+                );
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stdin_closed)
+                    .await
+                    .expect("axum serves");
+            }
+            ServerKind::MiniGateway => {
+                let upstream = upstream.expect("--upstream is required for mini-gateway");
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
+                    .expect("upstream uri")
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                println!("READY {}", listener.local_addr().expect("local address"));
+                let app = axum::Router::new()
+                    .route("/user/say/hello", axum::routing::get(mini_gateway))
+                    .with_state(channel);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stdin_closed)
+                    .await
+                    .expect("axum serves");
+            }
+        }
+    });
+}
+
+/// The least a gateway must do for the api handler: query → go.api Request,
+/// one gRPC call, go.api Response → HTTP.
+async fn mini_gateway(
+    State(channel): State<tonic::transport::Channel>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut get = HashMap::new();
+    for (key, value) in query {
+        get.insert(
+            key.clone(),
+            Pair {
+                key,
+                values: vec![value],
+            },
+        );
+    }
+    let request = ApiRequest {
+        method: "GET".into(),
+        path: "/user/say/hello".into(),
+        get,
+        ..ApiRequest::default()
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if grpc.ready().await.is_err() {
+        return (http::StatusCode::SERVICE_UNAVAILABLE, "upstream not ready").into_response();
+    }
+    let path = http::uri::PathAndQuery::from_static("/go.micro.api.user.Say/Hello");
+    let codec = tonic_prost::ProstCodec::<ApiRequest, ApiResponse>::default();
+    match grpc.unary(tonic::Request::new(request), path, codec).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let status = u16::try_from(reply.status_code)
+                .ok()
+                .and_then(|c| http::StatusCode::from_u16(c).ok())
+                .filter(|_| reply.status_code != 0)
+                .unwrap_or(http::StatusCode::OK);
+            (
+                status,
+                [(http::header::CONTENT_TYPE, "application/json")],
+                reply.body,
+            )
+                .into_response()
+        }
+        Err(status) => {
+            (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
+        }
+    }
+}
