@@ -158,6 +158,11 @@ fn with_token<T>(request: &ApiRequest, message: T) -> Result<Request<T>, Status>
     Ok(outgoing)
 }
 
+/// The user a successful reply of go.micro.srv.user carries.
+fn sent_user(user: Option<user_pb::User>) -> Result<user_pb::User, Status> {
+    user.ok_or_else(|| error(500, "go.micro.srv.user sent no user"))
+}
+
 /// A read-only call: safe to retry on another instance after any failure.
 fn read_only<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -213,9 +218,7 @@ impl api::say_server::Say for SayHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         ok(200, user_json(&user))
     }
 }
@@ -271,9 +274,7 @@ impl api::account_server::Account for AccountHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         ok(201, user_json(&user))
     }
 
@@ -291,9 +292,7 @@ impl api::account_server::Account for AccountHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         ok(
             200,
             json!({"token": reply.token, "expires_at": reply.expires_at, "user": user_json(&user)}),
@@ -314,9 +313,7 @@ impl api::account_server::Account for AccountHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         ok(
             200,
             json!({
@@ -350,9 +347,7 @@ impl api::account_server::Account for AccountHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         ok(200, user_json(&user))
     }
 
@@ -367,9 +362,7 @@ impl api::account_server::Account for AccountHandler {
             .await
             .map_err(upstream)?
             .into_inner();
-        let user = reply
-            .user
-            .ok_or_else(|| error(500, "go.micro.srv.user sent no user"))?;
+        let user = sent_user(reply.user)?;
         let mut body = user_json(&user);
         body["deleted"] = Value::Bool(true);
         ok(200, body)
