@@ -46,13 +46,6 @@ impl ApiError {
             }
             Code::Unavailable => ApiError(MicroError::new(service, 503, status.message())),
             Code::DeadlineExceeded => ApiError(MicroError::new(service, 504, status.message())),
-            // A tonic server enforces the grpc-timeout it was sent and answers
-            // this when it passes, which can be just before our own timer.
-            Code::Cancelled if status.message() == "Timeout expired" => ApiError(MicroError::new(
-                service,
-                504,
-                format!("service {service}: deadline exceeded calling {endpoint}"),
-            )),
             _ => ApiError(MicroError::from_status(status, service)),
         }
     }

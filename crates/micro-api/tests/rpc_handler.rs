@@ -138,16 +138,7 @@ async fn bad_requests_and_service_errors_are_go_micro_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_spread_round_robin_and_survive_a_crash() {
     let registry = Arc::new(MemoryRegistry::new());
-    let mut servers: Vec<TestServer> = (0..3)
-        .map(|i| {
-            TestServer::start(
-                registry.clone(),
-                SERVICE,
-                TestGreeter::new(format!("instance-{i}")),
-                loopback_options(),
-            )
-        })
-        .collect();
+    let mut servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 3);
     let gateway = RunningGateway::start(registry.clone(), rpc_options()).await;
     wait_for_nodes(gateway.gateway.client(), SERVICE, 3).await;
     let http = http_client();

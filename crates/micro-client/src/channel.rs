@@ -97,6 +97,8 @@ impl Service<http::Request<Body>> for ServiceChannel {
 /// How far a failed attempt got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
+    /// The channel's own deadline (from our grpc-timeout) passed.
+    Timeout,
     /// The request never reached the server (connection refused or failed
     /// before sending, stream refused): always safe to send elsewhere.
     NotSent,
@@ -170,14 +172,14 @@ async fn call(
         match outcome {
             Err(_elapsed) => return Err(deadline_exceeded(set, budget, attempt + 1)),
             Ok(Err(error)) => {
+                let failure = classify(&error);
                 // The channel enforces the grpc-timeout we set: that is our
                 // deadline passing, not the node failing.
-                if is_timeout(&error) {
+                if failure == Failure::Timeout {
                     return Err(deadline_exceeded(set, budget, attempt + 1));
                 }
                 // A connection-level failure, sent or not: the node is not
                 // healthy, so it sits out a while either way.
-                let failure = classify(&error);
                 entry.mark_refused(options);
                 let status = Status::unavailable(format!(
                     "service {}: node {} at {}: {}",
@@ -290,6 +292,9 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 fn classify(error: &(dyn StdError + 'static)) -> Failure {
     let mut source = Some(error);
     while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return Failure::Timeout;
+        }
         if err.is::<tonic::ConnectError>() {
             return Failure::NotSent;
         }
@@ -305,17 +310,6 @@ fn classify(error: &(dyn StdError + 'static)) -> Failure {
         source = err.source();
     }
     Failure::MaybeSent
-}
-
-fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(err) = source {
-        if err.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 fn error_chain(error: &(dyn StdError + 'static)) -> String {

@@ -34,8 +34,11 @@
 //! (connection reset mid-call, `Internal`, `Unknown`, `DeadlineExceeded` of one
 //! attempt, `ResourceExhausted`, `Aborted`).
 //!
-//! A node that refuses connections leaves the rotation for a backoff period
-//! (1 s, doubling up to 30 s) until it answers again or the registry drops it.
+//! A node whose connection fails (refused, reset) leaves the rotation for a
+//! backoff period (1 s, doubling per outage up to 30 s) until it answers
+//! again or the registry drops it. After a registry outage, nodes missing
+//! from the fresh listing stay usable for 10 s, the time services take to
+//! register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the
 //! service and the registry.
 

@@ -23,8 +23,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use micro_registry::{
-    Action, Endpoint, Error, Event, Node, RegisterOptions, Service, SharedRegistry, Value,
-    WatchOptions, Watcher,
+    Action, Error, Event, Node, RegisterOptions, Service, SharedRegistry, WatchOptions, Watcher,
 };
 use tokio::time::{Instant, timeout};
 
@@ -130,16 +129,7 @@ fn node(service: &str, port: u16) -> Node {
 fn sample_service(name: &str, version: &str, node: Node) -> Service {
     Service::new(name, version)
         .with_node(node)
-        .with_endpoint(Endpoint {
-            name: "Greeter.Hello".into(),
-            request: Some(
-                Value::new("Request", "Request").with_values(vec![Value::new("name", "string")]),
-            ),
-            response: Some(
-                Value::new("Response", "Response").with_values(vec![Value::new("msg", "string")]),
-            ),
-            metadata: Default::default(),
-        })
+        .with_endpoint(golden::greeter_endpoint())
 }
 
 const NO_TTL: RegisterOptions = RegisterOptions { ttl: None };
@@ -486,6 +476,52 @@ pub async fn invalid_registrations_are_rejected(setup: &Setup, _options: &Option
         }
     }
     assert!(setup.reader.get_service(&name).await.is_err());
+}
+
+/// The service of the go-micro v2.9.1 golden captures in
+/// `testdata/go-micro-v2/`, for every backend's wire tests.
+pub mod golden {
+    use micro_registry::{Endpoint, Node, Service, Value};
+
+    /// The text of `testdata/go-micro-v2/<relative>`.
+    pub fn file(relative: &str) -> String {
+        let path = format!(
+            "{}/../../testdata/go-micro-v2/{relative}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// `Greeter.Hello`, `Request{name string}` → `Response{msg string}`.
+    pub fn greeter_endpoint() -> Endpoint {
+        Endpoint {
+            name: "Greeter.Hello".into(),
+            request: Some(
+                Value::new("Request", "Request").with_values(vec![Value::new("name", "string")]),
+            ),
+            response: Some(
+                Value::new("Response", "Response").with_values(vec![Value::new("msg", "string")]),
+            ),
+            metadata: Default::default(),
+        }
+    }
+
+    /// The captured greeter node, registered through `registry` (`etcd`, `mdns`).
+    pub fn greeter(registry: &str) -> Service {
+        Service::new("go.micro.srv.greeter", "latest")
+            .with_endpoint(greeter_endpoint())
+            .with_node(
+                Node::new(
+                    "go.micro.srv.greeter-4b6e0b5e-6f7a-4c1d-9a2b-3c4d5e6f7a8b",
+                    "127.0.0.1:4242",
+                )
+                .with_metadata("broker", "http")
+                .with_metadata("protocol", "grpc")
+                .with_metadata("registry", registry)
+                .with_metadata("server", "grpc")
+                .with_metadata("transport", "grpc"),
+            )
+    }
 }
 
 /// Runs `case` against `setup`; for backends that prefer a plain loop to the macro.

@@ -1,39 +1,14 @@
 //! The data model against bytes go-micro v2.9.1 wrote (testdata/go-micro-v2/etcd).
 
-use micro_registry::{Endpoint, Node, Service, Value};
+use micro_registry::Service;
 
 fn golden(name: &str) -> String {
-    let path = format!(
-        "{}/../../testdata/go-micro-v2/etcd/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    micro_registry_conformance::golden::file(&format!("etcd/{name}"))
 }
 
-/// The greeter service of the golden capture, built with our types.
+/// The greeter of the golden capture, built with our types.
 fn greeter() -> Service {
-    Service::new("go.micro.srv.greeter", "latest")
-        .with_endpoint(Endpoint {
-            name: "Greeter.Hello".into(),
-            request: Some(
-                Value::new("Request", "Request").with_values(vec![Value::new("name", "string")]),
-            ),
-            response: Some(
-                Value::new("Response", "Response").with_values(vec![Value::new("msg", "string")]),
-            ),
-            metadata: Default::default(),
-        })
-        .with_node(
-            Node::new(
-                "go.micro.srv.greeter-4b6e0b5e-6f7a-4c1d-9a2b-3c4d5e6f7a8b",
-                "127.0.0.1:4242",
-            )
-            .with_metadata("broker", "http")
-            .with_metadata("protocol", "grpc")
-            .with_metadata("registry", "etcd")
-            .with_metadata("server", "grpc")
-            .with_metadata("transport", "grpc"),
-        )
+    micro_registry_conformance::golden::greeter("etcd")
 }
 
 #[test]

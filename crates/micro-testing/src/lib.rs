@@ -267,6 +267,21 @@ impl TestServer {
         }
     }
 
+    /// `n` greeters `instance-0` … `instance-{n-1}` on loopback, each
+    /// registered as `service`.
+    pub fn start_many(registry: SharedRegistry, service: &str, n: usize) -> Vec<TestServer> {
+        (0..n)
+            .map(|i| {
+                TestServer::start(
+                    registry.clone(),
+                    service,
+                    TestGreeter::new(format!("instance-{i}")),
+                    loopback_options(),
+                )
+            })
+            .collect()
+    }
+
     /// Graceful stop: deregister, drain, stop. Blocks until done.
     pub fn stop(self) {
         self.server.stop();

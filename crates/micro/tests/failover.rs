@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use micro::registry::memory::MemoryRegistry;
 use micro::{Client, ClientOptions};
+use micro_testing::TestServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
-use micro_testing::{TestGreeter, TestServer, loopback_options};
 use tokio::time::Instant;
 
 const SERVICE: &str = "go.micro.srv.greeter";
@@ -14,16 +14,7 @@ const SERVICE: &str = "go.micro.srv.greeter";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_fails_no_idempotent_call() {
     let registry = Arc::new(MemoryRegistry::new());
-    let mut servers: Vec<TestServer> = (0..3)
-        .map(|i| {
-            TestServer::start(
-                registry.clone(),
-                SERVICE,
-                TestGreeter::new(format!("instance-{i}")),
-                loopback_options(),
-            )
-        })
-        .collect();
+    let mut servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 3);
     let client = Client::new(registry.clone(), ClientOptions::default());
     // TestServer::start returns once registered: the first lookup sees all.
     assert_eq!(client.nodes(SERVICE).await.len(), 3);
@@ -87,16 +78,7 @@ fn attempts_to(set: &micro::client::NodeSet, node_id: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_idempotent_calls_are_retried_only_when_never_sent() {
     let registry = Arc::new(MemoryRegistry::new());
-    let servers: Vec<TestServer> = (0..2)
-        .map(|i| {
-            TestServer::start(
-                registry.clone(),
-                SERVICE,
-                TestGreeter::new(format!("instance-{i}")),
-                loopback_options(),
-            )
-        })
-        .collect();
+    let servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 2);
     let client = Client::new(registry.clone(), ClientOptions::default());
     assert_eq!(client.nodes(SERVICE).await.len(), 2);
 

@@ -4,24 +4,15 @@ use std::sync::Arc;
 
 use micro::registry::memory::MemoryRegistry;
 use micro::{Client, ClientOptions};
+use micro_testing::TestServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
-use micro_testing::{TestGreeter, TestServer, loopback_options};
 
 const SERVICE: &str = "go.micro.srv.greeter";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_instances_share_100_calls_evenly() {
     let registry = Arc::new(MemoryRegistry::new());
-    let servers: Vec<TestServer> = (0..4)
-        .map(|i| {
-            TestServer::start(
-                registry.clone(),
-                SERVICE,
-                TestGreeter::new(format!("instance-{i}")),
-                loopback_options(),
-            )
-        })
-        .collect();
+    let servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 4);
 
     let client = Client::new(registry.clone(), ClientOptions::default());
     // TestServer::start returns once registered: the first lookup sees all.
@@ -57,16 +48,7 @@ async fn four_instances_share_100_calls_evenly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_of_a_channel_share_the_rotation() {
     let registry = Arc::new(MemoryRegistry::new());
-    let servers: Vec<TestServer> = (0..2)
-        .map(|i| {
-            TestServer::start(
-                registry.clone(),
-                SERVICE,
-                TestGreeter::new(format!("instance-{i}")),
-                loopback_options(),
-            )
-        })
-        .collect();
+    let servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 2);
     let client = Client::new(registry.clone(), ClientOptions::default());
     assert_eq!(client.nodes(SERVICE).await.len(), 2);
     // A fresh generated client per call, as handlers often do: still alternates.
