@@ -114,6 +114,26 @@ pub enum GrpcClient {
     Micro,
 }
 
+/// A toolkit client whose (in-memory) registry lists the one server at `addr`.
+pub async fn micro_client(addr: SocketAddr) -> Client {
+    let registry = Arc::new(MemoryRegistry::new());
+    let service = Service {
+        name: GREETER.into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: format!("{GREETER}-bench"),
+            address: addr.to_string(),
+            ..Node::default()
+        }],
+        ..Service::default()
+    };
+    registry
+        .register(&service, RegisterOptions::default())
+        .await
+        .expect("memory registry registers");
+    Client::new(registry, ClientOptions::default())
+}
+
 /// `conns` connections × `per_conn` concurrent calls on each.
 pub async fn grpc_round(
     client: GrpcClient,
@@ -139,25 +159,10 @@ pub async fn grpc_round(
             grpc_load(clients, per_conn, timing, deadline).await
         }
         GrpcClient::Micro => {
-            let registry = Arc::new(MemoryRegistry::new());
-            let service = Service {
-                name: GREETER.into(),
-                version: "latest".into(),
-                nodes: vec![Node {
-                    id: format!("{GREETER}-bench"),
-                    address: addr.to_string(),
-                    ..Node::default()
-                }],
-                ..Service::default()
-            };
-            registry
-                .register(&service, RegisterOptions::default())
-                .await
-                .expect("memory registry registers");
             let mut clients = Vec::new();
             let mut keep = Vec::new();
             for _ in 0..conns {
-                let client = Client::new(registry.clone(), ClientOptions::default());
+                let client = micro_client(addr).await;
                 let nodes = client.nodes(GREETER).await;
                 assert_eq!(nodes.len(), 1, "the client sees the server");
                 clients.push(GreeterClient::new(client.service(GREETER)));

@@ -12,6 +12,7 @@
 //! Peers are measured in interleaved rounds (A, B, A, B, ...) and reported as
 //! medians with min–max. Loopback only.
 
+mod hotpaths;
 mod load;
 mod proc;
 mod report;
@@ -57,18 +58,45 @@ enum Command {
         #[arg(long)]
         upstream: Option<SocketAddr>,
     },
+    /// Instruction counts of the hot paths under callgrind, compared with
+    /// the committed baseline (bench/hotpaths.baseline).
+    Hotpaths {
+        /// Write the new counts to the baseline.
+        #[arg(long)]
+        save: bool,
+    },
+    /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
+    #[command(hide = true)]
+    Hotpath {
+        #[arg(long, value_enum)]
+        workload: hotpaths::Workload,
+        #[arg(long)]
+        ops: u64,
+        #[arg(long)]
+        server: Option<SocketAddr>,
+    },
 }
 
 fn main() {
     let args = Args::parse();
-    if let Some(Command::Serve {
-        kind,
-        flavor,
-        upstream,
-    }) = args.command
-    {
-        servers::serve(kind, flavor, upstream);
-        return;
+    let exe = std::env::current_exe().expect("path of this binary");
+    match args.command {
+        Some(Command::Serve {
+            kind,
+            flavor,
+            upstream,
+        }) => return servers::serve(kind, flavor, upstream),
+        Some(Command::Hotpath {
+            workload,
+            ops,
+            server,
+        }) => return hotpaths::run_workload(workload, ops, server),
+        Some(Command::Hotpaths { save }) => {
+            let report = hotpaths::run(&exe, save);
+            print!("{report}");
+            return write_report(args.out.as_deref(), &report);
+        }
+        None => {}
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     assert!(
@@ -84,7 +112,6 @@ fn main() {
         "cannot pin the load generator to core {}",
         proc::LOAD_CORE
     );
-    let exe = std::env::current_exe().expect("path of this binary");
     let bin_dir = args
         .bin_dir
         .clone()
@@ -92,8 +119,12 @@ fn main() {
     let plan = scenarios::Plan::new(args.quick, exe, bin_dir, &args.only);
     let report = scenarios::run(&plan);
     print!("{report}");
-    if let Some(out) = args.out {
-        std::fs::write(&out, &report)
+    write_report(args.out.as_deref(), &report);
+}
+
+fn write_report(out: Option<&std::path::Path>, report: &str) {
+    if let Some(out) = out {
+        std::fs::write(out, report)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
     }
 }

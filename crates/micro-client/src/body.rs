@@ -31,26 +31,40 @@ pub(crate) enum RequestBody {
 impl RequestBody {
     /// Takes whatever `body` has ready now; completes without waiting.
     pub(crate) fn take(mut body: Body) -> Result<RequestBody, tonic::Status> {
+        // A unary body is usually one frame: it is kept as it is, and only
+        // later frames are copied together with it.
+        let mut first: Option<Bytes> = None;
         let mut data = BytesMut::new();
-        let mut chunks: VecDeque<Bytes> = VecDeque::new();
         loop {
             match body.frame().now_or_never() {
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(bytes) => {
-                        if data.len() + bytes.len() > REPLAY_LIMIT {
-                            chunks.push_back(data.split().freeze());
-                            chunks.push_back(bytes);
+                        let held = first.as_ref().map_or(0, Bytes::len) + data.len();
+                        if held + bytes.len() > REPLAY_LIMIT {
+                            let mut prefix: VecDeque<Bytes> = first.into_iter().collect();
+                            if !data.is_empty() {
+                                prefix.push_back(data.freeze());
+                            }
+                            prefix.push_back(bytes);
                             return Ok(RequestBody::Streaming(Some(Body::new(Prefixed {
-                                prefix: chunks,
+                                prefix,
                                 rest: body,
                             }))));
                         }
-                        data.extend_from_slice(&bytes);
+                        match &first {
+                            None => first = Some(bytes),
+                            Some(head) => {
+                                if data.is_empty() {
+                                    data.extend_from_slice(head);
+                                }
+                                data.extend_from_slice(&bytes);
+                            }
+                        }
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
                             return Ok(RequestBody::Complete {
-                                data: data.freeze(),
+                                data: joined(first, data),
                                 trailers: Some(trailers),
                             });
                         }
@@ -59,16 +73,18 @@ impl RequestBody {
                 Some(Some(Err(status))) => return Err(status),
                 Some(None) => {
                     return Ok(RequestBody::Complete {
-                        data: data.freeze(),
+                        data: joined(first, data),
                         trailers: None,
                     });
                 }
                 None => {
-                    if !data.is_empty() {
-                        chunks.push_back(data.freeze());
-                    }
+                    let prefix: VecDeque<Bytes> = match (first, data.is_empty()) {
+                        (None, _) => VecDeque::new(),
+                        (Some(head), true) => VecDeque::from([head]),
+                        (Some(_), false) => VecDeque::from([data.freeze()]),
+                    };
                     return Ok(RequestBody::Streaming(Some(Body::new(Prefixed {
-                        prefix: chunks,
+                        prefix,
                         rest: body,
                     }))));
                 }
@@ -90,6 +106,15 @@ impl RequestBody {
             }),
             RequestBody::Streaming(body) => body.take().unwrap_or_else(Body::empty),
         }
+    }
+}
+
+/// The whole body: the first frame alone, or all frames copied together.
+fn joined(first: Option<Bytes>, data: BytesMut) -> Bytes {
+    match first {
+        Some(head) if data.is_empty() => head,
+        Some(_) => data.freeze(),
+        None => Bytes::new(),
     }
 }
 
@@ -151,5 +176,102 @@ impl http_body::Body for Prefixed {
 
     fn is_end_stream(&self) -> bool {
         self.prefix.is_empty() && self.rest.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames given up front, then (optionally) a frame that is not ready.
+    struct Frames {
+        frames: VecDeque<Frame<Bytes>>,
+        then_pending: bool,
+    }
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None if self.then_pending => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn body(frames: Vec<Frame<Bytes>>, then_pending: bool) -> Body {
+        Body::new(Frames {
+            frames: frames.into(),
+            then_pending,
+        })
+    }
+
+    async fn collect(mut body: Body) -> (Vec<u8>, Option<HeaderMap>) {
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            match frame.expect("frame").into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        (data, trailers)
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_kept_without_a_copy() {
+        let payload = Bytes::from(vec![7u8; 64]);
+        let mut taken =
+            RequestBody::take(body(vec![Frame::data(payload.clone())], false)).expect("takes");
+        let RequestBody::Complete { data, trailers } = &taken else {
+            panic!("a complete body");
+        };
+        assert_eq!(data.as_ptr(), payload.as_ptr(), "same buffer, not a copy");
+        assert!(trailers.is_none());
+        for _ in 0..2 {
+            assert_eq!(collect(taken.for_attempt()).await.0, payload.to_vec());
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_and_trailers_are_replayed_whole() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-end", "1".parse().expect("value"));
+        let frames = vec![
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::data(Bytes::from_static(b"e")),
+            Frame::trailers(trailers.clone()),
+        ];
+        let mut taken = RequestBody::take(body(frames, false)).expect("takes");
+        assert!(taken.is_replayable());
+        for _ in 0..2 {
+            let (data, got) = collect(taken.for_attempt()).await;
+            assert_eq!(data, b"abcde");
+            assert_eq!(got, Some(trailers.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_still_streaming_is_passed_through_once() {
+        let frames = vec![
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+        ];
+        let mut taken = RequestBody::take(body(frames, true)).expect("takes");
+        assert!(!taken.is_replayable());
+        let mut first = taken.for_attempt();
+        let frame = first.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().expect("data").as_ref(), b"abcd");
+        assert!(
+            http_body::Body::is_end_stream(&taken.for_attempt()),
+            "the stream is sent once"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -113,16 +113,20 @@ async fn call(
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, Status> {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // The caller's deadline, if it set one; each attempt sends what is left.
     let budget = parts
         .headers
-        .get(timeout::GRPC_TIMEOUT)
-        .and_then(timeout::parse)
+        .remove(timeout::GRPC_TIMEOUT)
+        .and_then(|value| timeout::parse(&value))
         .unwrap_or(options.request_timeout);
     let deadline = started + budget;
     let idempotent = idempotent || parts.extensions.get::<Idempotent>().is_some();
+    // Extensions are for the layers above this channel; the connection to a
+    // node below it has no use for them, so they are not copied per attempt.
+    parts.extensions.clear();
 
-    if set.resolution() == Resolution::Pending
+    if set.is_pending()
         && tokio::time::timeout_at(deadline, set.ready())
             .await
             .is_err()
@@ -136,27 +140,35 @@ async fn call(
 
     let mut body = RequestBody::take(body)?;
     let attempts = 1 + options.retries as usize;
-    let mut tried: Vec<Arc<NodeEntry>> = Vec::with_capacity(attempts);
+    // Nodes tried and failed in this call: filled only when a call fails.
+    let mut tried: Vec<Arc<NodeEntry>> = Vec::new();
     let mut last: Option<Result<http::Response<Body>, Status>> = None;
+    let mut parts = Some(parts);
 
     for attempt in 0..attempts {
         let entries = set.entries();
         let Some(entry) = pick(set, &entries, &tried) else {
             break;
         };
-        tried.push(entry.clone());
         let can_retry = attempt + 1 < attempts && body.is_replayable();
 
         let now = Instant::now();
         if now >= deadline {
             return Err(deadline_exceeded(set, budget, attempt));
         }
-        let mut request = http::Request::new(body.for_attempt());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
+        // The request's parts are copied only while another attempt may
+        // need them. The copy is kept and the original sent: it has room
+        // for the grpc-timeout header, the exact-size copy may not.
+        let Some(sent) = (match (can_retry, parts.as_mut()) {
+            (true, Some(p)) => {
+                let copy = copy_parts(p);
+                Some(std::mem::replace(p, copy))
+            }
+            _ => parts.take(),
+        }) else {
+            break;
+        };
+        let mut request = http::Request::from_parts(sent, body.for_attempt());
         request
             .headers_mut()
             .insert(timeout::GRPC_TIMEOUT, timeout::encode(deadline - now));
@@ -190,6 +202,7 @@ async fn call(
                 ));
                 tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?failure, "call failed: {}", status.message());
                 if can_retry && (failure == Failure::NotSent || idempotent) {
+                    tried.push(entry);
                     last = Some(Err(status));
                     continue;
                 }
@@ -204,7 +217,7 @@ async fn call(
                 if status == Some(Code::Cancelled)
                     && response
                         .headers()
-                        .get("grpc-message")
+                        .get(GRPC_MESSAGE)
                         .is_some_and(|m| m.as_bytes().starts_with(b"Timeout"))
                 {
                     return Err(deadline_exceeded(set, budget, attempt + 1));
@@ -212,6 +225,7 @@ async fn call(
                 match status {
                     Some(code) if can_retry && should_retry(code, idempotent) => {
                         tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?code, "retrying on another node");
+                        tried.push(entry);
                         last = Some(Ok(response));
                         continue;
                     }
@@ -282,9 +296,22 @@ fn should_retry(code: Code, idempotent: bool) -> bool {
     }
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// What another attempt sends: the same request line and headers.
+fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = http::Request::new(()).into_parts().0;
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
 /// The status of a trailers-only response (an error before any message).
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value: &HeaderValue = headers.get("grpc-status")?;
+    let value: &HeaderValue = headers.get(GRPC_STATUS)?;
     let code = value.to_str().ok()?.parse::<i32>().ok()?;
     (code != 0).then(|| Code::from_i32(code))
 }

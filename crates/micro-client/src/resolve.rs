@@ -237,6 +237,11 @@ impl NodeSet {
         self.resolution.borrow().clone()
     }
 
+    /// Whether the registry has not answered yet (no clone of the state).
+    pub(crate) fn is_pending(&self) -> bool {
+        *self.resolution.borrow() == Resolution::Pending
+    }
+
     /// Replaces the node list with a fresh listing. With `grace`, nodes the
     /// listing lacks are kept (marked stale) for that long: after a registry
     /// outage, an empty or partial listing may only mean that services have

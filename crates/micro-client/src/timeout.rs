@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 const MAX_DIGITS: u64 = 99_999_999;
 
@@ -33,23 +33,37 @@ pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
-/// Encodes `timeout` with the finest unit that fits in 8 digits, rounding up
-/// so the server never sees less time than there is.
+/// Encodes `timeout`, rounding up so the server never sees less time than
+/// there is: in microseconds below a second, in milliseconds from a second
+/// up (or seconds past 8 digits of them). A deadline of seconds loses nothing
+/// to a millisecond of rounding, and calls with the same deadline then send
+/// the same value, which HPACK sends as an index instead of the text.
 pub(crate) fn encode(timeout: Duration) -> HeaderValue {
-    let micros = timeout.as_nanos().div_ceil(1_000);
-    let text = if micros <= u128::from(MAX_DIGITS) {
-        format!("{micros}u")
-    } else {
-        let millis = timeout.as_nanos().div_ceil(1_000_000);
-        if millis <= u128::from(MAX_DIGITS) {
-            format!("{millis}m")
-        } else {
-            let secs = timeout.as_secs().min(MAX_DIGITS);
-            format!("{secs}S")
-        }
+    let nanos = timeout.as_nanos();
+    let (value, unit) = match nanos.div_ceil(1_000) {
+        micros if micros < 1_000_000 => (micros, b'u'),
+        _ => match nanos.div_ceil(1_000_000) {
+            millis if millis <= u128::from(MAX_DIGITS) => (millis, b'm'),
+            _ => (u128::from(timeout.as_secs().min(MAX_DIGITS)), b'S'),
+        },
     };
+    // At most 8 digits and a unit, written without an intermediate String
+    // (this runs once per call).
+    let mut text = [0u8; 9];
+    let mut len = 0;
+    let mut rest = value;
+    loop {
+        text[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text[..len].reverse();
+    text[len] = unit;
     // Digits and an ASCII unit are always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("99999999S"))
+    HeaderValue::from_bytes(&text[..=len]).unwrap_or(HeaderValue::from_static("99999999S"))
 }
 
 #[cfg(test)]
@@ -68,7 +82,13 @@ mod tests {
             let parsed = parse(&encode(d)).expect("parses");
             assert!(parsed >= d, "{d:?} → {parsed:?}");
         }
-        assert_eq!(encode(Duration::from_secs(5)), "5000000u");
+        assert_eq!(encode(Duration::from_secs(5)), "5000m");
+        assert_eq!(encode(Duration::from_micros(4_999_001)), "5000m");
+        assert_eq!(encode(Duration::from_micros(999_999)), "999999u");
+        assert_eq!(encode(Duration::ZERO), "0u");
+        assert_eq!(encode(Duration::from_nanos(1)), "1u");
+        assert_eq!(encode(Duration::from_secs(100)), "100000m");
+        assert_eq!(encode(Duration::from_secs(100_000_000_000)), "99999999S");
     }
 
     #[test]
