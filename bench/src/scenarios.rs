@@ -173,7 +173,8 @@ fn r1(plan: &Plan, flavor: Flavor) -> String {
             ("micro server + tonic client", GrpcClient::Tonic, micro_addr),
         ],
     );
-    report::table(
+    report::table_named(
+        &format!("r1 {}", flavor.label()),
         &format!(
             "R1: greeter Hello, toolkit vs raw tonic, {} runtime (servers and load generator)",
             flavor.label()
