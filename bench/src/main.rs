@@ -5,6 +5,7 @@
 //! cargo build --release -p micro-bench -p user-service -p micro-cli
 //! target/release/micro-bench --quick    # ≤ 2 minutes
 //! target/release/micro-bench            # ≤ 10 minutes
+//! target/release/micro-bench --charts docs/benchmarks --out docs/results.md
 //! ```
 //!
 //! The load generator (this process) runs on core 1; every server runs in a
@@ -12,6 +13,7 @@
 //! Peers are measured in interleaved rounds (A, B, A, B, ...) and reported as
 //! medians with min–max. Loopback only.
 
+mod charts;
 mod hotpaths;
 mod load;
 mod proc;
@@ -20,7 +22,7 @@ mod scenarios;
 mod servers;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -33,7 +35,7 @@ struct Args {
     /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9. Default: all.
+    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9, hotpaths. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
@@ -42,6 +44,11 @@ struct Args {
     /// Also write the report (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also draw PNG charts (throughput, latency percentiles) of each table
+    /// into this directory; the report links them relative to its own
+    /// directory (that of --out, else the current one). Default: no charts.
+    #[arg(long, value_name = "DIR")]
+    charts: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -116,13 +123,24 @@ fn main() {
         .bin_dir
         .clone()
         .unwrap_or_else(|| exe.parent().expect("binary directory").to_path_buf());
+    if let Some(dir) = &args.charts {
+        let report_dir = args
+            .out
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Err(e) = charts::enable(dir, report_dir, Path::new(charts::FONT)) {
+            eprintln!("charts: {e}; no charts in this run");
+        }
+    }
     let plan = scenarios::Plan::new(args.quick, exe, bin_dir, &args.only);
     let report = scenarios::run(&plan);
     print!("{report}");
     write_report(args.out.as_deref(), &report);
 }
 
-fn write_report(out: Option<&std::path::Path>, report: &str) {
+fn write_report(out: Option<&Path>, report: &str) {
     if let Some(out) = out {
         std::fs::write(out, report)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));

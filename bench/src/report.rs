@@ -1,7 +1,9 @@
-//! Medians with min–max, ratios to a baseline, as markdown.
+//! Medians with min–max, ratios to a baseline, as markdown (and as charts,
+//! see [`crate::charts`]).
 
 use std::fmt::Write;
 
+use crate::charts;
 use crate::load::Round;
 
 /// All rounds of one peer in one scenario and shape.
@@ -65,7 +67,15 @@ impl PeerRounds {
 }
 
 /// One table: the first peer of each shape is the baseline of the ratios.
+/// With charts enabled, also draws it (files named after the title's id,
+/// `R5: ...` → `r5-throughput.png`) and links the images below the table.
 pub fn table(title: &str, shapes: &[(String, Vec<PeerRounds>)]) -> String {
+    table_named(&charts::name_of(title), title, shapes)
+}
+
+/// [`table`] with the charts' file stem given: `r1 multi_thread` →
+/// `r1-multi-thread-throughput.png`, `r1-multi-thread-latency.png`.
+pub fn table_named(name: &str, title: &str, shapes: &[(String, Vec<PeerRounds>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(
@@ -98,7 +108,29 @@ pub fn table(title: &str, shapes: &[(String, Vec<PeerRounds>)]) -> String {
         }
     }
     out.push('\n');
+    out.push_str(&charts::add(name, &chart_table(title, shapes)));
     out
+}
+
+fn chart_table(title: &str, shapes: &[(String, Vec<PeerRounds>)]) -> charts::Table {
+    charts::Table {
+        title: title.to_string(),
+        shapes: shapes
+            .iter()
+            .map(|(load, peers)| charts::Shape {
+                load: load.clone(),
+                peers: peers
+                    .iter()
+                    .map(|p| charts::Peer {
+                        name: p.peer.clone(),
+                        rounds: p.rounds.len(),
+                        rps: Some(p.rps()),
+                        latency_ms: charts::PERCENTILES.map(|(q, _)| p.pct(q)),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ pub fn run(plan: &Plan) -> String {
     if plan.wants("r8") {
         out.push_str(&r8(plan));
     }
+    if plan.wants("hotpaths") {
+        out.push_str(&crate::hotpaths::run(&plan.exe, false));
+    }
     let _ = writeln!(out, "Total wall time: {:.0?}\n", started.elapsed());
     out
 }
@@ -173,7 +176,8 @@ fn r1(plan: &Plan, flavor: Flavor) -> String {
             ("micro server + tonic client", GrpcClient::Tonic, micro_addr),
         ],
     );
-    report::table(
+    report::table_named(
+        &format!("r1 {}", flavor.label()),
         &format!(
             "R1: greeter Hello, toolkit vs raw tonic, {} runtime (servers and load generator)",
             flavor.label()
