@@ -268,9 +268,10 @@ pub fn baseline_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("hotpaths.baseline")
 }
 
-/// Measures every workload under callgrind; returns the markdown section.
-/// `save` rewrites the committed baseline with the new counts.
-pub fn run(exe: &Path, save: bool) -> String {
+/// Measures `only` (every workload if empty) under callgrind; returns the
+/// markdown section. `save` writes the new counts into the committed
+/// baseline (counts of workloads not run are kept).
+pub fn run(exe: &Path, only: &[Workload], save: bool) -> String {
     let mut out = String::from("### Hot paths: instructions per operation (callgrind)\n\n");
     if Command::new("valgrind")
         .arg("--version")
@@ -289,12 +290,15 @@ pub fn run(exe: &Path, save: bool) -> String {
     let scratch = tempdir();
     let mut server: Option<(Proc, SocketAddr)> = None;
     let mut counts = Counts::default();
+    let selected = Workload::ALL
+        .into_iter()
+        .filter(|w| only.is_empty() || only.contains(w));
     let _ = writeln!(
         out,
         "| hot path | what one operation is | instructions / op | baseline | change |"
     );
     let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
-    for workload in Workload::ALL {
+    for workload in selected {
         let address = if workload.needs_server() {
             if server.is_none() {
                 server = Some(start_server(exe));
@@ -343,7 +347,9 @@ pub fn run(exe: &Path, save: bool) -> String {
     }
     out.push('\n');
     if save {
-        match std::fs::write(baseline_path(), counts.render()) {
+        let mut merged = baseline;
+        merged.0.extend(counts.0);
+        match std::fs::write(baseline_path(), merged.render()) {
             Ok(()) => {
                 let _ = writeln!(out, "Baseline saved to `bench/hotpaths.baseline`.\n");
             }

@@ -71,6 +71,9 @@ enum Command {
         /// Write the new counts to the baseline.
         #[arg(long)]
         save: bool,
+        /// Only these workloads (comma separated). Default: all.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        workloads: Vec<hotpaths::Workload>,
     },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
@@ -98,8 +101,8 @@ fn main() {
             ops,
             server,
         }) => return hotpaths::run_workload(workload, ops, server),
-        Some(Command::Hotpaths { save }) => {
-            let report = hotpaths::run(&exe, save);
+        Some(Command::Hotpaths { save, workloads }) => {
+            let report = hotpaths::run(&exe, &workloads, save);
             print!("{report}");
             return write_report(args.out.as_deref(), &report);
         }

@@ -88,7 +88,7 @@ pub fn run(plan: &Plan) -> String {
         out.push_str(&r8(plan));
     }
     if plan.wants("hotpaths") {
-        out.push_str(&crate::hotpaths::run(&plan.exe, false));
+        out.push_str(&crate::hotpaths::run(&plan.exe, &[], false));
     }
     let _ = writeln!(out, "Total wall time: {:.0?}\n", started.elapsed());
     out
