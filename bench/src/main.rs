@@ -8,10 +8,13 @@
 //! ```
 //!
 //! The load generator (this process) runs on core 1; every server runs in a
-//! child process started with `taskset -c 0` and is stopped by its PID.
+//! child process started with `taskset -c 0` and is stopped by its PID
+//! (R6/R7, which time registration, run theirs in-process, on threads pinned
+//! to core 0).
 //! Peers are measured in interleaved rounds (A, B, A, B, ...) and reported as
 //! medians with min–max. Loopback only.
 
+mod discovery;
 mod load;
 mod proc;
 mod report;
@@ -32,7 +35,7 @@ struct Args {
     /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9. Default: all.
+    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9, r6, r7. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
@@ -57,18 +60,33 @@ enum Command {
         #[arg(long)]
         upstream: Option<SocketAddr>,
     },
+    /// Internal: R7's mDNS trials, run by the benchmark in a private network
+    /// namespace (refuses to run where it sees more than loopback).
+    #[command(hide = true)]
+    DiscoveryMdns {
+        #[arg(long)]
+        trials: usize,
+        #[arg(long)]
+        budget_ms: u64,
+    },
 }
 
 fn main() {
     let args = Args::parse();
-    if let Some(Command::Serve {
-        kind,
-        flavor,
-        upstream,
-    }) = args.command
-    {
-        servers::serve(kind, flavor, upstream);
-        return;
+    match args.command {
+        Some(Command::Serve {
+            kind,
+            flavor,
+            upstream,
+        }) => {
+            servers::serve(kind, flavor, upstream);
+            return;
+        }
+        Some(Command::DiscoveryMdns { trials, budget_ms }) => {
+            discovery::mdns_child(trials, std::time::Duration::from_millis(budget_ms));
+            return;
+        }
+        None => {}
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     assert!(
