@@ -14,6 +14,7 @@
 //! medians with min–max. Loopback only.
 
 mod charts;
+mod discovery;
 mod hotpaths;
 mod load;
 mod proc;
@@ -35,7 +36,8 @@ struct Args {
     /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9, hotpaths. Default: all.
+    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9, r6, r7,
+    /// hotpaths. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
@@ -75,6 +77,15 @@ enum Command {
         #[arg(long, value_enum, value_delimiter = ',')]
         workloads: Vec<hotpaths::Workload>,
     },
+    /// Internal: R7's mDNS trials, run by the benchmark in a private network
+    /// namespace (refuses to run where it sees more than loopback).
+    #[command(hide = true)]
+    DiscoveryMdns {
+        #[arg(long)]
+        trials: usize,
+        #[arg(long)]
+        budget_ms: u64,
+    },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
     Hotpath {
@@ -101,6 +112,9 @@ fn main() {
             ops,
             server,
         }) => return hotpaths::run_workload(workload, ops, server),
+        Some(Command::DiscoveryMdns { trials, budget_ms }) => {
+            return discovery::mdns_child(trials, std::time::Duration::from_millis(budget_ms));
+        }
         Some(Command::Hotpaths { save, workloads }) => {
             let report = hotpaths::run(&exe, &workloads, save);
             print!("{report}");

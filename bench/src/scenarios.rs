@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::discovery;
 use crate::load::{self, GrpcClient, Round, Timing};
 use crate::proc::{Proc, free_port};
 use crate::report::{self, PeerRounds, Spread};
@@ -86,6 +87,12 @@ pub fn run(plan: &Plan) -> String {
     }
     if plan.wants("r8") {
         out.push_str(&r8(plan));
+    }
+    if plan.wants("r6") {
+        out.push_str(&discovery::r6(plan));
+    }
+    if plan.wants("r7") {
+        out.push_str(&discovery::r7(plan));
     }
     if plan.wants("hotpaths") {
         out.push_str(&crate::hotpaths::run(&plan.exe, &[], false));
@@ -215,9 +222,9 @@ fn r5(plan: &Plan) -> String {
 }
 
 /// etcd on loopback, on the server core, with a throw-away data dir.
-struct Etcd {
+pub(crate) struct Etcd {
     proc: Proc,
-    address: String,
+    pub(crate) address: String,
     dir: PathBuf,
 }
 
@@ -228,7 +235,7 @@ impl Drop for Etcd {
     }
 }
 
-fn start_etcd() -> Etcd {
+pub(crate) fn start_etcd() -> Etcd {
     let dir = std::env::temp_dir().join(format!("micro-bench-etcd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let client = free_port();
