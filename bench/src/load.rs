@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use micro_client::{Client, ClientOptions};
 use micro_registry::memory::MemoryRegistry;
 use micro_registry::{Node, RegisterOptions, Registry, Service};
@@ -220,10 +220,12 @@ where
 }
 
 /// HTTP/1.1 keep-alive: `conns` connections, one request in flight on each,
-/// `GET path` against `addr`; a 200 counts as success.
+/// `GET path` (or `POST path` with a JSON `body`) against `addr`; a 200
+/// counts as success.
 pub async fn http_round(
     addr: SocketAddr,
     path: &'static str,
+    body: Option<&'static str>,
     conns: usize,
     timing: Timing,
 ) -> Round {
@@ -243,10 +245,16 @@ pub async fn http_round(
             let sender = sender.clone();
             async move {
                 let mut sender = sender.lock().await;
-                let request = http::Request::get(path)
-                    .header(http::header::HOST, "127.0.0.1")
-                    .body(Empty::<Bytes>::new())
-                    .expect("request");
+                let request = match body {
+                    None => http::Request::get(path)
+                        .header(http::header::HOST, "127.0.0.1")
+                        .body(Full::new(Bytes::new())),
+                    Some(json) => http::Request::post(path)
+                        .header(http::header::HOST, "127.0.0.1")
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from_static(json.as_bytes()))),
+                }
+                .expect("request");
                 match sender.send_request(request).await {
                     Ok(response) => {
                         let ok = response.status() == http::StatusCode::OK;

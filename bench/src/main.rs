@@ -36,7 +36,7 @@ struct Args {
     /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (comma separated): r1, r5, r3, r8, r9, r6, r7,
+    /// Scenarios to run (comma separated): r1, r5, r3, r4, r8, r9, r6, r7,
     /// hotpaths. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -82,7 +82,7 @@ pub fn run(plan: &Plan) -> String {
     if plan.wants("r5") {
         out.push_str(&r5(plan));
     }
-    if plan.wants("r3") || plan.wants("r9") {
+    if plan.wants("r3") || plan.wants("r9") || plan.wants("r4") {
         out.push_str(&r3_r9(plan));
     }
     if plan.wants("r8") {
@@ -335,11 +335,12 @@ fn r3_r9(plan: &Plan) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     // R9: user-srv start → routable through the gateway (any non-5xx answer).
+    let srv_port = free_port();
     let user_srv = Proc::spawn(
         "user-srv",
         &plan.bin_dir.join("user-srv"),
         &common(&[
-            "--server_address=127.0.0.1:0",
+            &format!("--server_address=127.0.0.1:{srv_port}"),
             &format!("--data_dir={}", data.display()),
             "--auth_secret=bench-secret",
         ]),
@@ -422,57 +423,13 @@ fn r3_r9(plan: &Plan) -> String {
         ("micro api --handler=api", gw_addr),
         ("bare axum JSON (HTTP ceiling)", axum_addr),
     ];
-    let mut shapes = Vec::new();
-    let mut loaded = (0u64, 0u64, 0u64);
-    let pids = (user_srv.pid(), gateway.pid(), user_api.pid());
-    for conns in [1usize, 50] {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, addr)) in peers.iter().enumerate() {
-                let sampling = Arc::new(AtomicBool::new(true));
-                let maxes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
-                let sampler = (i == 1).then(|| {
-                    let sampling = sampling.clone();
-                    let maxes = maxes.clone();
-                    std::thread::spawn(move || {
-                        while sampling.load(Ordering::Relaxed) {
-                            for (k, pid) in [pids.0, pids.1, pids.2].into_iter().enumerate() {
-                                if let Some(kib) = rss_of(pid) {
-                                    maxes[k].fetch_max(kib, Ordering::Relaxed);
-                                }
-                            }
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    })
-                });
-                let runtime = Flavor::Multi.runtime();
-                let r: Round = runtime.block_on(load::http_round(addr, path, conns, plan.timing));
-                drop(runtime);
-                sampling.store(false, Ordering::Relaxed);
-                if let Some(s) = sampler {
-                    let _ = s.join();
-                    loaded.0 = loaded.0.max(maxes[0].load(Ordering::Relaxed));
-                    loaded.1 = loaded.1.max(maxes[1].load(Ordering::Relaxed));
-                    loaded.2 = loaded.2.max(maxes[2].load(Ordering::Relaxed));
-                }
-                eprintln!(
-                    "  c{conns} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        shapes.push((format!("c{conns}"), rows));
-    }
+    let pids = [user_srv.pid(), gateway.pid(), user_api.pid()];
+    let maxes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    // RSS of the three processes is sampled while micro api is under load.
+    let shapes = http_compare(plan, "R3", &peers, path, None, |i| {
+        (i == 1).then(|| RssSampler::start(pids, maxes.clone()))
+    });
+    let loaded: Vec<u64> = maxes.iter().map(|m| m.load(Ordering::Relaxed)).collect();
     let mut out = report::table(
         "R3: GET /user/say/hello?name=huohuo over HTTP/1.1 keep-alive (user-api → user-srv on etcd, SQLite)",
         &shapes,
@@ -493,19 +450,19 @@ fn r3_r9(plan: &Plan) -> String {
         out,
         "| user-srv, after one register (Argon2id, m = 19 MiB) | {:.1} | {:.1} |",
         mib(idle.0),
-        mib(loaded.0)
+        mib(loaded[0])
     );
     let _ = writeln!(
         out,
         "| micro api (gateway) | {:.1} | {:.1} |",
         mib(idle.1),
-        mib(loaded.1)
+        mib(loaded[1])
     );
     let _ = writeln!(
         out,
         "| user-api | {:.1} | {:.1} |",
         mib(idle.2),
-        mib(loaded.2)
+        mib(loaded[2])
     );
     let _ = writeln!(
         out,
@@ -513,12 +470,148 @@ fn r3_r9(plan: &Plan) -> String {
          polled every 5 ms with curl): {:.0} ms (one sample).\n",
         routable.as_secs_f64() * 1000.0
     );
+    if plan.wants("r4") {
+        out.push_str(&r4(plan, &common, srv_port));
+    }
     drop(user_srv);
     drop(gateway);
     drop(user_api);
     drop(etcd);
     let _ = std::fs::remove_dir_all(&data);
     out
+}
+
+/// R4: the rpc handler (`micro api --handler=rpc`, JSON → user-srv by
+/// reflection) vs a minimal axum → tonic gateway written for the endpoint.
+fn r4(plan: &Plan, common: &dyn Fn(&[&str]) -> Vec<String>, srv_port: u16) -> String {
+    eprintln!("R4");
+    let quiet = [("RUST_LOG", "warn".to_string())];
+    let gw_port = free_port();
+    let mut args = common(&[]);
+    args.extend([
+        "api".to_string(),
+        "--handler=rpc".into(),
+        "--namespace=go.micro.srv".into(),
+        format!("--address=127.0.0.1:{gw_port}"),
+    ]);
+    let _gateway = Proc::spawn("micro api rpc", &plan.bin_dir.join("micro"), &args, &quiet);
+    let args = vec![
+        "serve".to_string(),
+        "--kind=mini-rpc-gateway".into(),
+        format!("--upstream=127.0.0.1:{srv_port}"),
+    ];
+    let mut mini = Proc::spawn("mini rpc gateway", &plan.exe, &args, &[]);
+    let (line, _) = mini.wait_line("READY ", Duration::from_secs(20));
+    let mini_addr: SocketAddr = line
+        .trim_start_matches("READY ")
+        .trim()
+        .parse()
+        .expect("address");
+    let gw_addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("address");
+    let path = "/user/user/query-user-by-name";
+    let body = r#"{"userName":"huohuo"}"#;
+    for addr in [mini_addr, gw_addr] {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = curl_status("POST", &format!("http://{addr}{path}"), Some(body));
+            if status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "POST {path} on {addr} answered {status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let peers = [
+        ("minimal axum→tonic gateway (baseline)", mini_addr),
+        ("micro api --handler=rpc", gw_addr),
+    ];
+    let shapes = http_compare(plan, "R4", &peers, path, Some(body), |_| None::<RssSampler>);
+    report::table(
+        "R4: POST /user/user/query-user-by-name {\"userName\":\"huohuo\"} over HTTP/1.1 keep-alive \
+         (rpc handler → user-srv on etcd, SQLite)",
+        &shapes,
+    )
+}
+
+/// Interleaved HTTP rounds of `peers` at c1 and c50. `during(i)` runs
+/// around each round of peer `i` (what it returns is dropped after it).
+fn http_compare<G>(
+    plan: &Plan,
+    name: &str,
+    peers: &[(&str, SocketAddr)],
+    path: &'static str,
+    body: Option<&'static str>,
+    mut during: impl FnMut(usize) -> Option<G>,
+) -> Vec<(String, Vec<PeerRounds>)> {
+    let mut shapes = Vec::new();
+    for conns in [1usize, 50] {
+        let mut rows: Vec<PeerRounds> = peers
+            .iter()
+            .map(|(label, _)| PeerRounds {
+                peer: label.to_string(),
+                rounds: Vec::new(),
+            })
+            .collect();
+        for round in 0..plan.rounds {
+            for (i, &(label, addr)) in peers.iter().enumerate() {
+                let guard = during(i);
+                let runtime = Flavor::Multi.runtime();
+                let r: Round =
+                    runtime.block_on(load::http_round(addr, path, body, conns, plan.timing));
+                drop(runtime);
+                drop(guard);
+                eprintln!(
+                    "  {name} c{conns} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
+                    round + 1,
+                    r.rps(),
+                    r.ms(0.99),
+                    r.errors
+                );
+                rows[i].rounds.push(r);
+            }
+        }
+        shapes.push((format!("c{conns}"), rows));
+    }
+    shapes
+}
+
+/// Samples the RSS of some processes every 100 ms into `maxes` until dropped.
+struct RssSampler {
+    running: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pids: [u32; 3], maxes: Arc<[AtomicU64; 3]>) -> RssSampler {
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = running.clone();
+        let thread = std::thread::spawn(move || {
+            while flag.load(Ordering::Relaxed) {
+                for (k, pid) in pids.into_iter().enumerate() {
+                    if let Some(kib) = rss_of(pid) {
+                        maxes[k].fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        RssSampler {
+            running,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn rss_of(pid: u32) -> Option<u64> {

@@ -16,6 +16,8 @@ use micro_server::{Server, ServerOptions};
 use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
 use micro_testing::greeter::{Request, Response as HelloResponse};
 use tonic::transport::server::TcpIncoming;
+use user_service::proto::user::Request as UserRequest;
+use user_service::proto::user::user_client::UserClient;
 
 /// The same trivial handler behind every gRPC server.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,6 +49,10 @@ pub enum ServerKind {
     /// axum → tonic: GET /user/say/hello → go.api Request to user-api's
     /// `Say.Hello` on one fixed address → the JSON body it answers.
     MiniGateway,
+    /// axum → tonic for the rpc handler: POST /user/user/query-user-by-name
+    /// JSON → `User.QueryUserByName` on user-srv at one fixed address →
+    /// JSON, written by hand for this one endpoint.
+    MiniRpcGateway,
 }
 
 /// Tokio runtime flavour.
@@ -134,6 +140,24 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>) {
                     .await
                     .expect("axum serves");
             }
+            ServerKind::MiniRpcGateway => {
+                let upstream = upstream.expect("--upstream is required for mini-rpc-gateway");
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
+                    .expect("upstream uri")
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                println!("READY {}", listener.local_addr().expect("local address"));
+                let app = axum::Router::new()
+                    .route(
+                        "/user/user/query-user-by-name",
+                        axum::routing::post(mini_rpc_gateway),
+                    )
+                    .with_state(UserClient::new(channel));
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stdin_closed)
+                    .await
+                    .expect("axum serves");
+            }
             ServerKind::MiniGateway => {
                 let upstream = upstream.expect("--upstream is required for mini-gateway");
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
@@ -195,6 +219,40 @@ async fn mini_gateway(
                 reply.body,
             )
                 .into_response()
+        }
+        Err(status) => {
+            (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
+        }
+    }
+}
+
+/// The least an rpc-style gateway must do for one endpoint: JSON → request
+/// message, one gRPC call, reply → JSON (proto3 JSON names, int64 as string).
+async fn mini_rpc_gateway(
+    State(mut client): State<UserClient<tonic::transport::Channel>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    let request = UserRequest {
+        user_name: body["userName"].as_str().unwrap_or_default().to_string(),
+        ..UserRequest::default()
+    };
+    match client.query_user_by_name(request).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let mut json = serde_json::json!({ "success": reply.success });
+            if let Some(error) = reply.error {
+                json["error"] = serde_json::json!({ "code": error.code, "detail": error.detail });
+            }
+            if let Some(user) = reply.user {
+                json["user"] = serde_json::json!({
+                    "id": user.id.to_string(),
+                    "name": user.name,
+                    "createdTime": user.created_time.to_string(),
+                    "updatedTime": user.updated_time.to_string(),
+                    "email": user.email,
+                });
+            }
+            axum::Json(json).into_response()
         }
         Err(status) => {
             (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
