@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of the toolkit against what users would pick
-//! instead (raw tonic, a minimal axum → tonic gateway, bare axum), in one run.
+//! instead (raw tonic, grpc-go, a minimal axum → tonic gateway, bare axum), in
+//! one run.
 //!
 //! ```sh
 //! cargo build --release -p micro-bench -p user-service -p micro-cli
@@ -18,6 +19,7 @@ mod discovery;
 mod hotpaths;
 mod load;
 mod proc;
+mod r2;
 mod report;
 mod scenarios;
 mod servers;
@@ -36,7 +38,7 @@ struct Args {
     /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (comma separated): r1, r5, r3, r4, r8, r9, r6, r7,
+    /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
     /// hotpaths. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

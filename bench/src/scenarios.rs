@@ -79,6 +79,9 @@ pub fn run(plan: &Plan) -> String {
             out.push_str(&r1(plan, flavor));
         }
     }
+    if plan.wants("r2") {
+        out.push_str(&crate::r2::r2(plan));
+    }
     if plan.wants("r5") {
         out.push_str(&r5(plan));
     }
@@ -102,7 +105,7 @@ pub fn run(plan: &Plan) -> String {
 }
 
 /// A gRPC server child of ours; returns it with its address.
-fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, SocketAddr) {
+pub(crate) fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, SocketAddr) {
     let args = vec![
         "serve".to_string(),
         "--kind".into(),
@@ -123,7 +126,7 @@ fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, SocketAddr) {
     (p, addr)
 }
 
-const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
+pub(crate) const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
 
 /// One gRPC comparison: peers are (label, client, server address).
 fn grpc_compare(
