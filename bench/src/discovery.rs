@@ -110,8 +110,8 @@ impl Trials {
             }
         } else {
             Trials {
-                count: 30,
-                budget: Duration::from_secs(35),
+                count: 20,
+                budget: Duration::from_secs(25),
             }
         }
     }

@@ -388,8 +388,11 @@ fn callgrind(
     server: Option<SocketAddr>,
 ) -> Result<u64, String> {
     let file = scratch.join(format!("{}-{ops}.out", workload.name()));
-    let mut command = Command::new("valgrind");
+    // Pinned as in the full run (server on its core, this on the load core):
+    // how often the client polls per call, and so its count, depends on it.
+    let mut command = Command::new("taskset");
     command
+        .args(["-c", &crate::proc::LOAD_CORE.to_string(), "valgrind"])
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", file.display()))
         .arg("--collect-atstart=no")

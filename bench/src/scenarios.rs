@@ -41,7 +41,7 @@ impl Plan {
                 5,
                 Timing {
                     warmup: Duration::from_millis(400),
-                    measure: Duration::from_millis(2400),
+                    measure: Duration::from_millis(2000),
                 },
                 vec![Flavor::Multi, Flavor::CurrentThread],
             )

@@ -241,21 +241,20 @@ async fn call(
     }
 }
 
-/// The next node to try: not tried yet in this call and not backing off;
-/// failing that, one that is backing off (better a slim chance than none).
+/// The next node to try: not tried yet in this call and not down; failing
+/// that, one that is down (better a slim chance than none).
 fn pick(
     set: &NodeSet,
     entries: &[Arc<NodeEntry>],
     tried: &[Arc<NodeEntry>],
 ) -> Option<Arc<NodeEntry>> {
-    let now = Instant::now();
     let untried = |e: &Arc<NodeEntry>| {
         !tried
             .iter()
             .any(|t| Arc::ptr_eq(t, e) || t.node.id == e.node.id)
     };
     set.selector
-        .select(entries, |e| untried(e) && !e.is_backing_off(now))
+        .select(entries, |e| untried(e) && !e.is_down())
         .or_else(|| set.selector.select(entries, untried))
         .cloned()
 }

@@ -34,9 +34,10 @@
 //! (connection reset mid-call, `Internal`, `Unknown`, `DeadlineExceeded` of one
 //! attempt, `ResourceExhausted`, `Aborted`).
 //!
-//! A node whose connection fails (refused, reset) leaves the rotation for a
-//! backoff period (1 s, doubling per outage up to 30 s) until it answers
-//! again or the registry drops it. After a registry outage, nodes missing
+//! A node whose connection fails (refused, reset) leaves the rotation until a
+//! probe connects to it again (a TCP connect after 1 s, doubling up to 30 s
+//! while it refuses) or the registry drops it: no call is sent to a crashed
+//! node after the first that found it dead. After a registry outage, nodes missing
 //! from the fresh listing stay usable for 10 s, the time services take to
 //! register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the
@@ -75,9 +76,9 @@ pub struct ClientOptions {
     pub selector: Strategy,
     /// TCP connect timeout per node.
     pub dial_timeout: Duration,
-    /// First backoff period of a node that refused a connection.
+    /// First probe period of a node that refused a connection.
     pub backoff_min: Duration,
-    /// Longest backoff period.
+    /// Longest probe period.
     pub backoff_max: Duration,
 }
 

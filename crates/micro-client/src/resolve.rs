@@ -37,7 +37,8 @@ pub(crate) struct NodeEntry {
     /// Set when a re-listing after a registry outage no longer showed the
     /// node: it stays usable until then, unless the registry confirms it.
     stale_until: Option<Instant>,
-    health: Mutex<Health>,
+    /// Shared by the copies of an entry (same node, same connection).
+    health: Arc<Mutex<Health>>,
     attempts: AtomicU64,
     failures: AtomicU64,
 }
@@ -50,14 +51,19 @@ pub struct NodeStats {
     pub attempts: u64,
     /// Attempts that failed at the connection level.
     pub failures: u64,
-    /// Whether the node is sitting out a backoff period now.
+    /// Whether the node is out of the rotation now (it refused a connection
+    /// and no probe has reached it since).
     pub backing_off: bool,
 }
 
 #[derive(Debug, Default)]
 struct Health {
+    /// Outages in a row (reset when a call is answered): sets the probe period.
     refusals: u32,
-    out_until: Option<Instant>,
+    /// Out of the rotation until a connection probe succeeds.
+    down: bool,
+    /// A probe task is running for this node.
+    probing: bool,
 }
 
 impl NodeEntry {
@@ -67,21 +73,20 @@ impl NodeEntry {
             node,
             channel,
             stale_until: None,
-            health: Mutex::new(Health::default()),
+            health: Arc::default(),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         })
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        self.health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.health)
     }
 
-    /// Whether the node is sitting out a backoff period.
-    pub(crate) fn is_backing_off(&self, now: Instant) -> bool {
-        self.health().out_until.is_some_and(|until| until > now)
+    /// Whether the node is out of the rotation, waiting for a probe to
+    /// connect to it again.
+    pub(crate) fn is_down(&self) -> bool {
+        self.health().down
     }
 
     /// The same node and connection, with new metadata or staleness.
@@ -90,7 +95,7 @@ impl NodeEntry {
             node,
             channel: self.channel.clone(),
             stale_until,
-            health: Mutex::new(Health::default()),
+            health: self.health.clone(),
             attempts: AtomicU64::new(self.attempts.load(Ordering::Relaxed)),
             failures: AtomicU64::new(self.failures.load(Ordering::Relaxed)),
         }
@@ -100,41 +105,104 @@ impl NodeEntry {
         self.attempts.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn stats(&self, now: Instant) -> NodeStats {
+    fn stats(&self) -> NodeStats {
         NodeStats {
             node: self.node.clone(),
             attempts: self.attempts.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            backing_off: self.is_backing_off(now),
+            backing_off: self.is_down(),
         }
     }
 
-    /// The connection to the node failed: out of the rotation for a while.
+    /// The connection to the node failed: out of the rotation until a probe
+    /// (a plain TCP connect, first after `backoff_min`, then doubling per
+    /// failed probe and per outage in a row, up to `backoff_max`) reaches it
+    /// again. No call is sent to a node that is down while another node is
+    /// up, so a crashed node costs each client one failed attempt.
     pub(crate) fn mark_refused(&self, options: &ClientOptions) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.health();
-        let now = Instant::now();
         // Calls in flight when the node failed all fail together: one
-        // outage, one step of backoff (not one per call).
-        if health.out_until.is_some_and(|until| until > now) {
+        // outage, one probe (not one per call).
+        if health.down {
             return;
         }
         let exponent = health.refusals.min(16);
         health.refusals = health.refusals.saturating_add(1);
+        health.down = true;
         let period = options
             .backoff_min
             .saturating_mul(1u32 << exponent)
             .min(options.backoff_max);
-        health.out_until = Some(now + period);
-        tracing::debug!(node = %self.node.id, address = %self.node.address, ?period, "node refused a connection; backing off");
+        tracing::debug!(node = %self.node.id, address = %self.node.address, ?period, "node refused a connection; out of the rotation until it accepts one");
+        if !health.probing {
+            health.probing = true;
+            tokio::spawn(probe(
+                Arc::downgrade(&self.health),
+                self.node.address.clone(),
+                period,
+                options.backoff_max,
+                options.dial_timeout,
+            ));
+        }
     }
 
     /// The node answered: back in the rotation.
     pub(crate) fn mark_answered(&self) {
         let mut health = self.health();
-        if health.refusals != 0 || health.out_until.is_some() {
-            *health = Health::default();
+        if health.refusals != 0 || health.down {
+            health.refusals = 0;
+            health.down = false;
         }
+    }
+}
+
+fn lock(health: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
+    health
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Tries to connect to a node that is down, every `period` (doubling up to
+/// `max`), until it accepts a connection (it is back in the rotation), a
+/// call answered meanwhile, or the node left the set (no entry holds its
+/// health any more).
+async fn probe(
+    health: Weak<Mutex<Health>>,
+    address: String,
+    mut period: Duration,
+    max: Duration,
+    dial_timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(shared) = health.upgrade() else {
+            return;
+        };
+        if !lock(&shared).down {
+            lock(&shared).probing = false;
+            return;
+        }
+        drop(shared);
+        let reachable = matches!(
+            tokio::time::timeout(
+                dial_timeout,
+                tokio::net::TcpStream::connect(address.as_str())
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        let Some(shared) = health.upgrade() else {
+            return;
+        };
+        let mut state = lock(&shared);
+        if reachable || !state.down {
+            tracing::debug!(%address, "node accepts connections again; back in the rotation");
+            state.down = false;
+            state.probing = false;
+            return;
+        }
+        period = period.saturating_mul(2).min(max);
     }
 }
 
@@ -214,8 +282,7 @@ impl NodeSet {
 
     /// Per-node counters and backoff state, as this client sees them.
     pub fn stats(&self) -> Vec<NodeStats> {
-        let now = Instant::now();
-        self.nodes.load().iter().map(|e| e.stats(now)).collect()
+        self.nodes.load().iter().map(|e| e.stats()).collect()
     }
 
     pub(crate) fn entries(&self) -> Arc<Vec<Arc<NodeEntry>>> {

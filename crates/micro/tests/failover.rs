@@ -2,10 +2,12 @@
 //! rotation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use micro::registry::memory::MemoryRegistry;
 use micro::{Client, ClientOptions};
 use micro_testing::TestServer;
+use micro_testing::greeter::greeter_server::GreeterServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
 use tokio::time::Instant;
 
@@ -52,8 +54,8 @@ async fn killing_one_of_three_fails_no_idempotent_call() {
         killed_at.elapsed()
     );
     assert!(failed.is_empty(), "failed calls: {failed:?}");
-    // The first attempt after the crash finds it dead; then it sits out its
-    // backoff (1 s, longer than this whole run after the kill would need).
+    // The first attempt after the crash finds it dead; then it is out of the
+    // rotation until a probe connects to it again (never, here).
     assert!(
         attempts_after <= 2,
         "dead node kept receiving attempts: {attempts_after}"
@@ -112,4 +114,82 @@ async fn non_idempotent_calls_are_retried_only_when_never_sent() {
     for server in servers {
         server.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_gets_no_calls_until_it_accepts_connections_again() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 2);
+    let options = ClientOptions {
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(registry.clone(), options);
+    assert_eq!(client.nodes(SERVICE).await.len(), 2);
+    let channel = client.service(SERVICE);
+    let set = channel.node_set().clone();
+    let mut greeter = GreeterClient::new(channel);
+
+    // Crash one: its registration stays, its port refuses connections.
+    let victim = servers.remove(1);
+    let (id, address) = (victim.node_id.clone(), victim.address);
+    victim.kill();
+    let before = attempts_to(&set, &id);
+    // Several probe periods long: the node must stay out all along.
+    let until = Instant::now() + Duration::from_millis(1000);
+    let mut calls = 0;
+    while Instant::now() < until && calls < 10_000 {
+        greeter
+            .hello(Request {
+                name: format!("{calls}"),
+            })
+            .await
+            .expect("a refused connection is retried on the live node");
+        calls += 1;
+    }
+    let after = attempts_to(&set, &id) - before;
+    eprintln!("{calls} calls over 1 s after the crash: {after} attempt(s) reached the dead node");
+    assert_eq!(
+        after, 1,
+        "only the first call after the crash finds it dead"
+    );
+    assert!(node_down(&set, &id), "the dead node is out of the rotation");
+
+    // The same address serves again (no new registration): a probe finds
+    // it and it gets its share of the calls.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("the crashed node's port is free again");
+    let revived = micro_testing::TestGreeter::new("revived");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(GreeterServer::new(revived.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while node_down(&set, &id) {
+        assert!(Instant::now() < until, "no probe reached the revived node");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..10 {
+        greeter
+            .hello(Request {
+                name: format!("{i}"),
+            })
+            .await
+            .expect("call answers");
+    }
+    assert_eq!(revived.hits(), 5, "round robin includes the revived node");
+    server.abort();
+    for server in servers {
+        server.stop();
+    }
+}
+
+fn node_down(set: &micro::client::NodeSet, node_id: &str) -> bool {
+    set.stats()
+        .iter()
+        .find(|s| s.node.id == node_id)
+        .is_some_and(|s| s.backing_off)
 }
