@@ -645,7 +645,7 @@ fn r8(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "### R8: kill -9 one of three instances under load (one toolkit client, 10 calls in flight, \
-         default options: 1 retry, backoff 1 s doubling; {:?} measured, kill at {:?})\n",
+         default options: 1 retry, refused nodes probed after 1 s, doubling; {:?} measured, kill at {:?})\n",
         timing.measure,
         timing.measure / 4
     );

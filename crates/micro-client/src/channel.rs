@@ -191,7 +191,7 @@ async fn call(
                     return Err(deadline_exceeded(set, budget, attempt + 1));
                 }
                 // A connection-level failure, sent or not: the node is not
-                // healthy, so it sits out a while either way.
+                // healthy, so it leaves the rotation until a probe reaches it.
                 entry.mark_refused(options);
                 let status = Status::unavailable(format!(
                     "service {}: node {} at {}: {}",
