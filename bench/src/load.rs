@@ -114,17 +114,22 @@ pub enum GrpcClient {
     Micro,
 }
 
-/// A toolkit client whose (in-memory) registry lists the one server at `addr`.
-pub async fn micro_client(addr: SocketAddr) -> Client {
+/// A toolkit client whose (in-memory) registry lists one greeter node per
+/// address in `addrs`.
+pub async fn micro_client(addrs: &[SocketAddr]) -> Client {
     let registry = Arc::new(MemoryRegistry::new());
     let service = Service {
         name: GREETER.into(),
         version: "latest".into(),
-        nodes: vec![Node {
-            id: format!("{GREETER}-bench"),
-            address: addr.to_string(),
-            ..Node::default()
-        }],
+        nodes: addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Node {
+                id: format!("{GREETER}-{i}"),
+                address: a.to_string(),
+                ..Node::default()
+            })
+            .collect(),
         ..Service::default()
     };
     registry
@@ -162,7 +167,7 @@ pub async fn grpc_round(
             let mut clients = Vec::new();
             let mut keep = Vec::new();
             for _ in 0..conns {
-                let client = micro_client(addr).await;
+                let client = micro_client(&[addr]).await;
                 let nodes = client.nodes(GREETER).await;
                 assert_eq!(nodes.len(), 1, "the client sees the server");
                 clients.push(GreeterClient::new(client.service(GREETER)));
@@ -279,26 +284,7 @@ pub async fn kill_round(
     victim: (crate::proc::Proc, SocketAddr),
     idempotent: bool,
 ) -> (Round, Option<Duration>, u64) {
-    let registry = Arc::new(MemoryRegistry::new());
-    let service = Service {
-        name: GREETER.into(),
-        version: "latest".into(),
-        nodes: addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Node {
-                id: format!("{GREETER}-{i}"),
-                address: a.to_string(),
-                ..Node::default()
-            })
-            .collect(),
-        ..Service::default()
-    };
-    registry
-        .register(&service, RegisterOptions::default())
-        .await
-        .expect("memory registry registers");
-    let client = Client::new(registry, ClientOptions::default());
+    let client = micro_client(&addrs).await;
     assert_eq!(client.nodes(GREETER).await.len(), addrs.len());
     let mut channel = client.service(GREETER);
     if idempotent {

@@ -1,6 +1,7 @@
 //! Child processes: started pinned to the server core, stopped by PID.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -80,13 +81,24 @@ impl Proc {
         }
     }
 
+    /// Waits (20 s at most) for the `READY <address> [more]` line a server
+    /// child prints once it serves; returns the address and the rest.
+    pub fn wait_ready(&mut self) -> (SocketAddr, String) {
+        let (line, _) = self.wait_line("READY ", Duration::from_secs(20));
+        let mut words = line
+            .split_whitespace()
+            .skip_while(|w| *w != "READY")
+            .skip(1);
+        let address = words
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{}: expected READY <address>, got {line:?}", self.name));
+        (address, words.collect::<Vec<_>>().join(" "))
+    }
+
     /// Resident set size in KiB, from /proc/PID/status.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        rss_kib(self.pid())
     }
 
     /// `kill -9 PID` now.
@@ -122,6 +134,15 @@ impl Drop for Proc {
 }
 
 /// A free loopback port (bound, then released).
+/// Resident set size of process `pid` in KiB, from /proc/PID/status.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

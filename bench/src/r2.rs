@@ -235,13 +235,12 @@ pub fn r2(plan: &Plan) -> String {
     };
     let flavor = Flavor::Multi;
     let mut go_proc = Proc::spawn("grpc-go", &go.binary, &[], &[]);
-    let (line, _) = go_proc.wait_line("READY ", Duration::from_secs(20));
-    let mut words = line.split_whitespace().skip(1);
-    let go_addr: SocketAddr = words
+    let (go_addr, rest) = go_proc.wait_ready();
+    let go_procs = rest
+        .split_whitespace()
         .next()
-        .and_then(|a| a.parse().ok())
-        .expect("READY <address>");
-    let go_procs = words.next().unwrap_or("GOMAXPROCS=?").to_string();
+        .unwrap_or("GOMAXPROCS=?")
+        .to_string();
     let (micro_proc, micro_addr) = grpc_server(plan, "micro", flavor);
 
     // Same service on both: the same answer to the same call.

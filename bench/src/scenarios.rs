@@ -119,12 +119,7 @@ pub(crate) fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, Soc
         },
     ];
     let mut p = Proc::spawn(kind, &plan.exe, &args, &[]);
-    let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
-    let addr = line
-        .trim_start_matches("READY ")
-        .trim()
-        .parse()
-        .expect("READY <address>");
+    let (addr, _) = p.wait_ready();
     (p, addr)
 }
 
@@ -394,23 +389,13 @@ fn r3_r9(plan: &Plan) -> String {
             format!("--upstream=127.0.0.1:{api_port}"),
         ];
         let mut p = Proc::spawn("mini gateway", &plan.exe, &args, &[]);
-        let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
-        let addr: SocketAddr = line
-            .trim_start_matches("READY ")
-            .trim()
-            .parse()
-            .expect("address");
+        let (addr, _) = p.wait_ready();
         (p, addr)
     };
     let (_axum, axum_addr) = {
         let args = vec!["serve".to_string(), "--kind=axum".into()];
         let mut p = Proc::spawn("bare axum", &plan.exe, &args, &[]);
-        let (line, _) = p.wait_line("READY ", Duration::from_secs(20));
-        let addr: SocketAddr = line
-            .trim_start_matches("READY ")
-            .trim()
-            .parse()
-            .expect("address");
+        let (addr, _) = p.wait_ready();
         (p, addr)
     };
     let gw_addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("address");
@@ -508,12 +493,7 @@ fn r4(plan: &Plan, common: &dyn Fn(&[&str]) -> Vec<String>, srv_port: u16) -> St
         format!("--upstream=127.0.0.1:{srv_port}"),
     ];
     let mut mini = Proc::spawn("mini rpc gateway", &plan.exe, &args, &[]);
-    let (line, _) = mini.wait_line("READY ", Duration::from_secs(20));
-    let mini_addr: SocketAddr = line
-        .trim_start_matches("READY ")
-        .trim()
-        .parse()
-        .expect("address");
+    let (mini_addr, _) = mini.wait_ready();
     let gw_addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("address");
     let path = "/user/user/query-user-by-name";
     let body = r#"{"userName":"huohuo"}"#;
@@ -598,7 +578,7 @@ impl RssSampler {
         let thread = std::thread::spawn(move || {
             while flag.load(Ordering::Relaxed) {
                 for (k, pid) in pids.into_iter().enumerate() {
-                    if let Some(kib) = rss_of(pid) {
+                    if let Some(kib) = crate::proc::rss_kib(pid) {
                         maxes[k].fetch_max(kib, Ordering::Relaxed);
                     }
                 }
@@ -621,14 +601,6 @@ impl Drop for RssSampler {
     }
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// R8: three toolkit servers, one toolkit client with 10 calls in flight;
 /// one server is killed with SIGKILL a quarter into the measured window (it
 /// stays listed in the registry, as after a crash before its TTL lapses).
@@ -636,7 +608,8 @@ fn rss_of(pid: u32) -> Option<u64> {
 /// plain calls and for calls marked idempotent (retried after any failure).
 fn r8(plan: &Plan) -> String {
     eprintln!("R8");
-    // Long enough after the kill to see a probe after the first backoff (1 s).
+    // Long enough after the kill to see whether calls reach the dead node
+    // again once its first probe period (1 s) is over.
     let timing = Timing {
         warmup: plan.timing.warmup,
         measure: if plan.quick {

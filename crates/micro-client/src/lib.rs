@@ -36,8 +36,8 @@
 //!
 //! A node whose connection fails (refused, reset) leaves the rotation until a
 //! probe connects to it again (a TCP connect after 1 s, doubling up to 30 s
-//! while it refuses) or the registry drops it: no call is sent to a crashed
-//! node after the first that found it dead. After a registry outage, nodes missing
+//! while it refuses) or the registry drops it: while another node is up, no
+//! call is sent to a crashed node after the first that found it dead. After a registry outage, nodes missing
 //! from the fresh listing stay usable for 10 s, the time services take to
 //! register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the

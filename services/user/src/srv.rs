@@ -35,6 +35,17 @@ struct Inner {
     tokens: Tokens,
 }
 
+impl Inner {
+    /// The user with `id`, or `NotFound`.
+    async fn user_or_not_found(&self, id: i64) -> Result<UserRecord, Status> {
+        self.store
+            .user_by_id(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(format!("user {id} not found")))
+    }
+}
+
 impl UserService {
     pub fn new(store: Store, hasher: Hasher, tokens: Tokens) -> Self {
         UserService {
@@ -251,17 +262,8 @@ impl user_pb::user_server::User for UserHandler {
         request: Request<user_pb::Request>,
     ) -> Result<Response<user_pb::Response>, Status> {
         let id = parse_id(&request.into_inner().user_id, "userID")?;
-        match self
-            .0
-            .inner
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(store_error)?
-        {
-            Some(record) => Ok(user_response(&record)),
-            None => Err(not_found(format!("user {id} not found"))),
-        }
+        let record = self.0.inner.user_or_not_found(id).await?;
+        Ok(user_response(&record))
     }
 
     async fn change_password(
@@ -303,12 +305,7 @@ impl user_pb::user_server::User for UserHandler {
             return Err(not_found(format!("user {id} not found")));
         }
         tracing::info!(user = id, "password changed");
-        let record = inner
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| not_found(format!("user {id} not found")))?;
+        let record = inner.user_or_not_found(id).await?;
         Ok(user_response(&record))
     }
 
@@ -321,12 +318,7 @@ impl user_pb::user_server::User for UserHandler {
             .tokens
             .user_from_metadata(request.metadata())
             .map_err(token_error)?;
-        let record = inner
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| not_found(format!("user {id} not found")))?;
+        let record = inner.user_or_not_found(id).await?;
         inner.store.delete_user(id).await.map_err(store_error)?;
         tracing::info!(user = id, "deleted");
         Ok(user_response(&record))
