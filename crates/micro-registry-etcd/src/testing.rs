@@ -530,7 +530,7 @@ fn not_found_hint(error: io::Error, program: &str, variable: &str) -> io::Error 
         io::Error::new(
             io::ErrorKind::NotFound,
             format!(
-                "{program} not found: install etcd (Debian: etcd-server, etcd-client) or set ${variable}"
+                "{program} not found: install etcd (apt-get install etcd-server etcd-client; scripts/test does) or set ${variable}"
             ),
         )
     } else {

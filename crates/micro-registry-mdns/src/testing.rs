@@ -67,7 +67,7 @@ impl fmt::Display for NetnsError {
         write!(
             f,
             "cannot run in a private network namespace: {} (mDNS tests need root or CAP_SYS_ADMIN, \
-             and `ip` from iproute2; they never fall back to a real network)",
+             and `ip` from iproute2 (apt-get install iproute2); they never fall back to a real network)",
             self.0
         )
     }

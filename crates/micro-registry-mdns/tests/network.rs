@@ -261,7 +261,7 @@ async fn loopback_without_multicast_flag_still_connects_local_processes() {
     let status = Command::new("ip")
         .args(["link", "set", "lo", "multicast", "off"])
         .status()
-        .expect("ip");
+        .expect("run ip (apt-get install iproute2)");
     assert!(status.success());
     let a = registry();
     let b = registry();

@@ -22,7 +22,7 @@ fn venv() -> PathBuf {
         .args(["-m", "venv"])
         .arg(&dir)
         .status()
-        .expect("python3 -m venv (python3 with venv is needed)");
+        .expect("run python3 -m venv (apt-get install python3 python3-venv python3-pip)");
     assert!(status.success(), "python3 -m venv failed");
     let output = Command::new(&python)
         .args([

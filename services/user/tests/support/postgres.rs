@@ -16,7 +16,7 @@ fn bin_dir() -> PathBuf {
     let root = Path::new("/usr/lib/postgresql");
     let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap_or_else(|e| {
-            panic!("PostgreSQL is not installed ({root:?}: {e}); `apt-get install postgresql` (see .ci/run)")
+            panic!("PostgreSQL is not installed ({root:?}: {e}); `apt-get install postgresql` (scripts/test does)")
         })
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
         .filter(|p| p.join("postgres").exists())
