@@ -13,6 +13,8 @@
 //! `main.rs` only parses, prints and picks the exit code (2 for usage errors,
 //! 1 for failures).
 
+pub mod new;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub enum Command {
     },
     /// Call an endpoint with JSON: `micro call go.micro.srv.greeter Greeter.Hello '{"name":"John"}'`
     Call(CallArgs),
+    /// Create a service crate: `micro new hello` (go.micro.srv.hello), `micro new --type api NAME`
+    New(new::NewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -474,5 +478,6 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             let client = Client::new(registry, cli.micro.client.client_options());
             call(&client, &args.service, &args.endpoint, &args.request).await
         }
+        Command::New(args) => new::run(args),
     }
 }

@@ -52,7 +52,19 @@ impl std::fmt::Debug for Process {
 impl Process {
     /// Starts `binary(program)` with `args` and `env` (RUST_LOG included).
     pub fn start(label: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(binary(program));
+        Process::start_path(label, &binary(program), args, env)
+    }
+
+    /// Starts the program at `path` (e.g. a binary built outside the
+    /// workspace) with `args` and `env`.
+    pub fn start_path(
+        label: &str,
+        path: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
+        let program = path.display().to_string();
+        let mut command = Command::new(path);
         command
             .args(args)
             .env_remove("RUST_LOG")

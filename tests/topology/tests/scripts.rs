@@ -178,7 +178,10 @@ ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:3379 --dial-timeout=2s --command-tim
     let (before, after) = log.split_once("--- after stop 2").expect("steps ran");
     assert_eq!(before.matches(", healthy").count(), 3, "{log}");
     let (down, restarted) = after.split_once("--- after start 2").expect("start ran");
-    assert!(down.contains("member 2 etcd02 127.0.0.1:3379: stopped"), "{log}");
+    assert!(
+        down.contains("member 2 etcd02 127.0.0.1:3379: stopped"),
+        "{log}"
+    );
     assert_eq!(down.matches(", healthy").count(), 2, "{log}");
     assert_eq!(restarted.matches(", healthy").count(), 3, "{log}");
     // Written through member 1 while 2 was down, read from 2 after it rejoined.
