@@ -248,7 +248,7 @@ impl Resolution {
     /// no change between the two is missed.
     async fn connect(&mut self) -> Update {
         let watcher = self.registry.watch(self.watch_options()).await;
-        let listing = self.list().await;
+        let listing = list(&self.registry, self.target.as_deref()).await;
         match (watcher, listing) {
             (Ok(watcher), Ok(services)) => {
                 self.watcher = Some(watcher);
@@ -283,16 +283,6 @@ impl Resolution {
     fn watch_options(&self) -> WatchOptions {
         WatchOptions {
             service: self.target.clone(),
-        }
-    }
-
-    async fn list(&self) -> Result<Vec<Service>, Error> {
-        match &self.target {
-            Some(name) => match self.registry.get_service(name).await {
-                Err(e) if e.is_not_found() => Ok(Vec::new()),
-                other => other,
-            },
-            None => self.registry.list_services().await,
         }
     }
 
@@ -386,6 +376,17 @@ impl Resolution {
             }
         }
         self.queued.extend(removed.into_iter().map(Update::Remove));
+    }
+}
+
+/// The nodes of `target`, or every service.
+async fn list(registry: &SharedRegistry, target: Option<&str>) -> Result<Vec<Service>, Error> {
+    match target {
+        Some(name) => match registry.get_service(name).await {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            other => other,
+        },
+        None => registry.list_services().await,
     }
 }
 
