@@ -21,7 +21,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -58,9 +58,13 @@ pub struct ServiceChannel {
     options: Arc<ClientOptions>,
     observer: Option<Arc<dyn CallObserver>>,
     idempotent: bool,
-    /// While the first registry answer is awaited in `poll_ready`.
-    resolving: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// While the first registry answer is awaited in `poll_ready`. (In a
+    /// mutex only so that the channel is `Sync`, as tonic's is; `poll_ready`
+    /// has `&mut self` and never locks it.)
+    resolving: Mutex<Option<Resolving>>,
 }
+
+type Resolving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Clone for ServiceChannel {
     fn clone(&self) -> Self {
@@ -69,7 +73,7 @@ impl Clone for ServiceChannel {
             options: self.options.clone(),
             observer: self.observer.clone(),
             idempotent: self.idempotent,
-            resolving: None,
+            resolving: Mutex::new(None),
         }
     }
 }
@@ -94,7 +98,7 @@ impl ServiceChannel {
             options,
             observer,
             idempotent: false,
-            resolving: None,
+            resolving: Mutex::new(None),
         }
     }
 
@@ -125,20 +129,24 @@ impl tower::Service<http::Request<Body>> for ServiceChannel {
     /// resolved, always ready; a service without nodes fails each call at
     /// once with [`ClientError::NoNode`].
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let resolving = self
+            .resolving
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !self.set.is_pending() {
-            self.resolving = None;
+            *resolving = None;
             return Poll::Ready(Ok(()));
         }
         let set = self.set.clone();
         let wait = self.options.request_timeout;
-        let resolving = self.resolving.get_or_insert_with(|| {
+        let future = resolving.get_or_insert_with(|| {
             Box::pin(async move {
                 let _ = tokio::time::timeout(wait, set.ready()).await;
             })
         });
-        match resolving.as_mut().poll(cx) {
+        match future.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                self.resolving = None;
+                *resolving = None;
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => Poll::Pending,

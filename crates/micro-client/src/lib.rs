@@ -316,3 +316,12 @@ impl Client {
             .clone()
     }
 }
+
+/// Tonic's channels are `Send + Sync + Clone`; handlers keep clients built on
+/// a [`ServiceChannel`] in shared state, so it must be too.
+#[allow(dead_code)]
+fn _assert_channel_is_send_and_sync() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<ServiceChannel>();
+    check::<Client>();
+}
