@@ -53,7 +53,7 @@ fn histogram() -> Histogram<u64> {
 
 /// Runs `workers` closed loops of `call` for `timing`; only calls that
 /// complete inside the measured window count.
-async fn closed_loop<F, Fut>(workers: Vec<F>, timing: Timing) -> Round
+pub(crate) async fn closed_loop<F, Fut>(workers: Vec<F>, timing: Timing) -> Round
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -117,6 +117,11 @@ pub enum GrpcClient {
 /// A toolkit client whose (in-memory) registry lists one greeter node per
 /// address in `addrs`.
 pub async fn micro_client(addrs: &[SocketAddr]) -> Client {
+    micro_client_with(addrs, ClientOptions::default()).await
+}
+
+/// [`micro_client`] with these options.
+pub async fn micro_client_with(addrs: &[SocketAddr], options: ClientOptions) -> Client {
     let registry = Arc::new(MemoryRegistry::new());
     let service = Service {
         name: GREETER.into(),
@@ -136,7 +141,7 @@ pub async fn micro_client(addrs: &[SocketAddr]) -> Client {
         .register(&service, RegisterOptions::default())
         .await
         .expect("memory registry registers");
-    Client::new(registry, ClientOptions::default())
+    Client::new(registry, options)
 }
 
 /// `conns` connections × `per_conn` concurrent calls on each.

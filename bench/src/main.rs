@@ -16,6 +16,7 @@
 
 mod charts;
 mod discovery;
+mod gray;
 mod hotpaths;
 mod load;
 mod proc;
@@ -39,7 +40,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// hotpaths. Default: all.
+    /// r10, r11, r12, hotpaths. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
@@ -68,6 +69,12 @@ enum Command {
         flavor: servers::Flavor,
         #[arg(long)]
         upstream: Option<SocketAddr>,
+        /// Added latency per call (micro kind only).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Percent of calls answered Unavailable (micro kind only).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        unavailable_percent: u8,
     },
     /// Instruction counts of the hot paths under callgrind, compared with
     /// the committed baseline (bench/hotpaths.baseline).
@@ -108,7 +115,15 @@ fn main() {
             kind,
             flavor,
             upstream,
-        }) => return servers::serve(kind, flavor, upstream),
+            delay_ms,
+            unavailable_percent,
+        }) => {
+            let gray = servers::Gray {
+                delay: std::time::Duration::from_millis(delay_ms),
+                unavailable_percent,
+            };
+            return servers::serve(kind, flavor, upstream, gray);
+        }
         Some(Command::Hotpath {
             workload,
             ops,

@@ -101,6 +101,11 @@ impl Proc {
         rss_kib(self.pid())
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        self::signal(self.pid(), signal);
+    }
+
     /// `kill -9 PID` now.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -131,6 +136,17 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid` (never 0 or a group).
+pub fn signal(pid: u32, signal: &str) {
+    if pid <= 1 {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// A free loopback port (bound, then released).

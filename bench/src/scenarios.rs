@@ -57,7 +57,7 @@ impl Plan {
         }
     }
 
-    fn wants(&self, scenario: &str) -> bool {
+    pub(crate) fn wants(&self, scenario: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == scenario)
     }
 }
@@ -90,6 +90,15 @@ pub fn run(plan: &Plan) -> String {
     }
     if plan.wants("r8") {
         out.push_str(&r8(plan));
+    }
+    if plan.wants("r10") {
+        out.push_str(&crate::gray::r10(plan));
+    }
+    if plan.wants("r11") {
+        out.push_str(&crate::gray::r11(plan));
+    }
+    if plan.wants("r12") {
+        out.push_str(&crate::gray::r12(plan));
     }
     if plan.wants("r6") {
         out.push_str(&discovery::r6(plan));

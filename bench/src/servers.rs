@@ -36,6 +36,41 @@ impl Greeter for BenchGreeter {
     }
 }
 
+/// A greeter that is slow (`delay`) or flaky (answers `Unavailable` to a
+/// share of calls): the gray failures of R10 and R12.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gray {
+    pub delay: std::time::Duration,
+    /// Percent of calls answered `Unavailable`.
+    pub unavailable_percent: u8,
+}
+
+#[derive(Clone, Debug)]
+struct GrayGreeter {
+    gray: Gray,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl Greeter for GrayGreeter {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<HelloResponse>, tonic::Status> {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.gray.delay.is_zero() {
+            tokio::time::sleep(self.gray.delay).await;
+        }
+        // Deterministic spread: `percent` calls of every 100.
+        if (n % 100) < u64::from(self.gray.unavailable_percent) {
+            return Err(tonic::Status::unavailable("flaky on purpose"));
+        }
+        BenchGreeter.hello(request).await
+    }
+}
+
 /// Which server a child runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServerKind {
@@ -81,7 +116,7 @@ impl Flavor {
 }
 
 /// Runs one server until stdin closes.
-pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>) {
+pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gray: Gray) {
     let runtime = flavor.runtime();
     runtime.block_on(async move {
         let stdin_closed = async {
@@ -98,17 +133,24 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>) {
         match kind {
             ServerKind::Micro => {
                 drop(listener);
-                let server = Server::builder("go.micro.srv.greeter")
+                let builder = Server::builder("go.micro.srv.greeter")
                     .registry(Arc::new(MemoryRegistry::new()))
                     .options(ServerOptions {
                         address: "127.0.0.1:0".into(),
                         ..ServerOptions::default()
                     })
-                    .file_descriptor_set(micro_testing::FILE_DESCRIPTOR_SET)
-                    .add_service(GreeterServer::new(BenchGreeter))
-                    .bind()
-                    .await
-                    .expect("micro server binds");
+                    .file_descriptor_set(micro_testing::FILE_DESCRIPTOR_SET);
+                // The plain greeter unless a gray failure is asked for, so
+                // R1/R5 compare the same handler as raw tonic's.
+                let builder = if gray.delay.is_zero() && gray.unavailable_percent == 0 {
+                    builder.add_service(GreeterServer::new(BenchGreeter))
+                } else {
+                    builder.add_service(GreeterServer::new(GrayGreeter {
+                        gray,
+                        calls: Arc::default(),
+                    }))
+                };
+                let server = builder.bind().await.expect("micro server binds");
                 println!("READY {}", server.local_addr());
                 server
                     .run_until(stdin_closed)

@@ -8,12 +8,17 @@
 //! A name the watch has not reported yet gets one registry lookup; misses are
 //! remembered briefly (a bounded set) and lookups run a few at a time, so a
 //! flood of unknown names costs the registry little.
+//!
+//! One rule on every registry: a name never seen registered is unknown (the
+//! gateway answers 404); a name that was registered and has no live node now
+//! is gone (503: the service exists and is down). Both come from the same
+//! registry [`Resolution`] the clients use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-use micro_registry::{Action, SharedRegistry, WatchOptions};
+use micro_registry::{Resolution, ResolveOptions, SharedRegistry, Update};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -22,6 +27,8 @@ use tokio::time::Instant;
 const MISS_TTL: Duration = Duration::from_secs(2);
 /// At most this many remembered misses.
 const MAX_MISSES: usize = 1024;
+/// At most this many names of services that were registered and are gone.
+const MAX_GONE: usize = 4096;
 /// Registry lookups of unknown names in flight at once.
 const MAX_LOOKUPS: usize = 8;
 /// Longest wait for one lookup.
@@ -29,15 +36,47 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The whole list is fetched again this often, to heal missed events.
 const REFRESH: Duration = Duration::from_secs(60);
 
+/// What the catalog knows of a service name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Registered, with live nodes.
+    Live,
+    /// Seen registered since the gateway started, no live node now: a 503
+    /// (the service exists and is down), not a 404.
+    Gone,
+    /// Never seen: a 404.
+    Unknown,
+}
+
 /// Names of the registered services.
 #[derive(Debug)]
 pub struct Catalog {
     registry: SharedRegistry,
-    names: RwLock<HashSet<String>>,
+    names: RwLock<Names>,
     ready: watch::Sender<bool>,
     misses: Mutex<HashMap<String, Instant>>,
     lookups: Semaphore,
     task: OnceLock<AbortHandle>,
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    live: HashSet<String>,
+    /// Registered once, no node now (bounded).
+    gone: HashSet<String>,
+}
+
+impl Names {
+    fn insert(&mut self, name: String) {
+        self.gone.remove(&name);
+        self.live.insert(name);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if self.live.remove(name) && self.gone.len() < MAX_GONE {
+            self.gone.insert(name.to_string());
+        }
+    }
 }
 
 impl Drop for Catalog {
@@ -53,21 +92,29 @@ impl Catalog {
     /// Must be called inside a tokio runtime.
     pub fn spawn(registry: SharedRegistry) -> Arc<Catalog> {
         let catalog = Arc::new(Catalog {
-            registry,
-            names: RwLock::new(HashSet::new()),
+            registry: registry.clone(),
+            names: RwLock::new(Names::default()),
             ready: watch::channel(false).0,
             misses: Mutex::new(HashMap::new()),
             lookups: Semaphore::new(MAX_LOOKUPS),
             task: OnceLock::new(),
         });
-        let task = tokio::spawn(follow(Arc::downgrade(&catalog)));
+        let resolution = Resolution::all(
+            registry,
+            ResolveOptions {
+                grace: None,
+                refresh: Some(REFRESH),
+                ..ResolveOptions::default()
+            },
+        );
+        let task = tokio::spawn(follow(Arc::downgrade(&catalog), resolution));
         let _ = catalog.task.set(task.abort_handle());
         catalog
     }
 
     /// The registered service names known now, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.read().iter().cloned().collect();
+        let mut names: Vec<String> = self.read().live.iter().cloned().collect();
         names.sort();
         names
     }
@@ -75,20 +122,34 @@ impl Catalog {
     /// Whether `name` is registered, waiting at most `budget` (for the first
     /// listing, or a lookup of a name not seen yet).
     pub async fn contains(&self, name: &str, budget: Duration) -> bool {
+        self.presence(name, budget).await == Presence::Live
+    }
+
+    /// What is known of `name`, waiting at most `budget` (for the first
+    /// listing, or a lookup of a name not seen live yet).
+    pub async fn presence(&self, name: &str, budget: Duration) -> Presence {
         let deadline = Instant::now() + budget;
         let mut ready = self.ready.subscribe();
         let _ = tokio::time::timeout_at(deadline, ready.wait_for(|r| *r)).await;
-        if self.read().contains(name) {
-            return true;
-        }
+        let known = {
+            let names = self.read();
+            if names.live.contains(name) {
+                return Presence::Live;
+            }
+            if names.gone.contains(name) {
+                Presence::Gone
+            } else {
+                Presence::Unknown
+            }
+        };
         {
             let misses = self.misses.lock().await;
             if misses.get(name).is_some_and(|at| at.elapsed() < MISS_TTL) {
-                return false;
+                return known;
             }
         }
         let Ok(_permit) = self.lookups.try_acquire() else {
-            return false;
+            return known;
         };
         let timeout = deadline
             .saturating_duration_since(Instant::now())
@@ -99,96 +160,81 @@ impl Catalog {
         );
         if found {
             self.write().insert(name.to_string());
-        } else {
-            let mut misses = self.misses.lock().await;
-            if misses.len() >= MAX_MISSES {
-                misses.retain(|_, at| at.elapsed() < MISS_TTL);
-            }
-            if misses.len() < MAX_MISSES {
-                misses.insert(name.to_string(), Instant::now());
-            }
+            return Presence::Live;
         }
-        found
+        let mut misses = self.misses.lock().await;
+        if misses.len() >= MAX_MISSES {
+            misses.retain(|_, at| at.elapsed() < MISS_TTL);
+        }
+        if misses.len() < MAX_MISSES {
+            misses.insert(name.to_string(), Instant::now());
+        }
+        known
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<String>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Names> {
         self.names.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Names> {
         self.names.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Watch, list, follow; list again on any watch failure and every `REFRESH`.
-async fn follow(catalog: Weak<Catalog>) {
-    const RETRY_MIN: Duration = Duration::from_millis(100);
-    const RETRY_MAX: Duration = Duration::from_secs(10);
-    let mut retry = RETRY_MIN;
+/// Applies the registry resolution (list, watch, reconnect, re-list every
+/// `REFRESH`) to the names until the catalog is dropped.
+async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
     loop {
+        let update = resolution.next().await;
         let Some(strong) = catalog.upgrade() else {
             return;
         };
-        let registry = strong.registry.clone();
-        drop(strong);
-
-        let watcher = registry.watch(WatchOptions::default()).await;
-        let listing = registry.list_services().await;
-        {
-            let Some(strong) = catalog.upgrade() else {
-                return;
-            };
-            match listing {
-                Ok(services) => {
-                    let names = services.into_iter().map(|s| s.name).collect();
-                    *strong.write() = names;
+        match update {
+            Update::Reset(services) => {
+                let listed: HashSet<String> = services.into_iter().map(|s| s.name).collect();
+                let mut names = strong.write();
+                let vanished: Vec<String> = names
+                    .live
+                    .iter()
+                    .filter(|n| !listed.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in vanished {
+                    names.remove(&name);
                 }
-                Err(e) => tracing::warn!(
-                    "Registry [{}] list services failed: {e}; keeping the services known",
-                    registry.name()
-                ),
+                for name in listed {
+                    names.insert(name);
+                }
+                drop(names);
+                strong.ready.send_replace(true);
             }
-            strong.ready.send_replace(true);
-        }
-
-        if let Ok(mut watcher) = watcher {
-            let refresh = tokio::time::sleep(REFRESH);
-            tokio::pin!(refresh);
-            loop {
-                let event = tokio::select! {
-                    event = watcher.next() => event,
-                    () = &mut refresh => break,
-                };
+            Update::Add(service) => {
+                strong.write().insert(service.name);
+            }
+            Update::Remove(service) => {
+                // Other nodes may remain: ask.
+                let name = service.name;
+                let registry = resolution.registry().clone();
+                drop(strong);
+                let remains = matches!(
+                    tokio::time::timeout(LOOKUP_TIMEOUT, registry.get_service(&name)).await,
+                    Ok(Ok(services)) if services.iter().any(|s| !s.nodes.is_empty())
+                );
                 let Some(strong) = catalog.upgrade() else {
                     return;
                 };
-                match event {
-                    Some(Ok(event)) => match event.action {
-                        Action::Create | Action::Update => {
-                            strong.write().insert(event.service.name);
-                        }
-                        Action::Delete => {
-                            // Other nodes may remain: ask.
-                            let name = event.service.name;
-                            let remains = matches!(
-                                tokio::time::timeout(LOOKUP_TIMEOUT, registry.get_service(&name)).await,
-                                Ok(Ok(services)) if services.iter().any(|s| !s.nodes.is_empty())
-                            );
-                            if !remains {
-                                strong.write().remove(&name);
-                            }
-                        }
-                    },
-                    Some(Err(e)) => {
-                        tracing::debug!("registry watch interrupted, listing again: {e}");
-                        break;
-                    }
-                    None => break,
+                if !remains {
+                    strong.write().remove(&name);
                 }
-                retry = RETRY_MIN;
+            }
+            Update::Unavailable(e) => {
+                tracing::warn!(
+                    "Registry [{}] list services failed: {e}; keeping the services known",
+                    resolution.registry().name()
+                );
+                // Answer from what is known rather than wait for the registry.
+                strong.ready.send_replace(true);
             }
         }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(RETRY_MAX);
     }
 }

@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
+use micro_client::ClientError;
 use micro_errors::MicroError;
 use tonic::{Code, Status};
 
@@ -28,10 +29,18 @@ impl ApiError {
         Self::new(404, detail)
     }
 
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(503, detail)
+    }
+
     /// What a failed call to `service` endpoint `endpoint` means to the HTTP
     /// client: the service's own micro error passes through unchanged; an
-    /// unknown endpoint is 404, no reachable node 503, a deadline 504.
+    /// unknown endpoint is 404; the client's own failures map by their type
+    /// ([`from_client`](Self::from_client)).
     pub fn from_call(status: &Status, service: &str, endpoint: &str) -> Self {
+        if let Some(err) = ClientError::from_status(status) {
+            return Self::from_client(err);
+        }
         if let Some(err) = MicroError::parse(status.message()) {
             return ApiError(err);
         }
@@ -48,6 +57,37 @@ impl ApiError {
             Code::DeadlineExceeded => ApiError(MicroError::new(service, 504, status.message())),
             _ => ApiError(MicroError::from_status(status, service)),
         }
+    }
+
+    /// The client's failure as HTTP, decided here only: no node, a node
+    /// failed, retries spent → 503; a deadline (the call's or an attempt's)
+    /// → 504. The answer names the service, never a node: the node and its
+    /// address are logged under the request id the answer carries.
+    pub fn from_client(err: &ClientError) -> Self {
+        let code: u16 = match err {
+            ClientError::RegistryTimeout { .. }
+            | ClientError::Deadline { .. }
+            | ClientError::AttemptTimeout { .. } => 504,
+            ClientError::BadRequest { .. } => 500,
+            // NoNode, NodeFailed, BudgetExhausted, and any later kind.
+            _ => 503,
+        };
+        let request_id = format!("{:016x}", fastrand::u64(..));
+        match err.node() {
+            Some(node) => tracing::warn!(
+                request_id,
+                service = err.service(),
+                node = %node.id,
+                address = %node.address,
+                "call failed: {err}"
+            ),
+            None => tracing::warn!(request_id, service = err.service(), "call failed: {err}"),
+        }
+        ApiError(MicroError::new(
+            err.service(),
+            i32::from(code),
+            format!("{err} (request id {request_id})"),
+        ))
     }
 
     pub fn code(&self) -> u16 {

@@ -43,7 +43,6 @@ mod serve;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use micro_client::Client;
@@ -165,7 +164,6 @@ pub(crate) struct Inner {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) dynamic: DynamicClient,
     pub(crate) proxy: handler::http::ProxyClient,
-    pub(crate) proxy_turn: AtomicUsize,
 }
 
 impl fmt::Debug for Gateway {
@@ -197,7 +195,6 @@ impl Gateway {
                 catalog,
                 dynamic,
                 proxy,
-                proxy_turn: AtomicUsize::new(0),
             }),
         }
     }

@@ -184,7 +184,7 @@ async fn api_calls_spread_round_robin() {
             )
         })
         .collect();
-    let gateway = RunningGateway::start(registry.clone(), api_options()).await;
+    let gateway = RunningGateway::start_round_robin(registry.clone(), api_options()).await;
     wait_for_nodes(gateway.gateway.client(), SERVICE, 3).await;
     let http = http_client();
     for i in 0..60 {

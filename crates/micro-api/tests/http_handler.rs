@@ -98,7 +98,7 @@ async fn proxies_round_robin_with_the_original_request() {
     let (b, site_b) = start_site("b").await;
     register(&registry, "site-a", &a.to_string()).await;
     register(&registry, "site-b", &b.to_string()).await;
-    let gateway = RunningGateway::start(registry.clone(), proxy_options()).await;
+    let gateway = RunningGateway::start_round_robin(registry.clone(), proxy_options()).await;
     common::wait_for_nodes(gateway.gateway.client(), SERVICE, 2).await;
     let http = http_client();
 

@@ -139,7 +139,7 @@ async fn bad_requests_and_service_errors_are_go_micro_json() {
 async fn requests_spread_round_robin_and_survive_a_crash() {
     let registry = Arc::new(MemoryRegistry::new());
     let mut servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 3);
-    let gateway = RunningGateway::start(registry.clone(), rpc_options()).await;
+    let gateway = RunningGateway::start_round_robin(registry.clone(), rpc_options()).await;
     wait_for_nodes(gateway.gateway.client(), SERVICE, 3).await;
     let http = http_client();
 

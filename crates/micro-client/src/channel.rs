@@ -1,24 +1,47 @@
 //! [`ServiceChannel`]: a `tower::Service` that sends each gRPC request to a
-//! node of one service, retrying on another node when that is safe.
+//! node of one service.
+//!
+//! A call goes through these stages, outermost first, each in its own
+//! module with one job:
+//!
+//! 1. **observe** ([`CallObserver`]): the telemetry hook, around everything;
+//! 2. **deadline** ([`deadline`](crate::deadline)): the call's budget, from
+//!    the caller's `grpc-timeout` or `request_timeout`;
+//! 3. **retry** ([`retry`](crate::retry)): whether a failed attempt may go to
+//!    another node (policy), and whether the service can take another retry
+//!    (budget);
+//! 4. **balance** ([`NodeSet::pick`]): which node, by the selector, among
+//!    nodes up and not tried yet in this call;
+//! 5. **attempt** ([`attempt`](crate::attempt)): one request to that node,
+//!    bounded by the attempt timeout, reported to the node's health and load
+//!    ([`endpoint`](crate::endpoint)); for idempotent calls with
+//!    `hedge_after` set, a second request to another node if the first is
+//!    slow ([`hedge`](crate::hedge)).
 
-use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 use tonic::body::Body;
-use tonic::{Code, Status};
-use tower::{Service, ServiceExt};
 
+use crate::attempt::{self, Outcome};
 use crate::body::RequestBody;
-use crate::resolve::{NodeEntry, NodeSet, Resolution};
-use crate::{BoxError, ClientOptions, timeout};
+use crate::deadline::Deadline;
+use crate::endpoint::NodeEntry;
+use crate::error::{ClientError, NodeFailure};
+use crate::hedge;
+use crate::observe::{AttemptResult, CallObserver};
+use crate::resolve::{NodeSet, Resolution};
+use crate::retry::Policy;
+use crate::{BoxError, ClientOptions};
 
 /// Marks a call as safe to run twice, so it is retried after any failure of
-/// the server, not only when the request cannot have reached it.
+/// the node, not only when the request cannot have reached it, and may be
+/// hedged.
 ///
 /// ```
 /// # use micro_client::Idempotent;
@@ -29,12 +52,30 @@ use crate::{BoxError, ClientOptions, timeout};
 pub struct Idempotent;
 
 /// A channel to one service by name. Cheap to clone; all clones share the
-/// node set and the round-robin rotation.
-#[derive(Clone)]
+/// node set, its health and load, and the rotation.
 pub struct ServiceChannel {
     set: Arc<NodeSet>,
     options: Arc<ClientOptions>,
+    observer: Option<Arc<dyn CallObserver>>,
     idempotent: bool,
+    /// While the first registry answer is awaited in `poll_ready`. (In a
+    /// mutex only so that the channel is `Sync`, as tonic's is; `poll_ready`
+    /// has `&mut self` and never locks it.)
+    resolving: Mutex<Option<Resolving>>,
+}
+
+type Resolving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Clone for ServiceChannel {
+    fn clone(&self) -> Self {
+        ServiceChannel {
+            set: self.set.clone(),
+            options: self.options.clone(),
+            observer: self.observer.clone(),
+            idempotent: self.idempotent,
+            resolving: Mutex::new(None),
+        }
+    }
 }
 
 impl fmt::Debug for ServiceChannel {
@@ -47,11 +88,17 @@ impl fmt::Debug for ServiceChannel {
 }
 
 impl ServiceChannel {
-    pub(crate) fn new(set: Arc<NodeSet>, options: Arc<ClientOptions>) -> Self {
+    pub(crate) fn new(
+        set: Arc<NodeSet>,
+        options: Arc<ClientOptions>,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Self {
         ServiceChannel {
             set,
             options,
+            observer,
             idempotent: false,
+            resolving: Mutex::new(None),
         }
     }
 
@@ -72,90 +119,127 @@ impl ServiceChannel {
     }
 }
 
-impl Service<http::Request<Body>> for ServiceChannel {
+impl tower::Service<http::Request<Body>> for ServiceChannel {
     type Response = http::Response<Body>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is per node and checked per attempt.
-        Poll::Ready(Ok(()))
+    /// Ready once the registry has answered for the service (or failed to,
+    /// or `request_timeout` passed): until then no node can be chosen. Once
+    /// resolved, always ready; a service without nodes fails each call at
+    /// once with [`ClientError::NoNode`].
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let resolving = self
+            .resolving
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.set.is_pending() {
+            *resolving = None;
+            return Poll::Ready(Ok(()));
+        }
+        let set = self.set.clone();
+        let wait = self.options.request_timeout;
+        let future = resolving.get_or_insert_with(|| {
+            Box::pin(async move {
+                let _ = tokio::time::timeout(wait, set.ready()).await;
+            })
+        });
+        match future.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                *resolving = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let set = self.set.clone();
-        let options = self.options.clone();
         let idempotent = self.idempotent;
+        let observer = self.observer.clone();
         Box::pin(async move {
-            call(&set, &options, idempotent, request)
-                .await
-                .map_err(|status| Box::new(status) as BoxError)
+            match observer {
+                None => call(&set, idempotent, request, None).await,
+                // The telemetry hook: sees the request before it goes out
+                // (trace context) and the result of every attempt and call.
+                Some(observer) => {
+                    let mut request = request;
+                    observer.on_request(set.service(), request.headers_mut());
+                    let path = request.uri().path().to_string();
+                    let result = call(&set, idempotent, request, Some(&*observer)).await;
+                    observer.on_call(set.service(), &path, result.as_ref());
+                    result
+                }
+            }
+            .map_err(|error| {
+                if let Some(node) = error.node() {
+                    tracing::debug!(service = %set.service(), node = %node.id, address = %node.address, "call failed: {error}");
+                }
+                Box::new(error.to_status()) as BoxError
+            })
         })
     }
 }
 
-/// How far a failed attempt got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
-    /// The channel's own deadline (from our grpc-timeout) passed.
-    Timeout,
-    /// The request never reached the server (connection refused or failed
-    /// before sending, stream refused): always safe to send elsewhere.
-    NotSent,
-    /// The server may have seen the request.
-    MaybeSent,
-}
-
 async fn call(
     set: &NodeSet,
-    options: &ClientOptions,
     idempotent: bool,
     request: http::Request<Body>,
-) -> Result<http::Response<Body>, Status> {
-    let started = Instant::now();
+    observer: Option<&dyn CallObserver>,
+) -> Result<http::Response<Body>, ClientError> {
+    let options = set.options();
     let (mut parts, body) = request.into_parts();
-    // The caller's deadline, if it set one; each attempt sends what is left.
-    let budget = parts
-        .headers
-        .remove(timeout::GRPC_TIMEOUT)
-        .and_then(|value| timeout::parse(&value))
-        .unwrap_or(options.request_timeout);
-    let deadline = started + budget;
-    let idempotent = idempotent || parts.extensions.get::<Idempotent>().is_some();
+    let deadline = Deadline::take(&mut parts.headers, options.request_timeout);
+    let policy = Policy {
+        idempotent: idempotent || parts.extensions.get::<Idempotent>().is_some(),
+    };
     // Extensions are for the layers above this channel; the connection to a
     // node below it has no use for them, so they are not copied per attempt.
     parts.extensions.clear();
 
     if set.is_pending()
-        && tokio::time::timeout_at(deadline, set.ready())
+        && tokio::time::timeout_at(deadline.at, set.ready())
             .await
             .is_err()
     {
-        return Err(Status::deadline_exceeded(format!(
-            "service {}: registry [{}] did not answer within {budget:?}",
-            set.service(),
-            set.registry_name()
-        )));
+        return Err(ClientError::RegistryTimeout {
+            service: set.service().to_string(),
+            registry: set.registry_name().to_string(),
+            budget: deadline.budget,
+        });
     }
 
-    let mut body = RequestBody::take(body)?;
+    let mut body = RequestBody::take(body).map_err(|status| ClientError::BadRequest {
+        service: set.service().to_string(),
+        detail: status.message().to_string(),
+    })?;
+    set.budget.deposit();
     let attempts = 1 + options.retries as usize;
     // Nodes tried and failed in this call: filled only when a call fails.
     let mut tried: Vec<Arc<NodeEntry>> = Vec::new();
-    let mut last: Option<Result<http::Response<Body>, Status>> = None;
+    let mut last: Option<Result<http::Response<Body>, ClientError>> = None;
     let mut parts = Some(parts);
 
     for attempt in 0..attempts {
-        let entries = set.entries();
-        let Some(entry) = pick(set, &entries, &tried) else {
+        let Some(entry) = set.pick(&tried) else {
             break;
         };
-        let can_retry = attempt + 1 < attempts && body.is_replayable();
-
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(deadline_exceeded(set, budget, attempt));
+        if attempt > 0 && !set.budget.withdraw() {
+            let last = match last {
+                Some(Err(error)) => error,
+                // The node answered with an error: that answer stands.
+                Some(Ok(response)) => return Ok(response),
+                None => break,
+            };
+            return Err(ClientError::BudgetExhausted {
+                service: set.service().to_string(),
+                last: Box::new(last),
+            });
         }
+        if Instant::now() >= deadline.at {
+            return Err(deadline.exceeded(set.service(), attempt));
+        }
+        let can_retry = attempt + 1 < attempts && body.is_replayable();
         // The request's parts are copied only while another attempt may
         // need them. The copy is kept and the original sent: it has room
         // for the grpc-timeout header, the exact-size copy may not.
@@ -168,69 +252,60 @@ async fn call(
         }) else {
             break;
         };
-        let mut request = http::Request::from_parts(sent, body.for_attempt());
-        request
-            .headers_mut()
-            .insert(timeout::GRPC_TIMEOUT, timeout::encode(deadline - now));
+        let request = http::Request::from_parts(sent, body.for_attempt());
 
-        entry.count_attempt();
-        let mut channel = entry.channel.clone();
-        let outcome = tokio::time::timeout_at(deadline, async move {
-            channel.ready().await?;
-            channel.call(request).await
-        })
-        .await;
-
+        // The attempt timeout leaves time for another attempt; a call that
+        // will not be retried (not idempotent) fails fast with it too.
+        let bounded = !policy.idempotent || (can_retry && set.len() > tried.len() + 1);
+        let hedge_after = options
+            .hedge_after
+            .filter(|_| policy.idempotent && can_retry);
+        let (outcome, entry) = match (hedge_after, parts.as_ref()) {
+            (Some(after), Some(kept)) => {
+                let spare = http::Request::from_parts(copy_parts(kept), body.for_attempt());
+                hedge::run(set, entry, request, spare, after, deadline.at, &mut tried).await
+            }
+            _ => (
+                attempt::run(set, &entry, request, deadline.at, bounded).await,
+                entry,
+            ),
+        };
+        if let Some(observer) = observer {
+            observer.on_attempt(set.service(), AttemptResult::of(&outcome));
+        }
         match outcome {
-            Err(_elapsed) => return Err(deadline_exceeded(set, budget, attempt + 1)),
-            Ok(Err(error)) => {
-                let failure = classify(&error);
-                // The channel enforces the grpc-timeout we set: that is our
-                // deadline passing, not the node failing.
-                if failure == Failure::Timeout {
-                    return Err(deadline_exceeded(set, budget, attempt + 1));
-                }
-                // A connection-level failure, sent or not: the node is not
-                // healthy, so it leaves the rotation until a probe reaches it.
-                entry.mark_refused(options);
-                let status = Status::unavailable(format!(
-                    "service {}: node {} at {}: {}",
-                    set.service(),
-                    entry.node.id,
-                    entry.node.address,
-                    error_chain(&error)
-                ));
-                tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?failure, "call failed: {}", status.message());
-                if can_retry && (failure == Failure::NotSent || idempotent) {
+            Outcome::Deadline => return Err(deadline.exceeded(set.service(), attempt + 1)),
+            Outcome::Answered { response, status } => match status {
+                Some(code) if can_retry && policy.retry_status(code) => {
+                    tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?code, "retrying on another node");
                     tried.push(entry);
-                    last = Some(Err(status));
+                    last = Some(Ok(response));
+                }
+                _ => return Ok(response),
+            },
+            Outcome::Failed { failure, sent } => {
+                tracing::debug!(service = %set.service(), node = %entry.node.id, address = %entry.node.address, attempt, ?sent, "attempt failed: {failure} {}", failure.detail().unwrap_or_default());
+                let error = match failure {
+                    NodeFailure::Timeout(timeout) if !policy.idempotent => {
+                        ClientError::AttemptTimeout {
+                            service: set.service().to_string(),
+                            timeout,
+                            node: entry.node.clone(),
+                        }
+                    }
+                    cause => ClientError::NodeFailed {
+                        service: set.service().to_string(),
+                        cause,
+                        node: entry.node.clone(),
+                        attempts: attempt + 1,
+                    },
+                };
+                if can_retry && policy.retry_failure(sent) {
+                    tried.push(entry);
+                    last = Some(Err(error));
                     continue;
                 }
-                return Err(status);
-            }
-            Ok(Ok(response)) => {
-                entry.mark_answered();
-                let status = grpc_status(response.headers());
-                // tonic servers enforce the grpc-timeout we sent and answer
-                // Cancelled "Timeout expired" a moment before our own timer
-                // fires: to the caller, that is the deadline passing.
-                if status == Some(Code::Cancelled)
-                    && response
-                        .headers()
-                        .get(GRPC_MESSAGE)
-                        .is_some_and(|m| m.as_bytes().starts_with(b"Timeout"))
-                {
-                    return Err(deadline_exceeded(set, budget, attempt + 1));
-                }
-                match status {
-                    Some(code) if can_retry && should_retry(code, idempotent) => {
-                        tracing::debug!(service = %set.service(), node = %entry.node.id, attempt, ?code, "retrying on another node");
-                        tried.push(entry);
-                        last = Some(Ok(response));
-                        continue;
-                    }
-                    _ => return Ok(response),
-                }
+                return Err(error);
             }
         }
     }
@@ -241,62 +316,16 @@ async fn call(
     }
 }
 
-/// The next node to try: not tried yet in this call and not down; failing
-/// that, one that is down (better a slim chance than none).
-fn pick(
-    set: &NodeSet,
-    entries: &[Arc<NodeEntry>],
-    tried: &[Arc<NodeEntry>],
-) -> Option<Arc<NodeEntry>> {
-    let untried = |e: &Arc<NodeEntry>| {
-        !tried
-            .iter()
-            .any(|t| Arc::ptr_eq(t, e) || t.node.id == e.node.id)
-    };
-    set.selector
-        .select(entries, |e| untried(e) && !e.is_down())
-        .or_else(|| set.selector.select(entries, untried))
-        .cloned()
-}
-
-fn no_nodes(set: &NodeSet) -> Status {
-    let why = match set.resolution() {
-        Resolution::Failed(reason) => format!(" (registry error: {reason})"),
-        _ => String::new(),
-    };
-    Status::unavailable(format!(
-        "service {}: no nodes found in registry [{}]{why}",
-        set.service(),
-        set.registry_name()
-    ))
-}
-
-fn deadline_exceeded(set: &NodeSet, budget: std::time::Duration, attempts: usize) -> Status {
-    Status::deadline_exceeded(format!(
-        "service {}: deadline of {budget:?} exceeded after {attempts} attempt(s)",
-        set.service()
-    ))
-}
-
-/// Whether a failed call may go to another node.
-fn should_retry(code: Code, idempotent: bool) -> bool {
-    match code {
-        // The server did not take the request (overloaded, shutting down).
-        Code::Unavailable => true,
-        // Server-side failures: the work may have started.
-        Code::Internal
-        | Code::Unknown
-        | Code::DeadlineExceeded
-        | Code::ResourceExhausted
-        | Code::Aborted
-        | Code::DataLoss => idempotent,
-        // The request itself is at fault, or the answer is final.
-        _ => false,
+fn no_nodes(set: &NodeSet) -> ClientError {
+    ClientError::NoNode {
+        service: set.service().to_string(),
+        registry: set.registry_name().to_string(),
+        registry_error: match set.resolution() {
+            Resolution::Failed(reason) => Some(reason),
+            _ => None,
+        },
     }
 }
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// What another attempt sends: the same request line and headers.
 fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
@@ -306,48 +335,4 @@ fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     copy.version = parts.version;
     copy.headers = parts.headers.clone();
     copy
-}
-
-/// The status of a trailers-only response (an error before any message).
-fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value: &HeaderValue = headers.get(GRPC_STATUS)?;
-    let code = value.to_str().ok()?.parse::<i32>().ok()?;
-    (code != 0).then(|| Code::from_i32(code))
-}
-
-fn classify(error: &(dyn StdError + 'static)) -> Failure {
-    let mut source = Some(error);
-    while let Some(err) = source {
-        if err.is::<tonic::TimeoutExpired>() {
-            return Failure::Timeout;
-        }
-        if err.is::<tonic::ConnectError>() {
-            return Failure::NotSent;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
-            ) {
-                return Failure::NotSent;
-            }
-        }
-        source = err.source();
-    }
-    Failure::MaybeSent
-}
-
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = err.source();
-    }
-    text
 }

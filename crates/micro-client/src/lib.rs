@@ -23,29 +23,51 @@
 //! # }
 //! ```
 //!
-//! # Timeouts and retries
+//! # Timeouts, retries, balancing
 //! Every call has a deadline (`request_timeout`, 5 s by default, or the
-//! caller's own `grpc-timeout`), sent to the server as `grpc-timeout` and
-//! enforced here across all attempts. A call is retried, up to `retries` times
-//! and always on a node not tried yet in this call, when it cannot have been
-//! processed: the connection was refused or failed before the request was sent,
-//! or the server answered `Unavailable`. Calls marked [`Idempotent`] are also
-//! retried after failures where the server may have started work
-//! (connection reset mid-call, `Internal`, `Unknown`, `DeadlineExceeded` of one
-//! attempt, `ResourceExhausted`, `Aborted`).
+//! caller's own `grpc-timeout`), enforced here across all attempts, and each
+//! attempt has its own, shorter one (`attempt_timeout`, 2 s): a node that
+//! accepts a call and never answers costs one attempt, not the call.
+//!
+//! A failed attempt is retried, up to `retries` times and always on a node
+//! not tried yet in this call, when it cannot have been processed (the
+//! connection was refused, or the server answered `Unavailable`). Calls marked
+//! [`Idempotent`] are also retried after failures where the server may have
+//! started work (connection lost mid-call, the attempt timeout, `Internal`,
+//! `Unknown`, `DeadlineExceeded`, `ResourceExhausted`, `Aborted`); other calls
+//! fail at once with a [`ClientError`] saying why. Retries are bounded by a
+//! budget per service: 20 % of calls plus 10 per second. Idempotent calls
+//! can also be hedged (`hedge_after`, off by default): a slow first attempt
+//! gets a second one on another node, and the first answer wins.
+//!
+//! Nodes are chosen by the [`Selector`](micro_selector::Selector): `p2c` by
+//! default (the less loaded of two random nodes, load = peak-EWMA latency ×
+//! calls in flight, so a slow or stuck node gets few calls), or `roundrobin`
+//! and `random`.
 //!
 //! A node whose connection fails (refused, reset) leaves the rotation until a
 //! probe connects to it again (a TCP connect after 1 s, doubling up to 30 s
 //! while it refuses) or the registry drops it: while another node is up, no
-//! call is sent to a crashed node after the first that found it dead. After a registry outage, nodes missing
-//! from the fresh listing stay usable for 10 s, the time services take to
-//! register again.
+//! call is sent to a crashed node after the first that found it dead. A node
+//! that fails 5 attempts in a row (timeouts, `Unavailable`) is ejected for
+//! 10 s, twice as long each time up to 5 min, never more than half the set.
+//! After a registry outage, nodes missing from the fresh listing stay usable
+//! for 10 s, the time services take to register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the
 //! service and the registry.
 
+mod attempt;
 mod body;
 mod channel;
+mod deadline;
+mod endpoint;
+mod error;
+mod hedge;
+mod load;
+mod observe;
+mod pick;
 mod resolve;
+mod retry;
 mod timeout;
 
 use std::collections::HashMap;
@@ -53,11 +75,15 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use micro_registry::{Node, SharedRegistry};
-use micro_selector::Strategy;
-
 pub use channel::{Idempotent, ServiceChannel};
-pub use resolve::{NodeSet, NodeStats};
+pub use endpoint::{NodeState, NodeStats};
+pub use error::{ClientError, NodeFailure};
+use micro_registry::{Node, SharedRegistry};
+pub use micro_selector::Strategy;
+pub use observe::{AttemptResult, CallObserver};
+pub use pick::{Pick, PickOutcome};
+pub use resolve::NodeSet;
+pub use retry::BudgetOptions;
 
 /// Node sets kept before empty, unused ones are forgotten.
 const MAX_SERVICES: usize = 1024;
@@ -65,13 +91,19 @@ const MAX_SERVICES: usize = 1024;
 /// A type-erased error, as returned by [`ServiceChannel`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Client behaviour; see the crate docs for what each knob means.
+/// Client behaviour; see the crate docs for what each knob means. The
+/// defaults are the associated constants (`ClientOptions::REQUEST_TIMEOUT`
+/// ...), which the command-line flags use too.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Deadline of a whole call, retries included, unless the caller sets one.
     pub request_timeout: Duration,
+    /// Deadline of one attempt on one node.
+    pub attempt_timeout: Duration,
     /// Extra attempts after the first, each on a different node.
     pub retries: u32,
+    /// Bound on retries per service.
+    pub retry_budget: BudgetOptions,
     /// How to choose a node.
     pub selector: Strategy,
     /// TCP connect timeout per node.
@@ -80,19 +112,61 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// Longest probe period.
     pub backoff_max: Duration,
+    /// Failed attempts in a row that eject a node (0: never eject).
+    pub eject_after: u32,
+    /// First ejection time; doubles per ejection.
+    pub ejection_min: Duration,
+    /// Longest ejection time.
+    pub ejection_max: Duration,
+    /// For idempotent calls: when the first attempt has not answered after
+    /// this long, send the call to a second node too and take the first
+    /// answer (`None`: never).
+    pub hedge_after: Option<Duration>,
+}
+
+impl ClientOptions {
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Well under the request timeout, so a hung node leaves time for a
+    /// second attempt; well over what a healthy call takes, even on a slow,
+    /// busy machine.
+    pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const RETRIES: u32 = 1;
+    /// See `docs/benchmarks.md` (R10–R12) for why p2c.
+    pub const SELECTOR: Strategy = Strategy::P2c;
+    pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    /// Envoy's default for consecutive failures.
+    pub const EJECT_AFTER: u32 = 5;
+    pub const EJECTION_MIN: Duration = Duration::from_secs(10);
+    pub const EJECTION_MAX: Duration = Duration::from_secs(300);
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            request_timeout: Duration::from_secs(5),
-            retries: 1,
-            selector: Strategy::RoundRobin,
-            dial_timeout: Duration::from_secs(5),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
+            request_timeout: Self::REQUEST_TIMEOUT,
+            attempt_timeout: Self::ATTEMPT_TIMEOUT,
+            retries: Self::RETRIES,
+            retry_budget: BudgetOptions::default(),
+            selector: Self::SELECTOR,
+            dial_timeout: Self::DIAL_TIMEOUT,
+            backoff_min: Self::BACKOFF_MIN,
+            backoff_max: Self::BACKOFF_MAX,
+            eject_after: Self::EJECT_AFTER,
+            ejection_min: Self::EJECTION_MIN,
+            ejection_max: Self::EJECTION_MAX,
+            hedge_after: None,
         }
     }
+}
+
+/// How many nodes of a service are in each [`NodeState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStates {
+    pub up: usize,
+    pub down: usize,
+    pub ejected: usize,
 }
 
 /// Finds services in a registry and calls them. Cheap to clone: clones share
@@ -105,6 +179,7 @@ pub struct Client {
 struct ClientInner {
     registry: SharedRegistry,
     options: Arc<ClientOptions>,
+    observer: Option<Arc<dyn CallObserver>>,
     services: Mutex<HashMap<String, Arc<NodeSet>>>,
 }
 
@@ -119,10 +194,29 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(registry: SharedRegistry, options: ClientOptions) -> Self {
+        Self::build(registry, options, None)
+    }
+
+    /// A client whose calls `observer` sees (metrics, trace context): see
+    /// [`CallObserver`].
+    pub fn with_observer(
+        registry: SharedRegistry,
+        options: ClientOptions,
+        observer: Arc<dyn CallObserver>,
+    ) -> Self {
+        Self::build(registry, options, Some(observer))
+    }
+
+    fn build(
+        registry: SharedRegistry,
+        options: ClientOptions,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Self {
         Client {
             inner: Arc::new(ClientInner {
                 registry,
                 options: Arc::new(options),
+                observer,
                 services: Mutex::new(HashMap::new()),
             }),
         }
@@ -141,7 +235,45 @@ impl Client {
     ///
     /// Must be called inside a tokio runtime.
     pub fn service(&self, service: &str) -> ServiceChannel {
-        ServiceChannel::new(self.node_set(service), self.inner.options.clone())
+        ServiceChannel::new(
+            self.node_set(service),
+            self.inner.options.clone(),
+            self.inner.observer.clone(),
+        )
+    }
+
+    /// Node counts per state for every service this client follows, sorted
+    /// by service (for a `micro_client_nodes{service,state}` gauge).
+    pub fn node_states(&self) -> Vec<(String, NodeStates)> {
+        let sets: Vec<Arc<NodeSet>> = self
+            .inner
+            .services
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut states: Vec<(String, NodeStates)> = sets
+            .iter()
+            .map(|set| (set.service().to_string(), set.states()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
+    /// The node set of `service`, waiting at most until `deadline` for the
+    /// first registry answer: for callers that balance something other than
+    /// gRPC over it (the gateway's HTTP proxy), with [`NodeSet::pick_node`].
+    pub async fn node_set_ready(
+        &self,
+        service: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<NodeSet>> {
+        let set = self.node_set(service);
+        if set.is_pending() {
+            tokio::time::timeout_at(deadline, set.ready()).await.ok()?;
+        }
+        Some(set)
     }
 
     /// The nodes of `service` this client currently knows, waiting for the
@@ -183,4 +315,13 @@ impl Client {
             })
             .clone()
     }
+}
+
+/// Tonic's channels are `Send + Sync + Clone`; handlers keep clients built on
+/// a [`ServiceChannel`] in shared state, so it must be too.
+#[allow(dead_code)]
+fn _assert_channel_is_send_and_sync() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<ServiceChannel>();
+    check::<Client>();
 }

@@ -21,7 +21,10 @@
 //! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
 //! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
-//! | `--selector` | `MICRO_SELECTOR` | `roundrobin` |
+//! | `--client_attempt_timeout` | `MICRO_CLIENT_ATTEMPT_TIMEOUT` | `2s` |
+//! | `--client_retry_budget` | `MICRO_CLIENT_RETRY_BUDGET` | `0.2` |
+//! | `--client_hedge_after` | `MICRO_CLIENT_HEDGE_AFTER` | off |
+//! | `--selector` | `MICRO_SELECTOR` | `p2c` |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.
@@ -46,7 +49,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use micro_client::ClientOptions;
+use micro_client::{BudgetOptions, ClientOptions};
 use micro_selector::Strategy;
 use micro_server::ServerOptions;
 
@@ -208,19 +211,9 @@ pub struct RegistryArgs {
 }
 
 impl Default for RegistryArgs {
+    /// The flags' defaults (environment variables ignored).
     fn default() -> Self {
-        RegistryArgs {
-            registry: RegistryKind::default(),
-            registry_address: None,
-            registry_timeout: Duration::from_secs(5),
-            registry_username: None,
-            registry_password: None,
-            registry_tls_ca: None,
-            registry_tls_cert: None,
-            registry_tls_key: None,
-            mdns_timeout: Duration::from_secs(1),
-            mdns_interface: None,
-        }
+        defaults()
     }
 }
 
@@ -252,7 +245,7 @@ pub struct ServerArgs {
         long = "server_address",
         visible_alias = "server-address",
         env = "MICRO_SERVER_ADDRESS",
-        default_value = ":0",
+        default_value = ServerOptions::ADDRESS,
         value_name = "ADDR"
     )]
     pub server_address: String,
@@ -271,7 +264,7 @@ pub struct ServerArgs {
         long = "register_ttl",
         visible_alias = "register-ttl",
         env = "MICRO_REGISTER_TTL",
-        default_value = "60s",
+        default_value = duration_text(ServerOptions::REGISTER_TTL),
         value_parser = positive_duration,
         value_name = "DURATION"
     )]
@@ -282,7 +275,7 @@ pub struct ServerArgs {
         long = "register_interval",
         visible_alias = "register-interval",
         env = "MICRO_REGISTER_INTERVAL",
-        default_value = "30s",
+        default_value = duration_text(ServerOptions::REGISTER_INTERVAL),
         value_parser = positive_duration,
         value_name = "DURATION"
     )]
@@ -290,15 +283,9 @@ pub struct ServerArgs {
 }
 
 impl Default for ServerArgs {
+    /// The flags' defaults (environment variables ignored).
     fn default() -> Self {
-        ServerArgs {
-            server_name: None,
-            server_version: "latest".into(),
-            server_address: ":0".into(),
-            server_advertise: None,
-            register_ttl: Duration::from_secs(60),
-            register_interval: Duration::from_secs(30),
-        }
+        defaults()
     }
 }
 
@@ -322,7 +309,8 @@ impl ServerArgs {
     }
 }
 
-/// How calls to other services behave.
+/// How calls to other services behave. The defaults are
+/// [`ClientOptions`]'s.
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Client")]
 pub struct ClientArgs {
@@ -331,7 +319,7 @@ pub struct ClientArgs {
         long = "client_retries",
         visible_alias = "client-retries",
         env = "MICRO_CLIENT_RETRIES",
-        default_value_t = 1,
+        default_value_t = ClientOptions::RETRIES,
         value_parser = clap::value_parser!(u32).range(0..=10),
         value_name = "N"
     )]
@@ -342,17 +330,49 @@ pub struct ClientArgs {
         long = "client_request_timeout",
         visible_alias = "client-request-timeout",
         env = "MICRO_CLIENT_REQUEST_TIMEOUT",
-        default_value = "5s",
+        default_value = duration_text(ClientOptions::REQUEST_TIMEOUT),
         value_parser = positive_duration,
         value_name = "DURATION"
     )]
     pub client_request_timeout: Duration,
 
-    /// Node selection: roundrobin (each call to the next node) or random
+    /// Deadline of one attempt on one node: a node that does not answer in time costs one attempt, and idempotent calls go on to another node
+    #[arg(
+        long = "client_attempt_timeout",
+        visible_alias = "client-attempt-timeout",
+        env = "MICRO_CLIENT_ATTEMPT_TIMEOUT",
+        default_value = duration_text(ClientOptions::ATTEMPT_TIMEOUT),
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub client_attempt_timeout: Duration,
+
+    /// Retries allowed per call, over the last 10 s (plus 10 per second): bounds what retries add to a failing service
+    #[arg(
+        long = "client_retry_budget",
+        visible_alias = "client-retry-budget",
+        env = "MICRO_CLIENT_RETRY_BUDGET",
+        default_value_t = BudgetOptions::RATIO,
+        value_parser = parse_ratio,
+        value_name = "RATIO"
+    )]
+    pub client_retry_budget: f64,
+
+    /// For idempotent calls: when the first attempt has not answered after this long, send the call to a second node too and take the first answer (default: off)
+    #[arg(
+        long = "client_hedge_after",
+        visible_alias = "client-hedge-after",
+        env = "MICRO_CLIENT_HEDGE_AFTER",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub client_hedge_after: Option<Duration>,
+
+    /// Node selection: p2c (the less loaded of two random nodes), roundrobin (each call to the next node) or random
     #[arg(
         long = "selector",
         env = "MICRO_SELECTOR",
-        default_value = "roundrobin",
+        default_value = ClientOptions::SELECTOR.as_str(),
         value_parser = parse_strategy,
         value_name = "NAME"
     )]
@@ -360,12 +380,9 @@ pub struct ClientArgs {
 }
 
 impl Default for ClientArgs {
+    /// The flags' defaults (environment variables ignored).
     fn default() -> Self {
-        ClientArgs {
-            client_retries: 1,
-            client_request_timeout: Duration::from_secs(5),
-            selector: Strategy::RoundRobin,
-        }
+        defaults()
     }
 }
 
@@ -373,10 +390,43 @@ impl ClientArgs {
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             request_timeout: self.client_request_timeout,
+            attempt_timeout: self.client_attempt_timeout,
             retries: self.client_retries,
+            retry_budget: BudgetOptions {
+                ratio: self.client_retry_budget,
+                ..BudgetOptions::default()
+            },
             selector: self.selector,
+            hedge_after: self.client_hedge_after,
             ..ClientOptions::default()
         }
+    }
+}
+
+/// A set of flags with every flag at its default: the defaults live in the
+/// flag definitions only (and those point at the library constants).
+fn defaults<T: Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command.get_matches_from(std::iter::empty::<&str>());
+    match T::from_arg_matches(&matches) {
+        Ok(args) => args,
+        // Every default parses: checked by the tests.
+        Err(e) => panic!("flag defaults do not parse: {e}"),
+    }
+}
+
+/// A duration as a flag default (`5s`, `500ms`). Leaked: a handful of short
+/// strings, built once per flag definition.
+fn duration_text(d: Duration) -> &'static str {
+    Box::leak(humantime::format_duration(d).to_string().into_boxed_str())
+}
+
+/// A share between 0 and 1.
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
     }
 }
 
@@ -465,7 +515,28 @@ mod tests {
         assert_eq!(m.server.register_interval, Duration::from_secs(30));
         assert_eq!(m.client.client_retries, 1);
         assert_eq!(m.client.client_request_timeout, Duration::from_secs(5));
-        assert_eq!(m.client.selector, Strategy::RoundRobin);
+        assert_eq!(m.client.client_attempt_timeout, Duration::from_secs(2));
+        assert_eq!(m.client.selector, Strategy::P2c);
+    }
+
+    #[test]
+    fn default_impls_are_the_flag_defaults_and_the_library_defaults() {
+        let parsed = parse(&[]).expect("parse").micro;
+        let default = MicroArgs::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        let client = default.client.client_options();
+        let library = ClientOptions::default();
+        assert_eq!(client.request_timeout, library.request_timeout);
+        assert_eq!(client.attempt_timeout, library.attempt_timeout);
+        assert_eq!(client.retries, library.retries);
+        assert_eq!(client.retry_budget, library.retry_budget);
+        assert_eq!(client.selector, library.selector);
+        assert_eq!(client.hedge_after, library.hedge_after);
+        let server = default.server.server_options().expect("valid");
+        let library = ServerOptions::default();
+        assert_eq!(server.address, library.address);
+        assert_eq!(server.register_ttl, library.register_ttl);
+        assert_eq!(server.register_interval, library.register_interval);
     }
 
     #[test]
@@ -499,6 +570,8 @@ mod tests {
             &["--register_ttl=-1"],
             &["--client_retries=many"],
             &["--client_request_timeout=0"],
+            &["--client_attempt_timeout=0"],
+            &["--client_retry_budget=1.5"],
             &["--no-such-flag"],
         ] {
             let err = parse(args).expect_err("rejected");

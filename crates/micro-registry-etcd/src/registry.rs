@@ -11,8 +11,8 @@ use etcd_client::{
     TxnOp, WatchClient,
 };
 use micro_registry::{
-    Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher, group_by_version,
-    validate,
+    Backoff, Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+    group_by_version, validate,
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -338,7 +338,7 @@ impl Inner {
     {
         let started = Instant::now();
         let deadline = started + self.options.request_timeout;
-        let mut pause = FIRST_PAUSE;
+        let mut pause = Backoff::new(FIRST_PAUSE, MAX_PAUSE);
         let mut attempts = 0;
         let mut last: Option<String> = None;
         let mut patience = (self.options.request_timeout / 4).max(MIN_ATTEMPT_TIMEOUT);
@@ -371,15 +371,15 @@ impl Inner {
             };
             tracing::debug!(attempt = attempts, "Registry [etcd] {what}: {description}");
             last = Some(description);
-            if Instant::now() + pause >= deadline {
+            let wait = pause.next_delay();
+            if Instant::now() + wait >= deadline {
                 return Err(Failure::Unavailable {
                     attempts,
                     elapsed: started.elapsed(),
                     last,
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_PAUSE);
+            tokio::time::sleep(wait).await;
         }
     }
 

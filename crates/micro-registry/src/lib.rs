@@ -27,8 +27,10 @@
 //! # }
 //! ```
 
+mod backoff;
 mod error;
 mod model;
+pub mod resolve;
 mod watch;
 
 #[cfg(feature = "memory")]
@@ -38,8 +40,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use backoff::Backoff;
 pub use error::{BoxError, Error};
 pub use model::{Endpoint, Metadata, Node, Service, Value, group_by_version};
+pub use resolve::{Resolution, ResolveOptions, Update};
 pub use watch::{Action, Event, Watcher};
 
 /// Options for [`Registry::register`].

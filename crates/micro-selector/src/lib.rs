@@ -5,9 +5,17 @@
 //! connections). It keeps no node list itself: the client owns the live set
 //! and hands a snapshot in.
 //!
-//! [`RoundRobin`] is a real rotation across calls: go-micro v2's round robin
-//! restarted at a random node inside every call, so consecutive calls did not
-//! take turns. Here, with 4 nodes, 100 calls land exactly 25 on each.
+//! [`RoundRobin`](Strategy::RoundRobin) is a real rotation across calls:
+//! go-micro v2's round robin restarted at a random node inside every call, so
+//! consecutive calls did not take turns. Here, with 4 nodes, 100 calls land
+//! exactly 25 on each. Each selector starts its rotation at a random node, so
+//! many clients that start together do not all call the same node first.
+//!
+//! [`P2c`](Strategy::P2c) ("power of two choices") draws two nodes at random
+//! and takes the one with the lower load, as the caller measures it (the
+//! client uses latency × calls in flight): a slow or stuck node loses almost
+//! every draw, a healthy one is never starved, and no global ordering is
+//! needed.
 //!
 //! ```
 //! use micro_selector::{Selector, Strategy};
@@ -15,7 +23,15 @@
 //! let selector = Selector::new(Strategy::RoundRobin);
 //! let nodes = ["a", "b", "c"];
 //! let picks: Vec<&str> = (0..6).map(|_| *selector.select(&nodes, |_| true).unwrap()).collect();
-//! assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+//! // Wherever the rotation starts, each node gets every third call.
+//! assert_eq!(picks[..3], picks[3..]);
+//! assert!(["a", "b", "c"].iter().all(|n| picks.contains(n)));
+//!
+//! let p2c = Selector::new(Strategy::P2c);
+//! let load = |n: &&str| if *n == "b" { 10.0 } else { 1.0 };
+//! for _ in 0..20 {
+//!     assert_ne!(p2c.select_by_load(&nodes, |_| true, load), Some(&"b"));
+//! }
 //! ```
 
 use std::fmt;
@@ -30,15 +46,18 @@ pub enum Strategy {
     RoundRobin,
     /// Each call goes to a node chosen at random.
     Random,
+    /// The less loaded of two nodes chosen at random.
+    P2c,
 }
 
 impl Strategy {
-    pub const NAMES: [&'static str; 2] = ["roundrobin", "random"];
+    pub const NAMES: [&'static str; 3] = ["roundrobin", "random", "p2c"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::RoundRobin => "roundrobin",
             Strategy::Random => "random",
+            Strategy::P2c => "p2c",
         }
     }
 }
@@ -73,6 +92,7 @@ impl FromStr for Strategy {
         match s.to_ascii_lowercase().replace(['_', '-'], "").as_str() {
             "roundrobin" | "rr" => Ok(Strategy::RoundRobin),
             "random" => Ok(Strategy::Random),
+            "p2c" | "poweroftwochoices" => Ok(Strategy::P2c),
             _ => Err(UnknownStrategy(s.to_string())),
         }
     }
@@ -90,7 +110,7 @@ impl Selector {
     pub fn new(strategy: Strategy) -> Self {
         Selector {
             strategy,
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(fastrand::usize(..)),
         }
     }
 
@@ -105,8 +125,31 @@ impl Selector {
         self.select_index(nodes, eligible).map(|i| &nodes[i])
     }
 
-    /// Like [`select`](Self::select), returning the index.
+    /// Like [`select`](Self::select), returning the index. Without a load to
+    /// compare, [`P2c`](Strategy::P2c) picks at random.
     pub fn select_index<T>(&self, nodes: &[T], eligible: impl Fn(&T) -> bool) -> Option<usize> {
+        self.select_index_by_load(nodes, eligible, |_| 0.0)
+    }
+
+    /// Like [`select`](Self::select); `load` is what [`P2c`](Strategy::P2c)
+    /// compares (lower wins). The other strategies ignore it.
+    pub fn select_by_load<'a, T>(
+        &self,
+        nodes: &'a [T],
+        eligible: impl Fn(&T) -> bool,
+        load: impl Fn(&T) -> f64,
+    ) -> Option<&'a T> {
+        self.select_index_by_load(nodes, eligible, load)
+            .map(|i| &nodes[i])
+    }
+
+    /// Like [`select_by_load`](Self::select_by_load), returning the index.
+    pub fn select_index_by_load<T>(
+        &self,
+        nodes: &[T],
+        eligible: impl Fn(&T) -> bool,
+        load: impl Fn(&T) -> f64,
+    ) -> Option<usize> {
         let len = nodes.len();
         if len == 0 {
             return None;
@@ -114,10 +157,47 @@ impl Selector {
         let start = match self.strategy {
             Strategy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % len,
             Strategy::Random => fastrand::usize(..len),
+            Strategy::P2c => return p2c(nodes, eligible, load),
         };
         (0..len)
             .map(|offset| (start + offset) % len)
             .find(|&i| eligible(&nodes[i]))
+    }
+}
+
+/// Two distinct eligible nodes at random; the one with the lower load.
+fn p2c<T>(nodes: &[T], eligible: impl Fn(&T) -> bool, load: impl Fn(&T) -> f64) -> Option<usize> {
+    let len = nodes.len();
+    let cheaper = |a: usize, b: usize| {
+        if load(&nodes[b]) < load(&nodes[a]) {
+            b
+        } else {
+            a
+        }
+    };
+    if len == 1 {
+        return eligible(&nodes[0]).then_some(0);
+    }
+    let a = fastrand::usize(..len);
+    let mut b = fastrand::usize(..len - 1);
+    if b >= a {
+        b += 1;
+    }
+    match (eligible(&nodes[a]), eligible(&nodes[b])) {
+        (true, true) => Some(cheaper(a, b)),
+        // Some nodes are out: draw among the eligible ones, in a random
+        // rotation (no allocation).
+        _ => {
+            let start = fastrand::usize(..len);
+            let mut found = (0..len)
+                .map(|offset| (start + offset) % len)
+                .filter(|&i| eligible(&nodes[i]));
+            let first = found.next()?;
+            Some(match found.next() {
+                Some(second) => cheaper(first, second),
+                None => first,
+            })
+        }
     }
 }
 
@@ -164,7 +244,56 @@ mod tests {
         assert_eq!("roundrobin".parse(), Ok(Strategy::RoundRobin));
         assert_eq!("round_robin".parse(), Ok(Strategy::RoundRobin));
         assert_eq!("Random".parse(), Ok(Strategy::Random));
+        assert_eq!("p2c".parse(), Ok(Strategy::P2c));
         let err = "fastest".parse::<Strategy>().expect_err("unknown");
-        assert!(err.to_string().contains("roundrobin, random"), "{err}");
+        assert!(err.to_string().contains("roundrobin, random, p2c"), "{err}");
+    }
+
+    #[test]
+    fn round_robin_starts_at_a_random_node() {
+        let firsts: std::collections::HashSet<usize> = (0..64)
+            .map(|_| {
+                let selector = Selector::new(Strategy::RoundRobin);
+                *selector.select(&[0usize, 1, 2, 3], |_| true).expect("node")
+            })
+            .collect();
+        assert!(firsts.len() > 1, "every selector started at {firsts:?}");
+    }
+
+    #[test]
+    fn p2c_prefers_the_lighter_node_and_starves_none() {
+        let selector = Selector::new(Strategy::P2c);
+        let nodes = [0usize, 1, 2];
+        let load = |n: &usize| if *n == 0 { 100.0 } else { 1.0 };
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[*selector
+                .select_by_load(&nodes, |_| true, load)
+                .expect("node")] += 1;
+        }
+        // The heavy node only wins a draw against itself, which p2c never
+        // draws: it gets nothing while the others are eligible.
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts[1] > 1200 && counts[2] > 1200, "{counts:?}");
+        // When it is the only eligible node, it is chosen.
+        assert_eq!(selector.select_by_load(&nodes, |n| *n == 0, load), Some(&0));
+        assert_eq!(selector.select_by_load(&nodes, |_| false, load), None);
+        // Equal loads: spread evenly-ish.
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[*selector
+                .select_by_load(&nodes, |_| true, |_| 1.0)
+                .expect("node")] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 700), "{counts:?}");
+        // One node out: the other two share.
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[*selector
+                .select_by_load(&nodes, |n| *n != 1, |_| 1.0)
+                .expect("node")] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        assert!(counts[0] > 50 && counts[2] > 50, "{counts:?}");
     }
 }

@@ -48,7 +48,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_registry::{Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry};
+use micro_registry::{
+    Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -75,15 +77,24 @@ pub struct ServerOptions {
     pub deregister_timeout: Duration,
 }
 
+impl ServerOptions {
+    /// Every interface, a random port.
+    pub const ADDRESS: &'static str = ":0";
+    pub const REGISTER_TTL: Duration = Duration::from_secs(60);
+    pub const REGISTER_INTERVAL: Duration = Duration::from_secs(30);
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+    pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            address: ":0".into(),
+            address: Self::ADDRESS.into(),
             advertise: None,
-            register_ttl: Duration::from_secs(60),
-            register_interval: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-            deregister_timeout: Duration::from_secs(5),
+            register_ttl: Self::REGISTER_TTL,
+            register_interval: Self::REGISTER_INTERVAL,
+            shutdown_grace: Self::SHUTDOWN_GRACE,
+            deregister_timeout: Self::DEREGISTER_TIMEOUT,
         }
     }
 }
@@ -108,6 +119,9 @@ pub enum ServerError {
     Signals(#[source] std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
+    /// The task serving calls panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Builds a [`Server`]. See the crate docs.
@@ -427,7 +441,7 @@ impl Server {
             return match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(ServerError::Serve(e)),
-                Err(join) => Err(ServerError::Options(format!("server task failed: {join}"))),
+                Err(join) => Err(ServerError::Task(join)),
             };
         }
 
@@ -438,7 +452,7 @@ impl Server {
                 Ok(())
             }
             Ok(Ok(Err(e))) => Err(ServerError::Serve(e)),
-            Ok(Err(join)) => Err(ServerError::Options(format!("server task failed: {join}"))),
+            Ok(Err(join)) => Err(ServerError::Task(join)),
             Err(_) => {
                 serving.0.abort();
                 tracing::warn!(
@@ -475,8 +489,6 @@ async fn keep_registered(
     options: ServerOptions,
     registered: tokio::sync::watch::Sender<bool>,
 ) {
-    const RETRY_MIN: Duration = Duration::from_millis(500);
-    const RETRY_MAX: Duration = Duration::from_secs(1);
     let ttl = RegisterOptions::with_ttl(options.register_ttl);
     let node_id = registration.nodes[0].id.clone();
     let name = registry.name().to_string();
@@ -489,7 +501,7 @@ async fn keep_registered(
     )));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut retry = RETRY_MIN;
+    let mut retry = Backoff::new(REGISTER_RETRY_MIN, REGISTER_RETRY_MAX);
     loop {
         let wait = match registry.register(&registration, ttl).await {
             Ok(()) => {
@@ -500,7 +512,7 @@ async fn keep_registered(
                         since.elapsed()
                     );
                 }
-                retry = RETRY_MIN;
+                retry.reset();
                 options.register_interval
             }
             Err(e) => {
@@ -512,9 +524,7 @@ async fn keep_registered(
                 } else {
                     tracing::debug!("Registry [{name}] register retry failed: {e}");
                 }
-                let wait = retry.min(options.register_interval);
-                retry = (retry * 2).min(RETRY_MAX);
-                wait
+                retry.next_delay().min(options.register_interval)
             }
         };
         tokio::select! {
@@ -526,40 +536,45 @@ async fn keep_registered(
     }
 }
 
-/// Signals `lost` when `node_id` is deleted from the registry, or when the
-/// watch fails (the registry may have lost everything); then watches again.
+/// A failed registration is tried again after 0.5 s, then every second.
+const REGISTER_RETRY_MIN: Duration = Duration::from_millis(500);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Signals `lost` when the registry no longer lists `node_id`: its node was
+/// deleted, a re-listing after a broken watch lacks it, or the registry
+/// cannot be asked (it may have lost everything). The registry
+/// [`Resolution`](micro_registry::Resolution) does the watching, listing and
+/// reconnecting.
 async fn watch_own_node(
     registry: SharedRegistry,
     service: String,
     node_id: String,
     lost: Arc<tokio::sync::Notify>,
 ) {
-    let mut pause = Duration::from_millis(500);
+    use micro_registry::{Resolution, ResolveOptions, Update};
+    let options = ResolveOptions {
+        // A listing is taken as it is: a node missing from it must register
+        // again now, not after a grace period.
+        grace: None,
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+        refresh: None,
+    };
+    let mut resolution = Resolution::service(registry, &service, options);
+    // The first listing races the first registration: no news either way.
+    let mut first = true;
     loop {
-        match registry
-            .watch(micro_registry::WatchOptions::service(&service))
-            .await
-        {
-            Ok(mut watcher) => {
-                pause = Duration::from_millis(500);
-                while let Some(event) = watcher.next().await {
-                    match event {
-                        Ok(event)
-                            if event.action == micro_registry::Action::Delete
-                                && event.service.nodes.iter().any(|n| n.id == node_id) =>
-                        {
-                            lost.notify_one();
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                lost.notify_one();
-            }
-            Err(_) => lost.notify_one(),
+        let missing = match resolution.next().await {
+            Update::Reset(_) if std::mem::take(&mut first) => false,
+            Update::Reset(services) => !services
+                .iter()
+                .any(|s| s.nodes.iter().any(|n| n.id == node_id)),
+            Update::Remove(removed) => removed.nodes.iter().any(|n| n.id == node_id),
+            Update::Add(_) => false,
+            Update::Unavailable(_) => true,
+        };
+        if missing {
+            lost.notify_one();
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -1,8 +1,10 @@
-//! Calls take turns across instances: a true round robin across calls.
+//! With `--selector=roundrobin`, calls take turns across instances: a true
+//! round robin across calls.
 
 use std::sync::Arc;
 
 use micro::registry::memory::MemoryRegistry;
+use micro::selector::Strategy;
 use micro::{Client, ClientOptions};
 use micro_testing::TestServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
@@ -14,7 +16,7 @@ async fn four_instances_share_100_calls_evenly() {
     let registry = Arc::new(MemoryRegistry::new());
     let servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 4);
 
-    let client = Client::new(registry.clone(), ClientOptions::default());
+    let client = Client::new(registry.clone(), round_robin());
     // TestServer::start returns once registered: the first lookup sees all.
     assert_eq!(client.nodes(SERVICE).await.len(), 4);
 
@@ -49,7 +51,7 @@ async fn four_instances_share_100_calls_evenly() {
 async fn clones_of_a_channel_share_the_rotation() {
     let registry = Arc::new(MemoryRegistry::new());
     let servers: Vec<TestServer> = TestServer::start_many(registry.clone(), SERVICE, 2);
-    let client = Client::new(registry.clone(), ClientOptions::default());
+    let client = Client::new(registry.clone(), round_robin());
     assert_eq!(client.nodes(SERVICE).await.len(), 2);
     // A fresh generated client per call, as handlers often do: still alternates.
     for i in 0..10 {
@@ -65,5 +67,12 @@ async fn clones_of_a_channel_share_the_rotation() {
     assert_eq!(counts, [5, 5]);
     for server in servers {
         server.stop();
+    }
+}
+
+fn round_robin() -> ClientOptions {
+    ClientOptions {
+        selector: Strategy::RoundRobin,
+        ..ClientOptions::default()
     }
 }

@@ -131,6 +131,20 @@ impl Process {
             .status();
     }
 
+    /// SIGSTOP: the process freezes (its sockets still accept connections).
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            Self::signal(child, "-STOP");
+        }
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            Self::signal(child, "-CONT");
+        }
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -19,6 +19,8 @@ async fn seed_topology_on_etcd() {
             "--registry=etcd",
             registry_address.as_str(),
             "--server_address=127.0.0.1:0",
+            // Round robin (not the default p2c) so that the spread is exact.
+            "--selector=roundrobin",
         ];
         let common = [
             "--registry=etcd",

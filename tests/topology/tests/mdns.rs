@@ -14,7 +14,8 @@ fn seed_topology_on_mdns() {
     let data = tempfile::tempdir().expect("tmp");
     // Default flags: mDNS, `:0`. The TTL flags only shorten this test's wait.
     let srv_flags: Vec<Vec<String>> = (0..3).map(|_| Vec::new()).collect();
-    let mut topology = Topology::start(&[], &srv_flags, data.path());
+    // Round robin (not the default p2c) so that the spread is exact.
+    let mut topology = Topology::start(&["--selector=roundrobin"], &srv_flags, data.path());
     let figures = topology.exercise();
     topology.stop();
     eprintln!(

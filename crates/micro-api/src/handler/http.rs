@@ -1,14 +1,18 @@
 //! The `http` handler: a reverse proxy to the HTTP service named by the
 //! first path part (`/foo/...` → `<namespace>.foo`; `/v1/foo/...` →
-//! `<namespace>.v1.foo`), round robin over its registered nodes.
+//! `<namespace>.v1.foo`), balanced over its registered nodes by the same
+//! node set, selector, health and load as the client's gRPC calls
+//! ([`NodeSet::pick_node`](micro_client::NodeSet::pick_node)).
 //!
 //! Only addresses of registered nodes are dialled, and only when they are a
 //! plain `host:port`. The request goes upstream with its original path and
 //! query; hop-by-hop headers are dropped both ways and `X-Forwarded-For`
 //! gains the peer. A node that refuses the connection is skipped for the
-//! next one (the request was not sent); any other failure is a 502.
+//! next one (the request was not sent). A node that does not answer within
+//! the attempt timeout, or whose connection breaks, is tried again elsewhere
+//! for GET and HEAD; otherwise that is a 504 or 502. Answers name the
+//! service, never the node: that is logged under the request id.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -21,7 +25,9 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{deadline, ensure_registered, read_body};
+use micro_client::{Pick, PickOutcome};
+
+use super::{deadline, ensure_registered, is_safe, read_body};
 use crate::Inner;
 use crate::convert::is_hop_by_hop;
 use crate::error::ApiError;
@@ -57,39 +63,39 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &service, deadline).await?;
 
-    let nodes = tokio::time::timeout_at(deadline, inner.client.nodes(&service))
+    let set = inner
+        .client
+        .node_set_ready(&service, deadline)
         .await
-        .map_err(|_| {
+        .ok_or_else(|| {
             ApiError::new(
                 504,
                 format!("service {service}: registry did not answer in time"),
             )
         })?;
-    let authorities: Vec<(String, http::uri::Authority)> = nodes
-        .iter()
-        .filter_map(|n| node_authority(&n.address).map(|a| (n.id.clone(), a)))
-        .collect();
-    if authorities.is_empty() {
-        return Err(ApiError::new(
-            503,
-            format!("service {service}: no nodes with a usable address"),
-        ));
-    }
-
     let path = parts
         .uri
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_string();
     let headers = forward_headers(&parts.headers, &parts.uri, remote);
-    let attempts = (1 + inner.client.options().retries as usize).min(authorities.len());
-    let start = inner.proxy_turn.fetch_add(1, Ordering::Relaxed);
-    let mut last_error = String::new();
+    let safe = is_safe(&parts.method);
+    let options = inner.client.options();
+    let attempts = 1 + options.retries as usize;
+    let mut tried: Vec<String> = Vec::new();
+    let mut last: Option<ApiError> = None;
     for attempt in 0..attempts {
-        let (node_id, authority) = &authorities[(start + attempt) % authorities.len()];
+        let Some(pick) = set.pick_node(&tried) else {
+            break;
+        };
+        tried.push(pick.node().id.clone());
+        let Some(authority) = node_authority(&pick.node().address) else {
+            // Not a plain host:port: never dialled.
+            continue;
+        };
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority.clone())
+            .authority(authority)
             .path_and_query(path.as_str())
             .build()
             .map_err(|e| ApiError::bad_request(format!("cannot forward {path}: {e}")))?;
@@ -98,34 +104,80 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         *upstream.uri_mut() = uri;
         *upstream.headers_mut() = headers.clone();
 
-        match tokio::time::timeout_at(deadline, inner.proxy.client.request(upstream)).await {
+        let now = tokio::time::Instant::now();
+        let more = attempt + 1 < attempts;
+        // As the client does: the attempt timeout leaves time for another
+        // node, and makes an unsafe request fail fast.
+        let bounded = !safe || (more && set.len() > tried.len());
+        let attempt_deadline = if bounded {
+            (now + options.attempt_timeout).min(deadline)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(attempt_deadline, inner.proxy.client.request(upstream)).await
+        {
             Err(_) => {
-                return Err(ApiError::new(
+                let request_id = pick_failed(&pick, &"no answer in time");
+                let out_of_time = attempt_deadline >= deadline;
+                pick.finish(PickOutcome::Timeout);
+                let error = ApiError::new(
                     504,
-                    format!("service {service}: node {node_id} did not answer in time"),
-                ));
+                    format!("service {service}: no answer in time (request id {request_id})"),
+                );
+                if out_of_time || !safe || !more {
+                    return Err(error);
+                }
+                last = Some(error);
             }
             Ok(Ok(response)) => {
+                pick.finish(
+                    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+                        PickOutcome::Unavailable
+                    } else {
+                        PickOutcome::Answered
+                    },
+                );
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 return Ok(Response::from_parts(head, Body::new(incoming)));
             }
             Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(service = %service, node = %node_id, "proxy connect failed: {e}");
-                last_error = format!("node {node_id}: {e}");
+                pick_failed(&pick, &e);
+                pick.finish(PickOutcome::ConnectFailed);
+                last = Some(ApiError::unavailable(format!(
+                    "service {service}: no node reachable"
+                )));
             }
             Ok(Err(e)) => {
-                return Err(ApiError::new(
+                let request_id = pick_failed(&pick, &e);
+                pick.finish(PickOutcome::ConnectionFailed);
+                let error = ApiError::new(
                     502,
-                    format!("service {service}: node {node_id}: {e}"),
-                ));
+                    format!("service {service}: the node failed (request id {request_id})"),
+                );
+                if !safe || !more {
+                    return Err(error);
+                }
+                last = Some(error);
             }
         }
     }
-    Err(ApiError::new(
-        503,
-        format!("service {service}: no node reachable ({last_error})"),
-    ))
+    Err(last.unwrap_or_else(|| {
+        ApiError::unavailable(format!("service {service}: no nodes with a usable address"))
+    }))
+}
+
+/// Logs a failed attempt with the node, under a new request id, returned for
+/// the answer (which does not name the node).
+fn pick_failed(pick: &Pick, error: &dyn std::fmt::Display) -> String {
+    let request_id = format!("{:016x}", fastrand::u64(..));
+    tracing::warn!(
+        request_id,
+        node = %pick.node().id,
+        address = %pick.node().address,
+        "proxy attempt failed: {error}"
+    );
+    request_id
 }
 
 /// `host:port` of a registered address, if it is exactly that.

@@ -81,20 +81,23 @@ pub(crate) fn call_timeout(inner: &Inner, deadline: Instant) -> Duration {
         .min(inner.client.options().request_timeout)
 }
 
-/// 404 unless `service` is registered.
+/// 404 unless `service` is registered; 503 if it was and has no live node.
 pub(crate) async fn ensure_registered(
     inner: &Inner,
     service: &str,
     deadline: Instant,
 ) -> Result<(), ApiError> {
+    use crate::catalog::Presence;
     let budget = deadline.saturating_duration_since(Instant::now());
-    if inner.catalog.contains(service, budget).await {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "service {service} not found in registry [{}]",
-            inner.client.registry().name()
-        )))
+    let registry = inner.client.registry().name();
+    match inner.catalog.presence(service, budget).await {
+        Presence::Live => Ok(()),
+        Presence::Gone => Err(ApiError::unavailable(format!(
+            "service {service}: no live node in registry [{registry}]"
+        ))),
+        Presence::Unknown => Err(ApiError::not_found(format!(
+            "service {service} not found in registry [{registry}]"
+        ))),
     }
 }
 

@@ -35,6 +35,20 @@ impl RunningGateway {
         Self::start_with_client(Client::new(registry, ClientOptions::default()), options).await
     }
 
+    /// A gateway whose client selects nodes in turn (tests that count calls
+    /// per node).
+    #[allow(dead_code)]
+    pub async fn start_round_robin(
+        registry: SharedRegistry,
+        options: ApiOptions,
+    ) -> RunningGateway {
+        let round_robin = ClientOptions {
+            selector: micro_client::Strategy::RoundRobin,
+            ..ClientOptions::default()
+        };
+        Self::start_with_client(Client::new(registry, round_robin), options).await
+    }
+
     pub async fn start_with_client(client: Client, options: ApiOptions) -> RunningGateway {
         let gateway = Gateway::new(client, options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,353 @@
+//! One node: its connection, its health and its load.
+//!
+//! Two ways out of the rotation, for two kinds of failure:
+//!
+//! - **Down** (the connection was refused or broke): the node is crashed or
+//!   gone. It stays out until a TCP probe connects to it (first after
+//!   `backoff_min`, then doubling up to `backoff_max` while it refuses), so a
+//!   crashed node costs each client one failed attempt.
+//! - **Ejected** (an outlier): it accepts connections but fails calls or does
+//!   not answer them — `eject_after` failures in a row (attempt timeouts,
+//!   `Unavailable`, connections lost mid-call). It is out for `ejection_min`,
+//!   twice as long the next time, up to `ejection_max`, then simply gets calls
+//!   again. Never more than half a node set is ejected at once
+//!   ([`NodeSet`](crate::NodeSet) checks), so ejection cannot empty a service.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use micro_registry::{Backoff, Node};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use crate::ClientOptions;
+use crate::load::Load;
+
+/// Where a node stands in the rotation, as one client sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// Gets calls.
+    Up,
+    /// Refused or dropped a connection; out until a probe connects.
+    Down,
+    /// Failed too many calls in a row; out for its ejection time.
+    Ejected,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 3] = [NodeState::Up, NodeState::Down, NodeState::Ejected];
+
+    /// `up`, `down` or `ejected` (metric label values).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+            NodeState::Ejected => "ejected",
+        }
+    }
+}
+
+/// One node and the connection to it.
+#[derive(Debug)]
+pub(crate) struct NodeEntry {
+    pub(crate) node: Node,
+    pub(crate) channel: Channel,
+    /// Shared by the copies of an entry (same node, same connection).
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    health: Mutex<Health>,
+    load: Load,
+    attempts: AtomicU64,
+    failures: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Health {
+    /// Period of the next connection probe.
+    probe: Backoff,
+    /// Out of the rotation until a connection probe succeeds.
+    down: bool,
+    /// A probe task is running for this node.
+    probing: bool,
+    /// Failed attempts in a row (reset by any answer that is not a failure).
+    consecutive: u32,
+    ejected_until: Option<Instant>,
+    /// Length of the next ejection.
+    ejection: Backoff,
+}
+
+impl NodeEntry {
+    pub(crate) fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
+        let channel = channel_for(&node.address, options)?;
+        Ok(NodeEntry {
+            node,
+            channel,
+            shared: Arc::new(Shared {
+                health: Mutex::new(Health {
+                    probe: Backoff::new(options.backoff_min, options.backoff_max),
+                    down: false,
+                    probing: false,
+                    consecutive: 0,
+                    ejected_until: None,
+                    ejection: Backoff::new(options.ejection_min, options.ejection_max),
+                }),
+                load: Load::default(),
+                attempts: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The same node and connection, with new metadata.
+    pub(crate) fn with_node(&self, node: Node) -> NodeEntry {
+        NodeEntry {
+            node,
+            channel: self.channel.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        lock(&self.shared.health)
+    }
+
+    pub(crate) fn load(&self) -> &Load {
+        &self.shared.load
+    }
+
+    pub(crate) fn state(&self) -> NodeState {
+        let health = self.health();
+        if health.down {
+            NodeState::Down
+        } else if health.ejected_until.is_some_and(|t| t > Instant::now()) {
+            NodeState::Ejected
+        } else {
+            NodeState::Up
+        }
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.state() == NodeState::Up
+    }
+
+    pub(crate) fn count_attempt(&self) {
+        self.shared.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> NodeStats {
+        let state = self.state();
+        NodeStats {
+            node: self.node.clone(),
+            attempts: self.shared.attempts.load(Ordering::Relaxed),
+            failures: self.shared.failures.load(Ordering::Relaxed),
+            backing_off: state == NodeState::Down,
+            state,
+            in_flight: self.shared.load.in_flight(),
+            rtt: self.shared.load.rtt(),
+        }
+    }
+
+    /// The connection to the node failed: out of the rotation until a probe
+    /// reaches it again.
+    pub(crate) fn mark_refused(&self, options: &ClientOptions) {
+        self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        let mut health = self.health();
+        // Calls in flight when the node failed all fail together: one
+        // outage, one probe (not one per call).
+        if health.down {
+            return;
+        }
+        health.down = true;
+        let period = health.probe.next_delay();
+        tracing::debug!(node = %self.node.id, address = %self.node.address, ?period, "node refused a connection; out of the rotation until it accepts one");
+        if !health.probing {
+            health.probing = true;
+            tokio::spawn(probe(
+                Arc::downgrade(&self.shared),
+                self.node.address.clone(),
+                period,
+                options.dial_timeout,
+            ));
+        }
+    }
+
+    /// The node answered (whatever the answer, short of a failure of the
+    /// node itself): back in the rotation, failures in a row forgotten.
+    pub(crate) fn mark_answered(&self) {
+        let mut health = self.health();
+        health.consecutive = 0;
+        if health.down {
+            health.down = false;
+            health.probe.reset();
+        }
+        // A node that has stayed in since its last ejection for as long as
+        // the longest ejection starts over at the shortest.
+        if health.ejection.failures() > 0
+            && health
+                .ejected_until
+                .is_some_and(|t| t + health.ejection.max() <= Instant::now())
+        {
+            health.ejection.reset();
+        }
+    }
+
+    /// The node failed an attempt (timeout, `Unavailable`, connection lost
+    /// mid-call). Returns whether that makes `eject_after` in a row.
+    pub(crate) fn mark_failed(&self, options: &ClientOptions) -> bool {
+        self.shared.failures.fetch_add(1, Ordering::Relaxed);
+        let mut health = self.health();
+        health.consecutive = health.consecutive.saturating_add(1);
+        options.eject_after > 0
+            && health.consecutive >= options.eject_after
+            && health.ejected_until.is_none_or(|t| t <= Instant::now())
+    }
+
+    /// Takes the node out for its next ejection time.
+    pub(crate) fn eject(&self) -> Duration {
+        let mut health = self.health();
+        let period = health.ejection.next_delay();
+        health.ejected_until = Some(Instant::now() + period);
+        health.consecutive = 0;
+        tracing::warn!(node = %self.node.id, address = %self.node.address, ?period, "node failed calls in a row; ejected");
+        period
+    }
+}
+
+/// What one client has seen of one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStats {
+    pub node: Node,
+    /// Calls (attempts) sent to the node.
+    pub attempts: u64,
+    /// Attempts that failed because of the node (connection, timeout,
+    /// `Unavailable`).
+    pub failures: u64,
+    /// Whether the node is down (it refused a connection and no probe has
+    /// reached it since).
+    pub backing_off: bool,
+    pub state: NodeState,
+    /// Attempts waiting for an answer now.
+    pub in_flight: u32,
+    /// The peak-EWMA latency estimate.
+    pub rtt: Duration,
+}
+
+fn lock(health: &Mutex<Health>) -> MutexGuard<'_, Health> {
+    health
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Tries to connect to a node that is down, every `period` (doubling), until
+/// it accepts a connection (it is back in the rotation), a call answered
+/// meanwhile, or the node left the set (nothing holds its state any more).
+async fn probe(
+    shared: Weak<Shared>,
+    address: String,
+    mut period: Duration,
+    dial_timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        if !lock(&strong.health).down {
+            lock(&strong.health).probing = false;
+            return;
+        }
+        drop(strong);
+        let reachable = matches!(
+            tokio::time::timeout(
+                dial_timeout,
+                tokio::net::TcpStream::connect(address.as_str())
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let mut health = lock(&strong.health);
+        if reachable || !health.down {
+            tracing::debug!(%address, "node accepts connections again; back in the rotation");
+            health.down = false;
+            health.probing = false;
+            return;
+        }
+        period = health.probe.next_delay();
+    }
+}
+
+/// Checks a registered address and makes a lazily connecting channel for it.
+/// Only addresses of registered nodes are ever dialled.
+pub(crate) fn channel_for(address: &str, options: &ClientOptions) -> Result<Channel, String> {
+    let uri: http::Uri = format!("http://{address}")
+        .parse()
+        .map_err(|e| format!("bad node address {address:?}: {e}"))?;
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let port_ok = uri.port_u16().is_some_and(|p| p != 0);
+    if !host_ok || !port_ok || uri.path() != "/" {
+        return Err(format!(
+            "bad node address {address:?}: expected host:port with a non-zero port"
+        ));
+    }
+    let endpoint = TonicEndpoint::from(uri)
+        .connect_timeout(options.dial_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    Ok(endpoint.connect_lazy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            eject_after: 3,
+            ejection_min: Duration::from_secs(10),
+            ejection_max: Duration::from_secs(40),
+            ..ClientOptions::default()
+        }
+    }
+
+    fn entry(options: &ClientOptions) -> NodeEntry {
+        NodeEntry::new(Node::new("n", "127.0.0.1:9"), options).expect("entry")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_a_row_eject_for_a_growing_time() {
+        let options = options();
+        let node = entry(&options);
+        assert!(!node.mark_failed(&options));
+        node.mark_answered();
+        assert!(!node.mark_failed(&options));
+        assert!(!node.mark_failed(&options), "an answer broke the run");
+        assert!(node.mark_failed(&options));
+        assert_eq!(node.eject(), Duration::from_secs(10));
+        assert_eq!(node.state(), NodeState::Ejected);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(node.state(), NodeState::Up);
+        for _ in 0..2 {
+            node.mark_failed(&options);
+        }
+        assert!(node.mark_failed(&options));
+        assert_eq!(node.eject(), Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        for _ in 0..3 {
+            node.mark_failed(&options);
+        }
+        assert_eq!(node.eject(), Duration::from_secs(40));
+        assert_eq!(node.eject(), Duration::from_secs(40), "bounded");
+        // In for as long as the longest ejection: the next one is short.
+        tokio::time::advance(Duration::from_secs(80)).await;
+        node.mark_answered();
+        assert_eq!(node.eject(), Duration::from_secs(10));
+    }
+}

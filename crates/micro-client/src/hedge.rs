@@ -1,0 +1,74 @@
+//! Hedging: for an idempotent call, when the first attempt has not answered
+//! after `hedge_after`, the same request goes to a second node too and the
+//! first answer wins (the other attempt is cancelled). The second request
+//! takes from the retry budget like a retry, so hedges cannot pile load on a
+//! slow service either.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::body::Body;
+
+use crate::attempt::{self, Outcome};
+use crate::endpoint::NodeEntry;
+use crate::resolve::NodeSet;
+
+/// Whether an outcome ends the race (rather than waiting for the other one).
+fn settles(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Answered { status, .. } => status.is_none(),
+        Outcome::Deadline => true,
+        Outcome::Failed { .. } => false,
+    }
+}
+
+/// Runs `request` on `first`, hedged by `spare` on another node after
+/// `after`. Returns the outcome to judge and the node it came from; a node
+/// that lost the race after failing is added to `tried`.
+pub(crate) async fn run(
+    set: &NodeSet,
+    first: Arc<NodeEntry>,
+    request: http::Request<Body>,
+    spare: http::Request<Body>,
+    after: Duration,
+    deadline: Instant,
+    tried: &mut Vec<Arc<NodeEntry>>,
+) -> (Outcome, Arc<NodeEntry>) {
+    let first_node = first.clone();
+    let primary = attempt::run(set, &first_node, request, deadline, true);
+    tokio::pin!(primary);
+    tokio::select! {
+        biased;
+        outcome = &mut primary => return (outcome, first),
+        () = tokio::time::sleep(after) => {}
+    }
+    let mut exclude = tried.clone();
+    exclude.push(first.clone());
+    let Some(second) = set.pick(&exclude).filter(|e| !Arc::ptr_eq(e, &first)) else {
+        return (primary.await, first);
+    };
+    if !set.budget.withdraw() {
+        return (primary.await, first);
+    }
+    tracing::debug!(service = %set.service(), node = %first.node.id, hedge = %second.node.id, "first attempt slow; hedging");
+    let second_node = second.clone();
+    let backup = attempt::run(set, &second_node, spare, deadline, false);
+    tokio::pin!(backup);
+    tokio::select! {
+        outcome = &mut primary => {
+            if settles(&outcome) {
+                return (outcome, first);
+            }
+            tried.push(first);
+            (backup.await, second)
+        }
+        outcome = &mut backup => {
+            if settles(&outcome) {
+                return (outcome, second);
+            }
+            tried.push(second);
+            (primary.await, first)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The telemetry hook: a [`CallObserver`] given to
+//! [`Client::with_observer`](crate::Client::with_observer) sees every call
+//! through the client's channels, outermost, before anything else runs and
+//! after everything is done.
+//!
+//! It is where metrics (`micro_client_requests_total{service,endpoint,code}`,
+//! `micro_client_attempts_total{service,outcome}`) and trace context
+//! propagation (a W3C `traceparent` header) plug in, without the client
+//! depending on a metrics or tracing crate. Node counts per state
+//! (`micro_client_nodes{service,state}`) come from
+//! [`Client::node_states`](crate::Client::node_states).
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use micro_client::{AttemptResult, CallObserver, ClientError};
+//!
+//! #[derive(Debug, Default)]
+//! struct Counts { calls: AtomicU64, failed_attempts: AtomicU64 }
+//!
+//! impl CallObserver for Counts {
+//!     fn on_attempt(&self, _service: &str, result: AttemptResult) {
+//!         if result != AttemptResult::Answered {
+//!             self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+//!         }
+//!     }
+//!     fn on_call(&self, _service: &str, _path: &str,
+//!                _result: Result<&http::Response<tonic::body::Body>, &ClientError>) {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+
+use http::HeaderMap;
+use tonic::body::Body;
+
+use crate::attempt::Outcome;
+use crate::error::{ClientError, NodeFailure};
+
+/// How one attempt ended, as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttemptResult {
+    /// The node answered (with a success or an error status other than
+    /// `Unavailable`).
+    Answered,
+    /// The node answered `Unavailable`.
+    Unavailable,
+    /// No connection to the node.
+    ConnectFailed,
+    /// The connection broke during the attempt.
+    ConnectionFailed,
+    /// No answer within the attempt timeout.
+    Timeout,
+    /// The call's deadline passed during the attempt.
+    Deadline,
+}
+
+impl AttemptResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptResult::Answered => "answered",
+            AttemptResult::Unavailable => "unavailable",
+            AttemptResult::ConnectFailed => "connect_failed",
+            AttemptResult::ConnectionFailed => "connection_failed",
+            AttemptResult::Timeout => "timeout",
+            AttemptResult::Deadline => "deadline",
+        }
+    }
+
+    pub(crate) fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Answered { status, .. } if *status == Some(tonic::Code::Unavailable) => {
+                AttemptResult::Unavailable
+            }
+            Outcome::Answered { .. } => AttemptResult::Answered,
+            Outcome::Failed { failure, .. } => match failure {
+                NodeFailure::Connect(_) => AttemptResult::ConnectFailed,
+                NodeFailure::Connection(_) => AttemptResult::ConnectionFailed,
+                NodeFailure::Timeout(_) => AttemptResult::Timeout,
+            },
+            Outcome::Deadline => AttemptResult::Deadline,
+        }
+    }
+}
+
+impl fmt::Display for AttemptResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Watches calls; every method has a default that does nothing.
+pub trait CallObserver: Send + Sync + fmt::Debug + 'static {
+    /// Before the call: add headers (trace context) to the request.
+    fn on_request(&self, service: &str, headers: &mut HeaderMap) {
+        let _ = (service, headers);
+    }
+
+    /// After each attempt.
+    fn on_attempt(&self, service: &str, result: AttemptResult) {
+        let _ = (service, result);
+    }
+
+    /// After the call: the response (whose gRPC status may be in its headers
+    /// or, for a streamed answer, in its trailers) or the client's error.
+    /// `path` is `/package.Service/Method`.
+    fn on_call(
+        &self,
+        service: &str,
+        path: &str,
+        result: Result<&http::Response<Body>, &ClientError>,
+    ) {
+        let _ = (service, path, result);
+    }
+}

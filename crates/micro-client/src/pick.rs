@@ -1,0 +1,103 @@
+//! The balancer, for calls that are not gRPC: the gateway's HTTP proxy asks
+//! a [`NodeSet`] for a node ([`NodeSet::pick_node`]) and reports how the
+//! attempt went ([`Pick::finish`]), so its calls share the selector, the
+//! health (down, ejected) and the load of the client's gRPC calls.
+
+use std::fmt;
+use std::sync::Arc;
+
+use micro_registry::Node;
+use tokio::time::Instant;
+
+use crate::endpoint::NodeEntry;
+use crate::resolve::NodeSet;
+
+/// How an attempt on a [`Pick`]ed node went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PickOutcome {
+    /// The node answered.
+    Answered,
+    /// The node answered that it cannot serve now (a 503, `Unavailable`).
+    Unavailable,
+    /// No connection to the node: it is down until a probe reaches it.
+    ConnectFailed,
+    /// The connection broke during the attempt.
+    ConnectionFailed,
+    /// No answer in time.
+    Timeout,
+}
+
+/// A node chosen for one attempt; counts as in flight until finished or
+/// dropped.
+pub struct Pick {
+    set: Arc<NodeSet>,
+    entry: Arc<NodeEntry>,
+    started: Instant,
+    finished: bool,
+}
+
+impl fmt::Debug for Pick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pick")
+            .field("service", &self.set.service())
+            .field("node", &self.entry.node.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeSet {
+    /// A node for the next attempt, skipping the ids in `tried`; `None` when
+    /// the set has no other node.
+    pub fn pick_node(self: &Arc<Self>, tried: &[String]) -> Option<Pick> {
+        let entries = self.entries();
+        let tried: Vec<Arc<NodeEntry>> = entries
+            .iter()
+            .filter(|e| tried.iter().any(|id| *id == e.node.id))
+            .cloned()
+            .collect();
+        let entry = self.pick(&tried)?;
+        entry.count_attempt();
+        entry.load().enter();
+        Some(Pick {
+            set: self.clone(),
+            entry,
+            started: Instant::now(),
+            finished: false,
+        })
+    }
+}
+
+impl Pick {
+    pub fn node(&self) -> &Node {
+        &self.entry.node
+    }
+
+    /// Reports the attempt to the node's health and load.
+    pub fn finish(mut self, outcome: PickOutcome) {
+        self.finished = true;
+        let failed = outcome != PickOutcome::Answered;
+        self.entry
+            .load()
+            .exit(Some((self.started.elapsed(), failed)));
+        let options = self.set.options();
+        match outcome {
+            PickOutcome::Answered => self.entry.mark_answered(),
+            PickOutcome::ConnectFailed | PickOutcome::ConnectionFailed => {
+                self.entry.mark_refused(options)
+            }
+            PickOutcome::Unavailable | PickOutcome::Timeout => {
+                if self.entry.mark_failed(options) {
+                    self.set.try_eject(&self.entry);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.entry.load().exit(None);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The frozen-instance scenario of issue 12: `micro api` → user-api → 3 ×
+//! user-srv on etcd, eight callers GETting through the gateway, one user-srv
+//! frozen (SIGSTOP) for 10 s. It accepts connections and never answers; the
+//! client's attempt timeout moves each stuck call to another instance, so no
+//! idempotent request fails. Timing is only bounded generously (a slow
+//! machine must pass).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use micro_registry_etcd::testing::EtcdCluster;
+use topology_tests::{Topology, curl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_fails_no_idempotent_request() {
+    let cluster = EtcdCluster::start(1).await.expect("etcd");
+    let address = format!("--registry_address={}", cluster.addresses());
+    let data = tempfile::tempdir().expect("tmp");
+
+    let (failed, served, slowest) = tokio::task::spawn_blocking(move || {
+        let shared = [
+            "--registry=etcd",
+            address.as_str(),
+            "--server_address=127.0.0.1:0",
+        ];
+        let srv_flags: Vec<Vec<String>> = (0..3)
+            .map(|_| {
+                [
+                    "--registry=etcd",
+                    address.as_str(),
+                    "--server_address=127.0.0.1:0",
+                    "--register_ttl=30",
+                    "--register_interval=10",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            })
+            .collect();
+        let mut topology = Topology::start(&shared, &srv_flags, data.path());
+        let figures = topology.exercise_frozen();
+        topology.stop();
+        figures
+    })
+    .await
+    .expect("topology");
+    eprintln!(
+        "frozen instance: {served} GETs by 8 callers while 1 of 3 user-srv was frozen 10 s: \
+         {} failed, slowest {slowest:?}",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(served >= 8, "only {served} requests answered");
+    drop(cluster);
+}
+
+trait Frozen {
+    /// (failed requests, answered requests, slowest answer).
+    fn exercise_frozen(&mut self) -> (Vec<String>, usize, Duration);
+}
+
+impl Frozen for Topology {
+    fn exercise_frozen(&mut self) -> (Vec<String>, usize, Duration) {
+        let base = self.base.clone();
+        let hello = format!("{base}/user/say/hello?name=huohuo");
+        // The chain answers, and the user exists.
+        topology_tests::eventually(
+            "gateway → user-api → user-srv",
+            Duration::from_secs(60),
+            || {
+                let reply = curl(
+                    &format!("{base}/user/account/register"),
+                    Some(r#"{"username":"huohuo","password":"correct horse battery"}"#),
+                );
+                (reply.status == 201 || reply.status == 409).then_some(())
+            },
+        );
+        topology_tests::eventually("hello answers", Duration::from_secs(30), || {
+            (curl(&hello, None).status == 200).then_some(())
+        });
+        // Every instance takes calls before the freeze.
+        let calls = |t: &Topology| -> Vec<usize> {
+            t.srvs
+                .iter()
+                .map(|s| s.count("User.QueryUserByName"))
+                .collect()
+        };
+        let start = calls(self);
+        topology_tests::eventually("every user-srv reached", Duration::from_secs(30), || {
+            let _ = curl(&hello, None);
+            calls(self)
+                .iter()
+                .zip(&start)
+                .all(|(n, s)| n > s)
+                .then_some(())
+        });
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                let hello = hello.clone();
+                std::thread::spawn(move || {
+                    let mut failed = Vec::new();
+                    let mut served = 0;
+                    let mut slowest = Duration::ZERO;
+                    // Bounded: the flag ends it, or 10 000 requests.
+                    for _ in 0..10_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let sent = Instant::now();
+                        let reply = curl(&hello, None);
+                        slowest = slowest.max(sent.elapsed());
+                        if reply.status == 200 {
+                            served += 1;
+                        } else {
+                            failed.push(format!("{} {}", reply.status, reply.body));
+                        }
+                    }
+                    (failed, served, slowest)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        self.srvs[0].freeze();
+        std::thread::sleep(Duration::from_secs(10));
+        self.srvs[0].thaw();
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        let mut failed = Vec::new();
+        let mut served = 0;
+        let mut slowest = Duration::ZERO;
+        for caller in callers {
+            let (f, s, w) = caller.join().expect("caller");
+            failed.extend(f);
+            served += s;
+            slowest = slowest.max(w);
+        }
+        // The gateway's answers never name a node.
+        for failure in &failed {
+            assert!(!failure.contains("127.0.0.1"), "{failure}");
+        }
+        (failed, served, slowest)
+    }
+}
