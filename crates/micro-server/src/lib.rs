@@ -14,7 +14,10 @@
 //!
 //! It also serves gRPC server reflection from the descriptors (so gateways and
 //! tools like `grpcurl` can call any method without generated code), and
-//! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`.
+//! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`,
+//! and go-micro's codecs: every unary method takes `application/grpc+json`
+//! as well as protobuf, transcoded through the same descriptors (see
+//! [`SUPPORTED_CONTENT_TYPES`]).
 //!
 //! ```no_run
 //! # async fn demo(greeter: impl tonic::server::NamedService + Clone + Send + Sync + 'static
@@ -37,6 +40,7 @@
 //! ```
 
 mod address;
+mod codecs;
 mod endpoints;
 mod paths;
 
@@ -56,7 +60,10 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
+use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
+
+pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
@@ -294,6 +301,7 @@ impl ServerBuilder {
             local_addr,
             routes: routes.routes(),
             paths: HandlerPaths::new(by_handler),
+            codecs: Codecs::new(&pool, &self.services),
         })
     }
 }
@@ -308,6 +316,7 @@ pub struct Server {
     local_addr: SocketAddr,
     routes: tonic::service::Routes,
     paths: HandlerPaths,
+    codecs: Codecs,
 }
 
 impl fmt::Debug for Server {
@@ -375,12 +384,14 @@ impl Server {
             local_addr: _,
             routes,
             paths,
+            codecs,
         } = self;
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
             .layer(paths)
+            .layer(codecs)
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
             });
