@@ -510,9 +510,12 @@ pub fn parse_metadata(pairs: &[String]) -> Result<tonic::metadata::MetadataMap, 
             .ok_or_else(|| {
                 CliError::Usage(format!("--metadata {key:?} is not a usable metadata key"))
             })?;
-        let value = AsciiMetadataValue::try_from(value).map_err(|_| {
-            CliError::Usage(format!("--metadata {key}: the value must be visible ASCII"))
-        })?;
+        let value = Some(value)
+            .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            .and_then(|v| AsciiMetadataValue::try_from(v).ok())
+            .ok_or_else(|| {
+                CliError::Usage(format!("--metadata {key}: the value must be visible ASCII"))
+            })?;
         metadata.append(name, value);
     }
     Ok(metadata)

@@ -208,3 +208,108 @@ fn typed_value(kind: &Kind, value: &str) -> Value {
         _ => Value::String(value.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_reflect::DescriptorPool;
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto, FileDescriptorSet,
+    };
+
+    fn field(name: &str, number: i32, kind: Type, type_name: Option<&str>) -> FieldDescriptorProto {
+        FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            r#type: Some(kind as i32),
+            type_name: type_name.map(Into::into),
+            label: Some(Label::Optional as i32),
+            ..Default::default()
+        }
+    }
+
+    /// `message User { int64 user_id = 1; string display_name = 2; Role role = 3; uint64 created_time = 4; bool active = 5; }`
+    fn user() -> MessageDescriptor {
+        let file = FileDescriptorProto {
+            name: Some("u.proto".into()),
+            package: Some("u".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("User".into()),
+                field: vec![
+                    field("user_id", 1, Type::Int64, None),
+                    field("display_name", 2, Type::String, None),
+                    field("role", 3, Type::Enum, Some(".u.Role")),
+                    field("created_time", 4, Type::Uint64, None),
+                    field("active", 5, Type::Bool, None),
+                ],
+                ..Default::default()
+            }],
+            enum_type: vec![EnumDescriptorProto {
+                name: Some("Role".into()),
+                value: ["GUEST", "ADMIN"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| EnumValueDescriptorProto {
+                        name: Some((*n).into()),
+                        number: Some(i as i32),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        DescriptorPool::from_file_descriptor_set(FileDescriptorSet { file: vec![file] })
+            .expect("pool")
+            .get_message_by_name("u.User")
+            .expect("User")
+    }
+
+    #[test]
+    fn go_micro_form_is_jsonpb_with_orig_names() {
+        let message = json_to_message(
+            user(),
+            br#"{"userId": 42, "display_name": "huo", "role": "ADMIN", "createdTime": "7"}"#,
+        )
+        .expect("JSON and proto names both accepted");
+        let go = message_to_json_in(&message, JsonForm::GoMicro).expect("JSON");
+        assert_eq!(
+            String::from_utf8(go).expect("UTF-8"),
+            r#"{"user_id":"42","display_name":"huo","role":"ADMIN","created_time":"7"}"#
+        );
+        let canonical = message_to_json(&message).expect("JSON");
+        assert_eq!(
+            String::from_utf8(canonical).expect("UTF-8"),
+            r#"{"userId":"42","displayName":"huo","role":"ADMIN","createdTime":"7"}"#
+        );
+        // Defaults are left out, as jsonpb without EmitDefaults does.
+        let empty = json_to_message(user(), br#"{"role": 0, "active": false}"#).expect("JSON");
+        assert_eq!(
+            message_to_json_in(&empty, JsonForm::GoMicro).expect("JSON"),
+            b"{}"
+        );
+    }
+
+    #[test]
+    fn protobuf_and_json_round_trip() {
+        let protobuf =
+            json_to_protobuf(user(), br#"{"user_id": "-5", "role": 1}"#).expect("encode");
+        let json = protobuf_to_json(user(), &protobuf, JsonForm::GoMicro).expect("decode");
+        assert_eq!(json, br#"{"user_id":"-5","role":"ADMIN"}"#);
+        let err = protobuf_to_json(user(), b"\xff", JsonForm::GoMicro).expect_err("bad bytes");
+        assert_eq!(err.kind(), crate::ErrorKind::BadReply);
+        let err = json_to_protobuf(user(), br#"{"nope": 1}"#).expect_err("unknown field");
+        assert_eq!(err.kind(), crate::ErrorKind::BadInput);
+        assert!(err.detail().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn untyped_queries_are_strings() {
+        let json = query_to_untyped_json("a=1&b.c=x&a=2").expect("query");
+        assert_eq!(json, serde_json::json!({"a": "1", "b": {"c": "x"}}));
+        assert!(query_to_untyped_json("a..b=1").is_err());
+    }
+}

@@ -127,6 +127,7 @@ pub struct ServerBuilder {
     routes: RoutesBuilder,
     services: Vec<&'static str>,
     descriptors: Vec<Vec<u8>>,
+    reflection: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -168,6 +169,15 @@ impl ServerBuilder {
     /// source of registered endpoints and of gRPC reflection.
     pub fn file_descriptor_set(mut self, encoded: &[u8]) -> Self {
         self.descriptors.push(encoded.to_vec());
+        self
+    }
+
+    /// Whether to serve gRPC reflection from the descriptors (default yes).
+    /// Without it, JSON callers (`micro call`, the rpc handler) reach the
+    /// service as they reach a go-micro one: with `application/grpc+json`,
+    /// which it still accepts.
+    pub fn reflection(mut self, serve: bool) -> Self {
+        self.reflection = serve;
         self
     }
 
@@ -225,7 +235,7 @@ impl ServerBuilder {
         }
 
         let mut routes = self.routes;
-        if !self.descriptors.is_empty() {
+        if self.reflection && !self.descriptors.is_empty() {
             let mut v1 = tonic_reflection::server::Builder::configure();
             let mut v1alpha = tonic_reflection::server::Builder::configure();
             for set in &self.descriptors {
@@ -342,6 +352,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             services: Vec::new(),
             descriptors: Vec::new(),
+            reflection: true,
         }
     }
 
