@@ -10,6 +10,12 @@
 //! `go.api` carries strings, so a body that is not UTF-8 reaches the service
 //! with invalid sequences replaced by U+FFFD.
 //!
+//! For a GET without a `Content-Type`, the header gets go-micro's
+//! `Content-Type: text/plain; charset=UTF-8`.
+//!
+//! The HTTP request headers also travel as gRPC metadata ([`to_metadata`]),
+//! for the api and rpc handlers alike, as go-micro's did.
+//!
 //! The reply: `statusCode` 0 means 200; its headers are set (hop-by-hop ones
 //! and invalid ones are dropped); `Content-Type` defaults to `application/json`.
 
@@ -23,6 +29,59 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
 
 use crate::error::ApiError;
+
+/// What go-micro's api handler puts in `Content-Type` for a GET without one.
+pub const GET_CONTENT_TYPE: &str = "text/plain; charset=UTF-8";
+
+/// The gRPC metadata a call made for an HTTP request carries: every request
+/// header, as go-micro's `ctx.FromRequest` copied them (several values of one
+/// name joined with `,`), minus what describes the HTTP exchange rather than
+/// the request — hop-by-hop headers (and any the `Connection` header names),
+/// `Content-Length` (go-micro#1079: the gRPC body has another length, and an
+/// HTTP/2 server that checks resets the stream), `Host`, `Content-Type`,
+/// `User-Agent`, `grpc-*` (gRPC's own) — and any name or value that is not
+/// valid ASCII metadata (`-bin` keys included).
+pub fn to_metadata(headers: &HeaderMap) -> tonic::metadata::MetadataMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for name in headers.keys() {
+        let key = name.as_str();
+        if is_hop_by_hop(name)
+            || named.iter().any(|n| n == key)
+            || matches!(
+                *name,
+                header::CONTENT_LENGTH | header::HOST | header::CONTENT_TYPE | header::USER_AGENT
+            )
+            || key.starts_with("grpc-")
+            || key.starts_with(':')
+            || key.ends_with("-bin")
+        {
+            continue;
+        }
+        let mut joined: Vec<u8> = Vec::new();
+        for value in headers.get_all(name) {
+            if !joined.is_empty() {
+                joined.push(b',');
+            }
+            joined.extend_from_slice(value.as_bytes());
+        }
+        // Metadata values are visible ASCII; anything else is dropped.
+        let Ok(value) = HeaderValue::from_bytes(&joined) else {
+            continue;
+        };
+        if value.to_str().is_err() {
+            continue;
+        }
+        out.insert(name.clone(), value);
+    }
+    tonic::metadata::MetadataMap::from_headers(out)
+}
 
 /// The `go.api.Request` for an HTTP request.
 pub fn to_api_request(
@@ -63,6 +122,12 @@ pub fn to_api_request(
         request
             .header
             .insert(key.clone(), Pair::new(key, vec![value]));
+    }
+    if parts.method == Method::GET && !parts.headers.contains_key(header::CONTENT_TYPE) {
+        request.header.insert(
+            "Content-Type".into(),
+            Pair::new("Content-Type", vec![GET_CONTENT_TYPE.to_string()]),
+        );
     }
     let host = parts
         .headers
@@ -207,5 +272,42 @@ mod tests {
         assert_eq!(canonical_header("content-type"), "Content-Type");
         assert_eq!(canonical_header("x-forwarded-for"), "X-Forwarded-For");
         assert_eq!(canonical_header("host"), "Host");
+    }
+
+    #[test]
+    fn metadata_is_the_request_headers_minus_the_exchange() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer abc"),
+            ("x-request-id", "r1"),
+            ("accept", "text/html"),
+            ("accept", "application/json"),
+            ("content-length", "42"),
+            ("content-type", "application/json"),
+            ("host", "gw:8080"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "hop"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("grpc-timeout", "1S"),
+            ("user-agent", "curl"),
+            ("x-blob-bin", "AAAA"),
+            ("x-latin", ""),
+        ] {
+            let value = if name == "x-latin" {
+                HeaderValue::from_bytes(b"caf\xe9").expect("obs-text value")
+            } else {
+                HeaderValue::from_static(value)
+            };
+            headers.append(HeaderName::from_static(name), value);
+        }
+        let metadata = to_metadata(&headers).into_headers();
+        let mut names: Vec<&str> = metadata.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "authorization", "x-request-id"]);
+        assert_eq!(metadata["authorization"], "Bearer abc");
+        assert_eq!(metadata["accept"], "text/html,application/json");
     }
 }

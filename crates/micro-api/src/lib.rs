@@ -14,7 +14,10 @@
 //! - `api` handler: the HTTP request as a `go.api.Request`, the service's
 //!   `go.api.Response` as the HTTP response ([`convert`]).
 //! - `rpc` handler: JSON ↔ the endpoint's own messages, for any toolkit service,
-//!   with schemas from gRPC server reflection ([`dynamic`]).
+//!   with schemas from gRPC server reflection, or as `application/grpc+json`
+//!   for a service without (go-micro's); see [`dynamic`] and `micro-json`.
+//!   Both handlers forward the request headers as gRPC metadata
+//!   ([`convert::to_metadata`]).
 //! - `http` handler: a reverse proxy to a registered HTTP service, dialling
 //!   registered node addresses only.
 //!

@@ -114,6 +114,15 @@ async fn the_http_request_becomes_a_go_api_request() {
         seen.first_header("X-Forwarded-For"),
         Some("10.0.0.1, 127.0.0.1")
     );
+    // The headers also travel as gRPC metadata, as go-micro's api handler
+    // sent them; never the HTTP Content-Length (go-micro#1079: the gRPC body
+    // has its own, which the client sets) or Host.
+    let metadata = api.last_metadata().expect("metadata").into_headers();
+    assert_eq!(metadata["x-custom"], "a");
+    assert_eq!(metadata["x-forwarded-for"], "10.0.0.1");
+    assert_ne!(metadata["content-length"], "17", "{metadata:?}");
+    assert!(metadata.get("host").is_none(), "{metadata:?}");
+    assert_eq!(metadata["content-type"], "application/grpc");
 
     // Any other body is passed as is.
     let request = Request::put(gateway.url("/test/say/hello?name=body"))
@@ -127,6 +136,17 @@ async fn the_http_request_becomes_a_go_api_request() {
     assert_eq!(seen.body, r#"{"name":"json"}"#);
     assert!(seen.post.is_empty());
     assert_eq!(seen.first_header("X-Forwarded-For"), Some("127.0.0.1"));
+
+    // A GET without a Content-Type gets go-micro's.
+    let reply = get(&http, &gateway.url("/test/say/hello?name=get"))
+        .await
+        .expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = api.last_request().expect("request");
+    assert_eq!(
+        seen.first_header("Content-Type"),
+        Some("text/plain; charset=UTF-8")
+    );
     gateway.stop().await;
     server.stop();
 }

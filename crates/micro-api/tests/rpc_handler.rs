@@ -189,3 +189,78 @@ async fn requests_spread_round_robin_and_survive_a_crash() {
         server.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_reflection_gets_json_and_headers_as_metadata() {
+    let registry = Arc::new(MemoryRegistry::new());
+    // As a go-micro service: no reflection, JSON accepted.
+    let greeter = TestGreeter::new("no-reflection");
+    let handler = greeter.clone();
+    let server = micro_testing::Crashable::start(
+        registry.clone(),
+        SERVICE,
+        loopback_options(),
+        move |builder| {
+            builder
+                .reflection(false)
+                .file_descriptor_set(micro_testing::FILE_DESCRIPTOR_SET)
+                .add_service(micro_testing::greeter::greeter_server::GreeterServer::new(
+                    handler,
+                ))
+        },
+    );
+    let gateway = RunningGateway::start(registry.clone(), rpc_options()).await;
+    let http = http_client();
+
+    let request = Request::post(gateway.url("/greeter/greeter/hello"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer t0ken")
+        .header("x-request-id", "r-1")
+        .header("connection", "keep-alive")
+        .body(Full::new(Bytes::from_static(br#"{"name": "huohuo"}"#)))
+        .expect("request");
+    let reply = send(&http, request).await.expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(reply.text(), r#"{"msg":"Hello huohuo from no-reflection"}"#);
+    let metadata = greeter.last_metadata().expect("metadata").into_headers();
+    assert_eq!(metadata["authorization"], "Bearer t0ken");
+    assert_eq!(metadata["x-request-id"], "r-1");
+    assert_eq!(metadata["content-type"], "application/grpc");
+    for absent in ["host", "connection"] {
+        assert!(metadata.get(absent).is_none(), "{absent} in {metadata:?}");
+    }
+    // The HTTP body's length (18) is not the gRPC body's.
+    assert!(
+        metadata
+            .get("content-length")
+            .is_none_or(|length| length != "18"),
+        "{metadata:?}"
+    );
+
+    // GET: the query string as JSON strings.
+    let reply = get(&http, &gateway.url("/greeter/greeter/hello?name=q"))
+        .await
+        .expect("answer");
+    assert_eq!(reply.text(), r#"{"msg":"Hello q from no-reflection"}"#);
+
+    // Bad JSON is the gateway's 400; the service's errors pass through.
+    let reply = send(&http, post(&gateway.url("/greeter/greeter/hello"), "{nope"))
+        .await
+        .expect("answer");
+    assert_micro_error(&reply, 400);
+    let reply = send(
+        &http,
+        post(&gateway.url("/greeter/greeter/hello"), r#"{"nmae": "x"}"#),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("nmae"), "{}", reply.text());
+
+    // "No reflection" is remembered: one cache entry, no schema.
+    assert_eq!(gateway.gateway.dynamic().schemas().len(), 1);
+    assert_eq!(greeter.hits(), 2);
+    gateway.stop().await;
+    server.stop();
+}

@@ -5,7 +5,14 @@
 //! micro [...] list services
 //! micro [...] get service go.micro.srv.greeter
 //! micro [...] call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
+//! micro [...] call --metadata authorization='Bearer t' --address 10.0.0.5:50051 --output text \
+//!     go.micro.srv.user User.ChangePassword '{...}'
 //! ```
+//!
+//! `micro call` works with any service: one serving gRPC reflection (every
+//! toolkit service) is called with protobuf built from its schema; one that
+//! serves none (go-micro v2) gets the JSON itself as `application/grpc+json`,
+//! as go-micro's own `micro call` sends it.
 //!
 //! The shared flags (`--registry`, `--registry_address`, `--client_*`, ...)
 //! come before the subcommand. Each subcommand is a function here that
@@ -21,7 +28,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use micro::config::MicroArgs;
 use micro::{Client, Registry};
-use micro_api::{ApiOptions, CallOptions, DynamicClient, Gateway, HandlerKind, JsonInput};
+use micro_api::{ApiOptions, Gateway, HandlerKind};
+use micro_json::{CallOptions, DynamicClient, JsonInput};
 use micro_registry::{Service, Value};
 
 /// `micro`: run the API gateway, inspect the registry, call services.
@@ -78,6 +86,57 @@ pub struct CallArgs {
     /// The request as JSON (default {})
     #[arg(default_value = "{}")]
     pub request: String,
+    /// Metadata to send with the call, KEY=VALUE (repeatable), e.g. authorization='Bearer TOKEN'
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Call this node (host:port) directly instead of one found in the registry
+    #[arg(long, env = "MICRO_ADDRESS", value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// How to print the reply: json (indented) or text (as received, one line)
+    #[arg(
+        long,
+        short = 'o',
+        env = "MICRO_OUTPUT",
+        default_value = "json",
+        value_name = "FORMAT"
+    )]
+    pub output: Output,
+}
+
+/// How `micro call` prints a reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Indented with tabs, as go-micro prints replies.
+    #[default]
+    Json,
+    /// The JSON as the service sent it (go-micro's `raw`).
+    Text,
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Output::Json),
+            "text" | "raw" => Ok(Output::Text),
+            other => Err(format!("unknown output {other:?} (expected json or text)")),
+        }
+    }
+}
+
+impl CallArgs {
+    /// The arguments of `micro call SERVICE ENDPOINT REQUEST`, no flags.
+    pub fn new(service: &str, endpoint: &str, request: &str) -> Self {
+        CallArgs {
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+            request: request.to_string(),
+            metadata: Vec::new(),
+            address: None,
+            output: Output::Json,
+        }
+    }
 }
 
 /// `micro api` flags. Limits are on by default.
@@ -342,9 +401,12 @@ fn format_value(value: Option<&Value>) -> String {
 }
 
 /// go-micro's `formatEndpoint`: tab-indented `name type`, nested in braces.
+/// Names are printed as registered (go-micro lowercased them, which made
+/// `userName` read `username`, a name calls reject): the proto field name,
+/// which `micro call` accepts, as it accepts the lowerCamelCase JSON name.
 fn format_field(out: &mut String, value: &Value, depth: usize) {
     let indent = "\t".repeat(depth + 1);
-    let _ = write!(out, "{indent}{} {}", value.name.to_lowercase(), value.kind);
+    let _ = write!(out, "{indent}{} {}", value.name, value.kind);
     if value.values.is_empty() {
         out.push('\n');
         return;
@@ -363,6 +425,12 @@ pub async fn call(
     endpoint: &str,
     request: &str,
 ) -> Result<String, CliError> {
+    call_with(client, &CallArgs::new(service, endpoint, request)).await
+}
+
+/// `micro call` with its flags: metadata, one node's address, output form.
+pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliError> {
+    let (service, endpoint) = (args.service.as_str(), args.endpoint.as_str());
     let (handler, method) = endpoint
         .split_once('.')
         .filter(|(h, m)| !h.is_empty() && !m.is_empty() && !m.contains('.'))
@@ -371,46 +439,110 @@ pub async fn call(
                 "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
             ))
         })?;
-    serde_json::from_str::<serde_json::Value>(request)
+    serde_json::from_str::<serde_json::Value>(&args.request)
         .map_err(|e| CliError::Usage(format!("request is not JSON: {e}")))?;
+    let metadata = parse_metadata(&args.metadata)?;
 
-    let registry = client.registry();
-    match registry.get_service(service).await {
-        Ok(found) if found.iter().any(|s| !s.nodes.is_empty()) => {}
-        Ok(_) => return Err(not_found(registry.as_ref(), service)),
-        Err(e) if e.is_not_found() => return Err(not_found(registry.as_ref(), service)),
-        Err(e) => {
-            return Err(CliError::Failed(format!(
-                "Registry [{}] get service {service}: {e}",
-                registry.name()
-            )));
+    let dynamic = match &args.address {
+        Some(address) => {
+            let channel = direct_channel(address, client.options().dial_timeout)?;
+            DynamicClient::to_address(channel, 1, Duration::from_secs(60))
         }
-    }
-
-    let dynamic = DynamicClient::new(client.clone(), 1, Duration::from_secs(60));
+        None => {
+            let registry = client.registry();
+            match registry.get_service(service).await {
+                Ok(found) if found.iter().any(|s| !s.nodes.is_empty()) => {}
+                Ok(_) => return Err(not_found(registry.as_ref(), service)),
+                Err(e) if e.is_not_found() => return Err(not_found(registry.as_ref(), service)),
+                Err(e) => {
+                    return Err(CliError::Failed(format!(
+                        "Registry [{}] get service {service}: {e}",
+                        registry.name()
+                    )));
+                }
+            }
+            DynamicClient::new(client.clone(), 1, Duration::from_secs(60))
+        }
+    };
     let options = CallOptions {
         timeout: client.options().request_timeout,
         idempotent: false,
+        metadata,
     };
     let reply = dynamic
         .call_json(
             service,
             handler,
             method,
-            JsonInput::Body(request.as_bytes()),
+            JsonInput::Body(args.request.as_bytes()),
             options,
         )
         .await
         .map_err(|e| {
-            let err = e.0;
+            let err = e.to_micro_error("go.micro.client");
             CliError::Failed(format!(
                 "error calling {service} {endpoint}: {} ({} {})",
                 err.detail, err.code, err.status
             ))
         })?;
-    let value: serde_json::Value = serde_json::from_slice(&reply)
-        .map_err(|e| CliError::Failed(format!("reply is not JSON: {e}")))?;
-    Ok(pretty(&value))
+    match args.output {
+        Output::Json => {
+            let value: serde_json::Value = serde_json::from_slice(&reply)
+                .map_err(|e| CliError::Failed(format!("reply is not JSON: {e}")))?;
+            Ok(pretty(&value))
+        }
+        Output::Text => {
+            let mut text = String::from_utf8_lossy(&reply).into_owned();
+            text.push('\n');
+            Ok(text)
+        }
+    }
+}
+
+/// `--metadata k=v` flags as gRPC metadata (keys lowercased, as HTTP/2 sends them).
+pub fn parse_metadata(pairs: &[String]) -> Result<tonic::metadata::MetadataMap, CliError> {
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--metadata {pair:?} is not KEY=VALUE")))?;
+        let key = key.trim().to_ascii_lowercase();
+        let name = AsciiMetadataKey::from_bytes(key.as_bytes())
+            .ok()
+            .filter(|_| !key.starts_with("grpc-") && !key.ends_with("-bin"))
+            .ok_or_else(|| {
+                CliError::Usage(format!("--metadata {key:?} is not a usable metadata key"))
+            })?;
+        let value = Some(value)
+            .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            .and_then(|v| AsciiMetadataValue::try_from(v).ok())
+            .ok_or_else(|| {
+                CliError::Usage(format!("--metadata {key}: the value must be visible ASCII"))
+            })?;
+        metadata.append(name, value);
+    }
+    Ok(metadata)
+}
+
+/// A channel to one node, `host:port`, connected on first use.
+fn direct_channel(
+    address: &str,
+    dial_timeout: Duration,
+) -> Result<tonic::transport::Channel, CliError> {
+    let bad = || CliError::Usage(format!("--address {address:?} is not HOST:PORT"));
+    let authority: http::uri::Authority = address.parse().map_err(|_| bad())?;
+    if authority.port_u16().is_none_or(|p| p == 0)
+        || authority.host().is_empty()
+        || address.contains('@')
+    {
+        return Err(bad());
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
+        .map_err(|_| bad())?
+        .connect_timeout(dial_timeout)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
 }
 
 /// JSON indented with tabs, as go-micro prints replies.
@@ -474,9 +606,14 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             get_service(registry.as_ref(), name).await
         }
         Command::Call(args) => {
-            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            // One node by address needs no registry (as in go-micro).
+            let registry: micro_registry::SharedRegistry = if args.address.is_some() {
+                std::sync::Arc::new(micro_registry::memory::MemoryRegistry::new())
+            } else {
+                micro::connect_registry(&cli.micro.registry).await?
+            };
             let client = Client::new(registry, cli.micro.client.client_options());
-            call(&client, &args.service, &args.endpoint, &args.request).await
+            call_with(&client, args).await
         }
         Command::New(args) => new::run(args),
     }

@@ -14,7 +14,10 @@
 //!
 //! It also serves gRPC server reflection from the descriptors (so gateways and
 //! tools like `grpcurl` can call any method without generated code), and
-//! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`.
+//! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`,
+//! and go-micro's codecs: every unary method takes `application/grpc+json`
+//! as well as protobuf, transcoded through the same descriptors (see
+//! [`SUPPORTED_CONTENT_TYPES`]).
 //!
 //! ```no_run
 //! # async fn demo(greeter: impl tonic::server::NamedService + Clone + Send + Sync + 'static
@@ -37,6 +40,7 @@
 //! ```
 
 mod address;
+mod codecs;
 mod endpoints;
 mod paths;
 
@@ -58,7 +62,10 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
+use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
+
+pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
@@ -134,6 +141,7 @@ pub struct ServerBuilder {
     routes: RoutesBuilder,
     services: Vec<&'static str>,
     descriptors: Vec<Vec<u8>>,
+    reflection: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -175,6 +183,15 @@ impl ServerBuilder {
     /// source of registered endpoints and of gRPC reflection.
     pub fn file_descriptor_set(mut self, encoded: &[u8]) -> Self {
         self.descriptors.push(encoded.to_vec());
+        self
+    }
+
+    /// Whether to serve gRPC reflection from the descriptors (default yes).
+    /// Without it, JSON callers (`micro call`, the rpc handler) reach the
+    /// service as they reach a go-micro one: with `application/grpc+json`,
+    /// which it still accepts.
+    pub fn reflection(mut self, serve: bool) -> Self {
+        self.reflection = serve;
         self
     }
 
@@ -232,7 +249,7 @@ impl ServerBuilder {
         }
 
         let mut routes = self.routes;
-        if !self.descriptors.is_empty() {
+        if self.reflection && !self.descriptors.is_empty() {
             let mut v1 = tonic_reflection::server::Builder::configure();
             let mut v1alpha = tonic_reflection::server::Builder::configure();
             for set in &self.descriptors {
@@ -308,6 +325,7 @@ impl ServerBuilder {
             local_addr,
             routes: routes.routes(),
             paths: HandlerPaths::new(by_handler),
+            codecs: Codecs::new(&pool, &self.services),
         })
     }
 }
@@ -322,6 +340,7 @@ pub struct Server {
     local_addr: SocketAddr,
     routes: tonic::service::Routes,
     paths: HandlerPaths,
+    codecs: Codecs,
 }
 
 impl fmt::Debug for Server {
@@ -347,6 +366,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             services: Vec::new(),
             descriptors: Vec::new(),
+            reflection: true,
         }
     }
 
@@ -389,12 +409,14 @@ impl Server {
             local_addr: _,
             routes,
             paths,
+            codecs,
         } = self;
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
             .layer(paths)
+            .layer(codecs)
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
             });

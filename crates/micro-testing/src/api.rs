@@ -34,6 +34,8 @@ pub struct TestApi {
     pub instance: String,
     pub hits: Arc<AtomicUsize>,
     pub last: Arc<Mutex<Option<ApiRequest>>>,
+    /// The gRPC metadata of the last call.
+    pub last_metadata: Arc<Mutex<Option<tonic::metadata::MetadataMap>>>,
 }
 
 impl TestApi {
@@ -42,6 +44,7 @@ impl TestApi {
             instance: instance.into(),
             hits: Arc::default(),
             last: Arc::default(),
+            last_metadata: Arc::default(),
         }
     }
 
@@ -54,6 +57,14 @@ impl TestApi {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The gRPC metadata the last call arrived with.
+    pub fn last_metadata(&self) -> Option<tonic::metadata::MetadataMap> {
+        self.last_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn record(&self, request: &ApiRequest) {
         self.hits.fetch_add(1, Ordering::SeqCst);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.clone());
@@ -63,6 +74,8 @@ impl TestApi {
 #[tonic::async_trait]
 impl Say for TestApi {
     async fn hello(&self, request: Request<ApiRequest>) -> Result<Response<ApiResponse>, Status> {
+        *self.last_metadata.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(request.metadata().clone());
         let request = request.into_inner();
         self.record(&request);
         let name = request

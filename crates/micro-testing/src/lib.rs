@@ -36,6 +36,8 @@ pub struct TestGreeter {
     pub started: Arc<tokio::sync::Semaphore>,
     /// Calls that ran to the end.
     pub completed: Arc<AtomicUsize>,
+    /// The request metadata (headers) of each call, in order.
+    pub metadata: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>,
 }
 
 impl TestGreeter {
@@ -47,7 +49,17 @@ impl TestGreeter {
             deadlines: Arc::default(),
             started: Arc::new(tokio::sync::Semaphore::new(0)),
             completed: Arc::default(),
+            metadata: Arc::default(),
         }
+    }
+
+    /// The metadata the last call arrived with.
+    pub fn last_metadata(&self) -> Option<tonic::metadata::MetadataMap> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .cloned()
     }
 
     /// Waits until a call has started (each call can be waited for once).
@@ -84,6 +96,10 @@ impl Greeter for TestGreeter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(deadline);
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.metadata().clone());
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

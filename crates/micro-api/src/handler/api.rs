@@ -1,5 +1,6 @@
 //! The `api` handler: HTTP → `go.api.Request` → `Handler.Method` of
-//! `<namespace>.<service>` → `go.api.Response` → HTTP.
+//! `<namespace>.<service>` → `go.api.Response` → HTTP; the request headers
+//! also travel as gRPC metadata, as go-micro's api handler sent them.
 
 use axum::extract::Request;
 use axum::response::Response;
@@ -9,7 +10,7 @@ use micro_client::Idempotent;
 
 use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
 use crate::Inner;
-use crate::convert::{from_api_response, to_api_request};
+use crate::convert::{from_api_response, to_api_request, to_metadata};
 use crate::error::ApiError;
 use crate::serve::RemoteAddr;
 
@@ -25,7 +26,8 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     ensure_registered(inner, &route.service, deadline).await?;
 
     let message = to_api_request(&parts, &body, remote);
-    let mut call = tonic::Request::new(message);
+    let mut call =
+        tonic::Request::from_parts(to_metadata(&parts.headers), Default::default(), message);
     call.set_timeout(call_timeout(inner, deadline));
     if is_safe(&parts.method) {
         call.extensions_mut().insert(Idempotent);

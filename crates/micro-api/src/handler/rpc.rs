@@ -1,5 +1,8 @@
 //! The `rpc` handler: a JSON body (or, for GET and HEAD, the query string)
-//! → the endpoint's request message → its reply as canonical proto3 JSON.
+//! → the endpoint's request message → its reply as JSON; the request
+//! headers travel as gRPC metadata. A service serving no reflection (a
+//! go-micro one) gets the JSON as `application/grpc+json`, as go-micro's rpc
+//! handler sends it.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -8,6 +11,7 @@ use http::{HeaderValue, header};
 
 use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
 use crate::Inner;
+use crate::convert::to_metadata;
 use crate::dynamic::{CallOptions, JsonInput};
 use crate::error::ApiError;
 
@@ -31,6 +35,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let options = CallOptions {
         timeout: call_timeout(inner, deadline),
         idempotent: safe,
+        metadata: to_metadata(&parts.headers),
     };
     let json = inner
         .dynamic

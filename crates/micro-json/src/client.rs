@@ -1,0 +1,278 @@
+//! Calling any service with JSON, with no generated code.
+//!
+//! [`DynamicClient::call_json`] looks the service's schema up through gRPC
+//! server reflection (cached, see [`crate::schema`]):
+//!
+//! - with a schema (toolkit services, anything serving reflection): the JSON
+//!   becomes the endpoint's request message, goes out as protobuf, and the
+//!   reply comes back as canonical proto3 JSON;
+//! - without one (go-micro v2 services serve no reflection): the JSON goes
+//!   out as it is, as `application/grpc+json`, and the service's JSON reply
+//!   comes back as it sent it — exactly what go-micro's `micro call` and rpc
+//!   handler do.
+//!
+//! Calls go through the toolkit [`Client`] (round robin, failover,
+//! deadlines), or to one address ([`DynamicClient::to_address`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, header};
+use micro_client::{Client, Idempotent};
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+
+use crate::codec::{DynamicCodec, RawJsonCodec};
+use crate::error::{Error, ErrorKind};
+use crate::schema::{Lookup, SchemaCache};
+use crate::transcode::{json_to_message, message_to_json, query_to_message, query_to_untyped_json};
+
+/// The content-type of go-micro's json codec on gRPC.
+pub const GRPC_JSON: &str = "application/grpc+json";
+
+use micro_client::BoxError;
+
+/// What to send: a JSON body, or a query string read as JSON.
+#[derive(Clone, Copy, Debug)]
+pub enum JsonInput<'a> {
+    /// A JSON object (an empty body is `{}`).
+    Body(&'a [u8]),
+    /// `a=1&b=x&list=1&list=2&nested.field=y`: each key a field (dots
+    /// descend into message fields), repeated keys fill repeated fields.
+    Query(&'a str),
+}
+
+/// How one dynamic call is made.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// The call's deadline (sent as `grpc-timeout`; the schema fetch, if
+    /// needed, comes out of the same budget).
+    pub timeout: Duration,
+    /// Whether the call may run twice (retried after any server failure).
+    pub idempotent: bool,
+    /// Sent with the call as gRPC metadata (request headers).
+    pub metadata: MetadataMap,
+}
+
+/// Where calls go: a service by name, or one address.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    Registry(Client),
+    Address(tonic::transport::Channel),
+}
+
+impl Target {
+    /// A channel to `service`; with `json`, its requests say
+    /// `application/grpc+json` (tonic itself always writes `application/grpc`).
+    pub(crate) fn channel(&self, service: &str, json: bool) -> TargetChannel {
+        let inner = match self {
+            Target::Registry(client) => Inner::Registry(client.service(service)),
+            Target::Address(channel) => Inner::Address(channel.clone()),
+        };
+        TargetChannel { inner, json }
+    }
+}
+
+/// A [`Target`]'s channel to one service.
+#[derive(Clone, Debug)]
+pub(crate) struct TargetChannel {
+    inner: Inner,
+    json: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    Registry(micro_client::ServiceChannel),
+    Address(tonic::transport::Channel),
+}
+
+impl tower::Service<http::Request<Body>> for TargetChannel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match &mut self.inner {
+            Inner::Registry(channel) => channel.poll_ready(cx),
+            Inner::Address(channel) => channel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if self.json {
+            request
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(GRPC_JSON));
+        }
+        match &mut self.inner {
+            Inner::Registry(channel) => channel.call(request),
+            Inner::Address(channel) => {
+                let call = channel.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+/// Calls services with JSON. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DynamicClient {
+    target: Target,
+    schemas: Arc<SchemaCache>,
+}
+
+impl DynamicClient {
+    /// A client calling services by name through `client`, with a schema
+    /// cache of `capacity` services, each kept `ttl`.
+    pub fn new(client: Client, capacity: usize, ttl: Duration) -> Self {
+        Self::with_target(Target::Registry(client), capacity, ttl)
+    }
+
+    /// A client sending every call to one node, over `channel` (go-micro's
+    /// `micro call --address`).
+    pub fn to_address(channel: tonic::transport::Channel, capacity: usize, ttl: Duration) -> Self {
+        Self::with_target(Target::Address(channel), capacity, ttl)
+    }
+
+    fn with_target(target: Target, capacity: usize, ttl: Duration) -> Self {
+        DynamicClient {
+            schemas: Arc::new(SchemaCache::new(target.clone(), capacity, ttl)),
+            target,
+        }
+    }
+
+    pub fn schemas(&self) -> &SchemaCache {
+        &self.schemas
+    }
+
+    /// Calls `service` endpoint `handler.method` with `input`; the reply as
+    /// JSON (see the module docs for which form).
+    pub async fn call_json(
+        &self,
+        service: &str,
+        handler: &str,
+        method: &str,
+        input: JsonInput<'_>,
+        options: CallOptions,
+    ) -> Result<Vec<u8>, Error> {
+        let started = Instant::now();
+        let endpoint = format!("{handler}.{method}");
+        let path = PathAndQuery::try_from(format!("/{service}.{handler}/{method}"))
+            .map_err(|_| Error::bad_input(format!("cannot call {service} {endpoint}")))?;
+        let schema = match self.schemas.lookup(service, options.timeout).await? {
+            Lookup::Schema(schema) => schema,
+            Lookup::NoReflection => {
+                let remaining = remaining(service, &options, started)?;
+                return self
+                    .call_raw_json(service, &endpoint, path, input, options, remaining)
+                    .await;
+            }
+        };
+        let Some(descriptor) = schema.method(handler, method) else {
+            return Err(Error::of_service(
+                ErrorKind::NoEndpoint,
+                service,
+                format!("service {service} has no endpoint {endpoint}"),
+            ));
+        };
+        if descriptor.is_client_streaming() || descriptor.is_server_streaming() {
+            return Err(Error::of_service(
+                ErrorKind::Unsupported,
+                service,
+                format!("endpoint {endpoint} of {service} streams; only unary calls take JSON"),
+            ));
+        }
+        let message = match input {
+            JsonInput::Body(body) => json_to_message(descriptor.input(), body)?,
+            JsonInput::Query(query) => query_to_message(descriptor.input(), query)?,
+        };
+
+        let remaining = remaining(service, &options, started)?;
+        let mut request = tonic::Request::from_parts(options.metadata, Default::default(), message);
+        request.set_timeout(remaining);
+        if options.idempotent {
+            request.extensions_mut().insert(Idempotent);
+        }
+        let mut grpc = tonic::client::Grpc::new(self.target.channel(service, false));
+        grpc.ready()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unavailable, format!("service {service}: {e}")))?;
+        let reply = grpc
+            .unary(request, path, DynamicCodec::new(descriptor.output()))
+            .await
+            .map_err(|status| {
+                if status.code() == Code::Internal && status.message().starts_with("decode:") {
+                    // Our schema may be stale.
+                    self.schemas.invalidate(service);
+                }
+                Error::call(status, service, &endpoint)
+            })?;
+        message_to_json(&reply.into_inner())
+    }
+
+    /// go-micro's way: the JSON as the message, `application/grpc+json`.
+    async fn call_raw_json(
+        &self,
+        service: &str,
+        endpoint: &str,
+        path: PathAndQuery,
+        input: JsonInput<'_>,
+        options: CallOptions,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let body = match input {
+            JsonInput::Body(body) if body.iter().all(u8::is_ascii_whitespace) => b"{}".to_vec(),
+            JsonInput::Body(body) => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                    .map_err(|e| Error::bad_input(format!("malformed JSON: {e}")))?;
+                body.to_vec()
+            }
+            JsonInput::Query(query) => serde_json::to_vec(&query_to_untyped_json(query)?)
+                .map_err(|e| Error::bad_input(format!("bad query: {e}")))?,
+        };
+        let mut request = tonic::Request::from_parts(options.metadata, Default::default(), body);
+        request.set_timeout(timeout);
+        if options.idempotent {
+            request.extensions_mut().insert(Idempotent);
+        }
+        let mut grpc = tonic::client::Grpc::new(self.target.channel(service, true));
+        grpc.ready()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unavailable, format!("service {service}: {e}")))?;
+        let reply = grpc
+            .unary(request, path, RawJsonCodec)
+            .await
+            .map_err(|status| Error::call(status, service, endpoint))?
+            .into_inner();
+        serde_json::from_slice::<serde::de::IgnoredAny>(&reply).map_err(|e| {
+            Error::of_service(
+                ErrorKind::BadReply,
+                service,
+                format!("service {service} answered {endpoint} with something not JSON: {e}"),
+            )
+        })?;
+        Ok(reply)
+    }
+}
+
+/// What is left of the call's budget; a timeout error if nothing.
+fn remaining(service: &str, options: &CallOptions, started: Instant) -> Result<Duration, Error> {
+    let remaining = options.timeout.saturating_sub(started.elapsed());
+    if remaining.is_zero() {
+        return Err(Error::of_service(
+            ErrorKind::Timeout,
+            service,
+            format!(
+                "service {service}: deadline of {:?} exceeded",
+                options.timeout
+            ),
+        ));
+    }
+    Ok(remaining)
+}

@@ -1,0 +1,182 @@
+// Command gopeer is the go-micro-style peer of the interop tests: plain
+// grpc-go (Debian's golang-google-grpc-dev) with go-micro v2's json codec
+// (server/grpc/codec.go: jsonpb with OrigName, registered under the
+// content-subtype "json"), built at test time in GOPATH mode, offline.
+//
+//	gopeer greeter
+//	    Serves go.micro.srv.greeter Greeter.Hello on 127.0.0.1:0 WITHOUT
+//	    gRPC reflection, as every go-micro v2 service: JSON callers reach it
+//	    only with application/grpc+json. Prints "READY <address>"; exits when
+//	    stdin closes. The reply names the caller's authorization metadata,
+//	    so tests see headers arrive as metadata.
+//
+//	gopeer call -address A -path P -body JSON [-H 'Name: value']... [-check user.Response]
+//	    Calls as go-micro's rpc handler and `micro call` do: the JSON body as
+//	    the message, content-type application/grpc+json, the HTTP headers as
+//	    metadata (keys lowercased, as grpc-go sends them). Prints the reply
+//	    JSON as received; with -check, also decodes it with jsonpb into the
+//	    generated type and prints "CHECK <go struct>". On failure prints
+//	    "ERROR <grpc code> <message>" and exits 1.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/golang/protobuf/jsonpb"
+	"github.com/golang/protobuf/proto"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	greeter "gopeer/greeter"
+	user "gopeer/user"
+)
+
+// jsonCodec is go-micro v2's server/grpc jsonCodec.
+type jsonCodec struct{}
+
+var jsonpbMarshaler = &jsonpb.Marshaler{OrigName: true, EmitDefaults: false}
+
+func (jsonCodec) Marshal(v interface{}) ([]byte, error) {
+	if pb, ok := v.(proto.Message); ok {
+		s, err := jsonpbMarshaler.MarshalToString(pb)
+		return []byte(s), err
+	}
+	return json.Marshal(v)
+}
+
+func (jsonCodec) Unmarshal(data []byte, v interface{}) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if pb, ok := v.(proto.Message); ok {
+		return jsonpb.Unmarshal(bytes.NewReader(data), pb)
+	}
+	return json.Unmarshal(data, v)
+}
+
+func (jsonCodec) Name() string { return "json" }
+
+type hello struct{}
+
+func (hello) Hello(ctx context.Context, req *greeter.Request) (*greeter.Response, error) {
+	msg := "Hello " + req.Name + " from go"
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if auth := md.Get("authorization"); len(auth) > 0 {
+			msg += " (authorization: " + auth[0] + ")"
+		}
+	}
+	return &greeter.Response{Msg: msg}, nil
+}
+
+func serve() {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	s := grpc.NewServer()
+	greeter.RegisterGreeterServer(s, hello{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		s.Stop()
+	}()
+	fmt.Printf("READY %s\n", lis.Addr())
+	if err := s.Serve(lis); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+}
+
+type headers []string
+
+func (h *headers) String() string     { return strings.Join(*h, ", ") }
+func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
+
+func call(args []string) {
+	fs := flag.NewFlagSet("call", flag.ExitOnError)
+	address := fs.String("address", "", "host:port")
+	path := fs.String("path", "", "/service.Handler/Method")
+	body := fs.String("body", "{}", "the JSON request")
+	check := fs.String("check", "", "decode the reply with jsonpb as this type (user.Response, user.LoginResponse)")
+	var hs headers
+	fs.Var(&hs, "H", "an HTTP header 'Name: value' to send as metadata (repeatable)")
+	_ = fs.Parse(args)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// go-micro's util/ctx.FromRequest + its grpc client: every header.
+	md := metadata.MD{}
+	for _, h := range hs {
+		parts := strings.SplitN(h, ":", 2)
+		if len(parts) != 2 {
+			fmt.Println("ERROR bad header", h)
+			os.Exit(2)
+		}
+		md.Append(strings.ToLower(strings.TrimSpace(parts[0])), strings.TrimSpace(parts[1]))
+	}
+	ctx = metadata.NewOutgoingContext(ctx, md)
+	conn, err := grpc.DialContext(ctx, *address, grpc.WithInsecure(), grpc.WithBlock())
+	if err != nil {
+		fmt.Println("ERROR dial", err)
+		os.Exit(1)
+	}
+	defer conn.Close()
+	var out json.RawMessage
+	err = conn.Invoke(ctx, *path, json.RawMessage(*body), &out, grpc.CallContentSubtype("json"))
+	if err != nil {
+		st := status.Convert(err)
+		fmt.Printf("ERROR %s %s\n", st.Code(), st.Message())
+		os.Exit(1)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	fmt.Fprintln(w, string(out))
+	var typed proto.Message
+	switch *check {
+	case "":
+		return
+	case "user.Response":
+		typed = &user.Response{}
+	case "user.LoginResponse":
+		typed = &user.LoginResponse{}
+	default:
+		fmt.Fprintln(w, "ERROR unknown -check type", *check)
+		w.Flush()
+		os.Exit(2)
+	}
+	if err := jsonpb.Unmarshal(bytes.NewReader(out), typed); err != nil {
+		fmt.Fprintln(w, "ERROR jsonpb", err)
+		w.Flush()
+		os.Exit(1)
+	}
+	fmt.Fprintf(w, "CHECK %+v\n", typed)
+}
+
+func main() {
+	encoding.RegisterCodec(jsonCodec{})
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "greeter":
+		serve()
+	case "call":
+		call(os.Args[2:])
+	default:
+		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+}
