@@ -92,7 +92,8 @@ pub(crate) async fn ensure_registered(
         Ok(())
     } else {
         Err(ApiError::not_found(format!(
-            "service {service} not found in registry [{}]",
+            "service {} not found in registry [{}]",
+            crate::edge::shown(service),
             inner.client.registry().name()
         )))
     }
