@@ -74,6 +74,22 @@ pub(crate) async fn edge(
     response
 }
 
+/// Longest piece of a request echoed in an error answer.
+const MAX_ECHO: usize = 96;
+
+/// `text` quoted for an error answer, cut to [`MAX_ECHO`] bytes: no user
+/// input is echoed unbounded.
+pub(crate) fn shown(text: &str) -> String {
+    if text.len() <= MAX_ECHO {
+        return format!("{text:?}");
+    }
+    let mut end = MAX_ECHO;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..end], text.len())
+}
+
 /// 431 for too many or too large headers, 414 for a URI longer than the
 /// header budget.
 fn check_head(request: &Request, max_headers: usize, max_header_bytes: usize) -> Option<ApiError> {

@@ -34,14 +34,18 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod catalog;
+mod conns;
 pub mod convert;
 pub mod dynamic;
 mod edge;
 mod error;
 mod handler;
+pub mod ratelimit;
 pub mod resolver;
 mod serve;
+pub mod tls;
 
 use std::fmt;
 use std::str::FromStr;
@@ -119,20 +123,36 @@ pub struct ApiOptions {
     /// Largest total size of request headers, names and values (431 beyond;
     /// a longer URI is 414).
     pub max_header_bytes: usize,
-    /// Time a client has to send the request head (HTTP/1).
+    /// Time a connection has from accept to its first complete request
+    /// head (TLS handshake and HTTP version detection included; HTTP/1 and
+    /// HTTP/2), and an HTTP/1 client to send any later head.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
     /// Time to answer a request, calls included (504 beyond).
     pub request_timeout: Duration,
     /// Origins allowed cross-origin (`*` for any); empty: CORS off.
     pub cors_allowed_origins: Vec<String>,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections open at once. A new one past it closes the connection
+    /// idle the longest; it is refused only when all are serving requests.
     pub max_connections: usize,
+    /// Connections open at once from one client IP (0: no cap); past it,
+    /// that IP's longest-idle connection is closed.
+    pub max_connections_per_ip: usize,
+    /// Serve HTTPS (HTTP/1.1 and h2 by ALPN) with this configuration; see
+    /// [`tls::server_config`].
+    pub tls: Option<Arc<tls::ServerConfig>>,
     /// Services whose schemas the rpc handler keeps.
     pub schema_cache_size: usize,
     /// How long a cached schema is used before it is fetched again.
     pub schema_ttl: Duration,
     /// Longest wait for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// `--auth=jwt`: tokens required except on public paths; `None`: every
+    /// service in the namespace is public.
+    pub auth: Option<auth::AuthConfig>,
+    /// Request rates per client IP and per route (off by default).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 impl Default for ApiOptions {
@@ -144,12 +164,17 @@ impl Default for ApiOptions {
             max_headers: 100,
             max_header_bytes: 32 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
             cors_allowed_origins: Vec::new(),
             max_connections: 1024,
+            max_connections_per_ip: 256,
+            tls: None,
             schema_cache_size: 256,
             schema_ttl: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            auth: None,
+            rate_limits: ratelimit::RateLimits::default(),
         }
     }
 }
@@ -167,6 +192,7 @@ pub(crate) struct Inner {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) dynamic: DynamicClient,
     pub(crate) proxy: handler::http::ProxyClient,
+    pub(crate) limiter: Option<Arc<ratelimit::Limiter>>,
 }
 
 impl fmt::Debug for Gateway {
@@ -184,6 +210,7 @@ impl Gateway {
     /// called inside a tokio runtime.
     pub fn new(client: Client, options: ApiOptions) -> Gateway {
         let catalog = Catalog::spawn(client.registry().clone());
+        let limiter = ratelimit::Limiter::new(options.rate_limits);
         let dynamic = DynamicClient::new(
             client.clone(),
             options.schema_cache_size,
@@ -198,6 +225,7 @@ impl Gateway {
                 catalog,
                 dynamic,
                 proxy,
+                limiter,
             }),
         }
     }
@@ -228,6 +256,15 @@ impl Gateway {
             .route("/", axum::routing::any(handler::version))
             .fallback(handler::dispatch)
             .with_state(self.inner.clone())
+            // Outermost last: edge checks, then rate limits, then auth.
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                auth::authenticate,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                ratelimit::limit,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.clone(),
                 edge::edge,

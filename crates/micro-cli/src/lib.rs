@@ -42,6 +42,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of the `api` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API gateway: HTTP requests become calls to services by name
@@ -203,9 +205,156 @@ pub struct ApiArgs {
     )]
     pub cors_allowed_origins: Vec<String>,
 
-    /// Connections served at once
+    /// Connections open at once; past it the longest-idle one is closed
     #[arg(long = "max_connections", visible_alias = "max-connections", env = "MICRO_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections: u32,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// `micro api` flags of the edge: connection budget, TLS, auth, rate limits.
+#[derive(Debug, Args, Clone)]
+pub struct EdgeArgs {
+    /// Connections open at once from one client IP (0: no cap); past it that IP's longest-idle one is closed
+    #[arg(
+        long = "max_connections_per_ip",
+        visible_alias = "max-connections-per-ip",
+        env = "MICRO_API_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: u32,
+
+    /// How long a connection may stay open with no request in flight
+    #[arg(long = "idle_timeout", visible_alias = "idle-timeout", env = "MICRO_API_IDLE_TIMEOUT", default_value = "60s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Serve HTTPS with this PEM certificate chain (with --tls_key_file)
+    #[arg(
+        long = "tls_cert_file",
+        visible_alias = "tls-cert-file",
+        env = "MICRO_API_TLS_CERT_FILE",
+        value_name = "FILE",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls_cert_file
+    #[arg(
+        long = "tls_key_file",
+        visible_alias = "tls-key-file",
+        env = "MICRO_API_TLS_KEY_FILE",
+        value_name = "FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// Require tokens: "jwt" (Authorization: Bearer <JWT>); without it every service in the namespace is public
+    #[arg(long = "auth", env = "MICRO_API_AUTH", value_parser = ["jwt"], value_name = "KIND")]
+    pub auth: Option<String>,
+
+    /// HS256 key tokens are signed with (the one user-srv signs with)
+    #[arg(
+        long = "auth_secret",
+        visible_alias = "auth-secret",
+        env = "MICRO_AUTH_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// PEM public key tokens are signed for (RS256, ES256 or EdDSA), instead of --auth_secret
+    #[arg(
+        long = "auth_public_key",
+        visible_alias = "auth-public-key",
+        env = "MICRO_API_AUTH_PUBLIC_KEY",
+        value_name = "FILE"
+    )]
+    pub auth_public_key: Option<std::path::PathBuf>,
+
+    /// Paths served without a token, comma-separated globs (* within a segment, ** across), e.g. /user/account/login,/user/say/*
+    #[arg(
+        long = "auth_public_paths",
+        visible_alias = "auth-public-paths",
+        env = "MICRO_API_AUTH_PUBLIC_PATHS",
+        value_delimiter = ',',
+        value_name = "GLOBS"
+    )]
+    pub auth_public_paths: Vec<String>,
+
+    /// Paths a valid token opens, comma-separated globs (default: every path; none for the rpc handler)
+    #[arg(
+        long = "auth_paths",
+        visible_alias = "auth-paths",
+        env = "MICRO_API_AUTH_PATHS",
+        value_delimiter = ',',
+        value_name = "GLOBS"
+    )]
+    pub auth_paths: Option<Vec<String>>,
+
+    /// Requests per second from one client IP (off unless set)
+    #[arg(long = "rate_limit", visible_alias = "rate-limit", env = "MICRO_API_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Requests one client IP may send at once (default: --rate_limit)
+    #[arg(long = "rate_burst", visible_alias = "rate-burst", env = "MICRO_API_RATE_BURST", value_parser = clap::value_parser!(u32).range(1..), value_name = "N", requires = "rate_limit")]
+    pub rate_burst: Option<u32>,
+
+    /// Requests per second to one route (/a/b/c), from all clients together (off unless set)
+    #[arg(long = "route_rate_limit", visible_alias = "route-rate-limit", env = "MICRO_API_ROUTE_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub route_rate_limit: Option<u32>,
+
+    /// Requests to one route at once (default: --route_rate_limit)
+    #[arg(long = "route_rate_burst", visible_alias = "route-rate-burst", env = "MICRO_API_ROUTE_RATE_BURST", value_parser = clap::value_parser!(u32).range(1..), value_name = "N", requires = "route_rate_limit")]
+    pub route_rate_burst: Option<u32>,
+}
+
+impl EdgeArgs {
+    /// Applies these flags to `options`; files are read here, so a bad
+    /// certificate, key or glob is a usage error.
+    pub fn apply(&self, options: &mut ApiOptions) -> Result<(), CliError> {
+        options.max_connections_per_ip = self.max_connections_per_ip as usize;
+        options.idle_timeout = self.idle_timeout;
+        options.rate_limits = micro_api::ratelimit::RateLimits {
+            per_ip: self
+                .rate_limit
+                .and_then(|n| micro_api::ratelimit::Rate::new(n, self.rate_burst)),
+            per_route: self
+                .route_rate_limit
+                .and_then(|n| micro_api::ratelimit::Rate::new(n, self.route_rate_burst)),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            options.tls = Some(
+                micro_api::tls::server_config(cert, key)
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+            );
+        }
+        let auth_flags = self.auth_public_key.is_some()
+            || !self.auth_public_paths.is_empty()
+            || self.auth_paths.is_some();
+        match self.auth.as_deref() {
+            Some(_) => {
+                options.auth = Some(
+                    micro_api::auth::AuthConfig::from_flags(
+                        self.auth_secret.as_deref(),
+                        self.auth_public_key.as_deref(),
+                        &self.auth_public_paths,
+                        self.auth_paths.as_deref(),
+                    )
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+                );
+            }
+            None if auth_flags => {
+                return Err(CliError::Usage(
+                    "--auth_public_key, --auth_public_paths and --auth_paths need --auth=jwt"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 impl ApiArgs {
@@ -227,6 +376,14 @@ impl ApiArgs {
             max_connections: self.max_connections as usize,
             ..ApiOptions::default()
         }
+    }
+
+    /// [`ApiArgs::api_options`] with the edge flags applied (TLS files and
+    /// keys read).
+    pub fn gateway_options(&self) -> Result<ApiOptions, CliError> {
+        let mut options = self.api_options();
+        self.edge.apply(&mut options)?;
+        Ok(options)
     }
 
     /// The address to bind: go's `:8080` means every interface.
@@ -561,6 +718,7 @@ fn pretty(value: &serde_json::Value) -> String {
 
 /// `micro api`: serves the gateway until SIGTERM, SIGINT or SIGQUIT.
 pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
+    let options = args.gateway_options()?;
     let registry = micro::connect_registry(&micro.registry).await?;
     let client = Client::new(registry.clone(), micro.client.client_options());
     let shutdown = micro::server::shutdown_signal()
@@ -579,8 +737,23 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
         args.resolver,
         registry.name()
     );
-    let gateway = Gateway::new(client, args.api_options());
-    tracing::info!("Server [http] Listening on {local}");
+    match &options.auth {
+        Some(auth) => tracing::info!(
+            "Auth [jwt] {:?} tokens required except on --auth_public_paths",
+            auth.algorithm()
+        ),
+        None => tracing::warn!(
+            "Auth off: every service in namespace {} is public, every endpoint callable without a token (--auth=jwt to require tokens)",
+            args.namespace
+        ),
+    }
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let gateway = Gateway::new(client, options);
+    tracing::info!("Server [{scheme}] Listening on {local}");
     gateway
         .serve(listener, shutdown)
         .await

@@ -11,10 +11,10 @@
 //! | `GET /user/say/hello?name=N` | `Say.Hello` | `{"id","username"}` of user N |
 //! | `POST /user/account/register` `{"username","password","email"?}` | `Account.Register` | creates a user: `{"id","username"}` |
 //! | `POST /user/account/login` `{"username","password"}` | `Account.Login` | `{"token","expires_at","user":{"id","username"}}` |
-//! | `GET /user/account/get?id=N` | `Account.Get` | `{"id","username","email","created_time","updated_time"}` |
+//! | `GET /user/account/get?id=N` (+ token for your own email) | `Account.Get` | `{"id","username","email","created_time","updated_time"}` (`email` empty but for yourself) |
 //! | `POST /user/account/change-password` `{"old_password","new_password"}` + token | `Account.ChangePassword` | `{"id","username"}` |
 //! | `POST /user/account/delete` + token | `Account.Delete` | `{"id","username","deleted":true}` |
-//! | `GET /user/account/list?page_size=20&page_token=` | `Account.List` | `{"users":[..],"next_page_token"}` |
+//! | `GET /user/account/list?page_size=20&page_token=` + token | `Account.List` | `{"users":[..],"next_page_token"}` |
 //! | `GET /user/article/get-article?id=N` | `Article.GetArticle` | the post |
 //! | `POST /user/article/create` `{"title","content"}` + token | `Article.Create` | the new post |
 //!
@@ -75,12 +75,22 @@ fn error(code: i32, detail: impl Into<String>) -> Status {
     MicroError::new(API_NAME, code, detail).into()
 }
 
-/// A failure of `go.micro.srv.user`, re-issued as this API's error with the
-/// same code and detail.
+/// A failure of `go.micro.srv.user`, re-issued as this API's error: the
+/// service's own error with the same code and detail; a failure to reach it
+/// (whose text names nodes and addresses) as a generic one, logged here.
 fn upstream(status: Status) -> Status {
+    if let Some(err) = MicroError::parse(status.message()) {
+        let code = if err.code == 0 { 500 } else { err.code };
+        return error(code, err.detail);
+    }
+    tracing::warn!("calling {SRV_NAME}: {status}");
     let err = MicroError::from_status(&status, SRV_NAME);
-    let code = if err.code == 0 { 500 } else { err.code };
-    error(code, err.detail)
+    let detail = match err.code {
+        503 => format!("{SRV_NAME} is unavailable; try again"),
+        504 => format!("{SRV_NAME} did not answer in time"),
+        _ => format!("{SRV_NAME} failed"),
+    };
+    error(if err.code == 0 { 500 } else { err.code }, detail)
 }
 
 fn ok(status: i32, body: Value) -> Result<Response<ApiResponse>, Status> {
@@ -158,6 +168,32 @@ fn with_token<T>(request: &ApiRequest, message: T) -> Result<Request<T>, Status>
     Ok(outgoing)
 }
 
+/// As [`with_token`] when the caller sent a token; without one, anonymous.
+fn with_optional_token<T>(request: &ApiRequest, message: T) -> Result<Request<T>, Status> {
+    if request.first_header("Authorization").is_some() {
+        return with_token(request, message);
+    }
+    Ok(Request::new(message))
+}
+
+/// Passes on where the caller is: the `Micro-Remote-Ip` the gateway sets,
+/// and `X-Forwarded-For` (login throttling counts per source).
+fn with_source<T>(request: &ApiRequest, mut outgoing: Request<T>) -> Request<T> {
+    for (header, key) in [
+        ("Micro-Remote-Ip", "micro-remote-ip"),
+        ("X-Forwarded-For", "x-forwarded-for"),
+    ] {
+        if let Some(value) = request
+            .first_header(header)
+            .filter(|v| v.len() <= 1024)
+            .and_then(|v| v.parse().ok())
+        {
+            outgoing.metadata_mut().insert(key, value);
+        }
+    }
+    outgoing
+}
+
 /// The user a successful reply of go.micro.srv.user carries.
 fn sent_user(user: Option<user_pb::User>) -> Result<user_pb::User, Status> {
     user.ok_or_else(|| error(500, "go.micro.srv.user sent no user"))
@@ -165,7 +201,10 @@ fn sent_user(user: Option<user_pb::User>) -> Result<user_pb::User, Status> {
 
 /// A read-only call: safe to retry on another instance after any failure.
 fn read_only<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
+    read_only_request(Request::new(message))
+}
+
+fn read_only_request<T>(mut request: Request<T>) -> Request<T> {
     request.extensions_mut().insert(micro::Idempotent);
     request
 }
@@ -208,13 +247,17 @@ impl api::say_server::Say for SayHandler {
         if name.is_empty() {
             return Err(error(400, "Name cannot be blank"));
         }
+        let outgoing = with_optional_token(
+            &request,
+            user_pb::Request {
+                user_name: name,
+                ..Default::default()
+            },
+        )?;
         let reply = self
             .0
             .users()
-            .query_user_by_name(read_only(user_pb::Request {
-                user_name: name,
-                ..Default::default()
-            }))
+            .query_user_by_name(read_only_request(outgoing))
             .await
             .map_err(upstream)?
             .into_inner();
@@ -282,13 +325,17 @@ impl api::account_server::Account for AccountHandler {
         let request = request.into_inner();
         require_method(&request, &["POST"])?;
         let credentials: Credentials = body(&request)?;
+        let outgoing = with_source(
+            &request,
+            Request::new(user_pb::LoginRequest {
+                user_name: credentials.username,
+                user_pwd: credentials.password,
+            }),
+        );
         let reply = self
             .0
             .users()
-            .login(user_pb::LoginRequest {
-                user_name: credentials.username,
-                user_pwd: credentials.password,
-            })
+            .login(outgoing)
             .await
             .map_err(upstream)?
             .into_inner();
@@ -303,13 +350,17 @@ impl api::account_server::Account for AccountHandler {
         let request = request.into_inner();
         require_method(&request, &["GET"])?;
         let id = query_id(&request, "id")?;
+        let outgoing = with_optional_token(
+            &request,
+            user_pb::Request {
+                user_id: id.to_string(),
+                ..Default::default()
+            },
+        )?;
         let reply = self
             .0
             .users()
-            .get_user(read_only(user_pb::Request {
-                user_id: id.to_string(),
-                ..Default::default()
-            }))
+            .get_user(read_only_request(outgoing))
             .await
             .map_err(upstream)?
             .into_inner();
@@ -377,13 +428,17 @@ impl api::account_server::Account for AccountHandler {
                 .parse::<u32>()
                 .map_err(|_| error(400, "page_size must be a number from 1 to 100"))?,
         };
+        let outgoing = with_token(
+            &request,
+            user_pb::ListRequest {
+                page_size,
+                page_token: request.first_get("page_token").unwrap_or("").to_string(),
+            },
+        )?;
         let reply = self
             .0
             .users()
-            .list_users(read_only(user_pb::ListRequest {
-                page_size,
-                page_token: request.first_get("page_token").unwrap_or("").to_string(),
-            }))
+            .list_users(read_only_request(outgoing))
             .await
             .map_err(upstream)?
             .into_inner();

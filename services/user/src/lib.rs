@@ -13,6 +13,7 @@ pub mod api;
 pub mod password;
 pub mod srv;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod validate;
 

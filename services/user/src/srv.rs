@@ -2,7 +2,11 @@
 //!
 //! Errors are go-micro errors (`{"id":"go.micro.srv.user","code":..}`) in
 //! gRPC statuses. Unknown user and wrong password are the same 401, after the
-//! same Argon2 work. No response carries `pwd` or a hash.
+//! same Argon2 work; failed logins are throttled per account and source
+//! ([`crate::throttle`]). No response carries `pwd` or a hash, and a user's
+//! email is shown only to that user (a valid token of theirs). Every call
+//! that needs a token checks it against the user's current token version,
+//! so a password change or a delete revokes earlier tokens.
 
 use std::sync::Arc;
 
@@ -12,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::password::{HashError, Hasher};
 use crate::proto::{post as post_pb, user as user_pb};
 use crate::store::{PostRecord, Store, StoreError, UserRecord};
+use crate::throttle::LoginThrottle;
 use crate::token::{TokenError, Tokens};
 use crate::{SRV_NAME, now_unix, validate};
 
@@ -33,9 +38,38 @@ struct Inner {
     store: Store,
     hasher: Hasher,
     tokens: Tokens,
+    throttle: LoginThrottle,
 }
 
 impl Inner {
+    /// The caller's user, from a valid token of the current version.
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<UserRecord, Status> {
+        let (id, claims) = self
+            .tokens
+            .user_from_metadata(metadata)
+            .map_err(token_error)?;
+        let record = self
+            .store
+            .user_by_id(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| token_error(TokenError::Revoked))?;
+        if claims.ver != record.token_version {
+            return Err(token_error(TokenError::Revoked));
+        }
+        Ok(record)
+    }
+
+    /// The caller's user id if the call carries a valid token; anonymous
+    /// otherwise (for what anyone may see, less the private fields).
+    async fn viewer(&self, metadata: &tonic::metadata::MetadataMap) -> Option<i64> {
+        metadata.get("authorization")?;
+        self.authenticate(metadata).await.ok().map(|r| r.id)
+    }
+
     /// The user with `id`, or `NotFound`.
     async fn user_or_not_found(&self, id: i64) -> Result<UserRecord, Status> {
         self.store
@@ -53,6 +87,7 @@ impl UserService {
                 store,
                 hasher,
                 tokens,
+                throttle: LoginThrottle::new(),
             }),
         }
     }
@@ -121,23 +156,51 @@ fn unsigned(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// The wire form of a user: never with `pwd`.
-fn user_message(record: &UserRecord) -> user_pb::User {
+/// Where a login comes from: the address the gateway saw
+/// (`micro-remote-ip`, passed on by user-api), else the last
+/// `x-forwarded-for` hop, else the peer of the call.
+pub fn source_of<T>(request: &Request<T>) -> String {
+    let metadata = request.metadata();
+    let header = |name: &str| {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(ip) = header("micro-remote-ip") {
+        return ip.to_string();
+    }
+    if let Some(hop) = header("x-forwarded-for").and_then(|v| v.rsplit(',').next()) {
+        return hop.trim().to_string();
+    }
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}
+
+/// The wire form of a user: never with `pwd`; the email only for its owner.
+fn user_message(record: &UserRecord, viewer: Option<i64>) -> user_pb::User {
+    let email = if viewer == Some(record.id) {
+        record.email.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     user_pb::User {
         id: record.id,
         name: record.name.clone(),
         pwd: String::new(),
         created_time: unsigned(record.created_time),
         updated_time: unsigned(record.updated_time),
-        email: record.email.clone().unwrap_or_default(),
+        email,
     }
 }
 
-fn user_response(record: &UserRecord) -> Response<user_pb::Response> {
+fn user_response(record: &UserRecord, viewer: Option<i64>) -> Response<user_pb::Response> {
     Response::new(user_pb::Response {
         success: true,
         error: None,
-        user: Some(user_message(record)),
+        user: Some(user_message(record, viewer)),
     })
 }
 
@@ -160,7 +223,7 @@ fn parse_id(text: &str, what: &str) -> Result<i64, Status> {
     text.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| bad_request(format!("{what} must be a positive integer, not {text:?}")))
+        .ok_or_else(|| bad_request(format!("{what} must be a positive integer")))
 }
 
 /// The `User` handler.
@@ -173,11 +236,16 @@ impl user_pb::user_server::User for UserHandler {
         &self,
         request: Request<user_pb::Request>,
     ) -> Result<Response<user_pb::Response>, Status> {
+        let viewer = self.0.inner.viewer(request.metadata()).await;
         let name = request.into_inner().user_name;
-        tracing::debug!(name = %name, "User.QueryUserByName");
         if name.trim().is_empty() {
             return Err(bad_request("userName cannot be blank"));
         }
+        // A name no user can have is not looked up, nor echoed back.
+        if validate::username(&name).is_err() {
+            return Err(not_found("no user has this name"));
+        }
+        tracing::debug!(name = %name, "User.QueryUserByName");
         match self
             .0
             .inner
@@ -186,7 +254,7 @@ impl user_pb::user_server::User for UserHandler {
             .await
             .map_err(store_error)?
         {
-            Some(record) => Ok(user_response(&record)),
+            Some(record) => Ok(user_response(&record, viewer)),
             None => Err(not_found(format!("user {name:?} not found"))),
         }
     }
@@ -214,15 +282,27 @@ impl user_pb::user_server::User for UserHandler {
             .await
             .map_err(store_error)?;
         tracing::info!(user = record.id, name = %record.name, "registered");
-        Ok(user_response(&record))
+        Ok(user_response(&record, Some(record.id)))
     }
 
     async fn login(
         &self,
         request: Request<user_pb::LoginRequest>,
     ) -> Result<Response<user_pb::LoginResponse>, Status> {
+        let source = source_of(&request);
         let request = request.into_inner();
         let inner = &self.0.inner;
+        if let Err(wait) = inner.throttle.check(&request.user_name, &source) {
+            // The same answer whether the account exists or not, before any
+            // password work.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(MicroError::new(
+                SRV_NAME,
+                429,
+                format!("too many failed logins: try again in {seconds} s"),
+            )
+            .into());
+        }
         // Look up only names that could exist; either way, do the same work.
         let record = if validate::username(&request.user_name).is_ok() {
             inner
@@ -242,16 +322,18 @@ impl user_pb::user_server::User for UserHandler {
             .await
             .map_err(hash_error)?;
         let Some(record) = record.filter(|_| ok) else {
+            inner.throttle.failed(&request.user_name, &source);
             return Err(unauthorized("invalid user name or password"));
         };
+        inner.throttle.succeeded(&request.user_name, &source);
         let (token, expires_at) = inner
             .tokens
-            .issue(record.id, &record.name)
+            .issue(record.id, &record.name, record.token_version)
             .map_err(token_error)?;
         Ok(Response::new(user_pb::LoginResponse {
             success: true,
             error: None,
-            user: Some(user_message(&record)),
+            user: Some(user_message(&record, Some(record.id))),
             token,
             expires_at,
         }))
@@ -261,9 +343,10 @@ impl user_pb::user_server::User for UserHandler {
         &self,
         request: Request<user_pb::Request>,
     ) -> Result<Response<user_pb::Response>, Status> {
+        let viewer = self.0.inner.viewer(request.metadata()).await;
         let id = parse_id(&request.into_inner().user_id, "userID")?;
         let record = self.0.inner.user_or_not_found(id).await?;
-        Ok(user_response(&record))
+        Ok(user_response(&record, viewer))
     }
 
     async fn change_password(
@@ -271,18 +354,10 @@ impl user_pb::user_server::User for UserHandler {
         request: Request<user_pb::ChangePasswordRequest>,
     ) -> Result<Response<user_pb::Response>, Status> {
         let inner = &self.0.inner;
-        let (id, _) = inner
-            .tokens
-            .user_from_metadata(request.metadata())
-            .map_err(token_error)?;
+        let record = inner.authenticate(request.metadata()).await?;
+        let id = record.id;
         let request = request.into_inner();
         validate::password(&request.new_pwd).map_err(|e| bad_request(format!("new {e}")))?;
-        let record = inner
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| unauthorized("the token's user no longer exists"))?;
         let ok = inner
             .hasher
             .verify(&request.old_pwd, Some(&record.password_hash))
@@ -304,9 +379,9 @@ impl user_pb::user_server::User for UserHandler {
         {
             return Err(not_found(format!("user {id} not found")));
         }
-        tracing::info!(user = id, "password changed");
+        tracing::info!(user = id, "password changed; earlier tokens revoked");
         let record = inner.user_or_not_found(id).await?;
-        Ok(user_response(&record))
+        Ok(user_response(&record, Some(id)))
     }
 
     async fn delete_user(
@@ -314,20 +389,19 @@ impl user_pb::user_server::User for UserHandler {
         request: Request<user_pb::Request>,
     ) -> Result<Response<user_pb::Response>, Status> {
         let inner = &self.0.inner;
-        let (id, _) = inner
-            .tokens
-            .user_from_metadata(request.metadata())
-            .map_err(token_error)?;
-        let record = inner.user_or_not_found(id).await?;
+        let record = inner.authenticate(request.metadata()).await?;
+        let id = record.id;
         inner.store.delete_user(id).await.map_err(store_error)?;
         tracing::info!(user = id, "deleted");
-        Ok(user_response(&record))
+        Ok(user_response(&record, Some(id)))
     }
 
     async fn list_users(
         &self,
         request: Request<user_pb::ListRequest>,
     ) -> Result<Response<user_pb::ListResponse>, Status> {
+        // Listing users is for users: a token is required.
+        let viewer = self.0.inner.authenticate(request.metadata()).await?.id;
         let request = request.into_inner();
         let size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -360,7 +434,10 @@ impl user_pb::user_server::User for UserHandler {
             _ => String::new(),
         };
         Ok(Response::new(user_pb::ListResponse {
-            users: records.iter().map(user_message).collect(),
+            users: records
+                .iter()
+                .map(|r| user_message(r, Some(viewer)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -415,10 +492,7 @@ impl post_pb::post_server::Post for PostHandler {
         request: Request<post_pb::CreateRequest>,
     ) -> Result<Response<post_pb::Response>, Status> {
         let inner = &self.0.inner;
-        let (user_id, _) = inner
-            .tokens
-            .user_from_metadata(request.metadata())
-            .map_err(token_error)?;
+        let user_id = inner.authenticate(request.metadata()).await?.id;
         let request = request.into_inner();
         let title = request.title.trim();
         if title.is_empty() || title.chars().count() > 200 {

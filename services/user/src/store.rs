@@ -22,6 +22,8 @@ pub struct UserRecord {
     pub password_hash: String,
     pub created_time: i64,
     pub updated_time: i64,
+    /// Tokens must carry this version; bumped on a password change.
+    pub token_version: i64,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for UserRecord {
             .field("email", &self.email)
             .field("created_time", &self.created_time)
             .field("updated_time", &self.updated_time)
+            .field("token_version", &self.token_version)
             .finish_non_exhaustive()
     }
 }
@@ -55,8 +58,12 @@ pub enum StoreError {
     DuplicateName(String),
     #[error("user {0} does not exist")]
     NoSuchUser(i64),
-    #[error("invalid database url {url:?}: {reason}")]
+    #[error("invalid --database_url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("unusable --data_dir {dir:?}: {reason}")]
+    DataDir { dir: String, reason: String },
+    #[error("cannot open the store {url}: {reason}")]
+    Unusable { url: String, reason: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("schema migration failed: {0}")]
@@ -112,9 +119,75 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+impl StoreError {
+    /// The user's input is wrong (`--database_url`, `--data_dir`): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, StoreError::BadUrl { .. } | StoreError::DataDir { .. })
+    }
+}
+
+/// Creates `dir` (mode 0700) for the default SQLite store, if missing.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
+    create_private_dir(dir).map_err(|e| StoreError::DataDir {
+        dir: dir.display().to_string(),
+        reason: e,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err("exists and is not a directory".into()),
+        Err(_) => {}
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the directory: {e}"))
+}
+
+/// Creates the database file 0600 if missing; an existing one, and its
+/// `-wal` and `-shm`, readable by others are made 0600. (SQLite creates
+/// `-wal` and `-shm` with the database file's mode.)
+fn private_db_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    }
+    let mut names = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(PathBuf::from(name));
+    }
+    for name in names {
+        if let Ok(meta) = std::fs::metadata(&name)
+            && meta.is_file()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!("{} was readable by others; made it 0600", name.display());
+            std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict {}: {e}", name.display()))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens the store at `url` (creating an SQLite file and its directory if
-    /// needed) and brings its schema up to date.
+    /// Opens the store at `url` (creating an SQLite file, mode 0600, and its
+    /// directory, 0700, if needed) and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
@@ -122,6 +195,9 @@ impl Store {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_string(),
         };
+        // One connection first: a corrupt file or a refused server is one
+        // clear error now, not a pool retrying until it times out.
+        probe(&url, backend).await?;
         let options = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
@@ -192,7 +268,7 @@ impl Store {
         let row = sqlx::query(
             "INSERT INTO users (name, email, password_hash, created_time, updated_time) \
              VALUES ($1, $2, $3, $4, $4) \
-             RETURNING id, name, email, password_hash, created_time, updated_time",
+             RETURNING id, name, email, password_hash, created_time, updated_time, token_version",
         )
         .bind(name)
         .bind(email)
@@ -211,7 +287,7 @@ impl Store {
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, email, password_hash, created_time, updated_time \
+            "SELECT id, name, email, password_hash, created_time, updated_time, token_version \
              FROM users WHERE name = $1",
         )
         .bind(name)
@@ -222,7 +298,7 @@ impl Store {
 
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, email, password_hash, created_time, updated_time \
+            "SELECT id, name, email, password_hash, created_time, updated_time, token_version \
              FROM users WHERE id = $1",
         )
         .bind(id)
@@ -231,20 +307,23 @@ impl Store {
         row.as_ref().map(user).transpose()
     }
 
-    /// Replaces the hash; false if the user does not exist.
+    /// Replaces the hash and revokes every token issued before; false if
+    /// the user does not exist.
     pub async fn update_password(
         &self,
         id: i64,
         password_hash: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_time = $2 WHERE id = $3")
-                .bind(password_hash)
-                .bind(now)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_time = $2, \
+                 token_version = token_version + 1 WHERE id = $3",
+        )
+        .bind(password_hash)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -270,7 +349,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, email, password_hash, created_time, updated_time \
+            "SELECT id, name, email, password_hash, created_time, updated_time, token_version \
              FROM users WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after_id)
@@ -338,8 +417,37 @@ impl Store {
     }
 }
 
-/// Checks an SQLite URL, creates its directory, and asks for the file to be
-/// created if missing.
+/// Connects once and reads the schema.
+async fn probe(url: &str, backend: Backend) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let unusable = |e: sqlx::Error| StoreError::Unusable {
+        url: redact(url.split('?').next().unwrap_or(url)),
+        reason: match &e {
+            sqlx::Error::Database(db) => db.message().to_string(),
+            other => other.to_string(),
+        },
+    };
+    let connect = sqlx::AnyConnection::connect(url);
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| StoreError::Unusable {
+            url: redact(url),
+            reason: "no connection within 10 s".into(),
+        })?
+        .map_err(unusable)?;
+    let check = match backend {
+        Backend::Sqlite => "PRAGMA schema_version",
+        Backend::Postgres => "SELECT 1",
+    };
+    sqlx::query(check)
+        .execute(&mut conn)
+        .await
+        .map_err(unusable)?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Checks an SQLite URL, creates its directory (0700) and file (0600).
 fn sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -353,13 +461,20 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
         });
     }
     let parent = PathBuf::from(path).parent().map(Path::to_path_buf);
-    if path != ":memory:"
-        && let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::BadUrl {
-            url: url.to_string(),
-            reason: format!("cannot create directory {}: {e}", dir.display()),
-        })?;
+    let in_memory = path == ":memory:" || query.contains("mode=memory");
+    if !in_memory {
+        if let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(&dir).map_err(|e| StoreError::BadUrl {
+                url: url.to_string(),
+                reason: format!("directory {}: {e}", dir.display()),
+            })?;
+        }
+        if !query.contains("mode=ro") {
+            private_db_file(Path::new(path)).map_err(|reason| StoreError::BadUrl {
+                url: url.to_string(),
+                reason,
+            })?;
+        }
     }
     let query = if query.contains("mode=") {
         query.to_string()
@@ -379,6 +494,7 @@ fn user(row: &AnyRow) -> Result<UserRecord, StoreError> {
         password_hash: row.try_get("password_hash")?,
         created_time: row.try_get("created_time")?,
         updated_time: row.try_get("updated_time")?,
+        token_version: row.try_get("token_version")?,
     })
 }
 

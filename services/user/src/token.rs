@@ -21,6 +21,10 @@ pub struct Claims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version when issued; a password change bumps it,
+    /// refusing every earlier token.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// Issues and checks tokens.
@@ -48,6 +52,10 @@ pub enum TokenError {
     Expired,
     #[error("invalid token")]
     Invalid,
+    #[error("invalid Authorization header: send Authorization: Bearer <token> from login")]
+    NotBearer,
+    #[error("token revoked (password changed or user deleted): log in again")]
+    Revoked,
     #[error("cannot sign token: {0}")]
     Sign(String),
 }
@@ -69,8 +77,9 @@ impl Tokens {
         Ok(Tokens::new(&secret, ttl))
     }
 
-    /// A token for user `id` named `name`, and when it expires (Unix seconds).
-    pub fn issue(&self, id: i64, name: &str) -> Result<(String, i64), TokenError> {
+    /// A token for user `id` named `name` at token version `ver`, and when
+    /// it expires (Unix seconds).
+    pub fn issue(&self, id: i64, name: &str, ver: i64) -> Result<(String, i64), TokenError> {
         let iat = crate::now_unix();
         let exp = iat.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
         let claims = Claims {
@@ -79,6 +88,7 @@ impl Tokens {
             iss: ISSUER.to_string(),
             iat,
             exp,
+            ver,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| TokenError::Sign(e.to_string()))?;
@@ -100,7 +110,8 @@ impl Tokens {
     }
 
     /// The user id a token stands for, from gRPC metadata
-    /// `authorization: Bearer <token>`.
+    /// `authorization: Bearer <token>` (the scheme is required). The
+    /// caller checks `ver` against the user's current token version.
     pub fn user_from_metadata(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -109,11 +120,11 @@ impl Tokens {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or(TokenError::Missing)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .unwrap_or(value)
-            .trim();
+        let (scheme, token) = value.split_once(' ').ok_or(TokenError::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::NotBearer);
+        }
+        let token = token.trim();
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
@@ -130,11 +141,12 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_others_do_not() {
         let tokens = Tokens::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let (token, exp) = tokens.issue(42, "huohuo").expect("issue");
+        let (token, exp) = tokens.issue(42, "huohuo", 3).expect("issue");
         let claims = tokens.verify(&token).expect("verify");
         assert_eq!(claims.sub, "42");
         assert_eq!(claims.name, "huohuo");
         assert_eq!(claims.exp, exp);
+        assert_eq!(claims.ver, 3);
 
         let other = Tokens::new(
             b"another key, another key, another",
@@ -148,9 +160,31 @@ mod tests {
     }
 
     #[test]
+    fn the_bearer_scheme_is_required() {
+        let tokens = Tokens::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
+        let (token, _) = tokens.issue(7, "bob", 0).expect("issue");
+        let with = |value: String| {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            metadata.insert("authorization", value.parse().expect("ascii"));
+            tokens.user_from_metadata(&metadata).map(|(id, _)| id)
+        };
+        assert_eq!(with(format!("Bearer {token}")).expect("bearer"), 7);
+        assert_eq!(with(format!("bearer {token}")).expect("bearer"), 7);
+        assert!(matches!(with(token.clone()), Err(TokenError::NotBearer)));
+        assert!(matches!(
+            with(format!("Basic {token}")),
+            Err(TokenError::NotBearer)
+        ));
+        assert!(matches!(
+            tokens.user_from_metadata(&tonic::metadata::MetadataMap::new()),
+            Err(TokenError::Missing)
+        ));
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let tokens = Tokens::new(b"0123456789abcdef0123456789abcdef", Duration::ZERO);
-        let (token, _) = tokens.issue(1, "a").expect("issue");
+        let (token, _) = tokens.issue(1, "a", 0).expect("issue");
         std::thread::sleep(Duration::from_millis(1100));
         assert!(matches!(tokens.verify(&token), Err(TokenError::Expired)));
     }

@@ -63,6 +63,11 @@ async fn exercise(store: &Store) {
     let a2 = store.user_by_id(a.id).await.expect("get").expect("found");
     assert_eq!(a2.password_hash, "$argon2id$new");
     assert_eq!(a2.updated_time, 200);
+    assert_eq!(
+        a2.token_version,
+        a.token_version + 1,
+        "a password change revokes earlier tokens"
+    );
     assert!(
         !store
             .update_password(999_999, "x", 200)
@@ -178,6 +183,73 @@ async fn postgres_store() {
     store.close().await;
     let url = pg.database("users_b").await;
     shared_by_two_instances(&url).await;
+}
+
+#[tokio::test]
+async fn sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    user_service::store::prepare_data_dir(&data).expect("data dir");
+    let url = user_service::store::default_url(&data);
+    let store = Store::open(&url).await.expect("open");
+    store
+        .create_user("alice", Some("a@example.com"), "$argon2id$x", 1)
+        .await
+        .expect("write");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    for name in ["user.db", "user.db-wal", "user.db-shm"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    store.close().await;
+
+    // A file left readable by others (an older version, a copy) is fixed.
+    std::fs::set_permissions(data.join("user.db"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let store = Store::open(&url).await.expect("reopen");
+    assert_eq!(mode(&data.join("user.db")), 0o600);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_store_says_so_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("user.db");
+    std::fs::write(&path, vec![0x5a_u8; 8192]).expect("garbage");
+    let started = std::time::Instant::now();
+    let err = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .expect_err("corrupt");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unusable { .. }), "{text}");
+    assert!(text.contains("not a database"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+    assert!(!err.is_usage());
+    eprintln!("corrupt store refused in {:?}: {text}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_bad_data_dir_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("file");
+    let err = user_service::store::prepare_data_dir(&file).expect_err("not a dir");
+    assert!(err.is_usage());
+    assert!(err.to_string().contains("--data_dir"), "{err}");
+    let err = user_service::store::prepare_data_dir(&file.join("below")).expect_err("below a file");
+    assert!(err.to_string().contains("--data_dir"), "{err}");
+    let err = Store::open("mysql://h/db").await.expect_err("bad url");
+    assert!(
+        err.is_usage() && err.to_string().contains("--database_url"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

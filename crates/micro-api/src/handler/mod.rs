@@ -90,13 +90,14 @@ pub(crate) async fn ensure_registered(
     use crate::catalog::Presence;
     let budget = deadline.saturating_duration_since(Instant::now());
     let registry = inner.client.registry().name();
+    let shown = crate::edge::shown(service);
     match inner.catalog.presence(service, budget).await {
         Presence::Live => Ok(()),
         Presence::Gone => Err(ApiError::unavailable(format!(
-            "service {service}: no live node in registry [{registry}]"
+            "service {shown}: no live node in registry [{registry}]"
         ))),
         Presence::Unknown => Err(ApiError::not_found(format!(
-            "service {service} not found in registry [{registry}]"
+            "service {shown} not found in registry [{registry}]"
         ))),
     }
 }

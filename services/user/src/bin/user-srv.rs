@@ -72,16 +72,25 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let url = match cli.database_url.clone() {
+        Some(url) => url,
+        None => {
+            if let Err(e) = store::prepare_data_dir(&cli.data_dir) {
+                micro::config::exit_usage(&e.to_string());
+            }
+            store::default_url(&cli.data_dir)
+        }
+    };
+    let store = match Store::open(&url).await {
+        Ok(store) => store,
+        Err(e) if e.is_usage() => micro::config::exit_usage(&e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
     let service = match micro::Service::new(SRV_NAME, &cli.micro).await {
         Ok(service) => service,
         Err(e) if e.is_usage() => micro::config::exit_usage(&e.to_string()),
         Err(e) => return Err(e.into()),
     };
-    let url = cli
-        .database_url
-        .clone()
-        .unwrap_or_else(|| store::default_url(&cli.data_dir));
-    let store = Store::open(&url).await?;
     tracing::info!("Store [{:?}] {}", store.backend(), store::redact(&url));
 
     let tokens = match cli.auth_secret.as_deref().filter(|s| !s.is_empty()) {
