@@ -22,6 +22,9 @@ use micro::{Client, Registry};
 use micro_api::{ApiOptions, CallOptions, DynamicClient, Gateway, HandlerKind, JsonInput};
 use micro_registry::{Service, Value};
 
+mod health;
+pub use health::health;
+
 /// `micro`: run the API gateway, inspect the registry, call services.
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, propagate_version = true)]
@@ -48,6 +51,8 @@ pub enum Command {
     },
     /// Call an endpoint with JSON: `micro call go.micro.srv.greeter Greeter.Hello '{"name":"John"}'`
     Call(CallArgs),
+    /// Check every node of a service over gRPC health: `micro health go.micro.srv.user`
+    Health(health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,19 +216,21 @@ pub enum CliError {
     Usage(String),
     /// The command could not do its job: exit code 1.
     Failed(String),
+    /// `micro health`: the report (for stdout), and not every node serves: exit code 1.
+    Unhealthy(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+            CliError::Failed(_) | CliError::Unhealthy(_) => 1,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            CliError::Usage(m) | CliError::Failed(m) => m,
+            CliError::Usage(m) | CliError::Failed(m) | CliError::Unhealthy(m) => m,
         }
     }
 }
@@ -443,14 +450,44 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
         args.resolver,
         registry.name()
     );
+    let _trace = micro::telemetry::trace::init("go.micro.api").map_err(CliError::Usage)?;
+    let readiness = micro::telemetry::health::Readiness::new();
+    let _admin = match &micro.ops.admin_address {
+        Some(admin) => {
+            let admin = micro::telemetry::admin::AdminServer::bind(admin, readiness.clone())
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            // Health and metrics stay off the public port.
+            if admin.local_addr().port() == local.port() {
+                return Err(CliError::Usage(
+                    "--admin_address must differ from the gateway's --address".into(),
+                ));
+            }
+            Some(AbortOnDrop(admin.spawn()))
+        }
+        None => None,
+    };
     let gateway = Gateway::new(client, args.api_options());
     tracing::info!("Server [http] Listening on {local}");
+    let stopping = readiness.clone();
     gateway
-        .serve(listener, shutdown)
+        .serve(listener, async move {
+            shutdown.await;
+            stopping.begin_stop();
+        })
         .await
         .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
     tracing::info!("Server [http] Stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs a parsed command line; what to print on stdout, or why it failed.
@@ -473,6 +510,10 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             let registry = micro::connect_registry(&cli.micro.registry).await?;
             let client = Client::new(registry, cli.micro.client.client_options());
             call(&client, &args.service, &args.endpoint, &args.request).await
+        }
+        Command::Health(args) => {
+            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            health(registry.as_ref(), args).await
         }
     }
 }

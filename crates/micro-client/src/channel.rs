@@ -82,13 +82,22 @@ impl Service<http::Request<Body>> for ServiceChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let set = self.set.clone();
         let options = self.options.clone();
         let idempotent = self.idempotent;
+        // --- ops (issue 13): telemetry hooks; move to the outermost client layer at merge.
+        let entries = set.entries();
+        let down = entries.iter().filter(|e| e.is_down()).count();
+        micro_telemetry::client::nodes(set.service(), entries.len() - down, down, 0);
+        let path = request.uri().path().to_string();
+        let record =
+            micro_telemetry::client::start_call(set.service(), &path, request.headers_mut());
+        // --- end ops
         Box::pin(async move {
-            call(&set, &options, idempotent, request)
-                .await
+            let result = call(&set, &options, idempotent, request).await;
+            record
+                .finish(result) // ops (issue 13): counts the call by its final code
                 .map_err(|status| Box::new(status) as BoxError)
         })
     }
@@ -180,6 +189,8 @@ async fn call(
             channel.call(request).await
         })
         .await;
+        // ops (issue 13): micro_client_attempts_total; move with the hooks above at merge.
+        micro_telemetry::client::attempt(set.service(), attempt_outcome(&outcome));
 
         match outcome {
             Err(_elapsed) => return Err(deadline_exceeded(set, budget, attempt + 1)),
@@ -238,6 +249,21 @@ async fn call(
     match last {
         Some(result) => result,
         None => Err(no_nodes(set)),
+    }
+}
+
+/// ops (issue 13): the `outcome` label of one attempt.
+fn attempt_outcome<T, E: StdError + 'static>(
+    outcome: &Result<Result<T, E>, tokio::time::error::Elapsed>,
+) -> &'static str {
+    match outcome {
+        Err(_) => "timeout",
+        Ok(Ok(_)) => "answered",
+        Ok(Err(error)) => match classify(error) {
+            Failure::Timeout => "timeout",
+            Failure::NotSent => "refused",
+            Failure::MaybeSent => "failed",
+        },
     }
 }
 

@@ -22,6 +22,8 @@
 //! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
 //! | `--selector` | `MICRO_SELECTOR` | `roundrobin` |
+//! | `--admin_address` | `MICRO_ADMIN_ADDRESS` | off |
+//! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.
@@ -50,6 +52,9 @@ use micro_client::ClientOptions;
 use micro_selector::Strategy;
 use micro_server::ServerOptions;
 
+mod ops;
+pub use ops::{LogFormat, OpsArgs};
+
 /// Every shared flag: registry, server and client.
 #[derive(Args, Clone, Debug, Default)]
 pub struct MicroArgs {
@@ -59,6 +64,8 @@ pub struct MicroArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Which registry backend.
@@ -499,6 +506,7 @@ mod tests {
             &["--register_ttl=-1"],
             &["--client_retries=many"],
             &["--client_request_timeout=0"],
+            &["--log_format=xml"],
             &["--no-such-flag"],
         ] {
             let err = parse(args).expect_err("rejected");
