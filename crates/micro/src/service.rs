@@ -125,9 +125,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Not ready until the server has registered (its own readiness says so).
+fn not_registered() -> micro_telemetry::health::Readiness {
+    let readiness = micro_telemetry::health::Readiness::new();
+    readiness.set("registry", Err("not registered yet".into()));
+    readiness
+}
+
 /// Starts what `--admin_address` and the `OTEL_*` variables ask for.
 async fn start_ops(name: &str, args: &MicroArgs) -> Result<Ops, Error> {
-    let readiness = micro_telemetry::health::Readiness::new();
+    let readiness = not_registered();
     let trace = micro_telemetry::trace::init(name).map_err(Error::Config)?;
     let admin = match &args.ops.admin_address {
         Some(address) => {
@@ -167,7 +174,7 @@ impl Service {
         let client = Client::new(registry.clone(), args.client.client_options());
         Ok(Service {
             ops: Ops {
-                readiness: micro_telemetry::health::Readiness::new(),
+                readiness: not_registered(),
                 admin: None,
                 _trace: Arc::new(micro_telemetry::trace::TraceGuard::default()),
             },
