@@ -22,7 +22,7 @@ use micro::{Client, Registry};
 use micro_api::{ApiOptions, CallOptions, DynamicClient, Gateway, HandlerKind, JsonInput};
 use micro_registry::{Service, Value};
 
-mod health;
+pub mod health;
 pub use health::health;
 
 /// `micro`: run the API gateway, inspect the registry, call services.
@@ -454,15 +454,15 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
     let readiness = micro::telemetry::health::Readiness::new();
     let _admin = match &micro.ops.admin_address {
         Some(admin) => {
+            let port = |a: &str| a.rsplit(':').next().map(str::to_string);
+            if port(admin) == port(&args.address) && port(admin).is_some_and(|p| p != "0") {
+                return Err(CliError::Usage(
+                    "--admin_address must not share the gateway's public port (--address)".into(),
+                ));
+            }
             let admin = micro::telemetry::admin::AdminServer::bind(admin, readiness.clone())
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            // Health and metrics stay off the public port.
-            if admin.local_addr().port() == local.port() {
-                return Err(CliError::Usage(
-                    "--admin_address must differ from the gateway's --address".into(),
-                ));
-            }
             Some(AbortOnDrop(admin.spawn()))
         }
         None => None,

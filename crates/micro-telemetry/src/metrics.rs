@@ -207,13 +207,16 @@ pub fn registry_operation(registry: &str, op: &str, result: &str) {
         .inc();
 }
 
-/// Counts one skipped registry entry; `reason` must be a fixed word
-/// (`bad_key`, `oversized`, `bad_json`, `bad_service`, `bad_node`).
-pub fn registry_entry_skipped(registry: &str, reason: &str) {
-    metrics()
-        .registry_skipped
-        .with_label_values(&[registry, reason])
-        .inc();
+/// Counts `n` skipped registry entries; `reason` must be a fixed word
+/// (etcd: `bad_key`, `oversized`, `bad_json`, `bad_service`, `bad_node`;
+/// mDNS: `not_dns`, `malformed`).
+pub fn registry_entries_skipped(registry: &str, reason: &str, n: u64) {
+    if n > 0 {
+        metrics()
+            .registry_skipped
+            .with_label_values(&[registry, reason])
+            .inc_by(n);
+    }
 }
 
 /// Go's names of the gRPC codes (`OK`, `NotFound`, ...), as grpc-go and its
