@@ -269,6 +269,12 @@ impl Gateway {
                 self.inner.clone(),
                 edge::edge,
             ))
+            // Outermost: counts every answer (limits and timeouts included)
+            // and continues the caller's trace.
+            .layer(micro_telemetry::api::ApiLayer::new(
+                "go.micro.api",
+                self.inner.options.handler.as_str(),
+            ))
     }
 
     /// Serves the router on `listener` until `shutdown` completes, then stops

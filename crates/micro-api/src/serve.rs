@@ -93,6 +93,7 @@ pub(crate) async fn serve(
         let stop_signal = stop_signal.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
+            let _open = micro_telemetry::api::OpenConnection::new();
             shared
                 .clone()
                 .connection(stream, remote, conn.clone(), stop_signal)

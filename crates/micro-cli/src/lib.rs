@@ -32,6 +32,9 @@ use micro_api::{ApiOptions, Gateway, HandlerKind};
 use micro_json::{CallOptions, DynamicClient, JsonInput};
 use micro_registry::{Service, Value};
 
+pub mod health;
+pub use health::health;
+
 /// `micro`: run the API gateway, inspect the registry, call services.
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, propagate_version = true)]
@@ -62,6 +65,8 @@ pub enum Command {
     Call(CallArgs),
     /// Create a service crate: `micro new hello` (go.micro.srv.hello), `micro new --type api NAME`
     New(new::NewArgs),
+    /// Check every node of a service over gRPC health: `micro health go.micro.srv.user`
+    Health(health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -431,19 +436,21 @@ pub enum CliError {
     Usage(String),
     /// The command could not do its job: exit code 1.
     Failed(String),
+    /// `micro health`: the report (for stdout), and not every node serves: exit code 1.
+    Unhealthy(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+            CliError::Failed(_) | CliError::Unhealthy(_) => 1,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            CliError::Usage(m) | CliError::Failed(m) => m,
+            CliError::Usage(m) | CliError::Failed(m) | CliError::Unhealthy(m) => m,
         }
     }
 }
@@ -752,14 +759,44 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
     } else {
         "http"
     };
+    let _trace = micro::telemetry::trace::init("go.micro.api").map_err(CliError::Usage)?;
+    let readiness = micro::telemetry::health::Readiness::new();
+    let _admin = match &micro.ops.admin_address {
+        Some(admin) => {
+            let port = |a: &str| a.rsplit(':').next().map(str::to_string);
+            if port(admin) == port(&args.address) && port(admin).is_some_and(|p| p != "0") {
+                return Err(CliError::Usage(
+                    "--admin_address must not share the gateway's public port (--address)".into(),
+                ));
+            }
+            let admin = micro::telemetry::admin::AdminServer::bind(admin, readiness.clone())
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Some(AbortOnDrop(admin.spawn()))
+        }
+        None => None,
+    };
     let gateway = Gateway::new(client, options);
     tracing::info!("Server [{scheme}] Listening on {local}");
+    let stopping = readiness.clone();
     gateway
-        .serve(listener, shutdown)
+        .serve(listener, async move {
+            shutdown.await;
+            stopping.begin_stop();
+        })
         .await
         .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
     tracing::info!("Server [http] Stopped");
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs a parsed command line; what to print on stdout, or why it failed.
@@ -789,5 +826,9 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             call_with(&client, args).await
         }
         Command::New(args) => new::run(args),
+        Command::Health(args) => {
+            let registry = micro::connect_registry(&cli.micro.registry).await?;
+            health(registry.as_ref(), args).await
+        }
     }
 }

@@ -5,13 +5,19 @@ use std::io::Write;
 
 #[tokio::main]
 async fn main() {
-    micro::log::init();
     let cli: micro_cli::Cli = micro::config::parse();
+    micro::log::init_with(cli.micro.ops.log_format);
     match micro_cli::run(cli).await {
         Ok(output) => {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(output.as_bytes());
             let _ = stdout.flush();
+        }
+        Err(micro_cli::CliError::Unhealthy(report)) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(report.as_bytes());
+            let _ = stdout.flush();
+            std::process::exit(1);
         }
         Err(e) => {
             if e.exit_code() == 2 {

@@ -25,6 +25,8 @@
 //! | `--client_retry_budget` | `MICRO_CLIENT_RETRY_BUDGET` | `0.2` |
 //! | `--client_hedge_after` | `MICRO_CLIENT_HEDGE_AFTER` | off |
 //! | `--selector` | `MICRO_SELECTOR` | `p2c` |
+//! | `--admin_address` | `MICRO_ADMIN_ADDRESS` | off |
+//! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.
@@ -53,6 +55,9 @@ use micro_client::{BudgetOptions, ClientOptions};
 use micro_selector::Strategy;
 use micro_server::ServerOptions;
 
+mod ops;
+pub use ops::{LogFormat, OpsArgs};
+
 /// Every shared flag: registry, server and client.
 #[derive(Args, Clone, Debug, Default)]
 pub struct MicroArgs {
@@ -62,6 +67,8 @@ pub struct MicroArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Which registry backend.
@@ -572,6 +579,7 @@ mod tests {
             &["--client_request_timeout=0"],
             &["--client_attempt_timeout=0"],
             &["--client_retry_budget=1.5"],
+            &["--log_format=xml"],
             &["--no-such-flag"],
         ] {
             let err = parse(args).expect_err("rejected");

@@ -80,6 +80,22 @@ pub fn check_address(address: &str) -> Result<(), String> {
     }
 }
 
+/// The bounded `reason` label of a skipped entry (the reason text itself
+/// carries names and sizes).
+fn skip_label(reason: &str) -> &'static str {
+    if reason.starts_with("key is not") {
+        "bad_key"
+    } else if reason.starts_with("value of") {
+        "oversized"
+    } else if reason.starts_with("value is not") {
+        "bad_json"
+    } else if reason.contains("node") {
+        "bad_node"
+    } else {
+        "bad_service"
+    }
+}
+
 /// Decodes entries read from etcd, skipping (and counting) the bad ones.
 #[derive(Debug)]
 pub struct Decoder {
@@ -189,6 +205,7 @@ impl Decoder {
 
     fn skip(&self, key: &[u8], mod_revision: i64, reason: &str) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
+        micro_telemetry::metrics::registry_entries_skipped("etcd", skip_label(reason), 1);
         let key_text = String::from_utf8_lossy(key);
         let first_time = {
             let mut warned = self

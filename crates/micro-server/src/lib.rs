@@ -42,6 +42,7 @@
 mod address;
 mod codecs;
 mod endpoints;
+mod ops;
 mod paths;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ use std::time::Duration;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
+pub use micro_telemetry::health::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -82,6 +84,8 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Bound on the deregistration at shutdown (a registry may be unreachable).
     pub deregister_timeout: Duration,
+    /// How often readiness checks run (see [`ServerBuilder::readiness_check`]).
+    pub health_check_interval: Duration,
 }
 
 impl ServerOptions {
@@ -102,6 +106,7 @@ impl Default for ServerOptions {
             register_interval: Self::REGISTER_INTERVAL,
             shutdown_grace: Self::SHUTDOWN_GRACE,
             deregister_timeout: Self::DEREGISTER_TIMEOUT,
+            health_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -142,6 +147,7 @@ pub struct ServerBuilder {
     services: Vec<&'static str>,
     descriptors: Vec<Vec<u8>>,
     reflection: bool,
+    readiness: Option<Readiness>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -176,6 +182,26 @@ impl ServerBuilder {
 
     pub fn options(mut self, options: ServerOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The readiness this server reports over gRPC health (and an admin
+    /// listener over `/health/ready`); a fresh one if not set.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// A dependency check: the server is SERVING only while it passes (run
+    /// every `health_check_interval`, bounded by it). user-srv checks its store.
+    pub fn readiness_check<F, Fut>(mut self, name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.readiness
+            .get_or_insert_with(Readiness::new)
+            .add_check(name, check);
         self
     }
 
@@ -248,13 +274,29 @@ impl ServerBuilder {
             }
         }
 
+        let readiness = self.readiness.unwrap_or_default();
+        readiness.set("registry", Err(ops::NOT_REGISTERED.into()));
+        let telemetry = ops::telemetry_layer(&self.name, &pool, &self.services);
         let mut routes = self.routes;
+        routes.add_service(ops::health_service(&readiness, &self.name, &self.services));
         if self.reflection && !self.descriptors.is_empty() {
-            let mut v1 = tonic_reflection::server::Builder::configure();
-            let mut v1alpha = tonic_reflection::server::Builder::configure();
+            // Reflection lists what this server serves, not every service
+            // in the descriptor sets it was given.
+            let mut v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(ops::HEALTH_SERVICE)
+                .with_service_name("grpc.reflection.v1.ServerReflection");
+            let mut v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(ops::HEALTH_SERVICE)
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection");
             for set in &self.descriptors {
                 v1 = v1.register_encoded_file_descriptor_set(set);
                 v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+            }
+            for name in &self.services {
+                v1 = v1.with_service_name(*name);
+                v1alpha = v1alpha.with_service_name(*name);
             }
             let v1 = v1
                 .build_v1()
@@ -326,6 +368,8 @@ impl ServerBuilder {
             routes: routes.routes(),
             paths: HandlerPaths::new(by_handler),
             codecs: Codecs::new(&pool, &self.services),
+            readiness,
+            telemetry,
         })
     }
 }
@@ -341,6 +385,8 @@ pub struct Server {
     routes: tonic::service::Routes,
     paths: HandlerPaths,
     codecs: Codecs,
+    readiness: Readiness,
+    telemetry: micro_telemetry::server::ServerLayer,
 }
 
 impl fmt::Debug for Server {
@@ -367,6 +413,7 @@ impl Server {
             services: Vec::new(),
             descriptors: Vec::new(),
             reflection: true,
+            readiness: None,
         }
     }
 
@@ -391,6 +438,12 @@ impl Server {
         self.registered.subscribe()
     }
 
+    /// What this server reports over gRPC health: registered, dependency
+    /// checks passing, not stopping.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// Serves until SIGTERM, SIGINT or SIGQUIT, then stops gracefully.
     pub async fn run(self) -> Result<(), ServerError> {
         let signal = shutdown_signal().map_err(ServerError::Signals)?;
@@ -410,19 +463,34 @@ impl Server {
             routes,
             paths,
             codecs,
+            readiness,
+            telemetry,
         } = self;
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = tonic::transport::Server::builder()
-            .layer(paths)
-            .layer(codecs)
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(paths)
+                    .layer(telemetry)
+                    .layer(codecs),
+            )
             .serve_with_incoming_shutdown(routes, incoming, async {
                 let _ = stopped.await;
             });
         // If this future is dropped (the caller gave up on it, or crashed),
         // the tasks below must not outlive it.
         let mut serving = AbortOnDrop(tokio::spawn(serve));
+        let _follow = AbortOnDrop(tokio::spawn(ops::follow_registration(
+            readiness.clone(),
+            registered.subscribe(),
+        )));
+        let _checks = readiness.has_checks().then(|| {
+            AbortOnDrop(tokio::spawn(
+                readiness.clone().run_checks(options.health_check_interval),
+            ))
+        });
         let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
@@ -436,6 +504,8 @@ impl Server {
             result = &mut serving.0 => Some(result),
         };
 
+        // NOT_SERVING before deregistering: probes and callers drain first.
+        readiness.begin_stop();
         registrar.0.abort();
         let _ = (&mut registrar.0).await;
         registered.send_replace(false);
@@ -467,6 +537,9 @@ impl Server {
             };
         }
 
+        // Health watches end (after saying NOT_SERVING) so they do not hold
+        // the graceful stop open.
+        readiness.close();
         let _ = stop.send(());
         match tokio::time::timeout(options.shutdown_grace, &mut serving.0).await {
             Ok(Ok(Ok(()))) => {
@@ -538,6 +611,8 @@ async fn keep_registered(
                 options.register_interval
             }
             Err(e) => {
+                // Not registered: not ready until it is again.
+                registered.send_replace(false);
                 if failing_since.is_none() {
                     failing_since = Some(tokio::time::Instant::now());
                     tracing::error!(

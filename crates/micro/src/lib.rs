@@ -27,8 +27,8 @@
 //! }
 //!
 //! # async fn demo() -> Result<(), micro::Error> {
-//! micro::log::init();
 //! let cli: Cli = micro::config::parse();
+//! micro::log::init_with(cli.micro.ops.log_format);
 //! let service = micro::Service::new("go.micro.srv.greeter", &cli.micro).await?;
 //! let server = service.server()
 //!     // .file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -48,6 +48,7 @@ pub use micro_config as config;
 pub use micro_registry as registry;
 pub use micro_selector as selector;
 pub use micro_server as server;
+pub use micro_telemetry as telemetry;
 
 pub use micro_client::{Client, ClientOptions, Idempotent, ServiceChannel};
 pub use micro_registry::{Registry, SharedRegistry};

@@ -1,4 +1,5 @@
-//! Log lines in go-micro's shape: `2020-03-14 16:17:07 Starting [service] go.micro.srv.user`.
+//! Log lines in go-micro's shape: `2020-03-14 16:17:07 Starting [service] go.micro.srv.user`,
+//! or JSON lines (`--log_format=json`, see `micro_telemetry::log`).
 //!
 //! Info lines are the timestamp and the message; warnings and errors carry
 //! their level. `RUST_LOG` (or `MICRO_LOG_LEVEL`) filters, e.g. `debug` or
@@ -41,8 +42,18 @@ where
     }
 }
 
-/// Installs the go-micro format on stderr. Safe to call more than once.
+/// Installs the log format `MICRO_LOG_FORMAT` names (default go-micro's
+/// text) on stderr. Safe to call more than once.
 pub fn init() {
+    let format = std::env::var("MICRO_LOG_FORMAT")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_default();
+    init_with(format);
+}
+
+/// Installs `format` (`--log_format`) on stderr. Safe to call more than once.
+pub fn init_with(format: micro_config::LogFormat) {
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("MICRO_LOG_LEVEL"))
         .unwrap_or_else(|_| "info".into());
@@ -52,10 +63,17 @@ pub fn init() {
     } else {
         format!("{filter},h2=warn,hyper=warn,hyper_util=warn,tower=warn")
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .event_format(GoMicroFormat)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        micro_config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .event_format(GoMicroFormat)
+            .try_init(),
+        micro_config::LogFormat::Json => builder
+            .with_ansi(false)
+            .event_format(micro_telemetry::log::JsonFormat)
+            .try_init(),
+    };
 }

@@ -32,8 +32,15 @@ impl Error {
     }
 }
 
-/// Builds the registry the flags name.
+/// Builds the registry the flags name; its operations are counted
+/// (`micro_registry_operations_total`).
 pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
+    connect_backend(args)
+        .await
+        .map(micro_telemetry::registry::MeteredRegistry::shared)
+}
+
+async fn connect_backend(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
     match args.registry {
         RegistryKind::Memory => Ok(Arc::new(MemoryRegistry::new())),
         #[cfg(feature = "mdns")]
@@ -97,6 +104,53 @@ pub struct Service {
     server_options: ServerOptions,
     registry: SharedRegistry,
     client: Client,
+    ops: Ops,
+}
+
+/// What a service runs for operators: readiness (shared by gRPC health and
+/// the admin listener), the admin listener, the trace exporter.
+#[derive(Clone, Debug)]
+struct Ops {
+    readiness: micro_telemetry::health::Readiness,
+    admin: Option<Arc<AbortOnDrop>>,
+    _trace: Arc<micro_telemetry::trace::TraceGuard>,
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>, std::net::SocketAddr);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Not ready until the server has registered (its own readiness says so).
+fn not_registered() -> micro_telemetry::health::Readiness {
+    let readiness = micro_telemetry::health::Readiness::new();
+    readiness.set("registry", Err("not registered yet".into()));
+    readiness
+}
+
+/// Starts what `--admin_address` and the `OTEL_*` variables ask for.
+async fn start_ops(name: &str, args: &MicroArgs) -> Result<Ops, Error> {
+    let readiness = not_registered();
+    let trace = micro_telemetry::trace::init(name).map_err(Error::Config)?;
+    let admin = match &args.ops.admin_address {
+        Some(address) => {
+            let admin = micro_telemetry::admin::AdminServer::bind(address, readiness.clone())
+                .await
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let addr = admin.local_addr();
+            Some(Arc::new(AbortOnDrop(admin.spawn(), addr)))
+        }
+        None => None,
+    };
+    Ok(Ops {
+        readiness,
+        admin,
+        _trace: Arc::new(trace),
+    })
 }
 
 impl Service {
@@ -105,7 +159,9 @@ impl Service {
     pub async fn new(name: &str, args: &MicroArgs) -> Result<Service, Error> {
         args.server.server_options().map_err(Error::Config)?;
         let registry = connect_registry(&args.registry).await?;
-        Service::with_registry(name, args, registry)
+        let mut service = Service::with_registry(name, args, registry)?;
+        service.ops = start_ops(&service.name, args).await?;
+        Ok(service)
     }
 
     /// Like [`new`](Self::new), on a registry you made.
@@ -117,6 +173,11 @@ impl Service {
         let server_options = args.server.server_options().map_err(Error::Config)?;
         let client = Client::new(registry.clone(), args.client.client_options());
         Ok(Service {
+            ops: Ops {
+                readiness: not_registered(),
+                admin: None,
+                _trace: Arc::new(micro_telemetry::trace::TraceGuard::default()),
+            },
             name: args
                 .server
                 .server_name
@@ -131,6 +192,18 @@ impl Service {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This service's readiness: what gRPC health and `/health/ready`
+    /// report. Add dependency checks with
+    /// [`ServerBuilder::readiness_check`](micro_server::ServerBuilder::readiness_check).
+    pub fn readiness(&self) -> &micro_telemetry::health::Readiness {
+        &self.ops.readiness
+    }
+
+    /// Where the admin listener (`--admin_address`) listens, if it does.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        self.ops.admin.as_ref().map(|a| a.1)
     }
 
     pub fn registry(&self) -> &SharedRegistry {
@@ -155,5 +228,6 @@ impl Service {
             .version(&self.version)
             .registry(self.registry.clone())
             .options(self.server_options.clone())
+            .readiness(self.ops.readiness.clone())
     }
 }

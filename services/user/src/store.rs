@@ -254,6 +254,12 @@ impl Store {
         self.backend
     }
 
+    /// One round trip to the database: the readiness check.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -52,19 +52,18 @@ impl std::fmt::Debug for Process {
 impl Process {
     /// Starts `binary(program)` with `args` and `env` (RUST_LOG included).
     pub fn start(label: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        Process::start_path(label, &binary(program), args, env)
+        Self::start_path(label, binary(program), args, env)
     }
 
-    /// Starts the program at `path` (e.g. a binary built outside the
-    /// workspace) with `args` and `env`.
+    /// Starts the program at `path` (or found on `PATH`), like [`start`](Self::start).
     pub fn start_path(
         label: &str,
-        path: &std::path::Path,
+        path: impl AsRef<std::ffi::OsStr>,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Process {
-        let program = path.display().to_string();
-        let mut command = Command::new(path);
+        let program = path.as_ref().to_string_lossy().into_owned();
+        let mut command = Command::new(path.as_ref());
         command
             .args(args)
             .env_remove("RUST_LOG")

@@ -23,8 +23,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    micro::log::init();
     let cli: Cli = micro::config::parse();
+    micro::log::init_with(cli.micro.ops.log_format);
     if let Err(e) = run(cli).await {
         eprintln!("user-api: {e}");
         std::process::exit(1);

@@ -74,8 +74,8 @@ impl Password {
 
 #[tokio::main]
 async fn main() {
-    micro::log::init();
     let cli: Cli = micro::config::parse();
+    micro::log::init_with(cli.micro.ops.log_format);
     match run(cli).await {
         Ok(output) => println!("{output}"),
         Err(message) => {

@@ -63,8 +63,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    micro::log::init();
     let cli: Cli = micro::config::parse();
+    micro::log::init_with(cli.micro.ops.log_format);
     if let Err(e) = run(cli).await {
         eprintln!("user-srv: {e}");
         std::process::exit(1);
@@ -112,8 +112,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     let users = UserService::new(store.clone(), Hasher::with_defaults()?, tokens);
 
+    let checked = store.clone();
     service
         .server()
+        // Not SERVING while the store does not answer.
+        .readiness_check("store", move || {
+            let store = checked.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        })
         .file_descriptor_set(FILE_DESCRIPTOR_SET)
         .add_service(UserServer::new(users.user_handler()))
         .add_service(PostServer::new(users.post_handler()))

@@ -158,7 +158,8 @@ impl Postgres {
         }
     }
 
-    fn stop(&mut self) {
+    /// Stops the server (SIGINT, bounded wait), as an outage would.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGINT: PostgreSQL's fast shutdown.
             let _ = Command::new("kill")

@@ -1,0 +1,98 @@
+//! `micro health SERVICE`: asks every node of a service, over gRPC health
+//! (`grpc.health.v1.Health/Check`), whether it serves. One line per node:
+//! id, address, status, latency; the exit code is 0 only if every node
+//! answers SERVING.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use micro::Registry;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::CliError;
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The service name, e.g. go.micro.srv.user
+    pub service: String,
+    /// Longest wait for each node (connecting included)
+    #[arg(long, default_value = "3s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// One node's answer: its status name, or why there is none.
+async fn check(address: &str, service: &str, timeout: Duration) -> Result<ServingStatus, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("bad address: {e}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let call = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok(ServingStatus::try_from(reply.get_ref().status).unwrap_or(ServingStatus::Unknown))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.
+pub async fn health(registry: &dyn Registry, args: &HealthArgs) -> Result<String, CliError> {
+    let service = &args.service;
+    let versions = match registry.get_service(service).await {
+        Ok(found) => found,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "Registry [{}] get service {service}: {e}",
+                registry.name()
+            )));
+        }
+    };
+    let nodes: Vec<_> = versions.iter().flat_map(|v| v.nodes.iter()).collect();
+    if nodes.is_empty() {
+        return Err(CliError::Failed(format!(
+            "service {service} not found in registry [{}]",
+            registry.name()
+        )));
+    }
+    let checks = nodes.iter().map(|node| async move {
+        let started = Instant::now();
+        let result = check(&node.address, service, args.timeout).await;
+        (node, result, started.elapsed())
+    });
+    let results = futures::future::join_all(checks).await;
+    let mut out = String::new();
+    let mut all_serving = true;
+    for (node, result, latency) in results {
+        let status = match &result {
+            Ok(status) => status.as_str_name().to_string(),
+            Err(why) => format!("ERROR ({why})"),
+        };
+        all_serving &= matches!(result, Ok(ServingStatus::Serving));
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{:.1}ms",
+            node.id,
+            node.address,
+            status,
+            latency.as_secs_f64() * 1000.0
+        );
+    }
+    if all_serving {
+        Ok(out)
+    } else {
+        Err(CliError::Unhealthy(out))
+    }
+}

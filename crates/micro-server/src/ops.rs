@@ -1,0 +1,67 @@
+//! What a server adds for operators: the gRPC health service over the
+//! server's [`Readiness`], the metrics and tracing layer over its registered
+//! endpoints, and the task that keeps the `registry` condition in step with
+//! the registration.
+
+use micro_telemetry::health::{HealthService, Readiness};
+use micro_telemetry::server::ServerLayer;
+use prost_reflect::DescriptorPool;
+
+/// The health service name clients ask for.
+pub(crate) const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// The `registry` condition before the first registration.
+pub(crate) const NOT_REGISTERED: &str = "not registered yet";
+
+/// The health service: `name` (the registered service), every proto service
+/// served, and `""`.
+pub(crate) fn health_service(
+    readiness: &Readiness,
+    name: &str,
+    services: &[&'static str],
+) -> tonic_health::pb::health_server::HealthServer<HealthService> {
+    let names = std::iter::once(name.to_string()).chain(services.iter().map(|s| s.to_string()));
+    HealthService::new(readiness.clone(), names).into_server()
+}
+
+/// The metrics layer: every method of every served proto service.
+pub(crate) fn telemetry_layer(
+    name: &str,
+    pool: &DescriptorPool,
+    services: &[&'static str],
+) -> ServerLayer {
+    let mut endpoints = Vec::new();
+    for full_name in services {
+        if let Some(service) = pool.get_service_by_name(full_name) {
+            for method in service.methods() {
+                endpoints.push((
+                    format!("/{full_name}/{}", method.name()),
+                    format!("{}.{}", service.name(), method.name()),
+                ));
+            }
+        }
+    }
+    ServerLayer::new(name, endpoints)
+}
+
+/// Keeps readiness's `registry` condition equal to the registration state
+/// until the sender is dropped.
+pub(crate) async fn follow_registration(
+    readiness: Readiness,
+    mut registered: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let now = *registered.borrow_and_update();
+        readiness.set(
+            "registry",
+            if now {
+                Ok(())
+            } else {
+                Err("not registered (the registry has lost or refused our registration)".into())
+            },
+        );
+        if registered.changed().await.is_err() {
+            return;
+        }
+    }
+}

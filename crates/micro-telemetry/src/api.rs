@@ -1,0 +1,148 @@
+//! The gateway side: a tower layer around the gateway's router that counts
+//! and times every HTTP request by handler and status, and continues (or
+//! starts) the caller's trace so the calls the handlers make carry it on.
+
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{
+    FutureExt as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
+};
+use prometheus::Histogram;
+use tower::{Layer, Service};
+
+use crate::metrics::metrics;
+use crate::trace;
+
+/// Layer for a gateway whose handler kind is `handler` (`api`, `rpc`, `http`).
+#[derive(Clone, Debug)]
+pub struct ApiLayer {
+    info: Arc<ApiInfo>,
+}
+
+#[derive(Debug)]
+struct ApiInfo {
+    handler: String,
+    span_prefix: String,
+    duration: Histogram,
+}
+
+impl ApiLayer {
+    /// `gateway`: the name spans carry (e.g. `go.micro.api`); `handler`: the label.
+    pub fn new(gateway: &str, handler: &str) -> Self {
+        ApiLayer {
+            info: Arc::new(ApiInfo {
+                handler: handler.to_string(),
+                span_prefix: gateway.to_string(),
+                duration: metrics().api_duration.with_label_values(&[handler]),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ApiLayer {
+    type Service = ApiTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiTelemetry {
+            inner,
+            info: self.info.clone(),
+        }
+    }
+}
+
+/// The service [`ApiLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ApiTelemetry<S> {
+    inner: S,
+    info: Arc<ApiInfo>,
+}
+
+impl<S, B, R> Service<http::Request<B>> for ApiTelemetry<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<http::Response<R>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let parent = trace::extract(request.headers());
+        let span = if trace::enabled() {
+            let parent = parent.clone().unwrap_or_default();
+            let tracer = trace::tracer();
+            let method = request.method().as_str().to_string();
+            let path = request.uri().path().to_string();
+            let span = tracer
+                .span_builder(format!("{}/{method} {path}", self.info.span_prefix))
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("http.request.method", method),
+                    KeyValue::new("http.route", path.clone()),
+                    KeyValue::new("url.path", path),
+                    KeyValue::new("micro.api.handler", self.info.handler.clone()),
+                ])
+                .start_with_context(&tracer, &parent);
+            Some(parent.with_span(span))
+        } else {
+            None
+        };
+        let context = span.clone().or(parent);
+        let info = self.info.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = match context {
+                Some(cx) => future.with_context(cx).await,
+                None => future.await,
+            };
+            if let Ok(response) = &result {
+                let status = response.status();
+                let m = metrics();
+                m.api_requests
+                    .with_label_values(&[&info.handler, status.as_str()])
+                    .inc();
+                info.duration.observe(started.elapsed().as_secs_f64());
+                if let Some(cx) = &span {
+                    let span = cx.span();
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    if status.is_server_error() {
+                        span.set_status(SpanStatus::error(status.as_str().to_string()));
+                    }
+                    span.end();
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Counts one open gateway connection while alive (`micro_api_open_connections`).
+#[derive(Debug)]
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        metrics().api_open_connections.inc();
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics().api_open_connections.dec();
+    }
+}

@@ -1,0 +1,160 @@
+//! The client side: hooks a name-based client calls around each call.
+//!
+//! [`start_call`] injects the current trace context (a client span of its
+//! own when spans are exported) into the request's headers and starts the
+//! clock; [`CallRecord::finish`] counts the call by its final gRPC code once
+//! the response ends. [`attempt`] counts each try on a node, [`nodes`] sets
+//! how many nodes of a service are up, down or ejected.
+
+use http::HeaderMap;
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use tonic::body::Body;
+use tonic::{Code, Status};
+
+use crate::body::Finish;
+use crate::metrics::{code_name, metrics};
+use crate::trace;
+
+/// `/go.micro.srv.user.User/Login` → `User.Login`; anything else → `other`.
+pub fn endpoint_of(path: &str) -> String {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return "other".into();
+    };
+    let handler = service.rsplit_once('.').map_or(service, |(_, h)| h);
+    if handler.is_empty() || method.is_empty() || method.contains('/') {
+        return "other".into();
+    }
+    format!("{handler}.{method}")
+}
+
+/// One call in flight; see the module docs.
+#[derive(Debug)]
+pub struct CallRecord {
+    service: String,
+    endpoint: String,
+    span: Option<Context>,
+}
+
+/// Starts recording a call of `service` at gRPC `path`, and writes the
+/// trace context into `headers`.
+pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRecord {
+    let m = metrics();
+    let endpoint = endpoint_of(path);
+    let endpoint = m.client_endpoint(&endpoint).to_string();
+    let service_label = m.client_endpoint(service).to_string();
+    let current = Context::current();
+    let span = if trace::enabled() {
+        let tracer = trace::tracer();
+        let span = tracer
+            .span_builder(format!("{service}/{endpoint}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service.to_string()),
+                KeyValue::new("rpc.method", endpoint.clone()),
+            ])
+            .start_with_context(&tracer, &current);
+        let cx = current.with_span(span);
+        trace::inject(&cx, headers);
+        Some(cx)
+    } else {
+        trace::inject(&current, headers);
+        None
+    };
+    CallRecord {
+        service: service_label,
+        endpoint,
+        span,
+    }
+}
+
+impl Finish for CallRecord {
+    fn finish(self, code: Option<Code>) {
+        let code = code.unwrap_or(Code::Cancelled);
+        metrics()
+            .client_requests
+            .with_label_values(&[&self.service, &self.endpoint, code_name(code)])
+            .inc();
+        if let Some(cx) = &self.span {
+            crate::server::end_span(cx, code);
+        }
+    }
+}
+
+impl CallRecord {
+    /// Records the call's outcome: at once for an error or a trailers-only
+    /// answer, else when the response body ends.
+    pub fn finish(
+        self,
+        result: Result<http::Response<Body>, Status>,
+    ) -> Result<http::Response<Body>, Status> {
+        match result {
+            Ok(response) => Ok(crate::server::observe(response, self)),
+            Err(status) => {
+                Finish::finish(self, Some(status.code()));
+                Err(status)
+            }
+        }
+    }
+}
+
+/// Counts one attempt on a node of `service`: `answered`, `refused` (the
+/// node could not be reached), `failed` (the connection broke after
+/// sending) or `timeout`.
+pub fn attempt(service: &str, outcome: &'static str) {
+    let service = metrics().client_endpoint(service);
+    metrics()
+        .client_attempts
+        .with_label_values(&[service, outcome])
+        .inc();
+}
+
+/// Sets how many nodes of `service` the client holds, by state.
+pub fn nodes(service: &str, up: usize, down: usize, ejected: usize) {
+    let m = metrics();
+    let service = m.client_endpoint(service);
+    for (state, n) in [("up", up), ("down", down), ("ejected", ejected)] {
+        m.client_nodes
+            .with_label_values(&[service, state])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_handler_dot_method() {
+        assert_eq!(endpoint_of("/go.micro.srv.user.User/Login"), "User.Login");
+        assert_eq!(endpoint_of("/Say/Hello"), "Say.Hello");
+        for bad in ["", "/", "/x", "/a/b/c", "/./x"] {
+            assert_eq!(endpoint_of(bad), "other", "{bad}");
+        }
+    }
+
+    #[test]
+    fn calls_carry_the_current_trace_and_are_counted_by_code() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            trace::TRACEPARENT,
+            http::HeaderValue::from_static(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        );
+        let cx = trace::extract(&incoming).expect("valid");
+        let _attached = cx.attach();
+        let mut headers = HeaderMap::new();
+        let record = start_call("go.micro.srv.t", "/t.T/Get", &mut headers);
+        assert_eq!(headers[trace::TRACEPARENT], incoming[trace::TRACEPARENT]);
+        let _ = record.finish(Err(Status::not_found("x")));
+        assert_eq!(
+            metrics()
+                .client_requests
+                .with_label_values(&["go.micro.srv.t", "T.Get", "NotFound"])
+                .get(),
+            1
+        );
+    }
+}

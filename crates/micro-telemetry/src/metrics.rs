@@ -1,0 +1,281 @@
+//! The Prometheus metrics of a process, in one registry.
+//!
+//! Every metric follows the Prometheus naming rules: the unit in the name
+//! (`_seconds`), `_total` on counters, histograms with buckets from 0.5 ms to
+//! 10 s. Label values are bounded: service and registry names, endpoints a
+//! server registered (others are `other`), gRPC code names, HTTP status codes,
+//! handler kinds — never anything a caller can make up freely.
+//!
+//! ```
+//! micro_telemetry::metrics::registry_operation("etcd", "register", "ok");
+//! let text = micro_telemetry::metrics::encode();
+//! assert!(text.contains("micro_registry_operations_total{op=\"register\",registry=\"etcd\",result=\"ok\"} 1"));
+//! ```
+
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets, seconds: 0.5 ms … 10 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The content type of [`encode`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Most distinct endpoint label values a client records per process; beyond
+/// that, new ones are recorded as `other`.
+pub const MAX_CLIENT_ENDPOINTS: usize = 1000;
+
+/// Every metric of the toolkit.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// `micro_server_requests_total{service,endpoint,code}`
+    pub server_requests: IntCounterVec,
+    /// `micro_server_request_duration_seconds{service,endpoint}`
+    pub server_duration: HistogramVec,
+    /// `micro_client_requests_total{service,endpoint,code}`
+    pub client_requests: IntCounterVec,
+    /// `micro_client_attempts_total{service,outcome}`
+    pub client_attempts: IntCounterVec,
+    /// `micro_client_nodes{service,state}`
+    pub client_nodes: IntGaugeVec,
+    /// `micro_registry_operations_total{registry,op,result}`
+    pub registry_operations: IntCounterVec,
+    /// `micro_registry_entries_skipped_total{registry,reason}`
+    pub registry_skipped: IntCounterVec,
+    /// `micro_api_requests_total{handler,code}`
+    pub api_requests: IntCounterVec,
+    /// `micro_api_request_duration_seconds{handler}`
+    pub api_duration: HistogramVec,
+    /// `micro_api_open_connections`
+    pub api_open_connections: IntGauge,
+    client_endpoints: RwLock<HashSet<String>>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
+    let metric =
+        HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    metric
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let client_nodes = IntGaugeVec::new(
+            Opts::new(
+                "micro_client_nodes",
+                "Nodes of a called service the client knows, by state (up, down, ejected)",
+            ),
+            &["service", "state"],
+        )
+        .unwrap_or_else(|e| unreachable!("micro_client_nodes: {e}"));
+        registry
+            .register(Box::new(client_nodes.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_client_nodes: {e}"));
+        let api_open_connections = IntGauge::new(
+            "micro_api_open_connections",
+            "HTTP connections the gateway is serving",
+        )
+        .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        registry
+            .register(Box::new(api_open_connections.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        Metrics {
+            server_requests: counter(
+                r,
+                "micro_server_requests_total",
+                "Calls a server answered, by service, endpoint (Handler.Method) and gRPC code",
+                &["service", "endpoint", "code"],
+            ),
+            server_duration: histogram(
+                r,
+                "micro_server_request_duration_seconds",
+                "Time a server took to answer a call, until its last byte",
+                &["service", "endpoint"],
+            ),
+            client_requests: counter(
+                r,
+                "micro_client_requests_total",
+                "Calls made by name, retries included in one call, by service, endpoint and final gRPC code",
+                &["service", "endpoint", "code"],
+            ),
+            client_attempts: counter(
+                r,
+                "micro_client_attempts_total",
+                "Attempts on a node, by service and outcome (answered, refused, failed, timeout)",
+                &["service", "outcome"],
+            ),
+            client_nodes,
+            registry_operations: counter(
+                r,
+                "micro_registry_operations_total",
+                "Registry operations, by backend, operation and result (ok, not_found, error)",
+                &["registry", "op", "result"],
+            ),
+            registry_skipped: counter(
+                r,
+                "micro_registry_entries_skipped_total",
+                "Registry entries skipped as unusable, by backend and reason",
+                &["registry", "reason"],
+            ),
+            api_requests: counter(
+                r,
+                "micro_api_requests_total",
+                "HTTP requests the gateway answered, by handler and HTTP status code",
+                &["handler", "code"],
+            ),
+            api_duration: histogram(
+                r,
+                "micro_api_request_duration_seconds",
+                "Time the gateway took to answer a request, until the response head",
+                &["handler"],
+            ),
+            api_open_connections,
+            client_endpoints: RwLock::new(HashSet::new()),
+            registry,
+        }
+    }
+
+    /// `endpoint` if it is among the first [`MAX_CLIENT_ENDPOINTS`] seen, else `other`.
+    pub fn client_endpoint<'a>(&self, endpoint: &'a str) -> &'a str {
+        {
+            let seen = self
+                .client_endpoints
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if seen.contains(endpoint) {
+                return endpoint;
+            }
+            if seen.len() >= MAX_CLIENT_ENDPOINTS {
+                return "other";
+            }
+        }
+        let mut seen = self
+            .client_endpoints
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.len() >= MAX_CLIENT_ENDPOINTS {
+            return "other";
+        }
+        seen.insert(endpoint.to_string());
+        endpoint
+    }
+}
+
+/// The process's metrics, created on first use.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Every metric in the Prometheus text format ([`CONTENT_TYPE`]).
+pub fn encode() -> String {
+    let families = metrics().registry.gather();
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::warn!("cannot encode metrics: {e}");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Counts one registry operation.
+pub fn registry_operation(registry: &str, op: &str, result: &str) {
+    metrics()
+        .registry_operations
+        .with_label_values(&[registry, op, result])
+        .inc();
+}
+
+/// Counts `n` skipped registry entries; `reason` must be a fixed word
+/// (etcd: `bad_key`, `oversized`, `bad_json`, `bad_service`, `bad_node`;
+/// mDNS: `not_dns`, `malformed`).
+pub fn registry_entries_skipped(registry: &str, reason: &str, n: u64) {
+    if n > 0 {
+        metrics()
+            .registry_skipped
+            .with_label_values(&[registry, reason])
+            .inc_by(n);
+    }
+}
+
+/// Go's names of the gRPC codes (`OK`, `NotFound`, ...), as grpc-go and its
+/// Prometheus middleware print them.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = metrics();
+        m.server_requests
+            .with_label_values(&["s", "H.M", "OK"])
+            .inc();
+        m.server_duration
+            .with_label_values(&["s", "H.M"])
+            .observe(0.002);
+        let text = encode();
+        assert!(
+            text.contains("# TYPE micro_server_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("micro_server_request_duration_seconds_bucket{endpoint=\"H.M\",service=\"s\",le=\"0.0025\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn client_endpoints_are_bounded() {
+        let m = metrics();
+        assert_eq!(m.client_endpoint("Greeter.Hello"), "Greeter.Hello");
+        for i in 0..MAX_CLIENT_ENDPOINTS + 5 {
+            let _ = m.client_endpoint(&format!("H.M{i}"));
+        }
+        assert_eq!(m.client_endpoint("Never.Seen"), "other");
+        assert_eq!(m.client_endpoint("Greeter.Hello"), "Greeter.Hello");
+    }
+}

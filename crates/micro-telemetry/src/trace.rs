@@ -1,0 +1,243 @@
+//! Distributed tracing: W3C `traceparent`/`tracestate` propagation and, when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, OpenTelemetry spans exported over
+//! OTLP/gRPC.
+//!
+//! Without an endpoint nothing is exported and no span is made: a server
+//! still continues an incoming trace context (so its own calls pass the same
+//! `traceparent` on), at the cost of parsing one header.
+//!
+//! Propagation works on any [`http::HeaderMap`], and so on gRPC metadata:
+//!
+//! ```
+//! use micro_telemetry::trace;
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+//! let cx = trace::extract(&headers).expect("a valid traceparent");
+//! let mut out = http::HeaderMap::new();
+//! trace::inject(&cx, &mut out);
+//! assert_eq!(out["traceparent"], headers["traceparent"]);
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are made (an exporter is installed).
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The OpenTelemetry tracer the toolkit's spans come from.
+pub fn tracer() -> opentelemetry::global::BoxedTracer {
+    opentelemetry::global::tracer("micro")
+}
+
+/// The remote span context in `traceparent` (and `tracestate`), if valid.
+pub fn extract(headers: &HeaderMap) -> Option<Context> {
+    let parent = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let span_context = parse_traceparent(parent.trim(), headers.get(TRACESTATE))?;
+    Some(Context::new().with_remote_span_context(span_context))
+}
+
+/// Writes the span context of `cx` (if it has a valid one) as `traceparent`
+/// and `tracestate`, replacing any there.
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return;
+    }
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = sc.trace_state().header();
+    if state.is_empty() {
+        headers.remove(TRACESTATE);
+    } else if let Ok(value) = HeaderValue::from_str(&state) {
+        headers.insert(TRACESTATE, value);
+    }
+}
+
+/// The trace id of the current context, if there is one (for log lines).
+pub fn current_trace_id() -> Option<TraceId> {
+    let cx = Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id())
+}
+
+/// `version-traceid-spanid-flags`, per W3C Trace Context level 1: version 00
+/// exactly four fields; a higher version at least four (later fields ignored);
+/// version ff, all-zero ids and upper-case hex are invalid.
+fn parse_traceparent(value: &str, state: Option<&HeaderValue>) -> Option<SpanContext> {
+    let mut parts = value.split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let span_id = parts.next()?;
+    let flags = parts.next()?;
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !lower_hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !lower_hex(trace_id, 32) || !lower_hex(span_id, 16) || !lower_hex(flags, 2) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let trace_state = state
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        trace_state,
+    ))
+}
+
+/// Keeps the tracer provider; flushes and shuts it down when dropped.
+#[derive(Debug, Default)]
+pub struct TraceGuard {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take() {
+            ENABLED.store(false, Ordering::Relaxed);
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!("OpenTelemetry: flushing spans failed: {e}");
+            }
+        }
+    }
+}
+
+/// Starts exporting spans over OTLP/gRPC if `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; `OTEL_SERVICE_NAME`
+/// overrides `service_name`, `OTEL_TRACES_SAMPLER` (and `_ARG`) pick the
+/// sampler (default: parent-based, always on). Call inside a tokio runtime;
+/// keep the guard until exit.
+pub fn init(service_name: &str) -> Result<TraceGuard, String> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(TraceGuard::default());
+    }
+    #[cfg(feature = "otlp")]
+    {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| format!("OTLP exporter: {e}"))?;
+        let name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| service_name.to_string());
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(name.clone())
+            .build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        ENABLED.store(true, Ordering::Relaxed);
+        tracing::info!("Tracing [otlp] exporting spans of {name}");
+        Ok(TraceGuard {
+            provider: Some(provider),
+        })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = service_name;
+        Err(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this binary was built without the otlp feature"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(traceparent: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_str(traceparent).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn valid_traceparents_round_trip_with_tracestate() {
+        let mut h = headers("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        h.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let cx = extract(&h).expect("valid");
+        assert!(cx.span().span_context().is_remote());
+        assert!(cx.span().span_context().is_sampled());
+        let mut out = HeaderMap::new();
+        inject(&cx, &mut out);
+        assert_eq!(out[TRACEPARENT], h[TRACEPARENT]);
+        assert_eq!(out[TRACESTATE], "congo=t61rcWkgMzE");
+    }
+
+    #[test]
+    fn future_versions_keep_four_fields_and_unknown_flags_drop() {
+        let cx = extract(&headers(
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-extra",
+        ))
+        .expect("a later version is read as 00");
+        let mut out = HeaderMap::new();
+        inject(&cx, &mut out);
+        assert_eq!(
+            out[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+    }
+
+    #[test]
+    fn invalid_traceparents_are_ignored() {
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(extract(&headers(bad)).is_none(), "{bad:?}");
+        }
+        assert!(extract(&HeaderMap::new()).is_none());
+    }
+}
