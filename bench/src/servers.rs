@@ -63,8 +63,9 @@ impl Greeter for GrayGreeter {
         if !self.gray.delay.is_zero() {
             tokio::time::sleep(self.gray.delay).await;
         }
-        // Deterministic spread: `percent` calls of every 100.
-        if (n % 100) < u64::from(self.gray.unavailable_percent) {
+        // `percent` calls of every 100, scattered (a multiplicative hash of
+        // the call number) rather than in runs, as a flaky node fails.
+        if (n.wrapping_mul(2_654_435_761) >> 7) % 100 < u64::from(self.gray.unavailable_percent) {
             return Err(tonic::Status::unavailable("flaky on purpose"));
         }
         BenchGreeter.hello(request).await

@@ -6,6 +6,10 @@
 //! [`get_service`](Registry::get_service) once and then follow a
 //! [`watch`](Registry::watch) to keep a live node set.
 //!
+//! Followers of the registry do not write that loop themselves: a
+//! [`Resolution`] lists, watches, reconnects with the shared [`Backoff`] and
+//! keeps nodes through a registry outage, as a sequence of [`Update`]s.
+//!
 //! Backends live in their own modules or crates: [`memory`] here (in-process,
 //! for tests and single-process programs); mDNS and etcd in
 //! `micro-registry-mdns` and `micro-registry-etcd`. Every backend runs the

@@ -481,9 +481,12 @@ mod tests {
             let down = self.down.subscribe();
             let stream =
                 futures::stream::unfold((inner, down), |(mut inner, mut down)| async move {
+                    // An outage ends the watch before it delivers anything
+                    // more, as a broken connection does.
                     let item = tokio::select! {
-                        item = inner.next() => item,
+                        biased;
                         _ = down.wait_for(|d| *d) => None,
+                        item = inner.next() => item,
                     };
                     item.map(|i| (i, (inner, down)))
                 });

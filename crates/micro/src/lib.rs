@@ -8,9 +8,10 @@
 //!
 //! The pieces, each its own crate, re-exported here:
 //! - [`registry`]: the data model, the `Registry` trait, the memory backend;
-//! - [`selector`]: round robin and random;
+//! - [`selector`]: p2c (load-aware), round robin and random;
 //! - [`client`]: name → watched node set → selector → tonic channel, with
-//!   deadlines, retries on another node and backoff of refusing nodes;
+//!   deadlines, attempt timeouts, budgeted retries on another node, and
+//!   probing or ejection of failing nodes;
 //! - [`server`]: a tonic server that registers, renews, and stops gracefully;
 //! - [`config`]: go-micro's flags and `MICRO_*` variables.
 //!
