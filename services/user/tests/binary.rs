@@ -50,3 +50,68 @@ fn a_corrupt_store_is_one_line_at_once() {
     assert!(lines[0].contains("not a database"), "{stderr}");
     eprintln!("corrupt store: exit 1 after {took:?}: {}", lines[0]);
 }
+
+#[test]
+fn sigterm_is_quick_with_the_registry_unreachable() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
+        .args([
+            "--registry=etcd",
+            // Nothing listens on port 1: etcd unreachable from the start.
+            "--registry_address=127.0.0.1:1",
+            "--server_address=127.0.0.1:0",
+            "--data_dir",
+            data.to_str().expect("utf-8"),
+        ])
+        .env_remove("MICRO_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start user-srv");
+    // Serving (and trying to register) once it says so.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Registering node") {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(20));
+    if ready.is_err() {
+        let _ = child.kill();
+    }
+    ready.expect("user-srv started");
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut exited = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = reader.join().expect("reader");
+    let status = exited.unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{log}"));
+    assert!(status.success(), "{status:?}\n{log}");
+    eprintln!("SIGTERM with etcd unreachable: exited after {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}\n{log}");
+}
