@@ -85,32 +85,31 @@ fn sigterm_is_quick_with_the_registry_unreachable() {
         }
         log
     });
-    let ready = rx.recv_timeout(Duration::from_secs(20));
-    if ready.is_err() {
-        let _ = child.kill();
-    }
-    ready.expect("user-srv started");
+    let ready = rx.recv_timeout(Duration::from_secs(20)).is_ok();
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let mut exited = None;
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Some(status) = child.try_wait().expect("wait") {
-            exited = Some(status);
+    if ready {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+    let mut exited = false;
+    while ready && started.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().expect("wait").is_some() {
+            exited = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = started.elapsed();
-    if exited.is_none() {
+    if !exited {
         let _ = child.kill();
-        let _ = child.wait();
     }
+    let status = child.wait().expect("wait");
     let log = reader.join().expect("reader");
-    let status = exited.unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{log}"));
+    assert!(ready, "user-srv did not start within 20 s:\n{log}");
+    assert!(exited, "still running 10 s after SIGTERM:\n{log}");
     assert!(status.success(), "{status:?}\n{log}");
     eprintln!("SIGTERM with etcd unreachable: exited after {took:?}");
     assert!(took < Duration::from_secs(4), "took {took:?}\n{log}");
