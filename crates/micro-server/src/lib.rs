@@ -508,24 +508,26 @@ impl Server {
         readiness.begin_stop();
         registrar.0.abort();
         let _ = (&mut registrar.0).await;
-        registered.send_replace(false);
+        // Never registered (the registry unreachable since start): one short
+        // best-effort attempt, so that stopping stays quick.
+        let was_registered = registered.send_replace(false);
+        let deregister_timeout = if was_registered {
+            options.deregister_timeout
+        } else {
+            options.deregister_timeout.min(Duration::from_secs(1))
+        };
         let node_id = &registration.nodes[0].id;
         tracing::info!(
             "Registry [{}] Deregistering node: {node_id}",
             registry.name()
         );
-        match tokio::time::timeout(
-            options.deregister_timeout,
-            registry.deregister(&registration),
-        )
-        .await
-        {
+        match tokio::time::timeout(deregister_timeout, registry.deregister(&registration)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("Registry [{}] Deregister error: {e}", registry.name()),
             Err(_) => tracing::error!(
                 "Registry [{}] Deregister error: no answer within {:?}; the node stays listed until its TTL lapses",
                 registry.name(),
-                options.deregister_timeout
+                deregister_timeout
             ),
         }
 

@@ -69,6 +69,9 @@ async fn main() {
         eprintln!("user-srv: {e}");
         std::process::exit(1);
     }
+    // Everything is closed (or given up on, bounded): exit now rather than
+    // wait for blocked worker threads when the runtime is dropped.
+    std::process::exit(0);
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -127,7 +130,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .run()
         .await?;
-    service.shutdown().await;
-    store.close().await;
+    // Bounded: an unreachable registry or store must not hold the exit.
+    let closing = Duration::from_secs(1);
+    if tokio::time::timeout(closing, service.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Registry did not close within {closing:?}; exiting anyway");
+    }
+    if tokio::time::timeout(closing, store.close()).await.is_err() {
+        tracing::warn!("Store did not close within {closing:?}; exiting anyway");
+    }
     Ok(())
 }
