@@ -98,6 +98,9 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>) {
         match kind {
             ServerKind::Micro => {
                 drop(listener);
+                // Spans exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (overhead runs).
+                let _trace =
+                    micro_telemetry::trace::init("go.micro.srv.greeter").expect("tracing set up");
                 let server = Server::builder("go.micro.srv.greeter")
                     .registry(Arc::new(MemoryRegistry::new()))
                     .options(ServerOptions {
