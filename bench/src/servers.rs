@@ -134,6 +134,9 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gra
         match kind {
             ServerKind::Micro => {
                 drop(listener);
+                // Spans exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (overhead runs).
+                let _trace =
+                    micro_telemetry::trace::init("go.micro.srv.greeter").expect("tracing set up");
                 let builder = Server::builder("go.micro.srv.greeter")
                     .registry(Arc::new(MemoryRegistry::new()))
                     .options(ServerOptions {

@@ -107,11 +107,13 @@ where
             };
             if let Ok(response) = &result {
                 let status = response.status();
-                let m = metrics();
-                m.api_requests
-                    .with_label_values(&[&info.handler, status.as_str()])
-                    .inc();
-                info.duration.observe(started.elapsed().as_secs_f64());
+                if crate::metrics::enabled() {
+                    metrics()
+                        .api_requests
+                        .with_label_values(&[&info.handler, status.as_str()])
+                        .inc();
+                    info.duration.observe(started.elapsed().as_secs_f64());
+                }
                 if let Some(cx) = &span {
                     let span = cx.span();
                     span.set_attribute(KeyValue::new(
@@ -136,13 +138,17 @@ pub struct OpenConnection(());
 impl OpenConnection {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        metrics().api_open_connections.inc();
+        if crate::metrics::enabled() {
+            metrics().api_open_connections.inc();
+        }
         OpenConnection(())
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        metrics().api_open_connections.dec();
+        if crate::metrics::enabled() {
+            metrics().api_open_connections.dec();
+        }
     }
 }

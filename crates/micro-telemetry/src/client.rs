@@ -31,19 +31,26 @@ pub fn endpoint_of(path: &str) -> String {
 /// One call in flight; see the module docs.
 #[derive(Debug)]
 pub struct CallRecord {
-    service: String,
-    endpoint: String,
+    /// (service, endpoint) when metrics are recorded.
+    labels: Option<(String, String)>,
     span: Option<Context>,
 }
 
 /// Starts recording a call of `service` at gRPC `path`, and writes the
 /// trace context into `headers`.
 pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRecord {
+    let current = Context::current();
+    if !crate::metrics::enabled() && !trace::enabled() {
+        trace::inject(&current, headers);
+        return CallRecord {
+            labels: None,
+            span: None,
+        };
+    }
     let m = metrics();
     let endpoint = endpoint_of(path);
     let endpoint = m.client_endpoint(&endpoint).to_string();
     let service_label = m.client_endpoint(service).to_string();
-    let current = Context::current();
     let span = if trace::enabled() {
         let tracer = trace::tracer();
         let span = tracer
@@ -63,8 +70,7 @@ pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRec
         None
     };
     CallRecord {
-        service: service_label,
-        endpoint,
+        labels: crate::metrics::enabled().then_some((service_label, endpoint)),
         span,
     }
 }
@@ -72,10 +78,12 @@ pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRec
 impl Finish for CallRecord {
     fn finish(self, code: Option<Code>) {
         let code = code.unwrap_or(Code::Cancelled);
-        metrics()
-            .client_requests
-            .with_label_values(&[&self.service, &self.endpoint, code_name(code)])
-            .inc();
+        if let Some((service, endpoint)) = &self.labels {
+            metrics()
+                .client_requests
+                .with_label_values(&[service, endpoint, code_name(code)])
+                .inc();
+        }
         if let Some(cx) = &self.span {
             crate::server::end_span(cx, code);
         }
@@ -103,6 +111,9 @@ impl CallRecord {
 /// node could not be reached), `failed` (the connection broke after
 /// sending) or `timeout`.
 pub fn attempt(service: &str, outcome: &'static str) {
+    if !crate::metrics::enabled() {
+        return;
+    }
     let service = metrics().client_endpoint(service);
     metrics()
         .client_attempts
@@ -112,6 +123,9 @@ pub fn attempt(service: &str, outcome: &'static str) {
 
 /// Sets how many nodes of `service` the client holds, by state.
 pub fn nodes(service: &str, up: usize, down: usize, ejected: usize) {
+    if !crate::metrics::enabled() {
+        return;
+    }
     let m = metrics();
     let service = m.client_endpoint(service);
     for (state, n) in [("up", up), ("down", down), ("ejected", ejected)] {
@@ -147,6 +161,10 @@ mod tests {
         let _attached = cx.attach();
         let mut headers = HeaderMap::new();
         let record = start_call("go.micro.srv.t", "/t.T/Get", &mut headers);
+        assert!(
+            crate::metrics::enabled(),
+            "MICRO_METRICS=off in the environment"
+        );
         assert_eq!(headers[trace::TRACEPARENT], incoming[trace::TRACEPARENT]);
         let _ = record.finish(Err(Status::not_found("x")));
         assert_eq!(

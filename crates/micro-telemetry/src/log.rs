@@ -84,3 +84,75 @@ where
         writeln!(writer, "{}", Value::Object(line))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TraceContextExt as _;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_fields_and_the_trace_id() {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .event_format(JsonFormat)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(user = 7, "outside a trace");
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                crate::trace::TRACEPARENT,
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let cx = crate::trace::extract(&headers).expect("valid");
+            assert!(cx.span().span_context().is_valid());
+            let _attached = cx.attach();
+            tracing::warn!("inside");
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["message"], "outside a trace");
+        assert_eq!(lines[0]["user"], 7);
+        assert!(
+            lines[0]["target"]
+                .as_str()
+                .is_some_and(|t| t.contains("log"))
+        );
+        assert!(
+            lines[0]["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+        assert!(lines[0].get("trace_id").is_none());
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}

@@ -183,6 +183,20 @@ impl Metrics {
     }
 }
 
+/// Whether metrics are recorded: yes unless `MICRO_METRICS` is `off`
+/// (`false`, `0`), read once. Off, the hooks cost one load of a flag.
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        !std::env::var("MICRO_METRICS").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "false" | "0"
+            )
+        })
+    })
+}
+
 /// The process's metrics, created on first use.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -201,6 +215,9 @@ pub fn encode() -> String {
 
 /// Counts one registry operation.
 pub fn registry_operation(registry: &str, op: &str, result: &str) {
+    if !enabled() {
+        return;
+    }
     metrics()
         .registry_operations
         .with_label_values(&[registry, op, result])
@@ -211,7 +228,7 @@ pub fn registry_operation(registry: &str, op: &str, result: &str) {
 /// (etcd: `bad_key`, `oversized`, `bad_json`, `bad_service`, `bad_node`;
 /// mDNS: `not_dns`, `malformed`).
 pub fn registry_entries_skipped(registry: &str, reason: &str, n: u64) {
-    if n > 0 {
+    if n > 0 && enabled() {
         metrics()
             .registry_skipped
             .with_label_values(&[registry, reason])

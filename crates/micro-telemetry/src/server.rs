@@ -106,10 +106,12 @@ struct ServerFinish {
 impl Finish for ServerFinish {
     fn finish(self, code: Option<Code>) {
         let code = code.unwrap_or(Code::Cancelled);
-        self.info.counter(code).inc();
-        self.info
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
+        if crate::metrics::enabled() {
+            self.info.counter(code).inc();
+            self.info
+                .duration
+                .observe(self.started.elapsed().as_secs_f64());
+        }
         if let Some(cx) = self.span {
             end_span(&cx, code);
         }
@@ -149,6 +151,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !crate::metrics::enabled() && !trace::enabled() {
+            // Nothing recorded: only pass the caller's trace context on.
+            return match trace::extract(request.headers()) {
+                Some(cx) => Box::pin(self.inner.call(request).with_context(cx)),
+                None => Box::pin(self.inner.call(request)),
+            };
+        }
         let Some(info) = self.endpoints.get(request.uri().path()).cloned() else {
             return Box::pin(self.inner.call(request));
         };
