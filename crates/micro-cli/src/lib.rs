@@ -727,7 +727,7 @@ fn pretty(value: &serde_json::Value) -> String {
 pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
     let options = args.gateway_options()?;
     let registry = micro::connect_registry(&micro.registry).await?;
-    let client = Client::new(registry.clone(), micro.client.client_options());
+    let client = micro::telemetry_client(registry.clone(), micro.client.client_options());
     let shutdown = micro::server::shutdown_signal()
         .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
     let address = args.listen_address();

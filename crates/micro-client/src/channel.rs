@@ -164,11 +164,15 @@ impl tower::Service<http::Request<Body>> for ServiceChannel {
                 // (trace context) and the result of every attempt and call.
                 Some(observer) => {
                     let mut request = request;
-                    observer.on_request(set.service(), request.headers_mut());
-                    let path = request.uri().path().to_string();
-                    let result = call(&set, idempotent, request, Some(&*observer)).await;
-                    observer.on_call(set.service(), &path, result.as_ref());
-                    result
+                    let path = request.uri().path().to_owned();
+                    let end = observer.start(&set, &path, request.headers_mut());
+                    match call(&set, idempotent, request, Some(&*observer)).await {
+                        Ok(response) => Ok(end.answered(response)),
+                        Err(error) => {
+                            end.failed(&error);
+                            Err(error)
+                        }
+                    }
                 }
             }
             .map_err(|error| {

@@ -80,7 +80,7 @@ pub use endpoint::{NodeState, NodeStats};
 pub use error::{ClientError, NodeFailure};
 use micro_registry::{Node, SharedRegistry};
 pub use micro_selector::Strategy;
-pub use observe::{AttemptResult, CallObserver};
+pub use observe::{AttemptResult, CallEnd, CallObserver};
 pub use pick::{Pick, PickOutcome};
 pub use resolve::NodeSet;
 pub use retry::BudgetOptions;

@@ -12,20 +12,21 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use micro_client::{AttemptResult, CallObserver, ClientError};
+//! use micro_client::{AttemptResult, CallEnd, CallObserver, NodeSet};
 //!
 //! #[derive(Debug, Default)]
 //! struct Counts { calls: AtomicU64, failed_attempts: AtomicU64 }
 //!
 //! impl CallObserver for Counts {
+//!     fn start(&self, _nodes: &NodeSet, _path: &str, _headers: &mut http::HeaderMap)
+//!         -> Box<dyn CallEnd> {
+//!         self.calls.fetch_add(1, Ordering::Relaxed);
+//!         Box::new(())
+//!     }
 //!     fn on_attempt(&self, _service: &str, result: AttemptResult) {
 //!         if result != AttemptResult::Answered {
 //!             self.failed_attempts.fetch_add(1, Ordering::Relaxed);
 //!         }
-//!     }
-//!     fn on_call(&self, _service: &str, _path: &str,
-//!                _result: Result<&http::Response<tonic::body::Body>, &ClientError>) {
-//!         self.calls.fetch_add(1, Ordering::Relaxed);
 //!     }
 //! }
 //! ```
@@ -37,6 +38,7 @@ use tonic::body::Body;
 
 use crate::attempt::Outcome;
 use crate::error::{ClientError, NodeFailure};
+use crate::resolve::NodeSet;
 
 /// How one attempt ended, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,25 +94,33 @@ impl fmt::Display for AttemptResult {
 
 /// Watches calls; every method has a default that does nothing.
 pub trait CallObserver: Send + Sync + fmt::Debug + 'static {
-    /// Before the call: add headers (trace context) to the request.
-    fn on_request(&self, service: &str, headers: &mut HeaderMap) {
-        let _ = (service, headers);
+    /// A call of `path` (`/package.Service/Method`) through `nodes` begins:
+    /// add headers (trace context) to the request here. The returned
+    /// [`CallEnd`] sees how this call ends, so it can carry per-call state
+    /// (a start time, a span).
+    fn start(&self, nodes: &NodeSet, path: &str, headers: &mut HeaderMap) -> Box<dyn CallEnd> {
+        let _ = (nodes, path, headers);
+        Box::new(())
     }
 
     /// After each attempt.
     fn on_attempt(&self, service: &str, result: AttemptResult) {
         let _ = (service, result);
     }
+}
 
-    /// After the call: the response (whose gRPC status may be in its headers
-    /// or, for a streamed answer, in its trailers) or the client's error.
-    /// `path` is `/package.Service/Method`.
-    fn on_call(
-        &self,
-        service: &str,
-        path: &str,
-        result: Result<&http::Response<Body>, &ClientError>,
-    ) {
-        let _ = (service, path, result);
+/// The end of one observed call; see [`CallObserver::start`].
+pub trait CallEnd: Send + 'static {
+    /// The call was answered. Its gRPC status may be in the headers or, as
+    /// usual, in the trailers: wrap the body to see them.
+    fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {
+        response
+    }
+
+    /// The call failed in the client (no node, deadline, node failures...).
+    fn failed(self: Box<Self>, error: &ClientError) {
+        let _ = error;
     }
 }
+
+impl CallEnd for () {}

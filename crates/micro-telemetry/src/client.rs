@@ -5,6 +5,9 @@
 //! clock; [`CallRecord::finish`] counts the call by its final gRPC code once
 //! the response ends. [`attempt`] counts each try on a node, [`nodes`] sets
 //! how many nodes of a service are up, down or ejected.
+//!
+//! [`ClientTelemetry`] puts all of them on a [`micro_client::Client`]:
+//! `Client::with_observer(registry, options, Arc::new(ClientTelemetry))`.
 
 use http::HeaderMap;
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
@@ -107,9 +110,8 @@ impl CallRecord {
     }
 }
 
-/// Counts one attempt on a node of `service`: `answered`, `refused` (the
-/// node could not be reached), `failed` (the connection broke after
-/// sending) or `timeout`.
+/// Counts one attempt on a node of `service`; `outcome` is one of
+/// [`micro_client::AttemptResult`]'s labels.
 pub fn attempt(service: &str, outcome: &'static str) {
     if !crate::metrics::enabled() {
         return;
@@ -132,6 +134,38 @@ pub fn nodes(service: &str, up: usize, down: usize, ejected: usize) {
         m.client_nodes
             .with_label_values(&[service, state])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// Metrics and trace context for every call of a [`micro_client::Client`]:
+/// give it to `Client::with_observer`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientTelemetry;
+
+impl micro_client::CallObserver for ClientTelemetry {
+    fn start(
+        &self,
+        nodes: &micro_client::NodeSet,
+        path: &str,
+        headers: &mut HeaderMap,
+    ) -> Box<dyn micro_client::CallEnd> {
+        let states = nodes.states();
+        self::nodes(nodes.service(), states.up, states.down, states.ejected);
+        Box::new(start_call(nodes.service(), path, headers))
+    }
+
+    fn on_attempt(&self, service: &str, result: micro_client::AttemptResult) {
+        attempt(service, result.as_str());
+    }
+}
+
+impl micro_client::CallEnd for CallRecord {
+    fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {
+        crate::server::observe(response, *self)
+    }
+
+    fn failed(self: Box<Self>, error: &micro_client::ClientError) {
+        Finish::finish(*self, Some(error.code()));
     }
 }
 

@@ -54,4 +54,4 @@ pub use micro_telemetry as telemetry;
 pub use micro_client::{Client, ClientOptions, Idempotent, ServiceChannel};
 pub use micro_registry::{Registry, SharedRegistry};
 pub use micro_server::{Server, ServerBuilder, ServerOptions};
-pub use service::{Error, Service, connect_registry};
+pub use service::{Error, Service, connect_registry, telemetry_client};

@@ -34,6 +34,16 @@ impl Error {
 
 /// Builds the registry the flags name; its operations are counted
 /// (`micro_registry_operations_total`).
+/// A client whose calls are counted (`micro_client_*` metrics) and carry the
+/// current trace context: the one every service and the gateway use.
+pub fn telemetry_client(registry: SharedRegistry, options: micro_client::ClientOptions) -> Client {
+    Client::with_observer(
+        registry,
+        options,
+        Arc::new(micro_telemetry::client::ClientTelemetry),
+    )
+}
+
 pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
     connect_backend(args)
         .await
@@ -171,7 +181,7 @@ impl Service {
         registry: SharedRegistry,
     ) -> Result<Service, Error> {
         let server_options = args.server.server_options().map_err(Error::Config)?;
-        let client = Client::new(registry.clone(), args.client.client_options());
+        let client = telemetry_client(registry.clone(), args.client.client_options());
         Ok(Service {
             ops: Ops {
                 readiness: not_registered(),
