@@ -136,14 +136,14 @@ fn generated_services_build_offline_and_answer() {
     // --type api with a two-word name: go.micro.api.hello-web, HelloWeb.Call.
     let api_dir = generate_and_build(root.path(), &["--type", "api", "hello-web"]);
 
-    let service = Process::start_path("hello", &built("hello"), &[], &[("RUST_LOG", "info")]);
+    let service = Process::start_path("hello", built("hello"), &[], &[("RUST_LOG", "info")]);
     service.wait_for_log(
         "Registering node: go.micro.srv.hello-",
         Duration::from_secs(20),
     );
     let api = Process::start_path(
         "hello-web",
-        &built("hello-web"),
+        built("hello-web"),
         &[],
         &[("RUST_LOG", "info")],
     );
