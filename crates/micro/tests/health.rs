@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use micro::registry::memory::MemoryRegistry;
 use micro::registry::{Error, RegisterOptions, Registry, Service, WatchOptions, Watcher};
-use micro::{Client, ClientOptions, ServerOptions};
+use micro::{ClientOptions, ServerOptions};
 use micro_testing::greeter::greeter_server::GreeterServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
 use micro_testing::{Crashable, FILE_DESCRIPTOR_SET, TestGreeter};
@@ -250,7 +250,8 @@ async fn calls_are_counted_on_both_sides() {
             .file_descriptor_set(FILE_DESCRIPTOR_SET)
             .add_service(GreeterServer::new(TestGreeter::new("counted")))
     });
-    let client = Client::new(registry, ClientOptions::default());
+    // The client every service and the gateway use: with telemetry.
+    let client = micro::telemetry_client(registry, ClientOptions::default());
     let mut greeter = GreeterClient::new(client.service(COUNTED));
     for _ in 0..3 {
         greeter
