@@ -269,6 +269,48 @@ pub trait Registry {
     fn name(&self) -> &'static str;
 }
 
+/// A real registry backend driven from a test's own runtime: what both
+/// scenarios (etcd, mDNS) run on.
+#[derive(Debug)]
+pub struct Live<R> {
+    pub runtime: tokio::runtime::Runtime,
+    pub registry: R,
+    /// The flags that point `micro` and user-srv at `registry`.
+    pub flags: Vec<String>,
+    pub name: &'static str,
+}
+
+impl<R: micro_registry::Registry> Registry for Live<R> {
+    fn flags(&self) -> Vec<String> {
+        self.flags.clone()
+    }
+
+    fn register(&self, service: &Service) {
+        self.runtime
+            .block_on(self.registry.register(
+                service,
+                micro_registry::RegisterOptions::with_ttl(std::time::Duration::from_secs(60)),
+            ))
+            .unwrap_or_else(|e| panic!("register the Go greeter in {}: {e}", self.name));
+    }
+
+    fn address_of(&self, service: &str) -> Option<String> {
+        let found = self
+            .runtime
+            .block_on(self.registry.get_service(service))
+            .ok()?;
+        found
+            .into_iter()
+            .flat_map(|s| s.nodes)
+            .next()
+            .map(|n| n.address)
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
 /// The whole exchange on one registry.
 pub fn scenario(registry: &dyn Registry) {
     let peer = go_peer();

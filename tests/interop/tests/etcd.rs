@@ -3,52 +3,8 @@
 //! reaching a Go greeter that serves no reflection, registered as go-micro
 //! registers.
 
-use std::time::Duration;
-
-use interop_tests::{Registry, scenario};
-use micro_registry::{RegisterOptions, Registry as _, Service};
-use micro_registry_etcd::EtcdRegistry;
+use interop_tests::{Live, scenario};
 use micro_registry_etcd::testing::EtcdCluster;
-
-struct Etcd {
-    runtime: tokio::runtime::Runtime,
-    registry: EtcdRegistry,
-    address: String,
-}
-
-impl Registry for Etcd {
-    fn flags(&self) -> Vec<String> {
-        vec![
-            "--registry=etcd".into(),
-            format!("--registry_address={}", self.address),
-        ]
-    }
-
-    fn register(&self, service: &Service) {
-        self.runtime
-            .block_on(
-                self.registry
-                    .register(service, RegisterOptions::with_ttl(Duration::from_secs(60))),
-            )
-            .expect("register the Go greeter in etcd");
-    }
-
-    fn address_of(&self, service: &str) -> Option<String> {
-        let found = self
-            .runtime
-            .block_on(self.registry.get_service(service))
-            .ok()?;
-        found
-            .into_iter()
-            .flat_map(|s| s.nodes)
-            .next()
-            .map(|n| n.address)
-    }
-
-    fn name(&self) -> &'static str {
-        "etcd"
-    }
-}
 
 #[test]
 fn go_peer_on_etcd() {
@@ -63,10 +19,14 @@ fn go_peer_on_etcd() {
         .block_on(EtcdCluster::single())
         .expect("an etcd member");
     let registry = runtime.block_on(cluster.registry());
-    let etcd = Etcd {
-        address: cluster.addresses(),
+    let etcd = Live {
+        flags: vec![
+            "--registry=etcd".into(),
+            format!("--registry_address={}", cluster.addresses()),
+        ],
         registry,
         runtime,
+        name: "etcd",
     };
     scenario(&etcd);
     drop(etcd);
