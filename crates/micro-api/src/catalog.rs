@@ -48,12 +48,23 @@ pub enum Presence {
     Unknown,
 }
 
+/// How the catalog's view of the registry stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum View {
+    /// No answer from the registry yet.
+    Waiting,
+    /// The last listing succeeded; the watch follows it.
+    Listed,
+    /// The registry does not answer (why); the names known stay in use.
+    Unreachable(String),
+}
+
 /// Names of the registered services.
 #[derive(Debug)]
 pub struct Catalog {
     registry: SharedRegistry,
     names: RwLock<Names>,
-    ready: watch::Sender<bool>,
+    view: watch::Sender<View>,
     misses: Mutex<HashMap<String, Instant>>,
     lookups: Semaphore,
     task: OnceLock<AbortHandle>,
@@ -94,7 +105,7 @@ impl Catalog {
         let catalog = Arc::new(Catalog {
             registry: registry.clone(),
             names: RwLock::new(Names::default()),
-            ready: watch::channel(false).0,
+            view: watch::channel(View::Waiting).0,
             misses: Mutex::new(HashMap::new()),
             lookups: Semaphore::new(MAX_LOOKUPS),
             task: OnceLock::new(),
@@ -110,6 +121,11 @@ impl Catalog {
         let task = tokio::spawn(follow(Arc::downgrade(&catalog), resolution));
         let _ = catalog.task.set(task.abort_handle());
         catalog
+    }
+
+    /// Follows how the view of the registry stands (readiness uses it).
+    pub fn view(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
     }
 
     /// The registered service names known now, sorted.
@@ -129,8 +145,8 @@ impl Catalog {
     /// listing, or a lookup of a name not seen live yet).
     pub async fn presence(&self, name: &str, budget: Duration) -> Presence {
         let deadline = Instant::now() + budget;
-        let mut ready = self.ready.subscribe();
-        let _ = tokio::time::timeout_at(deadline, ready.wait_for(|r| *r)).await;
+        let mut view = self.view.subscribe();
+        let _ = tokio::time::timeout_at(deadline, view.wait_for(|v| *v != View::Waiting)).await;
         let known = {
             let names = self.read();
             if names.live.contains(name) {
@@ -206,7 +222,7 @@ async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
                     names.insert(name);
                 }
                 drop(names);
-                strong.ready.send_replace(true);
+                strong.view.send_replace(View::Listed);
             }
             Update::Add(service) => {
                 strong.write().insert(service.name);
@@ -233,7 +249,7 @@ async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
                     resolution.registry().name()
                 );
                 // Answer from what is known rather than wait for the registry.
-                strong.ready.send_replace(true);
+                strong.view.send_replace(View::Unreachable(e.to_string()));
             }
         }
     }

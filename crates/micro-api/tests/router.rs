@@ -295,3 +295,49 @@ async fn calls_past_their_deadline_are_504() {
     );
     server.kill();
 }
+
+/// The answer carries the route it reached, which names the gateway's span;
+/// a made-up endpoint or service reaches none, so span names stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_the_route_reached_only() {
+    use micro_telemetry::api::Route;
+    use tower::ServiceExt as _;
+
+    let (gateway, registry) = new_gateway(ApiOptions {
+        handler: HandlerKind::Rpc,
+        namespace: "go.micro.srv".into(),
+        ..ApiOptions::default()
+    });
+    let server = TestServer::start(
+        registry.clone(),
+        "go.micro.srv.greeter",
+        TestGreeter::new("instance-0"),
+        loopback_options(),
+    );
+    wait_for_nodes(gateway.client(), "go.micro.srv.greeter", 1).await;
+    let route = |path: &'static str| {
+        let router = gateway.router();
+        async move {
+            let response = tokio::time::timeout(Duration::from_secs(20), router.oneshot(get(path)))
+                .await
+                .expect("answer in 20 s")
+                .expect("infallible");
+            (
+                response.status().as_u16(),
+                response.extensions().get::<Route>().cloned(),
+            )
+        }
+    };
+    assert_eq!(
+        route("/greeter/greeter/hello?name=x").await,
+        (
+            200,
+            Some(Route("go.micro.srv.greeter/Greeter.Hello".into()))
+        )
+    );
+    let (status, reached) = route("/greeter/greeter/no-such-method").await;
+    assert_eq!((status, reached), (404, None));
+    let (status, reached) = route("/nobody/greeter/hello").await;
+    assert_eq!((status, reached), (404, None));
+    server.stop();
+}

@@ -777,6 +777,11 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
         None => None,
     };
     let gateway = Gateway::new(client, options);
+    let _registry_readiness = AbortOnDrop(tokio::spawn(follow_registry(
+        gateway.catalog().view(),
+        registry.name().to_string(),
+        readiness.clone(),
+    )));
     tracing::info!("Server [{scheme}] Listening on {local}");
     let stopping = readiness.clone();
     gateway
@@ -788,6 +793,49 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
         .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
     tracing::info!("Server [http] Stopped");
     Ok(())
+}
+
+/// The gateway's `registry` readiness: not ready until the first listing
+/// (every path would be a false 404). Once it has listed, an unreachable
+/// registry only degrades it: it keeps routing from the last listing, which
+/// beats taking every gateway out of its load balancer at once when the
+/// registry is down; `/health/ready` says so under `degraded`.
+async fn follow_registry(
+    mut view: tokio::sync::watch::Receiver<micro_api::catalog::View>,
+    registry: String,
+    readiness: micro::telemetry::health::Readiness,
+) {
+    use micro_api::catalog::View;
+    let mut listed = false;
+    loop {
+        let current = view.borrow_and_update().clone();
+        match current {
+            View::Waiting => readiness.set(
+                "registry",
+                Err(format!(
+                    "waiting for the first listing of registry [{registry}]"
+                )),
+            ),
+            View::Listed => {
+                listed = true;
+                readiness.set("registry", Ok(()));
+                readiness.note("registry", None);
+            }
+            View::Unreachable(why) if listed => readiness.note(
+                "registry",
+                Some(format!(
+                    "registry [{registry}] unreachable ({why}); routing from the last listing"
+                )),
+            ),
+            View::Unreachable(why) => readiness.set(
+                "registry",
+                Err(format!("registry [{registry}] unreachable: {why}")),
+            ),
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Aborts a background task when dropped.

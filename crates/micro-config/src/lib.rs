@@ -27,6 +27,7 @@
 //! | `--selector` | `MICRO_SELECTOR` | `p2c` |
 //! | `--admin_address` | `MICRO_ADMIN_ADDRESS` | off |
 //! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
+//! | `--health_check_interval` | `MICRO_HEALTH_CHECK_INTERVAL` | `5s` |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.
@@ -522,6 +523,7 @@ mod tests {
         assert_eq!(m.server.register_interval, Duration::from_secs(30));
         assert_eq!(m.client.client_retries, 1);
         assert_eq!(m.client.client_request_timeout, Duration::from_secs(5));
+        assert_eq!(m.ops.health_check_interval, Duration::from_secs(5));
         assert_eq!(m.client.client_attempt_timeout, Duration::from_secs(2));
         assert_eq!(m.client.selector, Strategy::P2c);
     }
@@ -580,6 +582,7 @@ mod tests {
             &["--client_attempt_timeout=0"],
             &["--client_retry_budget=1.5"],
             &["--log_format=xml"],
+            &["--health_check_interval=0s"],
             &["--no-such-flag"],
         ] {
             let err = parse(args).expect_err("rejected");

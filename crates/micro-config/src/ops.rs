@@ -1,9 +1,14 @@
-//! Operability flags every binary shares: the admin listener and the log format.
+//! Operability flags every binary shares: the admin listener, readiness
+//! checks and the log format.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Args;
+use micro_server::ServerOptions;
+
+use super::{duration_text, positive_duration};
 
 /// How log lines look (`--log_format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,7 +44,7 @@ impl FromStr for LogFormat {
 }
 
 /// Where operators look: health, metrics, logs.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Operations")]
 pub struct OpsArgs {
     /// Admin HTTP listener for /health/live, /health/ready and /metrics (off unless set), e.g. 127.0.0.1:9090
@@ -60,4 +65,22 @@ pub struct OpsArgs {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+
+    /// How often a server runs its readiness checks (user-srv: its store); each is bounded by it
+    #[arg(
+        long = "health_check_interval",
+        visible_alias = "health-check-interval",
+        env = "MICRO_HEALTH_CHECK_INTERVAL",
+        default_value = duration_text(ServerOptions::HEALTH_CHECK_INTERVAL),
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub health_check_interval: Duration,
+}
+
+impl Default for OpsArgs {
+    /// The flags' defaults (environment variables ignored).
+    fn default() -> Self {
+        super::defaults()
+    }
 }

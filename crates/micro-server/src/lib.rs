@@ -95,6 +95,7 @@ impl ServerOptions {
     pub const REGISTER_INTERVAL: Duration = Duration::from_secs(30);
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
     pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 }
 
 impl Default for ServerOptions {
@@ -106,7 +107,7 @@ impl Default for ServerOptions {
             register_interval: Self::REGISTER_INTERVAL,
             shutdown_grace: Self::SHUTDOWN_GRACE,
             deregister_timeout: Self::DEREGISTER_TIMEOUT,
-            health_check_interval: Duration::from_secs(5),
+            health_check_interval: Self::HEALTH_CHECK_INTERVAL,
         }
     }
 }

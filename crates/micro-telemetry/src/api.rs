@@ -17,6 +17,14 @@ use tower::{Layer, Service};
 use crate::metrics::metrics;
 use crate::trace;
 
+/// What a gateway request reached, put in the response's extensions by the
+/// handler: `<service>/<Handler.Method>` (api, rpc) or `<service>` (http).
+/// Handlers set it only once the service is registered and the endpoint
+/// exists, so span names stay bounded by what is registered, whatever paths
+/// arrive; without it the span is named by the method alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route(pub String);
+
 /// Layer for a gateway whose handler kind is `handler` (`api`, `rpc`, `http`).
 #[derive(Clone, Debug)]
 pub struct ApiLayer {
@@ -83,12 +91,13 @@ where
             let tracer = trace::tracer();
             let method = request.method().as_str().to_string();
             let path = request.uri().path().to_string();
+            // The raw path is unbounded: it goes in an attribute, never the
+            // name (see `Route`).
             let span = tracer
-                .span_builder(format!("{}/{method} {path}", self.info.span_prefix))
+                .span_builder(format!("{}/{method}", self.info.span_prefix))
                 .with_kind(SpanKind::Server)
                 .with_attributes([
                     KeyValue::new("http.request.method", method),
-                    KeyValue::new("http.route", path.clone()),
                     KeyValue::new("url.path", path),
                     KeyValue::new("micro.api.handler", self.info.handler.clone()),
                 ])
@@ -99,6 +108,7 @@ where
         };
         let context = span.clone().or(parent);
         let info = self.info.clone();
+        let method = request.method().clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = match context {
@@ -116,6 +126,10 @@ where
                 }
                 if let Some(cx) = &span {
                     let span = cx.span();
+                    if let Some(Route(route)) = response.extensions().get::<Route>() {
+                        span.update_name(format!("{}/{method} {route}", info.span_prefix));
+                        span.set_attribute(KeyValue::new("http.route", route.clone()));
+                    }
                     span.set_attribute(KeyValue::new(
                         "http.response.status_code",
                         i64::from(status.as_u16()),

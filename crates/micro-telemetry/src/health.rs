@@ -43,6 +43,10 @@ pub struct Report {
     pub stopping: bool,
     /// Each condition: `None` when it holds, else why not.
     pub checks: BTreeMap<String, Option<String>>,
+    /// Degradations that do not make the node unready, by name (the
+    /// gateway routing from its last registry listing while the registry is
+    /// unreachable).
+    pub notes: BTreeMap<String, String>,
     /// The server stopped: health watches end.
     #[serde(skip)]
     pub closed: bool,
@@ -63,10 +67,14 @@ impl Report {
         if self.stopping || self.closed {
             checks.insert("shutdown".into(), "stopping".into());
         }
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "status": if self.ready() { "SERVING" } else { "NOT_SERVING" },
             "checks": checks,
-        })
+        });
+        if !self.notes.is_empty() {
+            body["degraded"] = serde_json::json!(self.notes);
+        }
+        body
     }
 }
 
@@ -108,6 +116,19 @@ impl Readiness {
             }
             report.checks.insert(name.to_string(), failure);
             true
+        });
+    }
+
+    /// Sets or clears (`None`) a degradation note: shown by `/health/ready`
+    /// under `degraded`, without changing readiness.
+    pub fn note(&self, name: &str, note: Option<String>) {
+        self.state.send_if_modified(|report| match note {
+            Some(note) if report.notes.get(name) != Some(&note) => {
+                report.notes.insert(name.to_string(), note);
+                true
+            }
+            Some(_) => false,
+            None => report.notes.remove(name).is_some(),
         });
     }
 
@@ -362,5 +383,22 @@ mod tests {
         assert!(!report.ready());
         assert_eq!(report.to_json()["checks"]["slow"], "no answer within 1s");
         assert_eq!(report.to_json()["checks"]["store"], "ok");
+    }
+
+    #[test]
+    fn notes_show_without_changing_readiness() {
+        let readiness = Readiness::new();
+        readiness.set("registry", Ok(()));
+        readiness.note("registry", Some("unreachable: connection refused".into()));
+        let report = readiness.report();
+        assert!(report.ready());
+        let json = report.to_json();
+        assert_eq!(json["status"], "SERVING");
+        assert_eq!(
+            json["degraded"]["registry"],
+            "unreachable: connection refused"
+        );
+        readiness.note("registry", None);
+        assert!(readiness.report().to_json().get("degraded").is_none());
     }
 }

@@ -180,7 +180,8 @@ impl Service {
         args: &MicroArgs,
         registry: SharedRegistry,
     ) -> Result<Service, Error> {
-        let server_options = args.server.server_options().map_err(Error::Config)?;
+        let mut server_options = args.server.server_options().map_err(Error::Config)?;
+        server_options.health_check_interval = args.ops.health_check_interval;
         let client = telemetry_client(registry.clone(), args.client.client_options());
         Ok(Service {
             ops: Ops {

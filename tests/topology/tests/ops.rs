@@ -303,7 +303,8 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
                 .unwrap_or_else(|| panic!("no span {name:?} in {names:?}"))
                 .clone()
         };
-        let gateway_span = find("go.micro.api/GET /user/say/hello");
+        // Named by the route reached, never by the raw path (unbounded).
+        let gateway_span = find("go.micro.api/GET go.micro.api.user/Say.Hello");
         let gateway_call = find("go.micro.api.user/Say.Hello");
         let api_call = find("go.micro.srv.user/User.QueryUserByName");
         // The server and client spans of one method share a name; tell them
@@ -336,6 +337,19 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
                     .and_then(|kv| kv.value.clone()?.value)
             });
         assert_eq!(gateway_status, Some(Value::IntValue(404)));
+        let gateway_route = trace
+            .iter()
+            .find(|(svc, s)| svc == "gateway" && s.name.starts_with("go.micro.api/GET"))
+            .and_then(|(_, s)| {
+                s.attributes
+                    .iter()
+                    .find(|kv| kv.key == "http.route")
+                    .and_then(|kv| kv.value.clone()?.value)
+            });
+        assert_eq!(
+            gateway_route,
+            Some(Value::StringValue("go.micro.api.user/Say.Hello".into()))
+        );
 
         // user-srv's JSON log lines inside the call carry the trace id.
         let log = srv.log();

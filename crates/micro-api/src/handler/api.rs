@@ -8,7 +8,10 @@ use http::uri::PathAndQuery;
 use micro_api_proto::{Request as ApiRequest, Response as ApiResponse};
 use micro_client::Idempotent;
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
+use axum::response::IntoResponse;
+use tonic::Code;
+
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::{from_api_response, to_api_request, to_metadata};
 use crate::error::ApiError;
@@ -44,7 +47,22 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             path,
             tonic_prost::ProstCodec::<ApiRequest, ApiResponse>::default(),
         )
-        .await
-        .map_err(|status| ApiError::from_call(&status, &route.service, &route.endpoint()))?;
-    from_api_response(reply.into_inner(), &route.service)
+        .await;
+    let matched = format!("{}/{}", route.service, route.endpoint());
+    match reply {
+        Ok(reply) => Ok(routed(
+            from_api_response(reply.into_inner(), &route.service)?,
+            matched,
+        )),
+        // No such endpoint: the path named it, so it is no route.
+        Err(status) if status.code() == Code::Unimplemented => Err(ApiError::from_call(
+            &status,
+            &route.service,
+            &route.endpoint(),
+        )),
+        Err(status) => Ok(routed(
+            ApiError::from_call(&status, &route.service, &route.endpoint()).into_response(),
+            matched,
+        )),
+    }
 }

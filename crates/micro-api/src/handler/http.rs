@@ -27,7 +27,7 @@ use hyper_util::rt::TokioExecutor;
 
 use micro_client::{Pick, PickOutcome};
 
-use super::{deadline, ensure_registered, is_safe, read_body};
+use super::{deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::is_hop_by_hop;
 use crate::error::ApiError;
@@ -139,7 +139,10 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
                 );
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
-                return Ok(Response::from_parts(head, Body::new(incoming)));
+                return Ok(routed(
+                    Response::from_parts(head, Body::new(incoming)),
+                    service,
+                ));
             }
             Ok(Err(e)) if e.is_connect() => {
                 pick_failed(&pick, &e);

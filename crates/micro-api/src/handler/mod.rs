@@ -102,6 +102,15 @@ pub(crate) async fn ensure_registered(
     }
 }
 
+/// Marks `response` with the route it reached (see
+/// [`micro_telemetry::api::Route`]).
+pub(crate) fn routed(mut response: Response, route: String) -> Response {
+    response
+        .extensions_mut()
+        .insert(micro_telemetry::api::Route(route));
+    response
+}
+
 /// Safe methods: the only ones whose calls are marked idempotent, so retried
 /// after a failure where the service may have started the work. (PUT and
 /// DELETE are idempotent in HTTP's sense, but a service handler behind them

@@ -6,10 +6,10 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, read_body};
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::to_metadata;
 use crate::dynamic::{CallOptions, JsonInput};
@@ -37,7 +37,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         idempotent: safe,
         metadata: to_metadata(&parts.headers),
     };
-    let json = inner
+    let reply = inner
         .dynamic
         .call_json(
             &route.service,
@@ -46,11 +46,24 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             input,
             options,
         )
-        .await?;
+        .await;
+    let matched = format!("{}/{}", route.service, route.endpoint());
+    let json = match reply {
+        Ok(json) => json,
+        // The service answered: the endpoint exists (unless it said it
+        // does not), so the route is a real one.
+        Err(e)
+            if e.status()
+                .is_some_and(|s| s.code() != tonic::Code::Unimplemented) =>
+        {
+            return Ok(routed(ApiError::from(e).into_response(), matched));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut response = Response::new(Body::from(json));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(response)
+    Ok(routed(response, matched))
 }
