@@ -112,6 +112,9 @@ pub enum GrpcClient {
     /// connection), resolving the service in a `MemoryRegistry` that lists the
     /// one server.
     Micro,
+    /// [`Micro`](Self::Micro) with the telemetry observer services use
+    /// (metrics, and spans when this process exports them).
+    MicroTelemetry,
 }
 
 /// A toolkit client whose (in-memory) registry lists one greeter node per
@@ -168,11 +171,20 @@ pub async fn grpc_round(
                 (client == GrpcClient::TonicWithDeadline).then_some(Duration::from_secs(5));
             grpc_load(clients, per_conn, timing, deadline).await
         }
-        GrpcClient::Micro => {
+        GrpcClient::Micro | GrpcClient::MicroTelemetry => {
             let mut clients = Vec::new();
             let mut keep = Vec::new();
             for _ in 0..conns {
-                let client = micro_client(&[addr]).await;
+                let client = if client == GrpcClient::MicroTelemetry {
+                    let plain = micro_client(&[addr]).await;
+                    Client::with_observer(
+                        plain.registry().clone(),
+                        ClientOptions::default(),
+                        Arc::new(micro_telemetry::client::ClientTelemetry),
+                    )
+                } else {
+                    micro_client(&[addr]).await
+                };
                 let nodes = client.nodes(GREETER).await;
                 assert_eq!(nodes.len(), 1, "the client sees the server");
                 clients.push(GreeterClient::new(client.service(GREETER)));

@@ -19,6 +19,7 @@ mod discovery;
 mod gray;
 mod hotpaths;
 mod load;
+mod ops;
 mod proc;
 mod r2;
 mod report;
@@ -40,7 +41,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// r10, r11, r12, hotpaths. Default: all.
+    /// r10, r11, r12, hotpaths; ops (telemetry overhead) only when named.
+    /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where user-srv, user-api and micro are (default: next to this binary).

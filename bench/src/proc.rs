@@ -81,6 +81,18 @@ impl Proc {
         }
     }
 
+    /// The last output line containing `needle` printed so far, if any
+    /// (lines before it are consumed).
+    pub fn last_line(&mut self, needle: &str) -> Option<String> {
+        let mut last = None;
+        while let Ok(line) = self.lines.try_recv() {
+            if line.contains(needle) {
+                last = Some(line);
+            }
+        }
+        last
+    }
+
     /// Waits (20 s at most) for the `READY <address> [more]` line a server
     /// child prints once it serves; returns the address and the rest.
     pub fn wait_ready(&mut self) -> (SocketAddr, String) {

@@ -100,6 +100,10 @@ pub fn run(plan: &Plan) -> String {
     if plan.wants("r12") {
         out.push_str(&crate::gray::r12(plan));
     }
+    // Telemetry overhead runs only when asked for by name (`--only ops`).
+    if plan.only.iter().any(|s| s == "ops") {
+        out.push_str(&crate::ops::ops(plan));
+    }
     if plan.wants("r6") {
         out.push_str(&discovery::r6(plan));
     }
@@ -135,7 +139,7 @@ pub(crate) fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, Soc
 pub(crate) const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
 
 /// One gRPC comparison: peers are (label, client, server address).
-fn grpc_compare(
+pub(crate) fn grpc_compare(
     plan: &Plan,
     flavor: Flavor,
     shapes: &[(usize, usize)],
@@ -247,7 +251,12 @@ impl Drop for Etcd {
 }
 
 pub(crate) fn start_etcd() -> Etcd {
-    let dir = std::env::temp_dir().join(format!("micro-bench-etcd-{}", std::process::id()));
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "micro-bench-etcd-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let client = free_port();
     let peer = free_port();
@@ -277,7 +286,7 @@ pub(crate) fn start_etcd() -> Etcd {
 }
 
 /// `curl` one request; returns the HTTP status (0 when no answer).
-fn curl_status(method: &str, url: &str, body: Option<&str>) -> u16 {
+pub(crate) fn curl_status(method: &str, url: &str, body: Option<&str>) -> u16 {
     let mut cmd = std::process::Command::new("curl");
     cmd.args([
         "-s",
@@ -534,7 +543,7 @@ fn r4(plan: &Plan, common: &dyn Fn(&[&str]) -> Vec<String>, srv_port: u16) -> St
 
 /// Interleaved HTTP rounds of `peers` at c1 and c50. `during(i)` runs
 /// around each round of peer `i` (what it returns is dropped after it).
-fn http_compare<G>(
+pub(crate) fn http_compare<G>(
     plan: &Plan,
     name: &str,
     peers: &[(&str, SocketAddr)],
@@ -575,7 +584,7 @@ fn http_compare<G>(
 }
 
 /// Samples the RSS of some processes every 100 ms into `maxes` until dropped.
-struct RssSampler {
+pub(crate) struct RssSampler {
     running: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

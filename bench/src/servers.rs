@@ -89,6 +89,9 @@ pub enum ServerKind {
     /// JSON → `User.QueryUserByName` on user-srv at one fixed address →
     /// JSON, written by hand for this one endpoint.
     MiniRpcGateway,
+    /// An OTLP/gRPC trace receiver that counts the spans it gets and drops
+    /// them (prints `SPANS <total>` after each export).
+    OtlpSink,
 }
 
 /// Tokio runtime flavour.
@@ -185,6 +188,16 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gra
                     .with_graceful_shutdown(stdin_closed)
                     .await
                     .expect("axum serves");
+            }
+            ServerKind::OtlpSink => {
+                use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+                println!("READY {}", listener.local_addr().expect("local address"));
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(OtlpSink::default()))
+                    .serve_with_incoming_shutdown(incoming, stdin_closed)
+                    .await
+                    .expect("OTLP sink runs");
             }
             ServerKind::MiniRpcGateway => {
                 let upstream = upstream.expect("--upstream is required for mini-rpc-gateway");
@@ -303,5 +316,46 @@ async fn mini_rpc_gateway(
         Err(status) => {
             (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
         }
+    }
+}
+
+/// Counts exported spans, keeps none.
+#[derive(Default)]
+struct OtlpSink {
+    spans: std::sync::atomic::AtomicU64,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for OtlpSink
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let count: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| r.scope_spans.iter())
+            .map(|s| s.spans.len())
+            .sum();
+        let total = self
+            .spans
+            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed)
+            + count as u64;
+        println!("SPANS {total}");
+        Ok(tonic::Response::new(
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse {
+                partial_success: None,
+            },
+        ))
     }
 }

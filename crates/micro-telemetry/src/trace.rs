@@ -138,33 +138,97 @@ impl Drop for TraceGuard {
     }
 }
 
+/// Where spans go and which are kept.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    /// The `service.name` resource (`OTEL_SERVICE_NAME` overrides it).
+    pub service_name: String,
+    pub export: Export,
+    pub sampling: Sampling,
+}
+
+/// Whether and where spans are exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Export {
+    /// No spans made, nothing exported (context is still passed on).
+    Off,
+    /// Over OTLP/gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT` (or `_TRACES_ENDPOINT`).
+    FromEnv,
+    /// Over OTLP/gRPC to this endpoint (`http://host:4317`).
+    To(String),
+}
+
+/// Which spans are kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// `OTEL_TRACES_SAMPLER` and `_ARG` (default: parent-based, always on).
+    FromEnv,
+    /// Parent-based: a trace's first span is kept with this probability,
+    /// later ones follow their parent (`parentbased_traceidratio`).
+    ParentRatio(f64),
+}
+
+impl TraceConfig {
+    /// What the standard `OTEL_*` variables ask for.
+    pub fn from_env(service_name: &str) -> TraceConfig {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+        let export =
+            if set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+                Export::FromEnv
+            } else {
+                Export::Off
+            };
+        TraceConfig {
+            service_name: service_name.to_string(),
+            export,
+            sampling: Sampling::FromEnv,
+        }
+    }
+}
+
 /// Starts exporting spans over OTLP/gRPC if `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; `OTEL_SERVICE_NAME`
 /// overrides `service_name`, `OTEL_TRACES_SAMPLER` (and `_ARG`) pick the
 /// sampler (default: parent-based, always on). Call inside a tokio runtime;
 /// keep the guard until exit.
 pub fn init(service_name: &str) -> Result<TraceGuard, String> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+    init_with(TraceConfig::from_env(service_name))
+}
+
+/// [`init`] with the configuration given rather than read from the
+/// environment (`OTEL_SERVICE_NAME` still applies).
+pub fn init_with(config: TraceConfig) -> Result<TraceGuard, String> {
+    if config.export == Export::Off {
         return Ok(TraceGuard::default());
     }
     #[cfg(feature = "otlp")]
     {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| format!("OTLP exporter: {e}"))?;
+        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_sdk::trace::Sampler;
+
+        let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        let builder = match &config.export {
+            Export::To(endpoint) => builder.with_endpoint(endpoint.clone()),
+            _ => builder,
+        };
+        let exporter = builder.build().map_err(|e| format!("OTLP exporter: {e}"))?;
         let name = std::env::var("OTEL_SERVICE_NAME")
             .ok()
             .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| service_name.to_string());
+            .unwrap_or_else(|| config.service_name.clone());
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(name.clone())
             .build();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource)
-            .build();
+            .with_resource(resource);
+        let provider = match config.sampling {
+            Sampling::FromEnv => provider,
+            Sampling::ParentRatio(ratio) => provider.with_sampler(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(ratio.clamp(0.0, 1.0)),
+            ))),
+        }
+        .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
         ENABLED.store(true, Ordering::Relaxed);
         tracing::info!("Tracing [otlp] exporting spans of {name}");
@@ -174,11 +238,10 @@ pub fn init(service_name: &str) -> Result<TraceGuard, String> {
     }
     #[cfg(not(feature = "otlp"))]
     {
-        let _ = service_name;
-        Err(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this binary was built without the otlp feature"
-                .into(),
-        )
+        Err(format!(
+            "spans of {} are to be exported over OTLP but this binary was built without the otlp feature",
+            config.service_name
+        ))
     }
 }
 
