@@ -520,3 +520,456 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use micro_client::{Client, ClientOptions};
+    use micro_registry::memory::MemoryRegistry;
+    use micro_registry::{SharedRegistry, Value};
+    use micro_testing::{TestGreeter, TestServer, loopback_options};
+
+    use super::*;
+    use crate::{Web, WebOptions};
+
+    const GREETER: &str = "go.micro.srv.greeter";
+
+    fn web(registry: SharedRegistry) -> Arc<Web> {
+        Web::new(
+            Client::new(registry, ClientOptions::default()),
+            WebOptions::default(),
+        )
+    }
+
+    /// A dashboard on a memory registry with one real greeter registered.
+    async fn with_greeter() -> (Arc<Web>, TestServer) {
+        let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+        let server = tokio::task::spawn_blocking({
+            let registry = registry.clone();
+            move || TestServer::start(registry, GREETER, TestGreeter::new("a"), loopback_options())
+        })
+        .await
+        .unwrap();
+        let web = web(registry);
+        let mut rx = web.snapshot.clone();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|s| s.services.contains_key(GREETER)),
+        )
+        .await
+        .expect("the greeter shows within 10 s")
+        .unwrap();
+        (web, server)
+    }
+
+    fn request(method: Method, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1:8082")
+    }
+
+    fn post_call(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+        request(Method::POST, "/api/call")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ORIGIN, "http://127.0.0.1:8082")
+            .body(Full::new(body.into()))
+            .unwrap()
+    }
+
+    async fn send(web: &Web, request: Request<Full<Bytes>>) -> (StatusCode, serde_json::Value) {
+        let response = handle(web, request).await;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        (status, value)
+    }
+
+    fn detail(value: &serde_json::Value) -> &str {
+        value["error"]["detail"].as_str().unwrap_or("")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_services_and_shows_one_with_health_and_templates() {
+        let (web, server) = with_greeter().await;
+        let get = |path: &str| request(Method::GET, path).body(Full::default()).unwrap();
+        let (status, list) = send(&web, get("/api/services")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["listed"], true);
+        assert_eq!(list["services"][0]["name"], GREETER);
+        assert_eq!(list["services"][0]["nodes"], 1);
+
+        let (status, one) = send(&web, get("/api/services/go.micro.srv.greeter")).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        let node = &one["versions"][0]["nodes"][0];
+        assert_eq!(node["id"], server.node_id.as_str());
+        assert_eq!(node["address"], server.address.to_string());
+        assert_eq!(node["health"]["status"], "SERVING", "{node}");
+        let hello = one["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "Greeter.Hello")
+            .expect("Greeter.Hello listed");
+        assert_eq!(hello["template"], json!({"name": ""}));
+        assert_eq!(hello["request"]["values"][0]["name"], "name");
+        // Percent-encoded names are decoded.
+        let (status, _) = send(&web, get("/api/services/go%2Emicro.srv.greeter")).await;
+        assert_eq!(status, StatusCode::OK);
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_through_the_json_path_and_shows_service_errors() {
+        let (web, server) = with_greeter().await;
+        let (status, answer) = send(
+            &web,
+            post_call(
+                r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Hello","request":"{\"name\":\"Web\"}","metadata":{"X-Who":"test"}}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["reply"]["msg"], "Hello Web from a");
+        let sent = server.greeter.last_metadata().unwrap();
+        assert_eq!(sent.get("x-who").unwrap(), "test");
+
+        // A request given as a JSON value works the same.
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Hello","request":{"name":"fail"}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+        assert!(detail(&answer).contains("failed on purpose"), "{answer}");
+
+        // The request text is checked as micro call checks it.
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Hello","request":"{name"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(detail(&answer).contains("request is not JSON"), "{answer}");
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"go.micro.srv.greeter","endpoint":"Hello","request":"{}"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(detail(&answer).contains("not Handler.Method"), "{answer}");
+        let (status, answer) = send(
+            &web,
+            post_call(
+                r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Nope","request":"{}"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Hello","metadata":{"grpc-timeout":"1S"}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(detail(&answer).contains("grpc-timeout"), "{answer}");
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_json_unknown_services_and_unknown_pages() {
+        let web = web(Arc::new(MemoryRegistry::new()));
+        assert!(web.listed(Duration::from_secs(5)).await);
+        let (status, answer) = send(&web, post_call("{not json")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(detail(&answer).contains("not a call"), "{answer}");
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"x","endpoint":"A.B","extra":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["id"], "go.micro.web");
+        assert_eq!(answer["error"]["code"], 400);
+
+        let (status, answer) = send(
+            &web,
+            post_call(r#"{"service":"go.micro.srv.nobody","endpoint":"A.B","request":"{}"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            detail(&answer),
+            "service go.micro.srv.nobody not found in registry [memory]"
+        );
+        let get = |path: &str| request(Method::GET, path).body(Full::default()).unwrap();
+        let (status, _) = send(&web, get("/api/services/go.micro.srv.nobody")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = send(&web, get("/api/services/%FF")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = send(&web, get("/nothing-here")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = send(&web, get("/api/call")).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let post = request(Method::POST, "/api/services")
+            .body(Full::default())
+            .unwrap();
+        let response = handle(&web, post).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[tokio::test]
+    async fn refuses_oversize_bodies_declared_or_not() {
+        let web = Web::new(
+            Client::new(Arc::new(MemoryRegistry::new()), ClientOptions::default()),
+            WebOptions {
+                max_body_bytes: 64,
+                ..WebOptions::default()
+            },
+        );
+        let big = format!(
+            r#"{{"service":"s","endpoint":"A.B","request":"{}"}}"#,
+            "x".repeat(100)
+        );
+        let (status, answer) = send(&web, post_call(big.clone())).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+        // Without a Content-Length (a chunked body), the read stops at the cap.
+        let mut request = post_call(big);
+        request.headers_mut().remove(header::CONTENT_LENGTH);
+        let (status, _) = send(&web, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let mut request = post_call("{}");
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000000"));
+        let (status, _) = send(&web, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn refuses_calls_from_other_origins_and_other_content_types() {
+        let web = web(Arc::new(MemoryRegistry::new()));
+        let body = r#"{"service":"go.micro.srv.nobody","endpoint":"A.B"}"#;
+        let mut cross = post_call(body);
+        cross.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        let (status, answer) = send(&web, cross).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(detail(&answer).contains("other origins"), "{answer}");
+        let mut other_port = post_call(body);
+        other_port.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:9999"),
+        );
+        assert_eq!(send(&web, other_port).await.0, StatusCode::FORBIDDEN);
+        let mut null = post_call(body);
+        null.headers_mut()
+            .insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert_eq!(send(&web, null).await.0, StatusCode::FORBIDDEN);
+        let mut site = post_call(body);
+        site.headers_mut().remove(header::ORIGIN);
+        site.headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert_eq!(send(&web, site).await.0, StatusCode::FORBIDDEN);
+        // The same origin, and no origin at all (curl), get through (to the 404).
+        assert_eq!(send(&web, post_call(body)).await.0, StatusCode::NOT_FOUND);
+        let mut curl = post_call(body);
+        curl.headers_mut().remove(header::ORIGIN);
+        assert_eq!(send(&web, curl).await.0, StatusCode::NOT_FOUND);
+
+        let mut form = post_call(body);
+        form.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(send(&web, form).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let mut text = post_call(body);
+        text.headers_mut().remove(header::CONTENT_TYPE);
+        assert_eq!(send(&web, text).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let mut charset = post_call(body);
+        charset.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert_eq!(send(&web, charset).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn loopback_dashboards_answer_only_loopback_host_names() {
+        let web = web(Arc::new(MemoryRegistry::new()));
+        for host in [
+            "127.0.0.1:8082",
+            "localhost:8082",
+            "[::1]:8082",
+            "LOCALHOST",
+        ] {
+            let page = Request::get("/")
+                .header(header::HOST, host)
+                .body(Full::default())
+                .unwrap();
+            assert_eq!(handle(&web, page).await.status(), StatusCode::OK, "{host}");
+        }
+        let rebound = Request::get("/api/services")
+            .header(header::HOST, "attacker.example:8082")
+            .body(Full::default())
+            .unwrap();
+        let (status, answer) = send(&web, rebound).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        assert!(detail(&answer).contains("attacker.example"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_with_types_and_a_strict_policy() {
+        let web = web(Arc::new(MemoryRegistry::new()));
+        for (path, kind) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
+            ("/app.js", "text/javascript; charset=utf-8"),
+            ("/app.css", "text/css; charset=utf-8"),
+            ("/favicon.svg", "image/svg+xml"),
+        ] {
+            let response = handle(
+                &web,
+                request(Method::GET, path).body(Full::default()).unwrap(),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], kind, "{path}");
+            let csp = response.headers()["content-security-policy"]
+                .to_str()
+                .unwrap();
+            assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+            assert!(!csp.contains("unsafe"), "{csp}");
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        }
+        // No inline scripts, styles or event handlers for the policy to block.
+        let html = std::str::from_utf8(assets::find("/").unwrap().body).unwrap();
+        assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains(" on"));
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "nothing from the network"
+        );
+    }
+
+    #[tokio::test]
+    async fn event_streams_start_with_the_services_and_are_capped() {
+        let web = Web::new(
+            Client::new(Arc::new(MemoryRegistry::new()), ClientOptions::default()),
+            WebOptions {
+                max_streams: 2,
+                ..WebOptions::default()
+            },
+        );
+        assert!(web.listed(Duration::from_secs(5)).await);
+        let open = || {
+            handle(
+                &web,
+                request(Method::GET, "/api/events")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+        };
+        let mut first = open().await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let frame = first.body_mut().frame().await.unwrap().unwrap();
+        let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+        assert!(
+            text.starts_with("retry: 1000\nevent: services\ndata: {"),
+            "{text}"
+        );
+        assert!(text.contains(r#""services":[]"#), "{text}");
+        let second = open().await;
+        assert_eq!(second.status(), StatusCode::OK);
+        let third = open().await;
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A closed stream gives its place back.
+        drop(first);
+        assert_eq!(open().await.status(), StatusCode::OK);
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn event_streams_send_changes_and_keep_alive_comments() {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let mut body = crate::sse::stream(rx, Duration::from_secs(15), permit);
+        let mut next = async || {
+            let frame = body.frame().await.unwrap().unwrap();
+            String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+        };
+        assert!(next().await.contains("event: services"));
+        // Quiet: a comment after the keep-alive interval (paused time).
+        let started = tokio::time::Instant::now();
+        assert_eq!(next().await, ": keep-alive\n\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        let mut snapshot = Snapshot {
+            seq: 1,
+            ..Snapshot::default()
+        };
+        snapshot.services.insert(
+            GREETER.into(),
+            crate::live::Entry {
+                versions: vec![micro_registry::Service::new(GREETER, "latest")],
+                rev: 1,
+            },
+        );
+        tx.send(Arc::new(snapshot)).unwrap();
+        let event = next().await;
+        assert!(event.starts_with("event: services\ndata: ") && event.ends_with("\n\n"));
+        assert!(event.contains(GREETER), "{event}");
+        // The dashboard stopping ends the stream.
+        drop(tx);
+        assert!(body.frame().await.is_none());
+    }
+
+    #[test]
+    fn templates_use_registered_names_and_zero_values() {
+        let value = |name: &str, kind: &str| Value {
+            name: name.into(),
+            kind: kind.into(),
+            values: vec![],
+        };
+        let mut nested = value("profile", "Profile");
+        nested.values = vec![value("age", "int32"), value("tags", "[]string")];
+        let mut request = value("Request", "Request");
+        request.values = vec![
+            value("userName", "string"),
+            value("admin", "bool"),
+            value("score", "float64"),
+            value("labels", ""),
+            value("blob", "[]uint8"),
+            value("kind", "Kind"),
+            value("Choice", "isRequest_Choice"),
+            nested,
+        ];
+        assert_eq!(
+            template(&request),
+            json!({
+                "userName": "", "admin": false, "score": 0, "labels": {}, "blob": "",
+                "kind": null, "profile": {"age": 0, "tags": []}
+            })
+        );
+    }
+
+    #[test]
+    fn host_names_lose_their_port() {
+        assert_eq!(host_name("127.0.0.1:8082"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:8082"), "[::1]");
+        assert_eq!(host_name("[::1]"), "[::1]");
+        assert_eq!(host_name("localhost"), "localhost");
+    }
+}

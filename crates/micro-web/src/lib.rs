@@ -243,3 +243,37 @@ pub async fn serve_web(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_in_go_and_rust_forms() {
+        assert_eq!(
+            parse_address("127.0.0.1:8082"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8082)))
+        );
+        assert_eq!(
+            parse_address(":8082"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8082)))
+        );
+        assert_eq!(
+            parse_address("localhost:0"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert!(parse_address("[::1]:8082").is_ok_and(|a| a.ip().is_loopback()));
+        for bad in ["", "8082", "nohost:1", ":99999", "127.0.0.1", "1.2.3.4:x"] {
+            let e = parse_address(bad).unwrap_err();
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn loopback_addresses_limit_host_names() {
+        let local = WebOptions::for_address(&SocketAddr::from(([127, 0, 0, 1], 8082)));
+        assert!(local.allowed_hosts.contains(&"localhost".to_string()));
+        let open = WebOptions::for_address(&SocketAddr::from(([0, 0, 0, 0], 8082)));
+        assert!(open.allowed_hosts.is_empty());
+    }
+}
