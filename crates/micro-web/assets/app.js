@@ -123,7 +123,7 @@ function renderDetail(keepForm) {
           { "data-node": node.id },
           el("td", {}, version.version),
           el("td", { class: "mono" }, node.id),
-          el("td", { class: "mono" }, node.address),
+          el("td", { class: "mono address" }, node.address),
           el("td", { class: "mono small" }, metadataText(node.metadata)),
           el("td", {}, badge),
         ),
