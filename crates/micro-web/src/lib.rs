@@ -264,7 +264,7 @@ mod tests {
         );
         assert!(parse_address("[::1]:8082").is_ok_and(|a| a.ip().is_loopback()));
         for bad in ["", "8082", "nohost:1", ":99999", "127.0.0.1", "1.2.3.4:x"] {
-            let e = parse_address(bad).unwrap_err();
+            let e = parse_address(bad).expect_err(bad);
             assert!(e.contains("HOST:PORT"), "{bad}: {e}");
         }
     }
