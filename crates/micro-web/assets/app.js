@@ -267,4 +267,8 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("hashchange", () => select(selectedFromHash()));
   connect();
   select(selectedFromHash());
+  // Health changes without a registry event: ask again every 10 s while shown.
+  setInterval(() => {
+    if (state.selected && state.detail && !document.hidden) loadDetail(state.selected);
+  }, 10000);
 });
