@@ -328,3 +328,36 @@ fn remaining(service: &str, options: &CallOptions, started: Instant) -> Result<D
     }
     Ok(remaining)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_split_into_handler_and_method() {
+        assert_eq!(split_endpoint("Greeter.Hello"), Some(("Greeter", "Hello")));
+        for bad in ["Hello", ".Hello", "Greeter.", "Greeter.Hello.Again", ""] {
+            assert_eq!(split_endpoint(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_keys_are_lowercased_and_checked() {
+        let metadata = call_metadata([("Authorization", "Bearer t"), ("x-a", "1"), ("x-a", "2")])
+            .expect("usable metadata");
+        assert_eq!(
+            metadata.get("authorization").map(|v| v.to_str().ok()),
+            Some(Some("Bearer t"))
+        );
+        assert_eq!(metadata.get_all("x-a").iter().count(), 2);
+        for (key, value) in [
+            ("grpc-timeout", "1S"),
+            ("data-bin", "x"),
+            ("bad key", "x"),
+            ("x-ok", "line\nbreak"),
+            ("x-ok", "é"),
+        ] {
+            assert!(call_metadata([(key, value)]).is_err(), "{key}={value:?}");
+        }
+    }
+}

@@ -536,8 +536,7 @@ pub fn scenario(registry: &dyn Registry) {
     );
     let answer: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
     assert_eq!(
-        answer["reply"]["msg"],
-        "Hello web from go (authorization: Bearer w)",
+        answer["reply"]["msg"], "Hello web from go (authorization: Bearer w)",
         "{answer}"
     );
     assert!(web.terminate(Duration::from_secs(20)).success());
