@@ -22,7 +22,11 @@ function el(tag, attrs, ...children) {
 
 function selectedFromHash() {
   const m = location.hash.match(/^#\/service\/(.+)$/);
-  return m ? decodeURIComponent(m[1]) : null;
+  try {
+    return m ? decodeURIComponent(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 // --- the service list ---------------------------------------------------
