@@ -270,6 +270,9 @@ impl Driver {
             probe.local_addr().unwrap().port()
         };
         let profile = tempfile::tempdir().unwrap();
+        // Chromium double-forks helpers (zygote, crash handler): make them
+        // ours when orphaned, so they are reaped here (see `kill`).
+        nix::sys::prctl::set_child_subreaper(true).expect("prctl(PR_SET_CHILD_SUBREAPER)");
         let child = Command::new(&tools.chromedriver)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -359,6 +362,7 @@ impl Driver {
             }
             let _ = child.kill();
             let _ = child.wait();
+            reap_orphaned_chromium();
         }
         if let Some(profile) = self.profile.take() {
             let _ = profile.close();
@@ -500,38 +504,87 @@ impl Drop for Driver {
     }
 }
 
-/// Every process below `pid`, deepest first (from /proc).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((child, ppid));
-            }
+/// Chromium helpers handed to this process (the subreaper) when their
+/// parent quit: each killed if still running, and waited for, by PID.
+/// Bounded: five seconds at most.
+fn reap_orphaned_chromium() {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    use nix::unistd::Pid;
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let orphans: Vec<u32> = processes()
+            .into_iter()
+            .filter(|p| {
+                p.ppid == me && (p.comm.starts_with("chrom") || p.comm.starts_with("chrome"))
+            })
+            .map(|p| p.pid)
+            .collect();
+        if orphans.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in orphans {
+            let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One line of `ps`: pid, parent, command name.
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    comm: String,
+}
+
+/// Every process (from /proc).
+fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            out.push(Proc {
+                pid,
+                ppid,
+                comm: stat[open + 1..close].to_string(),
+            });
         }
     }
+    out
+}
+
+/// Every process below `pid`, deepest first (from /proc).
+fn descendants(pid: u32) -> Vec<u32> {
+    let all = processes();
     let mut out = Vec::new();
     let mut frontier = vec![pid];
     while let Some(parent) = frontier.pop() {
-        for &(child, ppid) in &parents {
-            if ppid == parent && !out.contains(&child) {
-                out.push(child);
-                frontier.push(child);
+        for p in &all {
+            if p.ppid == parent && !out.contains(&p.pid) {
+                out.push(p.pid);
+                frontier.push(p.pid);
             }
         }
     }
