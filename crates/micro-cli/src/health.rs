@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use micro::Registry;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use micro_web::health::{ServingStatus, check};
 
 use crate::CliError;
 
@@ -21,30 +19,6 @@ pub struct HealthArgs {
     /// Longest wait for each node (connecting included)
     #[arg(long, default_value = "3s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
-}
-
-/// One node's answer: its status name, or why there is none.
-async fn check(address: &str, service: &str, timeout: Duration) -> Result<ServingStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("bad address: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let call = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let reply = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await
-            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-        Ok(ServingStatus::try_from(reply.get_ref().status).unwrap_or(ServingStatus::Unknown))
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
 }
 
 /// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.

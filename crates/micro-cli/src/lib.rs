@@ -21,6 +21,7 @@
 //! 1 for failures).
 
 pub mod new;
+pub mod web;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use clap::{Args, Parser, Subcommand};
 use micro::config::MicroArgs;
 use micro::{Client, Registry};
 use micro_api::{ApiOptions, Gateway, HandlerKind};
-use micro_json::{CallOptions, DynamicClient, JsonInput};
+use micro_json::{CallOptions, DynamicClient};
 use micro_registry::{Service, Value};
 
 pub mod health;
@@ -67,6 +68,8 @@ pub enum Command {
     New(new::NewArgs),
     /// Check every node of a service over gRPC health: `micro health go.micro.srv.user`
     Health(health::HealthArgs),
+    /// Run the web dashboard: services, nodes, endpoints, a form to call one (http://127.0.0.1:8082)
+    Web(web::WebArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -595,14 +598,11 @@ pub async fn call(
 /// `micro call` with its flags: metadata, one node's address, output form.
 pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliError> {
     let (service, endpoint) = (args.service.as_str(), args.endpoint.as_str());
-    let (handler, method) = endpoint
-        .split_once('.')
-        .filter(|(h, m)| !h.is_empty() && !m.is_empty() && !m.contains('.'))
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
-            ))
-        })?;
+    micro_json::split_endpoint(endpoint).ok_or_else(|| {
+        CliError::Usage(format!(
+            "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
+        ))
+    })?;
     serde_json::from_str::<serde_json::Value>(&args.request)
         .map_err(|e| CliError::Usage(format!("request is not JSON: {e}")))?;
     let metadata = parse_metadata(&args.metadata)?;
@@ -634,13 +634,7 @@ pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliEr
         metadata,
     };
     let reply = dynamic
-        .call_json(
-            service,
-            handler,
-            method,
-            JsonInput::Body(args.request.as_bytes()),
-            options,
-        )
+        .call_endpoint(service, endpoint, args.request.as_bytes(), options)
         .await
         .map_err(|e| {
             let err = e.to_micro_error("go.micro.client");
@@ -665,28 +659,14 @@ pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliEr
 
 /// `--metadata k=v` flags as gRPC metadata (keys lowercased, as HTTP/2 sends them).
 pub fn parse_metadata(pairs: &[String]) -> Result<tonic::metadata::MetadataMap, CliError> {
-    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
-    let mut metadata = tonic::metadata::MetadataMap::new();
+    let mut split = Vec::with_capacity(pairs.len());
     for pair in pairs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--metadata {pair:?} is not KEY=VALUE")))?;
-        let key = key.trim().to_ascii_lowercase();
-        let name = AsciiMetadataKey::from_bytes(key.as_bytes())
-            .ok()
-            .filter(|_| !key.starts_with("grpc-") && !key.ends_with("-bin"))
-            .ok_or_else(|| {
-                CliError::Usage(format!("--metadata {key:?} is not a usable metadata key"))
-            })?;
-        let value = Some(value)
-            .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
-            .and_then(|v| AsciiMetadataValue::try_from(v).ok())
-            .ok_or_else(|| {
-                CliError::Usage(format!("--metadata {key}: the value must be visible ASCII"))
-            })?;
-        metadata.append(name, value);
+        split.push(
+            pair.split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--metadata {pair:?} is not KEY=VALUE")))?,
+        );
     }
-    Ok(metadata)
+    micro_json::call_metadata(split).map_err(|e| CliError::Usage(format!("--{e}")))
 }
 
 /// A channel to one node, `host:port`, connected on first use.
@@ -878,5 +858,6 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             let registry = micro::connect_registry(&cli.micro.registry).await?;
             health(registry.as_ref(), args).await
         }
+        Command::Web(args) => web::run(&cli.micro, args).await.map(|()| String::new()),
     }
 }

@@ -151,6 +151,27 @@ impl DynamicClient {
         &self.schemas
     }
 
+    /// What `micro call` and `micro web` do with an endpoint name and a
+    /// JSON text: `Handler.Method` split ([`split_endpoint`]), the text
+    /// checked to be JSON, then [`DynamicClient::call_json`].
+    pub async fn call_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+        json: &[u8],
+        options: CallOptions,
+    ) -> Result<Vec<u8>, Error> {
+        let (handler, method) = split_endpoint(endpoint).ok_or_else(|| {
+            Error::bad_input(format!(
+                "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
+            ))
+        })?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(json)
+            .map_err(|e| Error::bad_input(format!("request is not JSON: {e}")))?;
+        self.call_json(service, handler, method, JsonInput::Body(json), options)
+            .await
+    }
+
     /// Calls `service` endpoint `handler.method` with `input`; the reply as
     /// JSON (see the module docs for which form).
     pub async fn call_json(
@@ -261,6 +282,37 @@ impl DynamicClient {
     }
 }
 
+/// `Handler.Method` → `(handler, method)`; `None` unless both parts are
+/// there and the method has no dot.
+pub fn split_endpoint(endpoint: &str) -> Option<(&str, &str)> {
+    endpoint
+        .split_once('.')
+        .filter(|(h, m)| !h.is_empty() && !m.is_empty() && !m.contains('.'))
+}
+
+/// Metadata for a call from `(key, value)` pairs, as `micro call --metadata`
+/// and `micro web` take it: keys lowercased (as HTTP/2 sends them), reserved
+/// keys (`grpc-*`, `*-bin`) and values that are not visible ASCII refused.
+pub fn call_metadata<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<MetadataMap, String> {
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+    let mut metadata = MetadataMap::new();
+    for (key, value) in pairs {
+        let key = key.trim().to_ascii_lowercase();
+        let name = AsciiMetadataKey::from_bytes(key.as_bytes())
+            .ok()
+            .filter(|_| !key.starts_with("grpc-") && !key.ends_with("-bin"))
+            .ok_or_else(|| format!("metadata {key:?} is not a usable metadata key"))?;
+        let value = Some(value)
+            .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            .and_then(|v| AsciiMetadataValue::try_from(v).ok())
+            .ok_or_else(|| format!("metadata {key}: the value must be visible ASCII"))?;
+        metadata.append(name, value);
+    }
+    Ok(metadata)
+}
+
 /// What is left of the call's budget; a timeout error if nothing.
 fn remaining(service: &str, options: &CallOptions, started: Instant) -> Result<Duration, Error> {
     let remaining = options.timeout.saturating_sub(started.elapsed());
@@ -275,4 +327,37 @@ fn remaining(service: &str, options: &CallOptions, started: Instant) -> Result<D
         ));
     }
     Ok(remaining)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_split_into_handler_and_method() {
+        assert_eq!(split_endpoint("Greeter.Hello"), Some(("Greeter", "Hello")));
+        for bad in ["Hello", ".Hello", "Greeter.", "Greeter.Hello.Again", ""] {
+            assert_eq!(split_endpoint(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_keys_are_lowercased_and_checked() {
+        let metadata = call_metadata([("Authorization", "Bearer t"), ("x-a", "1"), ("x-a", "2")])
+            .expect("usable metadata");
+        assert_eq!(
+            metadata.get("authorization").map(|v| v.to_str().ok()),
+            Some(Some("Bearer t"))
+        );
+        assert_eq!(metadata.get_all("x-a").iter().count(), 2);
+        for (key, value) in [
+            ("grpc-timeout", "1S"),
+            ("data-bin", "x"),
+            ("bad key", "x"),
+            ("x-ok", "line\nbreak"),
+            ("x-ok", "é"),
+        ] {
+            assert!(call_metadata([(key, value)]).is_err(), "{key}={value:?}");
+        }
+    }
 }

@@ -33,7 +33,7 @@ pub mod schema;
 pub mod transcode;
 
 #[cfg(feature = "client")]
-pub use client::{CallOptions, DynamicClient, GRPC_JSON, JsonInput};
+pub use client::{CallOptions, DynamicClient, GRPC_JSON, JsonInput, call_metadata, split_endpoint};
 pub use codec::{DynamicCodec, RawJsonCodec};
 pub use error::{Error, ErrorKind};
 #[cfg(feature = "client")]

@@ -514,6 +514,32 @@ pub fn scenario(registry: &dyn Registry) {
     assert!(allowed.body.contains(r#""success":true"#), "{allowed:?}");
 
     assert!(gateway.terminate(Duration::from_secs(20)).success());
+
+    // (d) `micro web`'s call form takes `micro call`'s path: the Go greeter
+    // (no reflection) answers through it.
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut web_args = flags.clone();
+    web_args.extend(["web", "--address", address.as_str()]);
+    let mut web = Process::start("micro web", "micro", &web_args, &[]);
+    let answer = eventually(
+        "micro web calls the Go greeter",
+        Duration::from_secs(30),
+        || {
+            let reply = post(
+                &format!("http://{address}/api/call"),
+                r#"{"service":"go.micro.srv.greeter","endpoint":"Greeter.Hello","request":"{\"name\":\"web\"}","metadata":{"Authorization":"Bearer w"}}"#,
+                &[],
+            );
+            (reply.status == 200).then_some(reply)
+        },
+    );
+    let answer: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    assert_eq!(
+        answer["reply"]["msg"], "Hello web from go (authorization: Bearer w)",
+        "{answer}"
+    );
+    assert!(web.terminate(Duration::from_secs(20)).success());
     drop(srv);
     drop(greeter);
 }

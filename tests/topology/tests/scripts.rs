@@ -107,6 +107,8 @@ fn the_test_command_lists_its_packages() {
         "protobuf-compiler",
         "valgrind",
         "golang-go",
+        "chromium",
+        "chromium-driver",
     ] {
         assert!(
             packages.lines().any(|l| l == needed),
