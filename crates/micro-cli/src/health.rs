@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use micro::Registry;
+use micro::{ClientOptions, Registry};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -24,16 +24,25 @@ pub struct HealthArgs {
 }
 
 /// One node's answer: its status name, or why there is none.
-async fn check(address: &str, service: &str, timeout: Duration) -> Result<ServingStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("bad address: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+async fn check(
+    node: &micro::registry::Node,
+    service: &str,
+    timeout: Duration,
+    options: &ClientOptions,
+) -> Result<ServingStatus, String> {
+    if let Some(refused) = micro::client::tls::refusal(node, options.tls.as_ref()) {
+        return Err(refused);
+    }
+    let options = ClientOptions {
+        dial_timeout: timeout,
+        ..options.clone()
+    };
+    let endpoint = micro::client::endpoint_for(&node.address, &options)?.timeout(timeout);
     let call = async {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_string(),
@@ -47,8 +56,32 @@ async fn check(address: &str, service: &str, timeout: Duration) -> Result<Servin
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
 }
 
+/// The error and its causes, one line (a TLS failure is in the causes).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
+}
+
 /// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.
 pub async fn health(registry: &dyn Registry, args: &HealthArgs) -> Result<String, CliError> {
+    health_with(registry, args, &ClientOptions::default()).await
+}
+
+/// [`health`] with the client's options (TLS to the nodes).
+pub async fn health_with(
+    registry: &dyn Registry,
+    args: &HealthArgs,
+    options: &ClientOptions,
+) -> Result<String, CliError> {
     let service = &args.service;
     let versions = match registry.get_service(service).await {
         Ok(found) => found,
@@ -69,7 +102,7 @@ pub async fn health(registry: &dyn Registry, args: &HealthArgs) -> Result<String
     }
     let checks = nodes.iter().map(|node| async move {
         let started = Instant::now();
-        let result = check(&node.address, service, args.timeout).await;
+        let result = check(node, service, args.timeout, options).await;
         (node, result, started.elapsed())
     });
     let results = futures::future::join_all(checks).await;

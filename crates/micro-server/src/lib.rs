@@ -44,6 +44,7 @@ mod codecs;
 mod endpoints;
 mod ops;
 mod paths;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -68,6 +69,7 @@ use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
 
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
+pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
@@ -86,6 +88,8 @@ pub struct ServerOptions {
     pub deregister_timeout: Duration,
     /// How often readiness checks run (see [`ServerBuilder::readiness_check`]).
     pub health_check_interval: Duration,
+    /// TLS on the listener (`--server_tls_*`); plaintext if `None`.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerOptions {
@@ -107,6 +111,7 @@ impl Default for ServerOptions {
             shutdown_grace: Self::SHUTDOWN_GRACE,
             deregister_timeout: Self::DEREGISTER_TIMEOUT,
             health_check_interval: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -324,7 +329,21 @@ impl ServerBuilder {
             address: options.address.clone(),
             source,
         })?;
-        tracing::info!("Server [grpc] Listening on {local_addr}");
+        match &options.tls {
+            None => tracing::info!("Server [grpc] Listening on {local_addr}"),
+            Some(tls) => {
+                // Checked here, so that a bad configuration stops the start.
+                tonic::transport::Server::builder()
+                    .tls_config(tls.tonic_config())
+                    .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+                let mode = if tls.is_mutual() {
+                    "mutual TLS: client certificates required"
+                } else {
+                    "TLS"
+                };
+                tracing::info!("Server [grpc] Listening on {local_addr} ({mode})");
+            }
+        }
 
         let (advertised, chosen) = address::advertise(options.advertise.as_deref(), local_addr)
             .map_err(ServerError::Options)?;
@@ -345,6 +364,9 @@ impl ServerBuilder {
         node_metadata.insert("server".into(), "grpc".into());
         node_metadata.insert("transport".into(), "grpc".into());
         node_metadata.insert("protocol".into(), "grpc".into());
+        if options.tls.is_some() {
+            node_metadata.insert(tls::SECURE_METADATA.into(), "true".into());
+        }
         let node = Node {
             id: format!("{}-{}", self.name, uuid::Uuid::new_v4()),
             address: advertised,
@@ -469,7 +491,13 @@ impl Server {
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &options.tls {
+            builder = builder
+                .tls_config(tls.tonic_config())
+                .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+        }
+        let serve = builder
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(paths)

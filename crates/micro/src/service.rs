@@ -181,7 +181,10 @@ impl Service {
         registry: SharedRegistry,
     ) -> Result<Service, Error> {
         let server_options = args.server.server_options().map_err(Error::Config)?;
-        let client = telemetry_client(registry.clone(), args.client.client_options());
+        let client = telemetry_client(
+            registry.clone(),
+            args.client.client_options().map_err(Error::Config)?,
+        );
         Ok(Service {
             ops: Ops {
                 readiness: not_registered(),
