@@ -214,28 +214,48 @@ fn classify(error: &(dyn StdError + 'static), tls: bool) -> Class {
         }
         source = err.source();
     }
+    // A TLS error after the handshake (an alert from the node).
+    if tls && let Some(rustls) = find_rustls(error) {
+        return Class::Tls(describe(rustls));
+    }
     Class::MaybeSent
+}
+
+fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
+            return Some(rustls);
+        }
+        if let Some(rustls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(rustls);
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// What went wrong in a TLS handshake, if that is how connecting failed:
 /// rustls's verdict (certificate refused, alert from the node, not TLS at
 /// all), or the node closing the connection mid-handshake.
 fn tls_failure(connect: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(rustls) = find_rustls(connect) {
+        return Some(describe(rustls));
+    }
     let mut source = connect.source();
     while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(rustls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                return Some(describe(rustls));
-            }
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Some(
-                    "the node closed the connection during the TLS handshake (it may require a client certificate, or not serve TLS)"
-                        .into(),
-                );
-            }
-        }
-        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
-            return Some(describe(rustls));
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return Some(
+                "the node closed the connection during the TLS handshake (it may require a client certificate, or not serve TLS)"
+                    .into(),
+            );
         }
         source = err.source();
     }
@@ -248,8 +268,17 @@ fn describe(error: &rustls::Error) -> String {
             "{error} (the node does not seem to serve TLS: is it plaintext? --client_tls_ca makes every call TLS)"
         ),
         rustls::Error::InvalidCertificate(_) => {
-            format!("{error} (the node's certificate does not chain to --client_tls_ca, or does not name the node's address; see --client_tls_server_name)")
+            format!(
+                "{error} (the node's certificate does not chain to --client_tls_ca, or does not name the node's address; see --client_tls_server_name)"
+            )
         }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA,
+        ) => format!(
+            "{error} (the node requires a client certificate it trusts: --client_tls_cert_file, --client_tls_key_file)"
+        ),
         _ => error.to_string(),
     }
 }

@@ -355,7 +355,8 @@ impl ServerArgs {
     /// The server's TLS files, read and checked; `None` without
     /// `--server_tls_cert_file`.
     pub fn server_tls(&self) -> Result<Option<ServerTls>, String> {
-        let (Some(cert), Some(key)) = (&self.server_tls_cert_file, &self.server_tls_key_file) else {
+        let (Some(cert), Some(key)) = (&self.server_tls_cert_file, &self.server_tls_key_file)
+        else {
             return match self.server_tls_client_ca {
                 Some(_) => Err(
                     "--server_tls_client_ca needs --server_tls_cert_file and --server_tls_key_file"
@@ -510,7 +511,10 @@ impl ClientArgs {
         let Some(ca) = &self.client_tls_ca else {
             return match (&self.client_tls_cert_file, &self.client_tls_server_name) {
                 (None, None) => Ok(None),
-                _ => Err("--client_tls_cert_file and --client_tls_server_name need --client_tls_ca".into()),
+                _ => Err(
+                    "--client_tls_cert_file and --client_tls_server_name need --client_tls_ca"
+                        .into(),
+                ),
             };
         };
         ClientTls::from_files(
@@ -703,6 +707,48 @@ mod tests {
             .expect_err("rejected")
             .to_string();
         assert!(err.contains("mdns, etcd, memory"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_files_are_read() {
+        for args in [
+            &["--server_tls_cert_file=c.pem"][..],
+            &["--server_tls_key_file=k.pem"],
+            &["--server_tls_client_ca=ca.pem"],
+            &["--client_tls_cert_file=c.pem"],
+        ] {
+            let err = parse(args).expect_err("incomplete");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let none = parse(&[]).expect("parse").micro;
+        assert!(
+            none.client
+                .client_options()
+                .expect("plaintext")
+                .tls
+                .is_none()
+        );
+        assert!(
+            none.server
+                .server_options()
+                .expect("plaintext")
+                .tls
+                .is_none()
+        );
+
+        let cli = parse(&["--client_tls_ca=/nonexistent/ca.pem"]).expect("parse");
+        let err = cli.micro.client.client_options().expect_err("missing file");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let cli = parse(&["--client_tls_server_name=svc"]).expect("parse");
+        let err = cli.micro.client.client_options().expect_err("no CA");
+        assert!(err.contains("--client_tls_ca"), "{err}");
+        let cli = parse(&[
+            "--server_tls_cert_file=/nonexistent/c.pem",
+            "--server_tls_key_file=/nonexistent/k.pem",
+        ])
+        .expect("parse");
+        let err = cli.micro.server.server_options().expect_err("missing file");
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
     }
 
     #[test]
