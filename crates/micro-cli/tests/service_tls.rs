@@ -313,3 +313,66 @@ fn tls_files_are_checked_when_read() {
     let err = ClientTls::from_files(&pki.ca, Some(&cert), None, None).expect_err("cert alone");
     assert!(err.to_string().contains("go together"), "{err}");
 }
+
+/// Not a check: the figures for docs/security.md. Sequential unary calls on
+/// one warm connection, plaintext vs TLS (vs mutual TLS), median and p99.
+/// `cargo test -p micro-cli --release --test service_tls -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_call_latency_plaintext_vs_tls() {
+    use micro_testing::greeter::Request as Hello;
+    use micro_testing::greeter::greeter_client::GreeterClient;
+
+    async fn run(client: &Client, calls: usize) -> (Duration, Duration) {
+        let mut greeter = GreeterClient::new(client.service(SERVICE));
+        let request = || Hello {
+            name: "bench".into(),
+        };
+        for _ in 0..200 {
+            greeter.hello(request()).await.expect("warm-up call");
+        }
+        let mut took = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let started = std::time::Instant::now();
+            greeter.hello(request()).await.expect("call");
+            took.push(started.elapsed());
+        }
+        took.sort();
+        (took[calls / 2], took[calls * 99 / 100])
+    }
+
+    let pki = Pki::new();
+    let calls = 5_000;
+    let plain_registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let plain = TestServer::start(
+        plain_registry.clone(),
+        SERVICE,
+        TestGreeter::new("plain"),
+        loopback_options(),
+    );
+    let tls_registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let tls = tls_server(tls_registry.clone(), pki.server_tls(&["127.0.0.1"], false));
+    let mtls_registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let mtls = tls_server(mtls_registry.clone(), pki.server_tls(&["127.0.0.1"], true));
+
+    let cases = [
+        ("plaintext", client(plain_registry, None)),
+        (
+            "TLS",
+            client(tls_registry, Some(pki.client_tls(false, None))),
+        ),
+        (
+            "mutual TLS",
+            client(mtls_registry, Some(pki.client_tls(true, None))),
+        ),
+    ];
+    for round in 0..2 {
+        for (name, client) in &cases {
+            let (p50, p99) = run(client, calls).await;
+            println!("round {round} {name:>10}: {calls} calls, p50 {p50:?}, p99 {p99:?}");
+        }
+    }
+    plain.stop();
+    tls.stop();
+    mtls.stop();
+}
