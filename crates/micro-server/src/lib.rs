@@ -52,6 +52,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_registry::{
@@ -519,11 +520,13 @@ impl Server {
                 readiness.clone().run_checks(options.health_check_interval),
             ))
         });
+        let unreachable = Arc::new(AtomicBool::new(false));
         let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
             options.clone(),
             registered.clone(),
+            unreachable.clone(),
         )));
 
         tokio::pin!(shutdown);
@@ -536,13 +539,14 @@ impl Server {
         readiness.begin_stop();
         registrar.0.abort();
         let _ = (&mut registrar.0).await;
-        // Never registered (the registry unreachable since start): one short
+        // Not registered (the registry unreachable since start, or renewals
+        // failing), or the registry already found unreachable: one short
         // best-effort attempt, so that stopping stays quick.
         let was_registered = registered.send_replace(false);
-        let deregister_timeout = if was_registered {
+        let deregister_timeout = if was_registered && !unreachable.load(Ordering::Relaxed) {
             options.deregister_timeout
         } else {
-            options.deregister_timeout.min(Duration::from_secs(1))
+            options.deregister_timeout.min(DEREGISTER_WHEN_UNREACHABLE)
         };
         let node_id = &registration.nodes[0].id;
         tracing::info!(
@@ -613,6 +617,7 @@ async fn keep_registered(
     registration: Registration,
     options: ServerOptions,
     registered: tokio::sync::watch::Sender<bool>,
+    unreachable: Arc<AtomicBool>,
 ) {
     let ttl = RegisterOptions::with_ttl(options.register_ttl);
     let node_id = registration.nodes[0].id.clone();
@@ -623,6 +628,7 @@ async fn keep_registered(
         registration.name.clone(),
         node_id.clone(),
         lost.clone(),
+        unreachable.clone(),
     )));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
@@ -631,6 +637,7 @@ async fn keep_registered(
         let wait = match registry.register(&registration, ttl).await {
             Ok(()) => {
                 registered.send_replace(true);
+                unreachable.store(false, Ordering::Relaxed);
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
@@ -663,6 +670,9 @@ async fn keep_registered(
     }
 }
 
+/// The bound on deregistering when the registry is known to be unreachable.
+pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
+
 /// A failed registration is tried again after 0.5 s, then every second.
 const REGISTER_RETRY_MIN: Duration = Duration::from_millis(500);
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -677,6 +687,7 @@ async fn watch_own_node(
     service: String,
     node_id: String,
     lost: Arc<tokio::sync::Notify>,
+    unreachable: Arc<AtomicBool>,
 ) {
     use micro_registry::{Resolution, ResolveOptions, Update};
     let options = ResolveOptions {
@@ -690,7 +701,9 @@ async fn watch_own_node(
     // The first listing races the first registration: no news either way.
     let mut first = true;
     loop {
-        let missing = match resolution.next().await {
+        let update = resolution.next().await;
+        unreachable.store(matches!(update, Update::Unavailable(_)), Ordering::Relaxed);
+        let missing = match update {
             Update::Reset(_) if std::mem::take(&mut first) => false,
             Update::Reset(services) => !services
                 .iter()
