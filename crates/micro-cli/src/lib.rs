@@ -702,7 +702,8 @@ fn direct_channel(
     {
         return Err(bad());
     }
-    let endpoint = micro::client::endpoint_for(authority.as_str(), options).map_err(|_| bad())?;
+    let endpoint =
+        micro::client::endpoint_for(authority.as_str(), options).map_err(CliError::Usage)?;
     Ok(endpoint.connect_lazy())
 }
 

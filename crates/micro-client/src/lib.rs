@@ -55,6 +55,14 @@
 //! for 10 s, the time services take to register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the
 //! service and the registry.
+//!
+//! # TLS
+//! With [`ClientOptions::tls`] set ([`ClientTls`]: `--client_tls_ca`, and a
+//! certificate and key for mutual TLS), every node is dialled over TLS and
+//! its certificate checked against the node's registered address (or
+//! `--client_tls_server_name`); without it, a node registered `secure=true`
+//! is refused at once, naming the flag. TLS failures are
+//! [`NodeFailure::Tls`], with rustls's reason. See [`tls`].
 
 mod attempt;
 mod body;

@@ -12,6 +12,10 @@
 //! 4. on SIGTERM, SIGINT or SIGQUIT: deregister **first**, then stop accepting
 //!    and let in-flight calls finish (for at most `shutdown_grace`), then return.
 //!
+//! With [`ServerOptions::tls`] ([`ServerTls`]: `--server_tls_cert_file`,
+//! `--server_tls_key_file`, and `--server_tls_client_ca` for mutual TLS) it
+//! serves gRPC over TLS and registers `secure=true` (see [`tls`]).
+//!
 //! It also serves gRPC server reflection from the descriptors (so gateways and
 //! tools like `grpcurl` can call any method without generated code), and
 //! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`,
