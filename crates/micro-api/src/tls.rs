@@ -1,5 +1,7 @@
 //! HTTPS at the gateway (`--tls_cert_file`, `--tls_key_file`): rustls with
 //! the ring provider, TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 offered by ALPN.
+//! The files are read and checked by `micro-tls`, as the services' own
+//! `--server_tls_*` files are.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), micro_api::tls::TlsError> {
@@ -13,42 +15,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use micro_tls::TlsError;
+use micro_tls::{Certificates, PrivateKey};
 pub use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub(crate) type TlsAcceptor = tokio_rustls::TlsAcceptor;
 
-/// Why the certificate or key cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read the TLS certificate {path}: {reason}")]
-    Certificate { path: String, reason: String },
-    #[error("cannot read the TLS key {path}: {reason}")]
-    Key { path: String, reason: String },
-    #[error("the TLS certificate and key do not make a server configuration: {0}")]
-    Config(String),
-}
+/// HTTP/2 first, then HTTP/1.1.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// A server configuration from a PEM certificate chain (leaf first) and a
 /// PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_error = |reason: String| TlsError::Certificate {
-        path: cert_file.display().to_string(),
-        reason,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| cert_error(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| cert_error(e.to_string()))?;
-    if chain.is_empty() {
-        return Err(cert_error("no PEM CERTIFICATE block".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Key {
-        path: key_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    config(chain, key)
+    let chain = Certificates::from_file(cert_file)?;
+    let key = PrivateKey::from_file(key_file)?;
+    micro_tls::server_config(&chain, &key, &ALPN)
 }
 
 /// A server configuration from a certificate chain and key already parsed.
@@ -56,13 +38,12 @@ pub fn config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(micro_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use micro::Registry;
+use micro::{ClientOptions, Registry};
 use micro_web::health::{ServingStatus, check};
 
 use crate::CliError;
@@ -23,6 +23,15 @@ pub struct HealthArgs {
 
 /// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.
 pub async fn health(registry: &dyn Registry, args: &HealthArgs) -> Result<String, CliError> {
+    health_with(registry, args, &ClientOptions::default()).await
+}
+
+/// [`health`] with the client's options (TLS to the nodes).
+pub async fn health_with(
+    registry: &dyn Registry,
+    args: &HealthArgs,
+    options: &ClientOptions,
+) -> Result<String, CliError> {
     let service = &args.service;
     let versions = match registry.get_service(service).await {
         Ok(found) => found,
@@ -43,7 +52,7 @@ pub async fn health(registry: &dyn Registry, args: &HealthArgs) -> Result<String
     }
     let checks = nodes.iter().map(|node| async move {
         let started = Instant::now();
-        let result = check(&node.address, service, args.timeout).await;
+        let result = check(node, service, args.timeout, options).await;
         (node, result, started.elapsed())
     });
     let results = futures::future::join_all(checks).await;

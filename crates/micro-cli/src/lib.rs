@@ -609,7 +609,7 @@ pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliEr
 
     let dynamic = match &args.address {
         Some(address) => {
-            let channel = direct_channel(address, client.options().dial_timeout)?;
+            let channel = direct_channel(address, client.options())?;
             DynamicClient::to_address(channel, 1, Duration::from_secs(60))
         }
         None => {
@@ -672,7 +672,7 @@ pub fn parse_metadata(pairs: &[String]) -> Result<tonic::metadata::MetadataMap, 
 /// A channel to one node, `host:port`, connected on first use.
 fn direct_channel(
     address: &str,
-    dial_timeout: Duration,
+    options: &micro::ClientOptions,
 ) -> Result<tonic::transport::Channel, CliError> {
     let bad = || CliError::Usage(format!("--address {address:?} is not HOST:PORT"));
     let authority: http::uri::Authority = address.parse().map_err(|_| bad())?;
@@ -682,10 +682,8 @@ fn direct_channel(
     {
         return Err(bad());
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
-        .map_err(|_| bad())?
-        .connect_timeout(dial_timeout)
-        .tcp_nodelay(true);
+    let endpoint =
+        micro::client::endpoint_for(authority.as_str(), options).map_err(CliError::Usage)?;
     Ok(endpoint.connect_lazy())
 }
 
@@ -707,7 +705,8 @@ fn pretty(value: &serde_json::Value) -> String {
 pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
     let options = args.gateway_options()?;
     let registry = micro::connect_registry(&micro.registry).await?;
-    let client = micro::telemetry_client(registry.clone(), micro.client.client_options());
+    let client_options = micro.client.client_options().map_err(CliError::Usage)?;
+    let client = micro::telemetry_client(registry.clone(), client_options);
     let shutdown = micro::server::shutdown_signal()
         .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
     let address = args.listen_address();
@@ -850,13 +849,15 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             } else {
                 micro::connect_registry(&cli.micro.registry).await?
             };
-            let client = Client::new(registry, cli.micro.client.client_options());
+            let options = cli.micro.client.client_options().map_err(CliError::Usage)?;
+            let client = Client::new(registry, options);
             call_with(&client, args).await
         }
         Command::New(args) => new::run(args),
         Command::Health(args) => {
+            let options = cli.micro.client.client_options().map_err(CliError::Usage)?;
             let registry = micro::connect_registry(&cli.micro.registry).await?;
-            health(registry.as_ref(), args).await
+            health::health_with(registry.as_ref(), args, &options).await
         }
         Command::Web(args) => web::run(&cli.micro, args).await.map(|()| String::new()),
     }

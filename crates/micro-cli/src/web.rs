@@ -21,8 +21,9 @@ pub struct WebArgs {
 
 /// `micro web`: serves the dashboard until SIGTERM, SIGINT or SIGQUIT.
 pub async fn run(micro: &MicroArgs, args: &WebArgs) -> Result<(), CliError> {
+    let options = micro.client.client_options().map_err(CliError::Usage)?;
     let registry = micro::connect_registry(&micro.registry).await?;
-    let client = micro::Client::new(registry.clone(), micro.client.client_options());
+    let client = micro::Client::new(registry.clone(), options);
     let shutdown = micro::server::shutdown_signal()
         .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
     let listener = tokio::net::TcpListener::bind(args.address)

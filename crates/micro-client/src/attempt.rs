@@ -56,6 +56,12 @@ pub(crate) async fn run(
     bounded: bool,
 ) -> Outcome {
     let options = set.options();
+    if let Some(reason) = &entry.refusal {
+        return Outcome::Failed {
+            failure: NodeFailure::Tls(reason.to_string()),
+            sent: Sent::No,
+        };
+    }
     let started = Instant::now();
     let attempt_deadline = if bounded {
         (started + options.attempt_timeout).min(deadline)
@@ -94,7 +100,7 @@ pub(crate) async fn run(
             },
             None => Outcome::Deadline,
         },
-        Ok(Err(error)) => match classify(&error) {
+        Ok(Err(error)) => match classify(&error, options.tls.is_some()) {
             // The channel enforces the grpc-timeout we set.
             Class::Timeout => match timed_out() {
                 Some(failure) => Outcome::Failed {
@@ -102,6 +108,10 @@ pub(crate) async fn run(
                     sent: Sent::Maybe,
                 },
                 None => Outcome::Deadline,
+            },
+            Class::Tls(reason) => Outcome::Failed {
+                failure: NodeFailure::Tls(reason),
+                sent: Sent::No,
             },
             Class::NotSent => Outcome::Failed {
                 failure: NodeFailure::Connect(error_chain(&error)),
@@ -155,7 +165,9 @@ pub(crate) async fn run(
                 NodeFailure::Connect(_) | NodeFailure::Connection(_) => {
                     entry.mark_refused(options);
                 }
-                NodeFailure::Timeout(_) => eject_if_due(set, entry),
+                // Reachable but not usable (a certificate refused): an
+                // outlier, not a crash; a TCP probe would only let it back.
+                NodeFailure::Timeout(_) | NodeFailure::Tls(_) => eject_if_due(set, entry),
             }
         }
         // Not the node's fault: nothing learnt.
@@ -172,19 +184,24 @@ fn eject_if_due(set: &NodeSet, entry: &NodeEntry) {
 
 enum Class {
     Timeout,
+    /// The TLS handshake failed (the request was not sent).
+    Tls(String),
     NotSent,
     MaybeSent,
 }
 
 /// How far a failed request got, from the error's type (never its text).
-fn classify(error: &(dyn StdError + 'static)) -> Class {
+fn classify(error: &(dyn StdError + 'static), tls: bool) -> Class {
     let mut source = Some(error);
     while let Some(err) = source {
         if err.is::<tonic::TimeoutExpired>() {
             return Class::Timeout;
         }
         if err.is::<tonic::ConnectError>() {
-            return Class::NotSent;
+            return match tls.then(|| tls_failure(err)).flatten() {
+                Some(reason) => Class::Tls(reason),
+                None => Class::NotSent,
+            };
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
@@ -197,7 +214,73 @@ fn classify(error: &(dyn StdError + 'static)) -> Class {
         }
         source = err.source();
     }
+    // A TLS error after the handshake (an alert from the node).
+    if tls && let Some(rustls) = find_rustls(error) {
+        return Class::Tls(describe(rustls));
+    }
     Class::MaybeSent
+}
+
+fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
+            return Some(rustls);
+        }
+        if let Some(rustls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(rustls);
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// What went wrong in a TLS handshake, if that is how connecting failed:
+/// rustls's verdict (certificate refused, alert from the node, not TLS at
+/// all), or the node closing the connection mid-handshake.
+fn tls_failure(connect: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(rustls) = find_rustls(connect) {
+        return Some(describe(rustls));
+    }
+    let mut source = connect.source();
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return Some(
+                "the node closed the connection during the TLS handshake (it may require a client certificate, or not serve TLS)"
+                    .into(),
+            );
+        }
+        source = err.source();
+    }
+    None
+}
+
+fn describe(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InvalidMessage(_) => format!(
+            "{error} (the node does not seem to serve TLS: is it plaintext? --client_tls_ca makes every call TLS)"
+        ),
+        rustls::Error::InvalidCertificate(_) => {
+            format!(
+                "{error} (the node's certificate does not chain to --client_tls_ca, or does not name the node's address; see --client_tls_server_name)"
+            )
+        }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA,
+        ) => format!(
+            "{error} (the node requires a client certificate it trusts: --client_tls_cert_file, --client_tls_key_file)"
+        ),
+        _ => error.to_string(),
+    }
 }
 
 /// The status of a trailers-only response (an error before any message).

@@ -53,6 +53,9 @@ impl NodeState {
 pub(crate) struct NodeEntry {
     pub(crate) node: Node,
     pub(crate) channel: Channel,
+    /// Why no attempt can succeed (a TLS node and no client TLS): attempts
+    /// fail at once with it.
+    pub(crate) refusal: Option<Box<str>>,
     /// Shared by the copies of an entry (same node, same connection).
     shared: Arc<Shared>,
 }
@@ -84,6 +87,7 @@ impl NodeEntry {
     pub(crate) fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
         let channel = channel_for(&node.address, options)?;
         Ok(NodeEntry {
+            refusal: crate::tls::refusal(&node, options.tls.as_ref()).map(Into::into),
             node,
             channel,
             shared: Arc::new(Shared {
@@ -103,8 +107,9 @@ impl NodeEntry {
     }
 
     /// The same node and connection, with new metadata.
-    pub(crate) fn with_node(&self, node: Node) -> NodeEntry {
+    pub(crate) fn with_node(&self, node: Node, options: &ClientOptions) -> NodeEntry {
         NodeEntry {
+            refusal: crate::tls::refusal(&node, options.tls.as_ref()).map(Into::into),
             node,
             channel: self.channel.clone(),
             shared: self.shared.clone(),
@@ -286,7 +291,19 @@ async fn probe(
 /// Checks a registered address and makes a lazily connecting channel for it.
 /// Only addresses of registered nodes are ever dialled.
 pub(crate) fn channel_for(address: &str, options: &ClientOptions) -> Result<Channel, String> {
-    let uri: http::Uri = format!("http://{address}")
+    Ok(endpoint_for(address, options)?.connect_lazy())
+}
+
+/// The tonic endpoint for a node at `address` (`host:port`), over TLS when
+/// `options.tls` is set: for callers that dial one node themselves (`micro
+/// call --address`, `micro health`).
+pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<TonicEndpoint, String> {
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri: http::Uri = format!("{scheme}://{address}")
         .parse()
         .map_err(|e| format!("bad node address {address:?}: {e}"))?;
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
@@ -296,12 +313,17 @@ pub(crate) fn channel_for(address: &str, options: &ClientOptions) -> Result<Chan
             "bad node address {address:?}: expected host:port with a non-zero port"
         ));
     }
-    let endpoint = TonicEndpoint::from(uri)
+    let mut endpoint = TonicEndpoint::from(uri)
         .connect_timeout(options.dial_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    Ok(endpoint.connect_lazy())
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint
+            .tls_config(tls.tonic_config(options.dial_timeout))
+            .map_err(|e| format!("TLS to node address {address:?}: {e}"))?;
+    }
+    Ok(endpoint)
 }
 
 #[cfg(test)]

@@ -78,6 +78,10 @@ pub enum NodeFailure {
     Connection(String),
     /// No answer within the attempt timeout.
     Timeout(Duration),
+    /// TLS could not be set up with the node: its certificate was refused,
+    /// it refused ours, it does not speak TLS, or it serves TLS and this
+    /// client has none. The request was not sent.
+    Tls(String),
 }
 
 impl fmt::Display for NodeFailure {
@@ -86,6 +90,7 @@ impl fmt::Display for NodeFailure {
             NodeFailure::Connect(_) => f.write_str("could not connect"),
             NodeFailure::Connection(_) => f.write_str("connection failed during the call"),
             NodeFailure::Timeout(t) => write!(f, "no answer within {t:?}"),
+            NodeFailure::Tls(reason) => write!(f, "TLS failed: {reason}"),
         }
     }
 }
@@ -94,7 +99,7 @@ impl NodeFailure {
     /// The underlying transport error, for logs.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            NodeFailure::Connect(d) | NodeFailure::Connection(d) => Some(d),
+            NodeFailure::Connect(d) | NodeFailure::Connection(d) | NodeFailure::Tls(d) => Some(d),
             NodeFailure::Timeout(_) => None,
         }
     }

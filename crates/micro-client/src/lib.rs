@@ -55,6 +55,14 @@
 //! for 10 s, the time services take to register again.
 //! When no node is known the call fails at once with `Unavailable`, naming the
 //! service and the registry.
+//!
+//! # TLS
+//! With [`ClientOptions::tls`] set ([`ClientTls`]: `--client_tls_ca`, and a
+//! certificate and key for mutual TLS), every node is dialled over TLS and
+//! its certificate checked against the node's registered address (or
+//! `--client_tls_server_name`); without it, a node registered `secure=true`
+//! is refused at once, naming the flag. TLS failures are
+//! [`NodeFailure::Tls`], with rustls's reason. See [`tls`].
 
 mod attempt;
 mod body;
@@ -69,6 +77,7 @@ mod pick;
 mod resolve;
 mod retry;
 mod timeout;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,7 +85,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use channel::{Idempotent, ServiceChannel};
-pub use endpoint::{NodeState, NodeStats};
+pub use endpoint::{NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure};
 use micro_registry::{Node, SharedRegistry};
 pub use micro_selector::Strategy;
@@ -84,6 +93,7 @@ pub use observe::{AttemptResult, CallEnd, CallObserver};
 pub use pick::{Pick, PickOutcome};
 pub use resolve::NodeSet;
 pub use retry::BudgetOptions;
+pub use tls::ClientTls;
 
 /// Node sets kept before empty, unused ones are forgotten.
 const MAX_SERVICES: usize = 1024;
@@ -122,6 +132,8 @@ pub struct ClientOptions {
     /// this long, send the call to a second node too and take the first
     /// answer (`None`: never).
     pub hedge_after: Option<Duration>,
+    /// TLS to nodes (`--client_tls_*`); plaintext if `None`.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientOptions {
@@ -157,6 +169,7 @@ impl Default for ClientOptions {
             ejection_min: Self::EJECTION_MIN,
             ejection_max: Self::EJECTION_MAX,
             hedge_after: None,
+            tls: None,
         }
     }
 }

@@ -77,7 +77,7 @@ impl AttemptResult {
             }
             Outcome::Answered { .. } => AttemptResult::Answered,
             Outcome::Failed { failure, .. } => match failure {
-                NodeFailure::Connect(_) => AttemptResult::ConnectFailed,
+                NodeFailure::Connect(_) | NodeFailure::Tls(_) => AttemptResult::ConnectFailed,
                 NodeFailure::Connection(_) => AttemptResult::ConnectionFailed,
                 NodeFailure::Timeout(_) => AttemptResult::Timeout,
             },

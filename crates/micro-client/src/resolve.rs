@@ -236,7 +236,7 @@ impl NodeSet {
             if existing.node == *node {
                 return Some(existing.clone());
             }
-            return Some(Arc::new(existing.with_node(node.clone())));
+            return Some(Arc::new(existing.with_node(node.clone(), &self.options)));
         }
         match NodeEntry::new(node.clone(), &self.options) {
             Ok(entry) => Some(Arc::new(entry)),

@@ -19,11 +19,16 @@
 //! | `--server_advertise` | `MICRO_SERVER_ADVERTISE` | picked, logged |
 //! | `--register_ttl` | `MICRO_REGISTER_TTL` | `60s` |
 //! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
+//! | `--server_tls_cert_file`, `--server_tls_key_file` | `MICRO_SERVER_TLS_CERT_FILE`, `..._KEY_FILE` | plaintext |
+//! | `--server_tls_client_ca` | `MICRO_SERVER_TLS_CLIENT_CA` | no client certificates |
 //! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
 //! | `--client_attempt_timeout` | `MICRO_CLIENT_ATTEMPT_TIMEOUT` | `2s` |
 //! | `--client_retry_budget` | `MICRO_CLIENT_RETRY_BUDGET` | `0.2` |
 //! | `--client_hedge_after` | `MICRO_CLIENT_HEDGE_AFTER` | off |
+//! | `--client_tls_ca` | `MICRO_CLIENT_TLS_CA` | plaintext |
+//! | `--client_tls_cert_file`, `--client_tls_key_file` | `MICRO_CLIENT_TLS_CERT_FILE`, `..._KEY_FILE` | none |
+//! | `--client_tls_server_name` | `MICRO_CLIENT_TLS_SERVER_NAME` | each node's address |
 //! | `--selector` | `MICRO_SELECTOR` | `p2c` |
 //! | `--admin_address` | `MICRO_ADMIN_ADDRESS` | off |
 //! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
@@ -48,13 +53,14 @@
 //! ```
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use micro_client::{BudgetOptions, ClientOptions};
+use micro_client::{BudgetOptions, ClientOptions, ClientTls};
 use micro_selector::Strategy;
-use micro_server::ServerOptions;
+use micro_server::{ServerOptions, ServerTls};
 
 mod ops;
 pub use ops::{LogFormat, OpsArgs};
@@ -288,6 +294,36 @@ pub struct ServerArgs {
         value_name = "DURATION"
     )]
     pub register_interval: Duration,
+
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first); needs --server_tls_key_file
+    #[arg(
+        long = "server_tls_cert_file",
+        visible_alias = "server-tls-cert-file",
+        env = "MICRO_SERVER_TLS_CERT_FILE",
+        requires = "server_tls_key_file",
+        value_name = "FILE"
+    )]
+    pub server_tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --server_tls_cert_file
+    #[arg(
+        long = "server_tls_key_file",
+        visible_alias = "server-tls-key-file",
+        env = "MICRO_SERVER_TLS_KEY_FILE",
+        requires = "server_tls_cert_file",
+        value_name = "FILE"
+    )]
+    pub server_tls_key_file: Option<PathBuf>,
+
+    /// Mutual TLS: require client certificates signed by this CA (PEM)
+    #[arg(
+        long = "server_tls_client_ca",
+        visible_alias = "server-tls-client-ca",
+        env = "MICRO_SERVER_TLS_CLIENT_CA",
+        requires = "server_tls_cert_file",
+        value_name = "FILE"
+    )]
+    pub server_tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for ServerArgs {
@@ -312,8 +348,27 @@ impl ServerArgs {
             advertise: self.server_advertise.clone(),
             register_ttl: self.register_ttl,
             register_interval: self.register_interval,
+            tls: self.server_tls()?,
             ..ServerOptions::default()
         })
+    }
+
+    /// The server's TLS files, read and checked; `None` without
+    /// `--server_tls_cert_file`.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, String> {
+        let (Some(cert), Some(key)) = (&self.server_tls_cert_file, &self.server_tls_key_file)
+        else {
+            return match self.server_tls_client_ca {
+                Some(_) => Err(
+                    "--server_tls_client_ca needs --server_tls_cert_file and --server_tls_key_file"
+                        .into(),
+                ),
+                None => Ok(None),
+            };
+        };
+        ServerTls::from_files(cert, key, self.server_tls_client_ca.as_deref())
+            .map(Some)
+            .map_err(|e| format!("--server_tls_*: {e}"))
     }
 }
 
@@ -385,6 +440,44 @@ pub struct ClientArgs {
         value_name = "NAME"
     )]
     pub selector: Strategy,
+
+    /// Call services over TLS, verifying their certificates against this CA (PEM)
+    #[arg(
+        long = "client_tls_ca",
+        visible_alias = "client-tls-ca",
+        env = "MICRO_CLIENT_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub client_tls_ca: Option<PathBuf>,
+
+    /// Mutual TLS: the certificate (PEM) to present to services; needs --client_tls_key_file
+    #[arg(
+        long = "client_tls_cert_file",
+        visible_alias = "client-tls-cert-file",
+        env = "MICRO_CLIENT_TLS_CERT_FILE",
+        requires = "client_tls_key_file",
+        value_name = "FILE"
+    )]
+    pub client_tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --client_tls_cert_file
+    #[arg(
+        long = "client_tls_key_file",
+        visible_alias = "client-tls-key-file",
+        env = "MICRO_CLIENT_TLS_KEY_FILE",
+        requires = "client_tls_cert_file",
+        value_name = "FILE"
+    )]
+    pub client_tls_key_file: Option<PathBuf>,
+
+    /// The name service certificates must carry (default: each node's address, as an IP SAN)
+    #[arg(
+        long = "client_tls_server_name",
+        visible_alias = "client-tls-server-name",
+        env = "MICRO_CLIENT_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub client_tls_server_name: Option<String>,
 }
 
 impl Default for ClientArgs {
@@ -395,8 +488,10 @@ impl Default for ClientArgs {
 }
 
 impl ClientArgs {
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
+    /// The client options these flags describe; an error if a TLS file
+    /// cannot be used.
+    pub fn client_options(&self) -> Result<ClientOptions, String> {
+        Ok(ClientOptions {
             request_timeout: self.client_request_timeout,
             attempt_timeout: self.client_attempt_timeout,
             retries: self.client_retries,
@@ -406,8 +501,31 @@ impl ClientArgs {
             },
             selector: self.selector,
             hedge_after: self.client_hedge_after,
+            tls: self.client_tls()?,
             ..ClientOptions::default()
-        }
+        })
+    }
+
+    /// The client's TLS files, read and checked; `None` without
+    /// `--client_tls_ca`.
+    pub fn client_tls(&self) -> Result<Option<ClientTls>, String> {
+        let Some(ca) = &self.client_tls_ca else {
+            return match (&self.client_tls_cert_file, &self.client_tls_server_name) {
+                (None, None) => Ok(None),
+                _ => Err(
+                    "--client_tls_cert_file and --client_tls_server_name need --client_tls_ca"
+                        .into(),
+                ),
+            };
+        };
+        ClientTls::from_files(
+            ca,
+            self.client_tls_cert_file.as_deref(),
+            self.client_tls_key_file.as_deref(),
+            self.client_tls_server_name.clone(),
+        )
+        .map(Some)
+        .map_err(|e| format!("--client_tls_*: {e}"))
     }
 }
 
@@ -533,7 +651,7 @@ mod tests {
         let parsed = parse(&[]).expect("parse").micro;
         let default = MicroArgs::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
-        let client = default.client.client_options();
+        let client = default.client.client_options().expect("valid");
         let library = ClientOptions::default();
         assert_eq!(client.request_timeout, library.request_timeout);
         assert_eq!(client.attempt_timeout, library.attempt_timeout);
@@ -592,6 +710,48 @@ mod tests {
             .expect_err("rejected")
             .to_string();
         assert!(err.contains("mdns, etcd, memory"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_files_are_read() {
+        for args in [
+            &["--server_tls_cert_file=c.pem"][..],
+            &["--server_tls_key_file=k.pem"],
+            &["--server_tls_client_ca=ca.pem"],
+            &["--client_tls_cert_file=c.pem"],
+        ] {
+            let err = parse(args).expect_err("incomplete");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let none = parse(&[]).expect("parse").micro;
+        assert!(
+            none.client
+                .client_options()
+                .expect("plaintext")
+                .tls
+                .is_none()
+        );
+        assert!(
+            none.server
+                .server_options()
+                .expect("plaintext")
+                .tls
+                .is_none()
+        );
+
+        let cli = parse(&["--client_tls_ca=/nonexistent/ca.pem"]).expect("parse");
+        let err = cli.micro.client.client_options().expect_err("missing file");
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let cli = parse(&["--client_tls_server_name=svc"]).expect("parse");
+        let err = cli.micro.client.client_options().expect_err("no CA");
+        assert!(err.contains("--client_tls_ca"), "{err}");
+        let cli = parse(&[
+            "--server_tls_cert_file=/nonexistent/c.pem",
+            "--server_tls_key_file=/nonexistent/k.pem",
+        ])
+        .expect("parse");
+        let err = cli.micro.server.server_options().expect_err("missing file");
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
     }
 
     #[test]

@@ -40,4 +40,4 @@ pub use entry::{PREFIX, node_key, service_prefix};
 pub use options::{
     DEFAULT_ADDRESS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PORT, EtcdOptions, EtcdTls, parse_addresses,
 };
-pub use registry::EtcdRegistry;
+pub use registry::{DEREGISTER_WHEN_UNREACHABLE, EtcdRegistry};

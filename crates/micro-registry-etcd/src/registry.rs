@@ -38,6 +38,51 @@ const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a deregistration may take when etcd is already known to be
+/// unreachable: a stopping server should not wait the whole request timeout
+/// on an etcd that was down before it started to stop.
+pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
+
+/// What this registry knows of etcd's reachability: down since an operation
+/// found no endpoint answering or a watch stream broke, up again at the next
+/// answer.
+#[derive(Debug, Default)]
+pub(crate) struct Reachability {
+    down: StdMutex<Option<(Instant, String)>>,
+}
+
+impl Reachability {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.down
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn up(&self) {
+        let mut down = self.lock();
+        if down.is_some() {
+            *down = None;
+        }
+    }
+
+    /// Marks etcd unreachable (keeping the time it first was) for `reason`.
+    pub(crate) fn down(&self, reason: String) {
+        let mut down = self.lock();
+        match down.as_mut() {
+            Some((_, last)) => *last = reason,
+            None => *down = Some((Instant::now(), reason)),
+        }
+    }
+
+    /// How long etcd has been unreachable, and the last reason; `None` while
+    /// it answers.
+    fn since(&self) -> Option<(Duration, String)> {
+        self.lock()
+            .as_ref()
+            .map(|(at, reason)| (at.elapsed(), reason.clone()))
+    }
+}
+
 /// A [`Registry`] on etcd, wire-compatible with go-micro v2.
 ///
 /// Each node is one key, `/micro/registry/<service>/<node id>`, holding the
@@ -87,6 +132,7 @@ pub(crate) struct Inner {
     /// Per node key: what we last registered, so a heartbeat is cheap.
     nodes: StdMutex<HashMap<String, Arc<Mutex<NodeState>>>>,
     pub(crate) decoder: Arc<Decoder>,
+    pub(crate) reachability: Arc<Reachability>,
 }
 
 #[derive(Clone)]
@@ -161,6 +207,7 @@ impl EtcdRegistry {
                 clients,
                 login_pending: Mutex::new(login_pending),
                 nodes: StdMutex::new(HashMap::new()),
+                reachability: Arc::default(),
                 options,
             }),
         };
@@ -174,6 +221,13 @@ impl EtcdRegistry {
             }
         }
         Ok(registry)
+    }
+
+    /// How long etcd has been unreachable, as far as this registry knows (an
+    /// operation found no endpoint answering, or a watch stream broke);
+    /// `None` while it answers.
+    pub fn unreachable_for(&self) -> Option<Duration> {
+        self.inner.reachability.since().map(|(for_, _)| for_)
     }
 
     /// The endpoint URLs this registry dials.
@@ -331,17 +385,54 @@ impl Inner {
     /// runs out; transient failures (an endpoint down, no leader yet) are
     /// retried with a short backoff, which lets the client's balancer move on
     /// to another endpoint.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Failure>
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Failure>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_within(what, self.options.request_timeout, op)
+            .await
+    }
+
+    /// [`call`](Self::call) within `timeout` instead of the request timeout;
+    /// records whether etcd answered.
+    async fn call_within<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        op: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let result = self.try_within(what, timeout, op).await;
+        match &result {
+            Err(failure @ Failure::Unavailable { .. }) => {
+                self.reachability.down(self.describe_failure(failure))
+            }
+            // Any answer, even a refusal, means etcd is there.
+            _ => self.reachability.up(),
+        }
+        result
+    }
+
+    async fn try_within<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut op: F,
+    ) -> Result<T, Failure>
     where
         F: FnMut(Clients) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let started = Instant::now();
-        let deadline = started + self.options.request_timeout;
+        let deadline = started + timeout;
         let mut pause = Backoff::new(FIRST_PAUSE, MAX_PAUSE);
         let mut attempts = 0;
         let mut last: Option<String> = None;
-        let mut patience = (self.options.request_timeout / 4).max(MIN_ATTEMPT_TIMEOUT);
+        let mut patience = (timeout / 4).max(MIN_ATTEMPT_TIMEOUT);
         loop {
             attempts += 1;
             let attempt = async {
@@ -509,13 +600,35 @@ impl Registry for EtcdRegistry {
             let slot = self.slot(&key);
             let mut state = slot.lock().await;
             let lease = state.lease;
+            // etcd already unreachable (renewals failing, a watch broken):
+            // one short try, so that a stopping server does not wait the
+            // whole request timeout. The key goes with its lease anyway.
+            let known_down = self.inner.reachability.since();
+            let timeout = match &known_down {
+                Some(_) => DEREGISTER_WHEN_UNREACHABLE.min(self.inner.options.request_timeout),
+                None => self.inner.options.request_timeout,
+            };
             self.inner
-                .call(&what, |mut c| {
+                .call_within(&what, timeout, |mut c| {
                     let key = key.clone();
                     async move { c.kv.delete(key, None).await }
                 })
                 .await
-                .map_err(|f| self.inner.error(&what, f))?;
+                .map_err(|f| match (&known_down, &f) {
+                    (Some((for_, reason)), Failure::Unavailable { elapsed, .. }) => {
+                        Error::Unavailable {
+                            registry: NAME.to_string(),
+                            detail: format!(
+                                "{what}: etcd unreachable for {:.1}s ({reason}); gave up after \
+                                 {:.1}s, the node stays listed until its lease (the registration \
+                                 TTL) expires",
+                                for_.as_secs_f64(),
+                                elapsed.as_secs_f64()
+                            ),
+                        }
+                    }
+                    _ => self.inner.error(&what, f),
+                })?;
             if lease != 0 {
                 self.inner.revoke(lease).await;
             }

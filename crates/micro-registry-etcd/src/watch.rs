@@ -14,7 +14,7 @@ use etcd_client::{EventType, WatchStream};
 use micro_registry::{Action, Error, Event, Node, Service, WatchOptions, Watcher};
 
 use crate::entry::{Decoder, PREFIX, service_prefix, split_key};
-use crate::registry::{Inner, describe};
+use crate::registry::{Inner, Reachability, describe};
 
 pub(crate) async fn watch(inner: &Inner, options: WatchOptions) -> Result<Watcher, Error> {
     let name = options.service;
@@ -51,6 +51,7 @@ pub(crate) async fn watch(inner: &Inner, options: WatchOptions) -> Result<Watche
         stream: Some(stream),
         pending: VecDeque::new(),
         decoder: inner.decoder.clone(),
+        reachability: inner.reachability.clone(),
         name,
         prefix,
     };
@@ -62,6 +63,7 @@ struct State {
     stream: Option<WatchStream>,
     pending: VecDeque<Result<Event, Error>>,
     decoder: Arc<Decoder>,
+    reachability: Arc<Reachability>,
     name: Option<String>,
     prefix: String,
 }
@@ -113,6 +115,11 @@ async fn next(mut state: State) -> Option<(Result<Event, Error>, State)> {
             Err(e) => {
                 let cause = describe(&e);
                 tracing::info!("Registry [etcd] watch of {} broke: {cause}", state.prefix);
+                // The connection to etcd failed under the watch (etcd gone,
+                // or keepalive pings unanswered).
+                state
+                    .reachability
+                    .down(format!("watch of {} broke: {cause}", state.prefix));
                 state.stream = None;
                 state.pending.push_back(Err(Error::Unavailable {
                     registry: "etcd".into(),

@@ -12,6 +12,10 @@
 //! 4. on SIGTERM, SIGINT or SIGQUIT: deregister **first**, then stop accepting
 //!    and let in-flight calls finish (for at most `shutdown_grace`), then return.
 //!
+//! With [`ServerOptions::tls`] ([`ServerTls`]: `--server_tls_cert_file`,
+//! `--server_tls_key_file`, and `--server_tls_client_ca` for mutual TLS) it
+//! serves gRPC over TLS and registers `secure=true` (see [`tls`]).
+//!
 //! It also serves gRPC server reflection from the descriptors (so gateways and
 //! tools like `grpcurl` can call any method without generated code), and
 //! accepts go-micro's path forms: `/anything.Handler/Method` reaches `Handler`,
@@ -44,6 +48,7 @@ mod codecs;
 mod endpoints;
 mod ops;
 mod paths;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +56,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_registry::{
@@ -68,6 +74,7 @@ use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
 
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
+pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
@@ -86,6 +93,8 @@ pub struct ServerOptions {
     pub deregister_timeout: Duration,
     /// How often readiness checks run (see [`ServerBuilder::readiness_check`]).
     pub health_check_interval: Duration,
+    /// TLS on the listener (`--server_tls_*`); plaintext if `None`.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerOptions {
@@ -108,6 +117,7 @@ impl Default for ServerOptions {
             shutdown_grace: Self::SHUTDOWN_GRACE,
             deregister_timeout: Self::DEREGISTER_TIMEOUT,
             health_check_interval: Self::HEALTH_CHECK_INTERVAL,
+            tls: None,
         }
     }
 }
@@ -325,7 +335,21 @@ impl ServerBuilder {
             address: options.address.clone(),
             source,
         })?;
-        tracing::info!("Server [grpc] Listening on {local_addr}");
+        match &options.tls {
+            None => tracing::info!("Server [grpc] Listening on {local_addr}"),
+            Some(tls) => {
+                // Checked here, so that a bad configuration stops the start.
+                tonic::transport::Server::builder()
+                    .tls_config(tls.tonic_config())
+                    .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+                let mode = if tls.is_mutual() {
+                    "mutual TLS: client certificates required"
+                } else {
+                    "TLS"
+                };
+                tracing::info!("Server [grpc] Listening on {local_addr} ({mode})");
+            }
+        }
 
         let (advertised, chosen) = address::advertise(options.advertise.as_deref(), local_addr)
             .map_err(ServerError::Options)?;
@@ -346,6 +370,9 @@ impl ServerBuilder {
         node_metadata.insert("server".into(), "grpc".into());
         node_metadata.insert("transport".into(), "grpc".into());
         node_metadata.insert("protocol".into(), "grpc".into());
+        if options.tls.is_some() {
+            node_metadata.insert(tls::SECURE_METADATA.into(), "true".into());
+        }
         let node = Node {
             id: format!("{}-{}", self.name, uuid::Uuid::new_v4()),
             address: advertised,
@@ -470,7 +497,13 @@ impl Server {
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &options.tls {
+            builder = builder
+                .tls_config(tls.tonic_config())
+                .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+        }
+        let serve = builder
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(paths)
@@ -492,11 +525,13 @@ impl Server {
                 readiness.clone().run_checks(options.health_check_interval),
             ))
         });
+        let unreachable = Arc::new(AtomicBool::new(false));
         let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
             options.clone(),
             registered.clone(),
+            unreachable.clone(),
         )));
 
         tokio::pin!(shutdown);
@@ -509,13 +544,14 @@ impl Server {
         readiness.begin_stop();
         registrar.0.abort();
         let _ = (&mut registrar.0).await;
-        // Never registered (the registry unreachable since start): one short
+        // Not registered (the registry unreachable since start, or renewals
+        // failing), or the registry already found unreachable: one short
         // best-effort attempt, so that stopping stays quick.
         let was_registered = registered.send_replace(false);
-        let deregister_timeout = if was_registered {
+        let deregister_timeout = if was_registered && !unreachable.load(Ordering::Relaxed) {
             options.deregister_timeout
         } else {
-            options.deregister_timeout.min(Duration::from_secs(1))
+            options.deregister_timeout.min(DEREGISTER_WHEN_UNREACHABLE)
         };
         let node_id = &registration.nodes[0].id;
         tracing::info!(
@@ -586,6 +622,7 @@ async fn keep_registered(
     registration: Registration,
     options: ServerOptions,
     registered: tokio::sync::watch::Sender<bool>,
+    unreachable: Arc<AtomicBool>,
 ) {
     let ttl = RegisterOptions::with_ttl(options.register_ttl);
     let node_id = registration.nodes[0].id.clone();
@@ -596,6 +633,7 @@ async fn keep_registered(
         registration.name.clone(),
         node_id.clone(),
         lost.clone(),
+        unreachable.clone(),
     )));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
@@ -604,6 +642,7 @@ async fn keep_registered(
         let wait = match registry.register(&registration, ttl).await {
             Ok(()) => {
                 registered.send_replace(true);
+                unreachable.store(false, Ordering::Relaxed);
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
@@ -636,6 +675,9 @@ async fn keep_registered(
     }
 }
 
+/// The bound on deregistering when the registry is known to be unreachable.
+pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
+
 /// A failed registration is tried again after 0.5 s, then every second.
 const REGISTER_RETRY_MIN: Duration = Duration::from_millis(500);
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -650,6 +692,7 @@ async fn watch_own_node(
     service: String,
     node_id: String,
     lost: Arc<tokio::sync::Notify>,
+    unreachable: Arc<AtomicBool>,
 ) {
     use micro_registry::{Resolution, ResolveOptions, Update};
     let options = ResolveOptions {
@@ -663,7 +706,9 @@ async fn watch_own_node(
     // The first listing races the first registration: no news either way.
     let mut first = true;
     loop {
-        let missing = match resolution.next().await {
+        let update = resolution.next().await;
+        unreachable.store(matches!(update, Update::Unavailable(_)), Ordering::Relaxed);
+        let missing = match update {
             Update::Reset(_) if std::mem::take(&mut first) => false,
             Update::Reset(services) => !services
                 .iter()

@@ -196,7 +196,7 @@ async fn service(web: &Web, name: &str) -> Response<Body> {
         .take(MAX_HEALTH_CHECKS)
         .map(|node| async move {
             let started = Instant::now();
-            let result = health::check(&node.address, name, timeout).await;
+            let result = health::check(node, name, timeout, web.client.options()).await;
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             let health = match result {
                 Ok(status) => json!({"status": status.as_str_name(), "latency_ms": latency}),

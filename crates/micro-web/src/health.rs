@@ -3,27 +3,33 @@
 
 use std::time::Duration;
 
+use micro_client::ClientOptions;
 use tonic_health::pb::HealthCheckRequest;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Asks the node at `address` (`host:port`) whether it serves `service`,
-/// waiting at most `timeout` (connecting included): its status, or why
-/// there is none.
+/// Asks `node` whether it serves `service`, over TLS when `options` say so
+/// (a node marked `secure` is refused without it), waiting at most
+/// `timeout` (connecting included): its status, or why there is none.
 pub async fn check(
-    address: &str,
+    node: &micro_registry::Node,
     service: &str,
     timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<ServingStatus, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("bad address: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+    if let Some(refused) = micro_client::tls::refusal(node, options.tls.as_ref()) {
+        return Err(refused);
+    }
+    let options = ClientOptions {
+        dial_timeout: timeout,
+        ..options.clone()
+    };
+    let endpoint = micro_client::endpoint_for(&node.address, &options)?.timeout(timeout);
     let call = async {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_string(),
@@ -35,4 +41,19 @@ pub async fn check(
     tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+}
+
+/// The error and its causes, one line (a TLS failure is in the causes).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
 }

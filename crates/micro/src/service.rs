@@ -182,7 +182,10 @@ impl Service {
     ) -> Result<Service, Error> {
         let mut server_options = args.server.server_options().map_err(Error::Config)?;
         server_options.health_check_interval = args.ops.health_check_interval;
-        let client = telemetry_client(registry.clone(), args.client.client_options());
+        let client = telemetry_client(
+            registry.clone(),
+            args.client.client_options().map_err(Error::Config)?,
+        );
         Ok(Service {
             ops: Ops {
                 readiness: not_registered(),

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod password;
+pub mod source;
 pub mod srv;
 pub mod store;
 pub mod throttle;

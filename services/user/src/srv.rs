@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::password::{HashError, Hasher};
 use crate::proto::{post as post_pb, user as user_pb};
+use crate::source::{TrustedProxies, source_of};
 use crate::store::{PostRecord, Store, StoreError, UserRecord};
 use crate::throttle::LoginThrottle;
 use crate::token::{TokenError, Tokens};
@@ -39,6 +40,7 @@ struct Inner {
     hasher: Hasher,
     tokens: Tokens,
     throttle: LoginThrottle,
+    trusted_proxies: TrustedProxies,
 }
 
 impl Inner {
@@ -84,12 +86,24 @@ impl UserService {
     pub fn new(store: Store, hasher: Hasher, tokens: Tokens) -> Self {
         UserService {
             inner: Arc::new(Inner {
+                throttle: LoginThrottle::new(store.clone()),
                 store,
                 hasher,
                 tokens,
-                throttle: LoginThrottle::new(),
+                trusted_proxies: TrustedProxies::default(),
             }),
         }
+    }
+
+    /// The peers whose forwarded client addresses (`micro-remote-ip`,
+    /// `x-forwarded-for`) login throttling believes (default: loopback
+    /// only). Call before the handlers are made.
+    pub fn with_trusted_proxies(mut self, trusted: TrustedProxies) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.trusted_proxies = trusted,
+            None => tracing::error!("with_trusted_proxies after the handlers were made: ignored"),
+        }
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -154,29 +168,6 @@ fn token_error(e: TokenError) -> Status {
 
 fn unsigned(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0)
-}
-
-/// Where a login comes from: the address the gateway saw
-/// (`micro-remote-ip`, passed on by user-api), else the last
-/// `x-forwarded-for` hop, else the peer of the call.
-pub fn source_of<T>(request: &Request<T>) -> String {
-    let metadata = request.metadata();
-    let header = |name: &str| {
-        metadata
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    if let Some(ip) = header("micro-remote-ip") {
-        return ip.to_string();
-    }
-    if let Some(hop) = header("x-forwarded-for").and_then(|v| v.rsplit(',').next()) {
-        return hop.trim().to_string();
-    }
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
 }
 
 /// The wire form of a user: never with `pwd`; the email only for its owner.
@@ -289,10 +280,15 @@ impl user_pb::user_server::User for UserHandler {
         &self,
         request: Request<user_pb::LoginRequest>,
     ) -> Result<Response<user_pb::LoginResponse>, Status> {
-        let source = source_of(&request);
-        let request = request.into_inner();
         let inner = &self.0.inner;
-        if let Err(wait) = inner.throttle.check(&request.user_name, &source) {
+        let source = source_of(&request, &inner.trusted_proxies);
+        let request = request.into_inner();
+        if let Err(wait) = inner
+            .throttle
+            .check(&request.user_name, &source)
+            .await
+            .map_err(store_error)?
+        {
             // The same answer whether the account exists or not, before any
             // password work.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -322,10 +318,18 @@ impl user_pb::user_server::User for UserHandler {
             .await
             .map_err(hash_error)?;
         let Some(record) = record.filter(|_| ok) else {
-            inner.throttle.failed(&request.user_name, &source);
+            inner
+                .throttle
+                .failed(&request.user_name, &source)
+                .await
+                .map_err(store_error)?;
             return Err(unauthorized("invalid user name or password"));
         };
-        inner.throttle.succeeded(&request.user_name, &source);
+        inner
+            .throttle
+            .succeeded(&request.user_name, &source)
+            .await
+            .map_err(store_error)?;
         let (token, expires_at) = inner
             .tokens
             .issue(record.id, &record.name, record.token_version)

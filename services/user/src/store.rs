@@ -40,6 +40,14 @@ impl std::fmt::Debug for UserRecord {
     }
 }
 
+/// Failed logins counted for one key (see [`crate::throttle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureCount {
+    pub failures: u32,
+    /// Unix milliseconds.
+    pub last_failure_ms: i64,
+}
+
 /// A stored post.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostRecord {
@@ -252,6 +260,115 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Failed logins of `account` from `source` (the pair) and of `source`
+    /// over all accounts, as the throttle counts them.
+    pub async fn login_failures(
+        &self,
+        account: &str,
+        source: &str,
+    ) -> Result<(Option<FailureCount>, Option<FailureCount>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT scope, failures, last_failure FROM login_failures \
+             WHERE (scope = 'pair' AND account = $1 AND source = $2) \
+                OR (scope = 'source' AND account = '' AND source = $2)",
+        )
+        .bind(account)
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut pair, mut by_source) = (None, None);
+        for row in rows {
+            let count = FailureCount {
+                failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
+                last_failure_ms: row.try_get("last_failure")?,
+            };
+            match row.try_get::<String, _>("scope")?.as_str() {
+                "pair" => pair = Some(count),
+                _ => by_source = Some(count),
+            }
+        }
+        Ok((pair, by_source))
+    }
+
+    /// Counts a failed login for the pair and the source, at `now_ms`;
+    /// counts whose last failure is before `forget_before_ms` start over.
+    /// One statement per row, so instances failing at once all count.
+    pub async fn count_login_failure(
+        &self,
+        account: &str,
+        source: &str,
+        now_ms: i64,
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (scope, account) in [("pair", account), ("source", "")] {
+            sqlx::query(
+                "INSERT INTO login_failures (scope, account, source, failures, last_failure) \
+                 VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT (scope, account, source) DO UPDATE SET \
+                 failures = CASE WHEN login_failures.last_failure < $5 THEN 1 \
+                                 ELSE login_failures.failures + 1 END, \
+                 last_failure = $4",
+            )
+            .bind(scope)
+            .bind(account)
+            .bind(source)
+            .bind(now_ms)
+            .bind(forget_before_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A successful login: the pair's count goes.
+    pub async fn clear_login_failures(
+        &self,
+        account: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM login_failures WHERE scope = 'pair' AND account = $1 AND source = $2",
+        )
+        .bind(account)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes counts last failed before `before_ms`, then all but the
+    /// `keep` most recent; returns how many rows went.
+    pub async fn expire_login_failures(
+        &self,
+        before_ms: i64,
+        keep: i64,
+    ) -> Result<u64, StoreError> {
+        let old = sqlx::query("DELETE FROM login_failures WHERE last_failure < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let over = sqlx::query(
+            "DELETE FROM login_failures WHERE last_failure <= \
+             (SELECT last_failure FROM login_failures ORDER BY last_failure DESC LIMIT 1 OFFSET $1)",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(old + over)
+    }
+
+    /// Rows in the failed-login table.
+    pub async fn login_failure_rows(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM login_failures")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
     }
 
     /// One round trip to the database: the readiness check.

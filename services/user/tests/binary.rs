@@ -1,5 +1,6 @@
 //! `user-srv` as a process: bad store flags are usage errors (exit 2, the
-//! flag named), a corrupt store is one line at once (exit 1).
+//! flag named), a corrupt store is one line at once (exit 1), SIGTERM is
+//! quick with etcd unreachable from the start or gone after registering.
 
 use std::process::Command;
 use std::time::Instant;
@@ -113,4 +114,105 @@ fn sigterm_is_quick_with_the_registry_unreachable() {
     assert!(status.success(), "{status:?}\n{log}");
     eprintln!("SIGTERM with etcd unreachable: exited after {took:?}");
     assert!(took < Duration::from_secs(4), "took {took:?}\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
+    use micro::Registry;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let mut etcd = micro_registry_etcd::testing::EtcdCluster::single()
+        .await
+        .expect("start etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
+        .args([
+            "--registry=etcd",
+            &format!("--registry_address={}", etcd.addresses()),
+            "--server_address=127.0.0.1:0",
+            "--data_dir",
+            data.to_str().expect("utf-8"),
+        ])
+        .env_remove("MICRO_DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start user-srv");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+
+    // Registered: the node is in etcd.
+    let registry = etcd.registry().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut registered = false;
+    while !registered && Instant::now() < deadline {
+        registered = registry
+            .get_service(user_service::SRV_NAME)
+            .await
+            .is_ok_and(|found| !found.is_empty());
+        if !registered {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // etcd goes away (killed by PID); user-srv's own watch notices.
+    etcd.kill(0);
+    let noticed = registered && wait_for("broke");
+    let started = Instant::now();
+    if noticed {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+    let mut exited = false;
+    while noticed && started.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().expect("wait").is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    drop(rx);
+    let log = reader.join().expect("reader");
+    assert!(registered, "user-srv never registered:\n{log}");
+    assert!(noticed, "user-srv never saw etcd go:\n{log}");
+    assert!(exited, "still running 10 s after SIGTERM:\n{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    eprintln!("SIGTERM with etcd gone after registering: exited after {took:?}");
+    let gave_up: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Deregister error"))
+        .collect();
+    assert_eq!(gave_up.len(), 1, "{log}");
+    assert!(gave_up[0].contains("etcd unreachable for"), "{log}");
+    assert!(took < Duration::from_millis(1_500), "took {took:?}\n{log}");
 }

@@ -13,6 +13,7 @@ use clap::Parser;
 use user_service::password::Hasher;
 use user_service::proto::post::post_server::PostServer;
 use user_service::proto::user::user_server::UserServer;
+use user_service::source::TrustedProxies;
 use user_service::srv::UserService;
 use user_service::store::{self, Store};
 use user_service::token::Tokens;
@@ -56,6 +57,16 @@ struct Cli {
     #[arg(long = "auth_token_ttl", visible_alias = "auth-token-ttl", env = "MICRO_AUTH_TOKEN_TTL", default_value = "24h",
           value_parser = micro::config::positive_duration, value_name = "DURATION")]
     auth_token_ttl: Duration,
+
+    /// Proxies whose forwarded client address (micro-remote-ip, x-forwarded-for) login throttling believes: CIDRs or addresses, comma separated, or "none"
+    #[arg(
+        long = "trusted_proxies",
+        visible_alias = "trusted-proxies",
+        env = "MICRO_TRUSTED_PROXIES",
+        default_value = TrustedProxies::DEFAULT,
+        value_name = "CIDRS"
+    )]
+    trusted_proxies: TrustedProxies,
 
     #[command(flatten)]
     micro: micro::config::MicroArgs,
@@ -113,7 +124,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Tokens::generated(cli.auth_token_ttl)?
         }
     };
-    let users = UserService::new(store.clone(), Hasher::with_defaults()?, tokens);
+    tracing::info!(
+        "Login throttling believes forwarded client addresses from: {}",
+        cli.trusted_proxies
+    );
+    let users = UserService::new(store.clone(), Hasher::with_defaults()?, tokens)
+        .with_trusted_proxies(cli.trusted_proxies.clone());
 
     let checked = store.clone();
     service

@@ -15,6 +15,7 @@ use user_service::proto::api::{
 };
 use user_service::proto::post::post_server::PostServer;
 use user_service::proto::user::user_server::UserServer;
+use user_service::source::TrustedProxies;
 use user_service::srv::UserService;
 use user_service::store::Store;
 use user_service::token::Tokens;
@@ -82,12 +83,23 @@ impl Drop for Running {
 
 /// Starts one user-srv instance on `store_url`.
 pub async fn user_srv(registry: SharedRegistry, store_url: &str) -> (Running, Store) {
+    user_srv_trusting(registry, store_url, TrustedProxies::default()).await
+}
+
+/// Starts one user-srv instance on `store_url` that believes forwarded
+/// client addresses from `trusted` only.
+pub async fn user_srv_trusting(
+    registry: SharedRegistry,
+    store_url: &str,
+    trusted: TrustedProxies,
+) -> (Running, Store) {
     let store = Store::open(store_url).await.expect("open store");
     let service = UserService::new(
         store.clone(),
         Hasher::new(2, 32).expect("hasher"),
         Tokens::new(SECRET, Duration::from_secs(3600)),
-    );
+    )
+    .with_trusted_proxies(trusted);
     let server = Server::builder(SRV_NAME)
         .registry(registry)
         .options(options())
