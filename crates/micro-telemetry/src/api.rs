@@ -2,16 +2,16 @@
 //! and times every HTTP request by handler and status, and continues (or
 //! starts) the caller's trace so the calls the handlers make carry it on.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{
-    FutureExt as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
+    FutureExt as _, Span as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
 };
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use tower::{Layer, Service};
 
 use crate::metrics::metrics;
@@ -36,6 +36,21 @@ struct ApiInfo {
     handler: String,
     span_prefix: String,
     duration: Histogram,
+    /// `micro_api_requests_total{handler,code}` by status 100–599, resolved once.
+    requests: Box<[OnceLock<IntCounter>]>,
+}
+
+impl ApiInfo {
+    fn requests(&self, status: http::StatusCode) -> Option<&IntCounter> {
+        let slot = self
+            .requests
+            .get(usize::from(status.as_u16()).checked_sub(100)?)?;
+        Some(slot.get_or_init(|| {
+            metrics()
+                .api_requests
+                .with_label_values(&[&self.handler, status.as_str()])
+        }))
+    }
 }
 
 impl ApiLayer {
@@ -46,6 +61,7 @@ impl ApiLayer {
                 handler: handler.to_string(),
                 span_prefix: gateway.to_string(),
                 duration: metrics().api_duration.with_label_values(&[handler]),
+                requests: (100..600).map(|_| OnceLock::new()).collect(),
             }),
         }
     }
@@ -89,19 +105,20 @@ where
         let span = if trace::enabled() {
             let parent = parent.clone().unwrap_or_default();
             let tracer = trace::tracer();
-            let method = request.method().as_str().to_string();
-            let path = request.uri().path().to_string();
             // The raw path is unbounded: it goes in an attribute, never the
             // name (see `Route`).
-            let span = tracer
-                .span_builder(format!("{}/{method}", self.info.span_prefix))
+            let mut span = tracer
+                .span_builder(format!("{}/{}", self.info.span_prefix, request.method()))
                 .with_kind(SpanKind::Server)
-                .with_attributes([
-                    KeyValue::new("http.request.method", method),
-                    KeyValue::new("url.path", path),
+                .start_with_context(&*tracer, &parent);
+            // Attributes only on spans that are kept.
+            if span.is_recording() {
+                span.set_attributes([
+                    KeyValue::new("http.request.method", request.method().as_str().to_string()),
+                    KeyValue::new("url.path", request.uri().path().to_string()),
                     KeyValue::new("micro.api.handler", self.info.handler.clone()),
-                ])
-                .start_with_context(&tracer, &parent);
+                ]);
+            }
             Some(parent.with_span(span))
         } else {
             None
@@ -118,10 +135,14 @@ where
             if let Ok(response) = &result {
                 let status = response.status();
                 if crate::metrics::enabled() {
-                    metrics()
-                        .api_requests
-                        .with_label_values(&[&info.handler, status.as_str()])
-                        .inc();
+                    match info.requests(status) {
+                        Some(counter) => counter.inc(),
+                        // 600–999: valid in HTTP, never cached.
+                        None => metrics()
+                            .api_requests
+                            .with_label_values(&[&info.handler, status.as_str()])
+                            .inc(),
+                    }
                     info.duration.observe(started.elapsed().as_secs_f64());
                 }
                 if let Some(cx) = &span {

@@ -9,11 +9,18 @@
 //! [`ClientTelemetry`] puts all of them on a [`micro_client::Client`]:
 //! `Client::with_observer(registry, options, Arc::new(ClientTelemetry))`.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
+
 use http::HeaderMap;
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use tonic::body::Body;
 use tonic::{Code, Status};
+
+use prometheus::IntCounter;
 
 use crate::body::Finish;
 use crate::metrics::{code_name, metrics};
@@ -31,40 +38,176 @@ pub fn endpoint_of(path: &str) -> String {
     format!("{handler}.{method}")
 }
 
+/// One service's client metrics, resolved once: the per-call path does a
+/// map lookup and atomic increments, not label hashing and allocation.
+#[derive(Debug)]
+struct ServiceMetrics {
+    /// The (bounded) `service` label.
+    label: String,
+    /// Milliseconds since [`epoch`] of the last node-gauge update.
+    nodes_updated: AtomicU64,
+    attempts: [OnceLock<IntCounter>; 6],
+    endpoints: RwLock<HashMap<String, Arc<EndpointMetrics>>>,
+}
+
+/// One endpoint's client metrics and span name.
+#[derive(Debug)]
+struct EndpointMetrics {
+    service: Arc<ServiceMetrics>,
+    /// The (bounded) `endpoint` label.
+    label: String,
+    span_name: String,
+    codes: [OnceLock<IntCounter>; 17],
+}
+
+/// How often the node gauges are refreshed from a service's node set
+/// (they are read by scrapes, seconds apart; a call need not pay for it).
+const NODES_REFRESH_MS: u64 = 1000;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn services() -> &'static RwLock<HashMap<String, Arc<ServiceMetrics>>> {
+    static SERVICES: OnceLock<RwLock<HashMap<String, Arc<ServiceMetrics>>>> = OnceLock::new();
+    SERVICES.get_or_init(Default::default)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The metrics of `service` (label bounded as [`Metrics::client_endpoint`]).
+///
+/// [`Metrics::client_endpoint`]: crate::metrics::Metrics::client_endpoint
+fn service_metrics(service: &str) -> Arc<ServiceMetrics> {
+    if let Some(found) = read(services()).get(service) {
+        return found.clone();
+    }
+    let label = metrics().client_endpoint(service).to_string();
+    let mut map = write(services());
+    // Names past the label bound share the `other` entry: the map stays bounded too.
+    let key = if label == "other" { "other" } else { service };
+    map.entry(key.to_string())
+        .or_insert_with(|| {
+            Arc::new(ServiceMetrics {
+                label,
+                nodes_updated: AtomicU64::new(u64::MAX),
+                attempts: Default::default(),
+                endpoints: RwLock::new(HashMap::new()),
+            })
+        })
+        .clone()
+}
+
+impl ServiceMetrics {
+    fn endpoint(self: &Arc<Self>, path: &str) -> Arc<EndpointMetrics> {
+        if let Some(found) = read(&self.endpoints).get(path) {
+            return found.clone();
+        }
+        let endpoint = endpoint_of(path);
+        let label = metrics().client_endpoint(&endpoint).to_string();
+        let key = if label == "other" { "other" } else { path };
+        write(&self.endpoints)
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(EndpointMetrics {
+                    service: self.clone(),
+                    span_name: format!("{}/{label}", self.label),
+                    label,
+                    codes: Default::default(),
+                })
+            })
+            .clone()
+    }
+
+    fn attempt(&self, outcome: micro_client::AttemptResult) -> &IntCounter {
+        use micro_client::AttemptResult as A;
+        let index = match outcome {
+            A::Answered => 0,
+            A::Unavailable => 1,
+            A::ConnectFailed => 2,
+            A::ConnectionFailed => 3,
+            A::Timeout => 4,
+            A::Deadline => 5,
+        };
+        self.attempts[index].get_or_init(|| {
+            metrics()
+                .client_attempts
+                .with_label_values(&[&self.label, outcome.as_str()])
+        })
+    }
+
+    /// Whether the node gauges are due for a refresh (and claims it).
+    fn nodes_due(&self) -> bool {
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.nodes_updated.load(Ordering::Relaxed);
+        if last != u64::MAX && now.saturating_sub(last) < NODES_REFRESH_MS {
+            return false;
+        }
+        self.nodes_updated
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl EndpointMetrics {
+    fn counter(&self, code: Code) -> &IntCounter {
+        let index = (code as usize).min(16);
+        self.codes[index].get_or_init(|| {
+            metrics().client_requests.with_label_values(&[
+                &self.service.label,
+                &self.label,
+                code_name(code),
+            ])
+        })
+    }
+}
+
 /// One call in flight; see the module docs.
 #[derive(Debug)]
 pub struct CallRecord {
-    /// (service, endpoint) when metrics are recorded.
-    labels: Option<(String, String)>,
+    /// Set when metrics are recorded.
+    metrics: Option<Arc<EndpointMetrics>>,
     span: Option<Context>,
 }
 
 /// Starts recording a call of `service` at gRPC `path`, and writes the
 /// trace context into `headers`.
 pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRecord {
+    start_with(&service_metrics(service), path, headers)
+}
+
+fn start_with(service: &Arc<ServiceMetrics>, path: &str, headers: &mut HeaderMap) -> CallRecord {
     let current = Context::current();
     if !crate::metrics::enabled() && !trace::enabled() {
         trace::inject(&current, headers);
         return CallRecord {
-            labels: None,
+            metrics: None,
             span: None,
         };
     }
-    let m = metrics();
-    let endpoint = endpoint_of(path);
-    let endpoint = m.client_endpoint(&endpoint).to_string();
-    let service_label = m.client_endpoint(service).to_string();
+    let endpoint = service.endpoint(path);
     let span = if trace::enabled() {
         let tracer = trace::tracer();
-        let span = tracer
-            .span_builder(format!("{service}/{endpoint}"))
+        let mut span = tracer
+            .span_builder(endpoint.span_name.clone())
             .with_kind(SpanKind::Client)
-            .with_attributes([
+            .start_with_context(&*tracer, &current);
+        // Attributes only on spans that are kept: an unsampled call pays
+        // for no strings.
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", service.to_string()),
-                KeyValue::new("rpc.method", endpoint.clone()),
-            ])
-            .start_with_context(&tracer, &current);
+                KeyValue::new("rpc.service", service.label.clone()),
+                KeyValue::new("rpc.method", endpoint.label.clone()),
+            ]);
+        }
         let cx = current.with_span(span);
         trace::inject(&cx, headers);
         Some(cx)
@@ -73,7 +216,7 @@ pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRec
         None
     };
     CallRecord {
-        labels: crate::metrics::enabled().then_some((service_label, endpoint)),
+        metrics: crate::metrics::enabled().then_some(endpoint),
         span,
     }
 }
@@ -81,11 +224,8 @@ pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRec
 impl Finish for CallRecord {
     fn finish(self, code: Option<Code>) {
         let code = code.unwrap_or(Code::Cancelled);
-        if let Some((service, endpoint)) = &self.labels {
-            metrics()
-                .client_requests
-                .with_label_values(&[service, endpoint, code_name(code)])
-                .inc();
+        if let Some(endpoint) = &self.metrics {
+            endpoint.counter(code).inc();
         }
         if let Some(cx) = &self.span {
             crate::server::end_span(cx, code);
@@ -149,13 +289,18 @@ impl micro_client::CallObserver for ClientTelemetry {
         path: &str,
         headers: &mut HeaderMap,
     ) -> Box<dyn micro_client::CallEnd> {
-        let states = nodes.states();
-        self::nodes(nodes.service(), states.up, states.down, states.ejected);
-        Box::new(start_call(nodes.service(), path, headers))
+        let service = service_metrics(nodes.service());
+        if crate::metrics::enabled() && service.nodes_due() {
+            let states = nodes.states();
+            self::nodes(nodes.service(), states.up, states.down, states.ejected);
+        }
+        Box::new(start_with(&service, path, headers))
     }
 
     fn on_attempt(&self, service: &str, result: micro_client::AttemptResult) {
-        attempt(service, result.as_str());
+        if crate::metrics::enabled() {
+            service_metrics(service).attempt(result).inc();
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use opentelemetry::trace::{
-    FutureExt as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
+    FutureExt as _, Span as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
 use prometheus::{Histogram, IntCounter};
@@ -166,15 +166,18 @@ where
         let (context, span) = if trace::enabled() {
             let parent = parent.unwrap_or_default();
             let tracer = trace::tracer();
-            let span = tracer
+            let mut span = tracer
                 .span_builder(info.span_name.clone())
                 .with_kind(SpanKind::Server)
-                .with_attributes([
+                .start_with_context(&*tracer, &parent);
+            // Attributes only on spans that are kept.
+            if span.is_recording() {
+                span.set_attributes([
                     KeyValue::new("rpc.system", "grpc"),
                     KeyValue::new("rpc.service", info.service.clone()),
                     KeyValue::new("rpc.method", info.endpoint.clone()),
-                ])
-                .start_with_context(&tracer, &parent);
+                ]);
+            }
             let cx = parent.with_span(span);
             (Some(cx.clone()), Some(cx))
         } else {

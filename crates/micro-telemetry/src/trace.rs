@@ -18,10 +18,12 @@
 //! assert_eq!(out["traceparent"], headers["traceparent"]);
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -35,9 +37,20 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// The tracer of the installed provider, made once per [`init_with`]:
+/// `global::tracer` takes a lock and allocates on every call.
+static TRACER: std::sync::RwLock<Option<Arc<BoxedTracer>>> = std::sync::RwLock::new(None);
+
 /// The OpenTelemetry tracer the toolkit's spans come from.
-pub fn tracer() -> opentelemetry::global::BoxedTracer {
-    opentelemetry::global::tracer("micro")
+pub fn tracer() -> Arc<BoxedTracer> {
+    if let Some(tracer) = TRACER.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        return tracer.clone();
+    }
+    Arc::new(opentelemetry::global::tracer("micro"))
+}
+
+fn set_tracer(tracer: Option<BoxedTracer>) {
+    *TRACER.write().unwrap_or_else(|p| p.into_inner()) = tracer.map(Arc::new);
 }
 
 /// The remote span context in `traceparent` (and `tracestate`), if valid.
@@ -131,6 +144,7 @@ impl Drop for TraceGuard {
         #[cfg(feature = "otlp")]
         if let Some(provider) = self.provider.take() {
             ENABLED.store(false, Ordering::Relaxed);
+            set_tracer(None);
             if let Err(e) = provider.shutdown() {
                 tracing::warn!("OpenTelemetry: flushing spans failed: {e}");
             }
@@ -230,6 +244,7 @@ pub fn init_with(config: TraceConfig) -> Result<TraceGuard, String> {
         }
         .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
+        set_tracer(Some(opentelemetry::global::tracer("micro")));
         ENABLED.store(true, Ordering::Relaxed);
         tracing::info!("Tracing [otlp] exporting spans of {name}");
         Ok(TraceGuard {
