@@ -266,8 +266,16 @@ async fn call(
             .filter(|_| policy.idempotent && can_retry);
         let (outcome, entry) = match (hedge_after, parts.as_ref()) {
             (Some(after), Some(kept)) => {
-                let spare = http::Request::from_parts(copy_parts(kept), body.for_attempt());
-                hedge::run(set, entry, request, spare, after, deadline.at, &mut tried).await
+                let call = hedge::Hedged {
+                    first: entry,
+                    request,
+                    bounded,
+                    spare: || http::Request::from_parts(copy_parts(kept), body.for_attempt()),
+                    after,
+                    deadline: deadline.at,
+                    tried: &mut tried,
+                };
+                hedge::run(set, call).await
             }
             _ => (
                 attempt::run(set, &entry, request, deadline.at, bounded).await,
