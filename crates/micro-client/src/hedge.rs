@@ -27,6 +27,8 @@ fn settles(outcome: &Outcome) -> bool {
 pub(crate) struct Hedged<'a, F> {
     pub(crate) first: Arc<NodeEntry>,
     pub(crate) request: http::Request<Body>,
+    /// When the first attempt starts.
+    pub(crate) started: Instant,
     /// Whether the first attempt is bounded by the attempt timeout (as an
     /// unhedged attempt would be: not when no other node could take over).
     pub(crate) bounded: bool,
@@ -47,6 +49,7 @@ where
     let Hedged {
         first,
         request,
+        started,
         bounded,
         spare,
         after,
@@ -54,7 +57,7 @@ where
         tried,
     } = call;
     let first_node = first.clone();
-    let primary = attempt::run(set, &first_node, request, deadline, bounded);
+    let primary = attempt::run(set, &first_node, request, started, deadline, bounded);
     tokio::pin!(primary);
     tokio::select! {
         biased;
@@ -71,7 +74,7 @@ where
     }
     tracing::debug!(service = %set.service(), node = %first.node.id, hedge = %second.node.id, "first attempt slow; hedging");
     let second_node = second.clone();
-    let backup = attempt::run(set, &second_node, spare(), deadline, false);
+    let backup = attempt::run(set, &second_node, spare(), Instant::now(), deadline, false);
     tokio::pin!(backup);
     tokio::select! {
         outcome = &mut primary => {
