@@ -41,7 +41,7 @@ pub(crate) enum Outcome {
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// Sends `request` to `entry`, with `grpc-timeout` set to what the attempt
+/// Sends `request` to `entry` (now: `started`), with `grpc-timeout` set to what the attempt
 /// may take.
 ///
 /// With `bounded` false the attempt may take until the call's deadline: an
@@ -52,6 +52,7 @@ pub(crate) async fn run(
     set: &NodeSet,
     entry: &Arc<NodeEntry>,
     mut request: http::Request<Body>,
+    started: Instant,
     deadline: Instant,
     bounded: bool,
 ) -> Outcome {
@@ -62,7 +63,6 @@ pub(crate) async fn run(
             sent: Sent::No,
         };
     }
-    let started = Instant::now();
     let attempt_deadline = if bounded {
         (started + options.attempt_timeout).min(deadline)
     } else {
@@ -77,7 +77,7 @@ pub(crate) async fn run(
     );
 
     entry.count_attempt();
-    let in_flight = entry.load().start();
+    let in_flight = entry.load().start(started);
     let mut channel = entry.channel.clone();
     let result = tokio::time::timeout_at(attempt_deadline, async move {
         channel.ready().await?;

@@ -217,8 +217,14 @@ async fn call(
         service: set.service().to_string(),
         detail: status.message().to_string(),
     })?;
-    set.budget.deposit();
-    let attempts = 1 + options.retries as usize;
+    set.budget.deposit(deadline.started);
+    // A retry goes to a node not tried yet in this call: with one node there
+    // is none, and nothing needs keeping for a second attempt.
+    let attempts = if set.len() > 1 {
+        1 + options.retries as usize
+    } else {
+        1
+    };
     // Nodes tried and failed in this call: filled only when a call fails.
     let mut tried: Vec<Arc<NodeEntry>> = Vec::new();
     let mut last: Option<Result<http::Response<Body>, ClientError>> = None;
@@ -240,7 +246,10 @@ async fn call(
                 last: Box::new(last),
             });
         }
-        if Instant::now() >= deadline.at {
+        // One clock reading per attempt: the check, and the attempt's start
+        // for its latency.
+        let now = Instant::now();
+        if now >= deadline.at {
             return Err(deadline.exceeded(set.service(), attempt));
         }
         let can_retry = attempt + 1 < attempts && body.is_replayable();
@@ -266,11 +275,22 @@ async fn call(
             .filter(|_| policy.idempotent && can_retry);
         let (outcome, entry) = match (hedge_after, parts.as_ref()) {
             (Some(after), Some(kept)) => {
-                let spare = http::Request::from_parts(copy_parts(kept), body.for_attempt());
-                hedge::run(set, entry, request, spare, after, deadline.at, &mut tried).await
+                let call = hedge::Hedged {
+                    first: entry,
+                    request,
+                    started: now,
+                    bounded,
+                    spare: || http::Request::from_parts(copy_parts(kept), body.for_attempt()),
+                    after,
+                    deadline: deadline.at,
+                    tried: &mut tried,
+                };
+                // Boxed: a hedge holds two attempts, and would make every
+                // call's future (moved on each call) twice as large.
+                Box::pin(hedge::run(set, call)).await
             }
             _ => (
-                attempt::run(set, &entry, request, deadline.at, bounded).await,
+                attempt::run(set, &entry, request, now, deadline.at, bounded).await,
                 entry,
             ),
         };

@@ -12,6 +12,8 @@ use crate::timeout;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline {
+    /// When the call started.
+    pub(crate) started: Instant,
     pub(crate) at: Instant,
     /// The whole budget, for messages.
     pub(crate) budget: Duration,
@@ -25,8 +27,10 @@ impl Deadline {
             .remove(timeout::GRPC_TIMEOUT)
             .and_then(|value| timeout::parse(&value))
             .unwrap_or(default);
+        let started = Instant::now();
         Deadline {
-            at: Instant::now() + budget,
+            started,
+            at: started + budget,
             budget,
         }
     }

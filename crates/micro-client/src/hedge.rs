@@ -23,20 +23,41 @@ fn settles(outcome: &Outcome) -> bool {
     }
 }
 
-/// Runs `request` on `first`, hedged by `spare` on another node after
+/// The attempts of a hedged call.
+pub(crate) struct Hedged<'a, F> {
+    pub(crate) first: Arc<NodeEntry>,
+    pub(crate) request: http::Request<Body>,
+    /// When the first attempt starts.
+    pub(crate) started: Instant,
+    /// Whether the first attempt is bounded by the attempt timeout (as an
+    /// unhedged attempt would be: not when no other node could take over).
+    pub(crate) bounded: bool,
+    /// Makes the copy of the request for the hedge, only if one is sent.
+    pub(crate) spare: F,
+    pub(crate) after: Duration,
+    pub(crate) deadline: Instant,
+    pub(crate) tried: &'a mut Vec<Arc<NodeEntry>>,
+}
+
+/// Runs the request on `first`, hedged by a copy on another node after
 /// `after`. Returns the outcome to judge and the node it came from; a node
 /// that lost the race after failing is added to `tried`.
-pub(crate) async fn run(
-    set: &NodeSet,
-    first: Arc<NodeEntry>,
-    request: http::Request<Body>,
-    spare: http::Request<Body>,
-    after: Duration,
-    deadline: Instant,
-    tried: &mut Vec<Arc<NodeEntry>>,
-) -> (Outcome, Arc<NodeEntry>) {
+pub(crate) async fn run<F>(set: &NodeSet, call: Hedged<'_, F>) -> (Outcome, Arc<NodeEntry>)
+where
+    F: FnOnce() -> http::Request<Body>,
+{
+    let Hedged {
+        first,
+        request,
+        started,
+        bounded,
+        spare,
+        after,
+        deadline,
+        tried,
+    } = call;
     let first_node = first.clone();
-    let primary = attempt::run(set, &first_node, request, deadline, true);
+    let primary = attempt::run(set, &first_node, request, started, deadline, bounded);
     tokio::pin!(primary);
     tokio::select! {
         biased;
@@ -53,7 +74,7 @@ pub(crate) async fn run(
     }
     tracing::debug!(service = %set.service(), node = %first.node.id, hedge = %second.node.id, "first attempt slow; hedging");
     let second_node = second.clone();
-    let backup = attempt::run(set, &second_node, spare, deadline, false);
+    let backup = attempt::run(set, &second_node, spare(), Instant::now(), deadline, false);
     tokio::pin!(backup);
     tokio::select! {
         outcome = &mut primary => {

@@ -58,8 +58,9 @@ pub(crate) struct InFlight<'a> {
 impl InFlight<'_> {
     /// Records how long the attempt took and whether it failed.
     pub(crate) fn finish(self, failed: bool) {
-        let rtt = self.started.elapsed();
-        self.load.observe(rtt, failed);
+        let now = Instant::now();
+        self.load
+            .observe(now.saturating_duration_since(self.started), now, failed);
     }
 }
 
@@ -70,11 +71,12 @@ impl Drop for InFlight<'_> {
 }
 
 impl Load {
-    pub(crate) fn start(&self) -> InFlight<'_> {
+    /// An attempt starts (`now`).
+    pub(crate) fn start(&self, now: Instant) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             load: self,
-            started: Instant::now(),
+            started: now,
         }
     }
 
@@ -87,7 +89,7 @@ impl Load {
     /// whether it failed, if known.
     pub(crate) fn exit(&self, result: Option<(Duration, bool)>) {
         if let Some((rtt, failed)) = result {
-            self.observe(rtt, failed);
+            self.observe(rtt, Instant::now(), failed);
         }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -100,8 +102,7 @@ impl Load {
         self.estimate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn observe(&self, rtt: Duration, failed: bool) {
-        let now = Instant::now();
+    fn observe(&self, rtt: Duration, now: Instant, failed: bool) {
         let mut estimate = self.lock();
         let mut sample = rtt.as_nanos() as f64;
         if failed {
@@ -149,18 +150,18 @@ mod tests {
     async fn a_slow_answer_is_taken_at_once_a_fast_one_gradually() {
         let load = Load::default();
         assert_eq!(load.rtt(), DEFAULT_RTT);
-        let call = load.start();
+        let call = load.start(Instant::now());
         tokio::time::advance(MS * 100).await;
         call.finish(false);
         assert_eq!(load.rtt(), MS * 100, "peak");
         // Fast answers right after: the estimate barely moves.
-        let call = load.start();
+        let call = load.start(Instant::now());
         tokio::time::advance(MS).await;
         call.finish(false);
         assert!(load.rtt() > MS * 95, "{:?}", load.rtt());
         // A second later, a fast answer weighs 1 - 1/e.
         tokio::time::advance(Duration::from_secs(1)).await;
-        let call = load.start();
+        let call = load.start(Instant::now());
         call.finish(false);
         let rtt = load.rtt().as_secs_f64() * 1000.0;
         assert!((rtt - 99.9 / std::f64::consts::E).abs() < 1.0, "{rtt}");
@@ -170,10 +171,10 @@ mod tests {
     async fn failures_look_expensive_and_pending_calls_add_up() {
         let a = Load::default();
         let b = Load::default();
-        a.start().finish(true);
+        a.start(Instant::now()).finish(true);
         assert!(a.cost() > b.cost());
         assert_eq!(a.rtt(), DEFAULT_RTT * 2);
-        let pending: Vec<_> = (0..3).map(|_| b.start()).collect();
+        let pending: Vec<_> = (0..3).map(|_| b.start(Instant::now())).collect();
         assert_eq!(b.in_flight(), 3);
         assert_eq!(b.cost(), 4.0 * DEFAULT_RTT.as_nanos() as f64);
         drop(pending);
@@ -183,10 +184,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_node_fades_back_a_busy_one_does_not() {
         let load = Load::default();
-        let start = load.start();
+        let start = load.start(Instant::now());
         tokio::time::advance(Duration::from_secs(1)).await;
         start.finish(true);
-        let busy = load.start();
+        let busy = load.start(Instant::now());
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(load.cost() >= 2e9, "pending calls keep it expensive");
         drop(busy);

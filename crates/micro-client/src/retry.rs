@@ -14,6 +14,7 @@
 //! stop there instead of multiplying its load (Finagle's and Linkerd's rule).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -86,70 +87,75 @@ impl Default for BudgetOptions {
 const WINDOW: usize = 10;
 
 /// Calls and retries of the last [`WINDOW`] seconds, per second.
+///
+/// Counted in atomics: every call deposits, so this is on the hot path. Under
+/// concurrent retries the check and the count of a withdrawal are not one
+/// step, so a burst may overdraw by a retry or two; the bound holds over the
+/// window.
 #[derive(Debug)]
 pub(crate) struct Budget {
     options: BudgetOptions,
-    slots: Mutex<Slots>,
-}
-
-#[derive(Debug)]
-struct Slots {
     origin: Instant,
     /// Second (since `origin`) of the newest slot.
-    now: u64,
-    calls: [u64; WINDOW],
-    retries: [u64; WINDOW],
+    now: AtomicU64,
+    calls: [AtomicU64; WINDOW],
+    retries: [AtomicU64; WINDOW],
+    /// Held while the window moves on (at most once a second).
+    rotate: Mutex<()>,
 }
 
 impl Budget {
     pub(crate) fn new(options: BudgetOptions) -> Self {
         Budget {
             options,
-            slots: Mutex::new(Slots {
-                origin: Instant::now(),
-                now: 0,
-                calls: [0; WINDOW],
-                retries: [0; WINDOW],
-            }),
+            origin: Instant::now(),
+            now: AtomicU64::new(0),
+            calls: Default::default(),
+            retries: Default::default(),
+            rotate: Mutex::new(()),
         }
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let second = slots.origin.elapsed().as_secs();
-        if second != slots.now {
-            // Clear the slots of the seconds that passed.
-            let passed = (second - slots.now).min(WINDOW as u64);
-            for s in 1..=passed {
-                let i = ((slots.now + s) % WINDOW as u64) as usize;
-                slots.calls[i] = 0;
-                slots.retries[i] = 0;
+    /// The slot of the second `at` falls in, clearing the slots of the
+    /// seconds that passed since the newest one.
+    fn slot(&self, at: Instant) -> usize {
+        let second = at.saturating_duration_since(self.origin).as_secs();
+        if second > self.now.load(Ordering::Acquire) {
+            let _rotating = self.rotate.lock().unwrap_or_else(|p| p.into_inner());
+            let newest = self.now.load(Ordering::Acquire);
+            if second > newest {
+                let passed = (second - newest).min(WINDOW as u64);
+                for s in 1..=passed {
+                    let i = ((newest + s) % WINDOW as u64) as usize;
+                    self.calls[i].store(0, Ordering::Relaxed);
+                    self.retries[i].store(0, Ordering::Relaxed);
+                }
+                self.now.store(second, Ordering::Release);
             }
-            slots.now = second;
         }
-        slots
+        (second % WINDOW as u64) as usize
     }
 
-    /// A call started.
-    pub(crate) fn deposit(&self) {
-        let mut slots = self.slots();
-        let i = (slots.now % WINDOW as u64) as usize;
-        slots.calls[i] += 1;
+    /// A call started at `now`.
+    pub(crate) fn deposit(&self, now: Instant) {
+        self.calls[self.slot(now)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget; `false` if it is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        let mut slots = self.slots();
-        let calls: u64 = slots.calls.iter().sum();
-        let retries: u64 = slots.retries.iter().sum();
+        let i = self.slot(Instant::now());
+        let sum = |slots: &[AtomicU64; WINDOW]| -> u64 {
+            slots.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+        };
+        let calls = sum(&self.calls);
+        let retries = sum(&self.retries);
         // Over a window that has not run for WINDOW seconds yet, the floor
         // counts only the seconds that passed.
-        let seconds = (slots.now + 1).min(WINDOW as u64);
+        let seconds = (self.now.load(Ordering::Acquire) + 1).min(WINDOW as u64);
         let allowed = self.options.ratio * calls as f64
             + f64::from(self.options.min_per_second) * seconds as f64;
         if (retries as f64) < allowed {
-            let i = (slots.now % WINDOW as u64) as usize;
-            slots.retries[i] += 1;
+            self.retries[i].fetch_add(1, Ordering::Relaxed);
             true
         } else {
             false
@@ -175,7 +181,7 @@ mod tests {
         assert!(budget.withdraw());
         assert!(!budget.withdraw());
         for _ in 0..100 {
-            budget.deposit();
+            budget.deposit(Instant::now());
         }
         // 100 calls: 20 more retries.
         let granted = (0..50).filter(|_| budget.withdraw()).count();
