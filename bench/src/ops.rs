@@ -28,9 +28,10 @@ struct Variant {
     sink: Option<usize>,
 }
 
-fn variants(sinks: &[SocketAddr; 2]) -> [Variant; 3] {
+fn variants(sinks: &[SocketAddr; 2]) -> Vec<Variant> {
     let quiet = ("RUST_LOG", "warn".to_string());
-    [
+    let split = std::env::var("MICRO_BENCH_OPS_SPLIT").is_ok_and(|v| v == "1");
+    let mut variants = vec![
         Variant {
             label: "telemetry off (baseline)",
             env: vec![quiet.clone(), ("MICRO_METRICS", "off".into())],
@@ -62,7 +63,29 @@ fn variants(sinks: &[SocketAddr; 2]) -> [Variant; 3] {
             ],
             sink: Some(1),
         },
-    ]
+    ];
+    // Which half costs what: metrics alone, unsampled tracing alone.
+    if split {
+        variants.push(Variant {
+            label: "metrics only",
+            env: vec![("RUST_LOG", "warn".to_string())],
+            sink: None,
+        });
+        variants.push(Variant {
+            label: "tracing only, no span sampled",
+            env: vec![
+                ("RUST_LOG", "warn".to_string()),
+                ("MICRO_METRICS", "off".into()),
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://{}", sinks[0]),
+                ),
+                ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ],
+            sink: Some(0),
+        });
+    }
+    variants
 }
 
 fn sink(plan: &Plan, name: &str) -> (Proc, SocketAddr) {

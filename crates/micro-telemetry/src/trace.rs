@@ -74,13 +74,20 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
         sc.span_id(),
         sc.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()
     );
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    // A traceparent is new on every call: marked sensitive, HTTP/2 sends it
+    // as a literal never added to the HPACK table. Indexed, each call's
+    // value would push the stable headers (content-type, grpc-timeout,
+    // authority) out of the table, and every call would pay to send them
+    // in full again.
+    if let Ok(mut value) = HeaderValue::from_str(&value) {
+        value.set_sensitive(true);
         headers.insert(TRACEPARENT, value);
     }
     let state = sc.trace_state().header();
     if state.is_empty() {
         headers.remove(TRACESTATE);
-    } else if let Ok(value) = HeaderValue::from_str(&state) {
+    } else if let Ok(mut value) = HeaderValue::from_str(&state) {
+        value.set_sensitive(true);
         headers.insert(TRACESTATE, value);
     }
 }
@@ -284,6 +291,9 @@ mod tests {
         inject(&cx, &mut out);
         assert_eq!(out[TRACEPARENT], h[TRACEPARENT]);
         assert_eq!(out[TRACESTATE], "congo=t61rcWkgMzE");
+        // Never indexed by HPACK (a new value every call).
+        assert!(out[TRACEPARENT].is_sensitive());
+        assert!(out[TRACESTATE].is_sensitive());
     }
 
     #[test]
