@@ -52,10 +52,14 @@ pub enum Workload {
     /// One unary call through the toolkit's `Client` (registry lookup,
     /// selector, deadline, retry bookkeeping).
     CallMicro,
+    /// The same with the telemetry observer services use: metrics.
+    CallMicroMetrics,
+    /// The same with metrics and tracing set up, no span sampled.
+    CallMicroTraced,
 }
 
 impl Workload {
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 9] = [
         Workload::Selector,
         Workload::Resolver,
         Workload::ApiCodec,
@@ -63,6 +67,8 @@ impl Workload {
         Workload::CallTonic,
         Workload::CallTonicDeadline,
         Workload::CallMicro,
+        Workload::CallMicroMetrics,
+        Workload::CallMicroTraced,
     ];
 
     fn name(self) -> &'static str {
@@ -74,6 +80,8 @@ impl Workload {
             Workload::CallTonic => "call-tonic",
             Workload::CallTonicDeadline => "call-tonic-deadline",
             Workload::CallMicro => "call-micro",
+            Workload::CallMicroMetrics => "call-micro-metrics",
+            Workload::CallMicroTraced => "call-micro-traced",
         }
     }
 
@@ -86,6 +94,8 @@ impl Workload {
             Workload::CallTonic => "unary call, raw tonic `Channel` (client side)",
             Workload::CallTonicDeadline => "unary call, raw tonic + `grpc-timeout` (client side)",
             Workload::CallMicro => "unary call, toolkit `Client` (client side)",
+            Workload::CallMicroMetrics => "the same, with the telemetry observer (metrics)",
+            Workload::CallMicroTraced => "the same, metrics + tracing set up, no span sampled",
         }
     }
 
@@ -94,14 +104,22 @@ impl Workload {
         match self {
             Workload::Selector | Workload::Resolver => 20_000,
             Workload::ApiCodec | Workload::JsonCodec => 2_000,
-            Workload::CallTonic | Workload::CallTonicDeadline | Workload::CallMicro => 400,
+            Workload::CallTonic
+            | Workload::CallTonicDeadline
+            | Workload::CallMicro
+            | Workload::CallMicroMetrics
+            | Workload::CallMicroTraced => 400,
         }
     }
 
     fn needs_server(self) -> bool {
         matches!(
             self,
-            Workload::CallTonic | Workload::CallTonicDeadline | Workload::CallMicro
+            Workload::CallTonic
+                | Workload::CallTonicDeadline
+                | Workload::CallMicro
+                | Workload::CallMicroMetrics
+                | Workload::CallMicroTraced
         )
     }
 }
@@ -180,7 +198,11 @@ pub fn run_workload(workload: Workload, ops: u64, server: Option<SocketAddr>) {
                 }
             });
         }
-        Workload::CallTonic | Workload::CallTonicDeadline | Workload::CallMicro => {
+        Workload::CallTonic
+        | Workload::CallTonicDeadline
+        | Workload::CallMicro
+        | Workload::CallMicroMetrics
+        | Workload::CallMicroTraced => {
             let server = server.expect("calls need --server");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -196,9 +218,29 @@ pub fn run_workload(workload: Workload, ops: u64, server: Option<SocketAddr>) {
                 }
                 request
             };
-            if workload == Workload::CallMicro {
+            // Unsampled tracing: spans made and dropped, nothing exported
+            // (the endpoint is never dialled for want of spans).
+            let _trace = (workload == Workload::CallMicroTraced).then(|| {
+                let _enter = runtime.enter();
+                micro_telemetry::trace::init_with(micro_telemetry::trace::TraceConfig {
+                    service_name: "hotpath".into(),
+                    export: micro_telemetry::trace::Export::To("http://127.0.0.1:9".into()),
+                    sampling: micro_telemetry::trace::Sampling::ParentRatio(0.0),
+                })
+                .expect("tracing set up")
+            });
+            if workload != Workload::CallTonic && workload != Workload::CallTonicDeadline {
                 let (_client, mut greeter) = runtime.block_on(async {
-                    let client = load::micro_client(&[server]).await;
+                    let plain = load::micro_client(&[server]).await;
+                    let client = if workload == Workload::CallMicro {
+                        plain
+                    } else {
+                        micro_client::Client::with_observer(
+                            plain.registry().clone(),
+                            micro_client::ClientOptions::default(),
+                            std::sync::Arc::new(micro_telemetry::client::ClientTelemetry),
+                        )
+                    };
                     let mut greeter = GreeterClient::new(client.service(GREETER));
                     greeter.hello(request()).await.expect("first call answers");
                     (client, greeter)
