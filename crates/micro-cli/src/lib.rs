@@ -740,6 +740,9 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
     };
     let _trace = micro::telemetry::trace::init("go.micro.api").map_err(CliError::Usage)?;
     let readiness = micro::telemetry::health::Readiness::new();
+    // Not ready until the catalog's first listing: set before the admin
+    // listener answers, not by the task that follows the catalog later.
+    readiness.set("registry", Err(waiting_for(registry.name())));
     let _admin = match &micro.ops.admin_address {
         Some(admin) => {
             let port = |a: &str| a.rsplit(':').next().map(str::to_string);
@@ -772,6 +775,10 @@ pub async fn run_api(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> 
         .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
     tracing::info!("Server [http] Stopped");
     Ok(())
+}
+
+fn waiting_for(registry: &str) -> String {
+    format!("waiting for the first listing of registry [{registry}]")
 }
 
 /// The gateway's `registry` readiness: not ready until the first listing
