@@ -4,7 +4,9 @@
 //! own when spans are exported) into the request's headers and starts the
 //! clock; [`CallRecord::finish`] counts the call by its final gRPC code once
 //! the response ends. [`attempt`] counts each try on a node, [`nodes`] sets
-//! how many nodes of a service are up, down or ejected.
+//! how many nodes of a service are up, down or ejected (refreshed at most
+//! once a second). Labels are resolved once per service and endpoint, so a
+//! call does map lookups and atomic increments, not label hashing.
 //!
 //! [`ClientTelemetry`] puts all of them on a [`micro_client::Client`]:
 //! `Client::with_observer(registry, options, Arc::new(ClientTelemetry))`.
@@ -250,17 +252,11 @@ impl CallRecord {
     }
 }
 
-/// Counts one attempt on a node of `service`; `outcome` is one of
-/// [`micro_client::AttemptResult`]'s labels.
-pub fn attempt(service: &str, outcome: &'static str) {
-    if !crate::metrics::enabled() {
-        return;
+/// Counts one attempt on a node of `service` by its outcome.
+pub fn attempt(service: &str, outcome: micro_client::AttemptResult) {
+    if crate::metrics::enabled() {
+        service_metrics(service).attempt(outcome).inc();
     }
-    let service = metrics().client_endpoint(service);
-    metrics()
-        .client_attempts
-        .with_label_values(&[service, outcome])
-        .inc();
 }
 
 /// Sets how many nodes of `service` the client holds, by state.
@@ -298,9 +294,7 @@ impl micro_client::CallObserver for ClientTelemetry {
     }
 
     fn on_attempt(&self, service: &str, result: micro_client::AttemptResult) {
-        if crate::metrics::enabled() {
-            service_metrics(service).attempt(result).inc();
-        }
+        attempt(service, result);
     }
 }
 

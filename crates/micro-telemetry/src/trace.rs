@@ -49,6 +49,7 @@ pub fn tracer() -> Arc<BoxedTracer> {
     Arc::new(opentelemetry::global::tracer("micro"))
 }
 
+#[cfg(feature = "otlp")]
 fn set_tracer(tracer: Option<BoxedTracer>) {
     *TRACER.write().unwrap_or_else(|p| p.into_inner()) = tracer.map(Arc::new);
 }
