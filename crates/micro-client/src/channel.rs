@@ -34,7 +34,7 @@ use crate::deadline::Deadline;
 use crate::endpoint::NodeEntry;
 use crate::error::{ClientError, NodeFailure};
 use crate::hedge;
-use crate::observe::{AttemptResult, CallObserver};
+use crate::observe::{AttemptResult, CallEnd, CallObserver};
 use crate::resolve::{NodeSet, Resolution};
 use crate::retry::Policy;
 use crate::{BoxError, ClientOptions};
@@ -161,12 +161,12 @@ impl tower::Service<http::Request<Body>> for ServiceChannel {
             match observer {
                 None => call(&set, idempotent, request, None).await,
                 // The telemetry hook: sees the request before it goes out
-                // (trace context) and the result of every attempt and call.
+                // (trace context), every attempt and the call's result.
                 Some(observer) => {
-                    let mut request = request;
-                    let path = request.uri().path().to_owned();
-                    let end = observer.start(&set, &path, request.headers_mut());
-                    match call(&set, idempotent, request, Some(&*observer)).await {
+                    let (mut parts, body) = request.into_parts();
+                    let end = observer.start(&set, parts.uri.path(), &mut parts.headers);
+                    let request = http::Request::from_parts(parts, body);
+                    match call(&set, idempotent, request, Some(&*end)).await {
                         Ok(response) => Ok(end.answered(response)),
                         Err(error) => {
                             end.failed(&error);
@@ -189,7 +189,7 @@ async fn call(
     set: &NodeSet,
     idempotent: bool,
     request: http::Request<Body>,
-    observer: Option<&dyn CallObserver>,
+    observer: Option<&dyn CallEnd>,
 ) -> Result<http::Response<Body>, ClientError> {
     let options = set.options();
     let (mut parts, body) = request.into_parts();
@@ -295,7 +295,7 @@ async fn call(
             ),
         };
         if let Some(observer) = observer {
-            observer.on_attempt(set.service(), AttemptResult::of(&outcome));
+            observer.attempt(AttemptResult::of(&outcome));
         }
         match outcome {
             Outcome::Deadline => return Err(deadline.exceeded(set.service(), attempt + 1)),

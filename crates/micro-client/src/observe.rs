@@ -11,21 +11,28 @@
 //! [`Client::node_states`](crate::Client::node_states).
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use micro_client::{AttemptResult, CallEnd, CallObserver, NodeSet};
 //!
 //! #[derive(Debug, Default)]
-//! struct Counts { calls: AtomicU64, failed_attempts: AtomicU64 }
+//! struct Counts { calls: AtomicU64, failed_attempts: Arc<AtomicU64> }
 //!
 //! impl CallObserver for Counts {
 //!     fn start(&self, _nodes: &NodeSet, _path: &str, _headers: &mut http::HeaderMap)
 //!         -> Box<dyn CallEnd> {
 //!         self.calls.fetch_add(1, Ordering::Relaxed);
-//!         Box::new(())
+//!         Box::new(Call(self.failed_attempts.clone()))
 //!     }
-//!     fn on_attempt(&self, _service: &str, result: AttemptResult) {
+//! }
+//!
+//! /// One call: its attempts are counted with the call's own state.
+//! struct Call(Arc<AtomicU64>);
+//!
+//! impl CallEnd for Call {
+//!     fn attempt(&self, result: AttemptResult) {
 //!         if result != AttemptResult::Answered {
-//!             self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+//!             self.0.fetch_add(1, Ordering::Relaxed);
 //!         }
 //!     }
 //! }
@@ -96,21 +103,22 @@ impl fmt::Display for AttemptResult {
 pub trait CallObserver: Send + Sync + fmt::Debug + 'static {
     /// A call of `path` (`/package.Service/Method`) through `nodes` begins:
     /// add headers (trace context) to the request here. The returned
-    /// [`CallEnd`] sees how this call ends, so it can carry per-call state
-    /// (a start time, a span).
+    /// [`CallEnd`] sees the call's attempts and how it ends, so it can carry
+    /// per-call state (a start time, a span, the call's metrics resolved
+    /// once).
     fn start(&self, nodes: &NodeSet, path: &str, headers: &mut HeaderMap) -> Box<dyn CallEnd> {
         let _ = (nodes, path, headers);
         Box::new(())
     }
-
-    /// After each attempt.
-    fn on_attempt(&self, service: &str, result: AttemptResult) {
-        let _ = (service, result);
-    }
 }
 
-/// The end of one observed call; see [`CallObserver::start`].
-pub trait CallEnd: Send + 'static {
+/// The rest of one observed call; see [`CallObserver::start`].
+pub trait CallEnd: Send + Sync + 'static {
+    /// After each attempt on a node.
+    fn attempt(&self, result: AttemptResult) {
+        let _ = result;
+    }
+
     /// The call was answered. Its gRPC status may be in the headers or, as
     /// usual, in the trailers: wrap the body to see them.
     fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {

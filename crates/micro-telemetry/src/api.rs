@@ -102,7 +102,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let parent = trace::extract(request.headers());
-        let span = if trace::enabled() {
+        // A span the sampler would drop is not made (see `trace`).
+        let span = if trace::enabled() && !trace::certainly_dropped_under(parent.as_ref()) {
             let parent = parent.clone().unwrap_or_default();
             let tracer = trace::tracer();
             // The raw path is unbounded: it goes in an attribute, never the
@@ -145,7 +146,7 @@ where
                     }
                     info.duration.observe(started.elapsed().as_secs_f64());
                 }
-                if let Some(cx) = &span {
+                if let Some(cx) = span.as_ref().filter(|cx| cx.span().is_recording()) {
                     let span = cx.span();
                     if let Some(Route(route)) = response.extensions().get::<Route>() {
                         span.update_name(format!("{}/{method} {route}", info.span_prefix));
@@ -159,6 +160,8 @@ where
                         span.set_status(SpanStatus::error(status.as_str().to_string()));
                     }
                     span.end();
+                } else if let Some(cx) = &span {
+                    cx.span().end();
                 }
             }
             result

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 
@@ -13,10 +13,17 @@ pub(crate) trait Finish: Send + 'static {
     fn finish(self, code: Option<Code>);
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The gRPC code in `grpc-status`, if the headers carry one.
 pub(crate) fn grpc_code(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?;
-    let code = value.to_str().ok()?.parse::<i32>().ok()?;
+    // A `HeaderName` constant: a `&str` key is parsed and checked on each lookup.
+    let value = headers.get(&GRPC_STATUS)?;
+    let code = match value.as_bytes() {
+        // The one answer nearly every call carries.
+        b"0" => 0,
+        other => std::str::from_utf8(other).ok()?.parse::<i32>().ok()?,
+    };
     Some(Code::from_i32(code))
 }
 

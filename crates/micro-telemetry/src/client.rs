@@ -3,10 +3,11 @@
 //! [`start_call`] injects the current trace context (a client span of its
 //! own when spans are exported) into the request's headers and starts the
 //! clock; [`CallRecord::finish`] counts the call by its final gRPC code once
-//! the response ends. [`attempt`] counts each try on a node, [`nodes`] sets
-//! how many nodes of a service are up, down or ejected (refreshed at most
-//! once a second). Labels are resolved once per service and endpoint, so a
-//! call does map lookups and atomic increments, not label hashing.
+//! the response ends, and counts each of its attempts on a node by outcome.
+//! [`nodes`] sets how many nodes of a service are up, down or ejected
+//! (refreshed at most once a second). Labels are resolved once per service
+//! and endpoint, so a call does two map lookups and atomic increments, not
+//! label hashing.
 //!
 //! [`ClientTelemetry`] puts all of them on a [`micro_client::Client`]:
 //! `Client::with_observer(registry, options, Arc::new(ClientTelemetry))`.
@@ -40,6 +41,10 @@ pub fn endpoint_of(path: &str) -> String {
     format!("{handler}.{method}")
 }
 
+/// The maps below are read on every call with keys the program chose
+/// (service names, gRPC paths), not an attacker: a fast hash will do.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// One service's client metrics, resolved once: the per-call path does a
 /// map lookup and atomic increments, not label hashing and allocation.
 #[derive(Debug)]
@@ -49,7 +54,7 @@ struct ServiceMetrics {
     /// Milliseconds since [`epoch`] of the last node-gauge update.
     nodes_updated: AtomicU64,
     attempts: [OnceLock<IntCounter>; 6],
-    endpoints: RwLock<HashMap<String, Arc<EndpointMetrics>>>,
+    endpoints: RwLock<Map<Arc<EndpointMetrics>>>,
 }
 
 /// One endpoint's client metrics and span name.
@@ -71,8 +76,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn services() -> &'static RwLock<HashMap<String, Arc<ServiceMetrics>>> {
-    static SERVICES: OnceLock<RwLock<HashMap<String, Arc<ServiceMetrics>>>> = OnceLock::new();
+fn services() -> &'static RwLock<Map<Arc<ServiceMetrics>>> {
+    static SERVICES: OnceLock<RwLock<Map<Arc<ServiceMetrics>>>> = OnceLock::new();
     SERVICES.get_or_init(Default::default)
 }
 
@@ -101,7 +106,7 @@ fn service_metrics(service: &str) -> Arc<ServiceMetrics> {
                 label,
                 nodes_updated: AtomicU64::new(u64::MAX),
                 attempts: Default::default(),
-                endpoints: RwLock::new(HashMap::new()),
+                endpoints: RwLock::new(Map::default()),
             })
         })
         .clone()
@@ -187,7 +192,9 @@ pub fn start_call(service: &str, path: &str, headers: &mut HeaderMap) -> CallRec
 
 fn start_with(service: &Arc<ServiceMetrics>, path: &str, headers: &mut HeaderMap) -> CallRecord {
     let current = Context::current();
-    if !crate::metrics::enabled() && !trace::enabled() {
+    // A span the sampler would drop is not made: the context goes on as is.
+    let traced = trace::enabled() && !trace::certainly_dropped(current.span().span_context());
+    if !crate::metrics::enabled() && !traced {
         trace::inject(&current, headers);
         return CallRecord {
             metrics: None,
@@ -195,7 +202,7 @@ fn start_with(service: &Arc<ServiceMetrics>, path: &str, headers: &mut HeaderMap
         };
     }
     let endpoint = service.endpoint(path);
-    let span = if trace::enabled() {
+    let span = if traced {
         let tracer = trace::tracer();
         let mut span = tracer
             .span_builder(endpoint.span_name.clone())
@@ -252,13 +259,6 @@ impl CallRecord {
     }
 }
 
-/// Counts one attempt on a node of `service` by its outcome.
-pub fn attempt(service: &str, outcome: micro_client::AttemptResult) {
-    if crate::metrics::enabled() {
-        service_metrics(service).attempt(outcome).inc();
-    }
-}
-
 /// Sets how many nodes of `service` the client holds, by state.
 pub fn nodes(service: &str, up: usize, down: usize, ejected: usize) {
     if !crate::metrics::enabled() {
@@ -292,13 +292,15 @@ impl micro_client::CallObserver for ClientTelemetry {
         }
         Box::new(start_with(&service, path, headers))
     }
-
-    fn on_attempt(&self, service: &str, result: micro_client::AttemptResult) {
-        attempt(service, result);
-    }
 }
 
 impl micro_client::CallEnd for CallRecord {
+    fn attempt(&self, result: micro_client::AttemptResult) {
+        if let Some(endpoint) = &self.metrics {
+            endpoint.service.attempt(result).inc();
+        }
+    }
+
     fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {
         crate::server::observe(response, *self)
     }

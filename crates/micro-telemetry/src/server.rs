@@ -51,8 +51,13 @@ impl EndpointInfo {
 /// Layer for the routes of the server of `service`; see the module docs.
 #[derive(Clone, Debug)]
 pub struct ServerLayer {
-    endpoints: Arc<HashMap<String, Arc<EndpointInfo>>>,
+    endpoints: Arc<Endpoints>,
 }
+
+/// By gRPC path. Looked up on every call with a key the caller sends, but
+/// only ever holding the server's own paths: a fast hash will do (no
+/// caller can grow the map to make collisions).
+type Endpoints = HashMap<String, Arc<EndpointInfo>, foldhash::fast::RandomState>;
 
 impl ServerLayer {
     /// `endpoints`: (gRPC path, `Handler.Method`), e.g.
@@ -94,7 +99,7 @@ impl<S> Layer<S> for ServerLayer {
 #[derive(Clone, Debug)]
 pub struct ServerTelemetry<S> {
     inner: S,
-    endpoints: Arc<HashMap<String, Arc<EndpointInfo>>>,
+    endpoints: Arc<Endpoints>,
 }
 
 struct ServerFinish {
@@ -163,7 +168,10 @@ where
         };
         let started = Instant::now();
         let parent = trace::extract(request.headers());
-        let (context, span) = if trace::enabled() {
+        // A span the sampler would drop is not made: the caller's context
+        // is continued as is.
+        let traced = trace::enabled() && !trace::certainly_dropped_under(parent.as_ref());
+        let (context, span) = if traced {
             let parent = parent.unwrap_or_default();
             let tracer = trace::tracer();
             let mut span = tracer

@@ -6,6 +6,15 @@
 //! still continues an incoming trace context (so its own calls pass the same
 //! `traceparent` on), at the cost of parsing one header.
 //!
+//! With an endpoint, a span the sampler is certain to drop is not made
+//! either: the toolkit builds the SDK's sampler itself (from
+//! [`Sampling`]), so it knows without asking it that a parent-based sampler
+//! drops every child of an unsampled parent, and that `always_off` (or a
+//! ratio of 0) drops every root. Such a call costs what it costs with
+//! tracing off: the caller's context is passed on unchanged. Only spans the
+//! sampler may keep go through the SDK (and an unsampled root it makes is
+//! still passed on, so the services behind see one trace id).
+//!
 //! Propagation works on any [`http::HeaderMap`], and so on gRPC metadata:
 //!
 //! ```
@@ -19,7 +28,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
@@ -35,6 +44,104 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 #[inline]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// What the installed sampler does, as bits: see [`certainly_dropped`].
+static POLICY: AtomicU8 = AtomicU8::new(0);
+/// A span without a parent may be kept.
+const ROOTS_MAY_BE_KEPT: u8 = 1;
+/// A span with a valid parent is kept exactly when its parent is sampled.
+const FOLLOWS_PARENT: u8 = 2;
+
+/// Whether a span started now under `parent` (its span context; invalid
+/// for none) would certainly be dropped by the installed sampler, so that
+/// nothing need be made for it. `false` whenever the sampler might keep it.
+#[inline]
+pub fn certainly_dropped(parent: &SpanContext) -> bool {
+    dropped_by(POLICY.load(Ordering::Relaxed), parent)
+}
+
+/// [`certainly_dropped`] for a parent context, if any.
+#[inline]
+pub fn certainly_dropped_under(parent: Option<&Context>) -> bool {
+    match parent {
+        Some(cx) => certainly_dropped(cx.span().span_context()),
+        None => certainly_dropped(&SpanContext::NONE),
+    }
+}
+
+#[inline]
+fn dropped_by(policy: u8, parent: &SpanContext) -> bool {
+    if parent.is_valid() && policy & FOLLOWS_PARENT != 0 {
+        return !parent.is_sampled();
+    }
+    policy & ROOTS_MAY_BE_KEPT == 0
+}
+
+/// The sampler [`Sampling`] asks for, in a form the toolkit can reason about.
+#[cfg(any(feature = "otlp", test))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SamplerSpec {
+    /// `parentbased_*`: children follow their parent's decision.
+    parent_based: bool,
+    /// Roots (and, if not parent-based, every span) are kept with this
+    /// probability (1 = always, 0 or less = never).
+    ratio: f64,
+}
+
+#[cfg(any(feature = "otlp", test))]
+impl SamplerSpec {
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, read as the
+    /// OpenTelemetry SDK reads them (an unknown or unsupported sampler is
+    /// parent-based always-on, a missing or bad ratio is 1).
+    fn from_env(name: Option<&str>, arg: Option<&str>) -> Result<SamplerSpec, SamplerSpec> {
+        let ratio = || {
+            arg.and_then(|a| a.trim().parse::<f64>().ok())
+                .unwrap_or(1.0)
+        };
+        let spec = |parent_based, ratio| SamplerSpec {
+            parent_based,
+            ratio,
+        };
+        Ok(match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None | Some("parentbased_always_on") => spec(true, 1.0),
+            Some("always_on") => spec(false, 1.0),
+            Some("always_off") => spec(false, 0.0),
+            Some("traceidratio") => spec(false, ratio()),
+            Some("parentbased_always_off") => spec(true, 0.0),
+            Some("parentbased_traceidratio") => spec(true, ratio()),
+            Some(_) => return Err(spec(true, 1.0)),
+        })
+    }
+
+    fn policy(self) -> u8 {
+        let mut policy = 0;
+        // NaN and anything ≤ 0 keep nothing (as the SDK's ratio sampler).
+        if self.ratio > 0.0 {
+            policy |= ROOTS_MAY_BE_KEPT;
+        }
+        if self.parent_based {
+            policy |= FOLLOWS_PARENT;
+        }
+        policy
+    }
+
+    #[cfg(feature = "otlp")]
+    fn sampler(self) -> opentelemetry_sdk::trace::Sampler {
+        use opentelemetry_sdk::trace::Sampler;
+        let root = if self.ratio >= 1.0 {
+            Sampler::AlwaysOn
+        } else if self.ratio > 0.0 {
+            Sampler::TraceIdRatioBased(self.ratio)
+        } else {
+            Sampler::AlwaysOff
+        };
+        if self.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        }
+    }
 }
 
 /// The tracer of the installed provider, made once per [`init_with`]:
@@ -171,6 +278,7 @@ impl Drop for TraceGuard {
         #[cfg(feature = "otlp")]
         if let Some(provider) = self.provider.take() {
             ENABLED.store(false, Ordering::Relaxed);
+            POLICY.store(0, Ordering::Relaxed);
             set_tracer(None);
             if let Err(e) = provider.shutdown() {
                 tracing::warn!("OpenTelemetry: flushing spans failed: {e}");
@@ -245,7 +353,6 @@ pub fn init_with(config: TraceConfig) -> Result<TraceGuard, String> {
     #[cfg(feature = "otlp")]
     {
         use opentelemetry_otlp::WithExportConfig as _;
-        use opentelemetry_sdk::trace::Sampler;
 
         let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
         let builder = match &config.export {
@@ -260,18 +367,31 @@ pub fn init_with(config: TraceConfig) -> Result<TraceGuard, String> {
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(name.clone())
             .build();
+        let spec = match config.sampling {
+            Sampling::FromEnv => {
+                let name = std::env::var("OTEL_TRACES_SAMPLER").ok();
+                let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+                SamplerSpec::from_env(name.as_deref(), arg.as_deref()).unwrap_or_else(|fallback| {
+                    tracing::warn!(
+                        "OTEL_TRACES_SAMPLER={}: not a sampler this binary knows (always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio); using parentbased_always_on",
+                        name.unwrap_or_default()
+                    );
+                    fallback
+                })
+            }
+            Sampling::ParentRatio(ratio) => SamplerSpec {
+                parent_based: true,
+                ratio: ratio.clamp(0.0, 1.0),
+            },
+        };
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(resource);
-        let provider = match config.sampling {
-            Sampling::FromEnv => provider,
-            Sampling::ParentRatio(ratio) => provider.with_sampler(Sampler::ParentBased(Box::new(
-                Sampler::TraceIdRatioBased(ratio.clamp(0.0, 1.0)),
-            ))),
-        }
-        .build();
+            .with_resource(resource)
+            .with_sampler(spec.sampler())
+            .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
         set_tracer(Some(opentelemetry::global::tracer("micro")));
+        POLICY.store(spec.policy(), Ordering::Relaxed);
         ENABLED.store(true, Ordering::Relaxed);
         tracing::info!("Tracing [otlp] exporting spans of {name}");
         Ok(TraceGuard {
@@ -342,6 +462,70 @@ mod tests {
             out[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
+    }
+
+    #[test]
+    fn samplers_are_read_as_the_sdk_reads_them() {
+        let read = |name, arg| SamplerSpec::from_env(name, arg);
+        let spec = |parent_based, ratio| SamplerSpec {
+            parent_based,
+            ratio,
+        };
+        assert_eq!(read(None, None), Ok(spec(true, 1.0)));
+        assert_eq!(read(Some(" "), None), Ok(spec(true, 1.0)));
+        assert_eq!(read(Some("always_off"), None), Ok(spec(false, 0.0)));
+        assert_eq!(read(Some("always_on"), Some("0")), Ok(spec(false, 1.0)));
+        assert_eq!(
+            read(Some("traceidratio"), Some("0.25")),
+            Ok(spec(false, 0.25))
+        );
+        assert_eq!(read(Some("traceidratio"), Some("x")), Ok(spec(false, 1.0)));
+        assert_eq!(
+            read(Some("parentbased_always_off"), None),
+            Ok(spec(true, 0.0))
+        );
+        assert_eq!(
+            read(Some("parentbased_traceidratio"), Some("0")),
+            Ok(spec(true, 0.0))
+        );
+        assert_eq!(read(Some("jaeger_remote"), None), Err(spec(true, 1.0)));
+    }
+
+    #[test]
+    fn only_spans_the_sampler_must_drop_are_skipped() {
+        let sc = |flags| {
+            SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").expect("id"),
+                SpanId::from_hex("00f067aa0ba902b7").expect("id"),
+                flags,
+                true,
+                TraceState::default(),
+            )
+        };
+        let (sampled, unsampled, none) = (
+            sc(TraceFlags::SAMPLED),
+            sc(TraceFlags::default()),
+            SpanContext::empty_context(),
+        );
+        let dropped = |spec: SamplerSpec, parent: &SpanContext| dropped_by(spec.policy(), parent);
+        let spec = |parent_based, ratio| SamplerSpec {
+            parent_based,
+            ratio,
+        };
+        // parentbased_traceidratio with 0: roots and unsampled children dropped.
+        assert!(dropped(spec(true, 0.0), &none));
+        assert!(dropped(spec(true, 0.0), &unsampled));
+        assert!(!dropped(spec(true, 0.0), &sampled));
+        // parentbased, some roots kept: the SDK decides roots.
+        assert!(!dropped(spec(true, 0.1), &none));
+        assert!(dropped(spec(true, 0.1), &unsampled));
+        // always_off ignores the parent; always_on and ratios never skip.
+        assert!(dropped(spec(false, 0.0), &sampled));
+        assert!(!dropped(spec(false, 1.0), &unsampled));
+        assert!(!dropped(spec(false, 0.5), &none));
+        assert!(dropped(spec(false, f64::NAN), &none));
+        // Nothing installed: POLICY is 0, and spans are not made anyway.
+        assert!(certainly_dropped(&none) || enabled());
     }
 
     #[test]
