@@ -48,14 +48,15 @@ fn options(selector: Strategy) -> ClientOptions {
 }
 
 /// Closed-loop load over `addrs`; returns the round, the calls made (warm-up
-/// included) and the attempts the client sent (same span).
+/// included), the attempts the client sent (same span), the watcher's note
+/// and the attempts per node address (same span).
 async fn run(
     addrs: &[SocketAddr],
     options: ClientOptions,
     idempotent: bool,
     timing: Timing,
     during: impl FnOnce(Arc<micro_client::NodeSet>) -> tokio::task::JoinHandle<String>,
-) -> (Round, u64, u64, String) {
+) -> (Round, u64, u64, String, Vec<(String, u64)>) {
     let client = micro_client_with(addrs, options).await;
     assert_eq!(client.nodes(GREETER).await.len(), addrs.len());
     let mut channel = client.service(GREETER);
@@ -87,8 +88,19 @@ async fn run(
         .collect();
     let round = closed_loop(workers, timing).await;
     let note = watcher.await.unwrap_or_default();
-    let attempts: u64 = set.stats().iter().map(|s| s.attempts).sum::<u64>() - attempts_before;
-    (round, calls.load(Ordering::Relaxed), attempts, note)
+    let per_node: Vec<(String, u64)> = set
+        .stats()
+        .into_iter()
+        .map(|s| (s.node.address, s.attempts))
+        .collect();
+    let attempts: u64 = per_node.iter().map(|(_, n)| n).sum::<u64>() - attempts_before;
+    (
+        round,
+        calls.load(Ordering::Relaxed),
+        attempts,
+        note,
+        per_node,
+    )
 }
 
 fn nothing(_: Arc<micro_client::NodeSet>) -> tokio::task::JoinHandle<String> {
@@ -112,6 +124,7 @@ pub fn r10(plan: &Plan) -> String {
     let mut p50: Vec<Vec<f64>> = vec![Vec::new(); fleets.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); fleets.len()];
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); fleets.len()];
+    let mut slow_share: Vec<Vec<f64>> = vec![Vec::new(); fleets.len()];
     let healthy: Vec<(Proc, SocketAddr)> = (0..2).map(|_| server(plan, 0, 0)).collect();
     let slow = server(plan, 20, 0);
     for round in 0..plan.rounds {
@@ -122,16 +135,24 @@ pub fn r10(plan: &Plan) -> String {
             }
             let options = options(selector.unwrap_or(Strategy::P2c));
             let runtime = Flavor::Multi.runtime();
-            let (r, _, _, _) = runtime.block_on(run(&addrs, options, false, plan.timing, nothing));
+            let (r, _, attempts, _, per_node) =
+                runtime.block_on(run(&addrs, options, false, plan.timing, nothing));
             drop(runtime);
+            let on_slow = per_node
+                .iter()
+                .filter(|(address, _)| *with_slow && *address == slow.1.to_string())
+                .map(|(_, n)| *n)
+                .sum::<u64>();
+            let share = 100.0 * on_slow as f64 / attempts.max(1) as f64;
             eprintln!(
-                "  round {} {label}: {:.0} calls/s p50 {:.2} ms p99 {:.2} ms errors {}",
+                "  round {} {label}: {:.0} calls/s p50 {:.2} ms p99 {:.2} ms errors {} on the slow node {share:.2} %",
                 round + 1,
                 r.rps(),
                 r.ms(0.5),
                 r.ms(0.99),
                 r.errors
             );
+            slow_share[i].push(share);
             p50[i].push(r.ms(0.5));
             p99[i].push(r.ms(0.99));
             rps[i].push(r.rps());
@@ -144,17 +165,26 @@ pub fn r10(plan: &Plan) -> String {
          {} rounds of {:?})\n",
         plan.rounds, plan.timing.measure
     );
-    let _ = writeln!(out, "| fleet and selector | calls/s | p50 ms | p99 ms |");
-    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| fleet and selector | calls/s | p50 ms | p99 ms | attempts on the slow node (warm-up included) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
     let mut medians = Vec::new();
-    for (i, (label, _, _)) in fleets.iter().enumerate() {
+    for (i, (label, _, with_slow)) in fleets.iter().enumerate() {
         let r = Spread::of(rps[i].clone());
         let a = Spread::of(p50[i].clone());
         let b = Spread::of(p99[i].clone());
+        let s = Spread::of(slow_share[i].clone());
         medians.push(b.median);
+        let share = if *with_slow {
+            format!("{:.2} % ({:.2}–{:.2})", s.median, s.min, s.max)
+        } else {
+            "—".to_string()
+        };
         let _ = writeln!(
             out,
-            "| {label} | {:.0} ({:.0}–{:.0}) | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+            "| {label} | {:.0} ({:.0}–{:.0}) | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) | {share} |",
             r.median, r.min, r.max, a.median, a.min, a.max, b.median, b.min, b.max
         );
     }
@@ -238,7 +268,7 @@ pub fn r11(plan: &Plan) -> String {
                     }
                 };
                 let runtime = Flavor::Multi.runtime();
-                let (r, calls, _, note) =
+                let (r, calls, _, note, _) =
                     runtime.block_on(run(&addrs, options(selector), idempotent, timing, freeze));
                 drop(runtime);
                 victim.signal("CONT");
@@ -320,7 +350,7 @@ pub fn r12(plan: &Plan) -> String {
     for round in 0..plan.rounds {
         for (selector, success, retries) in summary.iter_mut() {
             let runtime = Flavor::Multi.runtime();
-            let (r, calls, attempts, _) =
+            let (r, calls, attempts, _, _) =
                 runtime.block_on(run(&addrs, options(*selector), true, timing, nothing));
             drop(runtime);
             let ok_pct = 100.0 * r.ok as f64 / (r.ok + r.errors).max(1) as f64;

@@ -2,10 +2,15 @@
 //! flight (plus one), the load measure of Finagle, Linkerd and tower's
 //! `PeakEwma`, which [`p2c`](micro_selector::Strategy::P2c) compares.
 //!
-//! - A slower answer than the estimate replaces it at once (the *peak*); a
-//!   faster one pulls it down gradually, weighted by the time since the last
-//!   answer (decay time [`DECAY`]), so a node that turns slow loses its share
-//!   at the next answer and wins it back only by staying fast.
+//! - A node's first answer replaces the [`DEFAULT_RTT`] it starts with,
+//!   whichever is larger: the default is a guess, not a measurement. (Decayed
+//!   from the default instead, a new client's fast nodes looked as slow as a
+//!   20 ms node for their first second, and the slow node got its share.)
+//! - After that, a slower answer than the estimate replaces it at once (the
+//!   *peak*); a faster one pulls it down gradually, weighted by the time
+//!   since the last answer (decay time [`DECAY`]), so a node that turns slow
+//!   loses its share at the next answer and wins it back only by staying
+//!   fast.
 //! - A failed attempt counts as twice the estimate (at least twice
 //!   [`DEFAULT_RTT`]): a node that fails fast does not look fast.
 //! - A node nobody calls drifts back to looking cheap, so it is tried again;
@@ -33,6 +38,8 @@ struct Estimate {
     /// Nanoseconds.
     rtt: f64,
     at: Instant,
+    /// Whether `rtt` comes from an answer (else it is [`DEFAULT_RTT`]).
+    measured: bool,
 }
 
 impl Default for Load {
@@ -42,6 +49,7 @@ impl Default for Load {
             estimate: Mutex::new(Estimate {
                 rtt: DEFAULT_RTT.as_nanos() as f64,
                 at: Instant::now(),
+                measured: false,
             }),
         }
     }
@@ -108,8 +116,9 @@ impl Load {
         if failed {
             sample = sample.max(2.0 * estimate.rtt.max(DEFAULT_RTT.as_nanos() as f64));
         }
-        if sample > estimate.rtt {
+        if sample > estimate.rtt || !estimate.measured {
             estimate.rtt = sample;
+            estimate.measured = true;
         } else {
             let elapsed = now.saturating_duration_since(estimate.at).as_nanos() as f64;
             let weight = (-elapsed / DECAY.as_nanos() as f64).exp();
@@ -165,6 +174,38 @@ mod tests {
         call.finish(false);
         let rtt = load.rtt().as_secs_f64() * 1000.0;
         assert!((rtt - 99.9 / std::f64::consts::E).abs() < 1.0, "{rtt}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_answer_replaces_the_default() {
+        let fast = Load::default();
+        let slow = Load::default();
+        let call = fast.start(Instant::now());
+        tokio::time::advance(Duration::from_micros(300)).await;
+        call.finish(false);
+        assert_eq!(
+            fast.rtt(),
+            Duration::from_micros(300),
+            "not decayed from 30 ms"
+        );
+        let call = slow.start(Instant::now());
+        tokio::time::advance(MS * 20).await;
+        call.finish(false);
+        assert_eq!(slow.rtt(), MS * 20);
+        // Busy with 5 calls each, the fast node is still far cheaper than
+        // the idle slow one: p2c keeps the slow node out from the start.
+        let pending: Vec<_> = (0..5).map(|_| fast.start(Instant::now())).collect();
+        assert!(
+            fast.cost() * 10.0 < slow.cost(),
+            "{} vs {}",
+            fast.cost(),
+            slow.cost()
+        );
+        drop(pending);
+        // A failure as the first answer still looks expensive.
+        let failed = Load::default();
+        failed.start(Instant::now()).finish(true);
+        assert_eq!(failed.rtt(), DEFAULT_RTT * 2);
     }
 
     #[tokio::test(start_paused = true)]
