@@ -147,6 +147,31 @@ fn http_get(address: SocketAddr, path: &str) -> String {
 
 #[test]
 fn api_serves_until_sigterm_and_exits_zero() {
+    api_serves_until_sigterm("auto");
+}
+
+/// What a process pinned to one CPU (or a 1-CPU container) runs on.
+#[test]
+fn api_serves_on_a_current_thread_runtime() {
+    api_serves_until_sigterm("current_thread");
+}
+
+#[test]
+fn a_bad_runtime_setting_is_a_usage_error() {
+    let output = Command::new(MICRO)
+        .args(["--registry=memory", "list", "services"])
+        .env("MICRO_RUNTIME", "fast")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run micro");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "MICRO_RUNTIME=fast: expected auto, current_thread or multi_thread"
+    );
+}
+
+fn api_serves_until_sigterm(runtime: &str) {
     let child = Command::new(MICRO)
         .args([
             "--registry=memory",
@@ -156,6 +181,7 @@ fn api_serves_until_sigterm_and_exits_zero() {
             "--handler=api",
         ])
         .env("RUST_LOG", "info")
+        .env("MICRO_RUNTIME", runtime)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod log;
+pub mod runtime;
 mod service;
 
 pub use micro_client as client;

@@ -21,8 +21,13 @@ struct Cli {
     micro: micro::config::MicroArgs,
 }
 
-#[tokio::main]
-async fn main() {
+/// On a `current_thread` runtime when the process may use one CPU, else
+/// `multi_thread` (`MICRO_RUNTIME` overrides it): see `micro::runtime`.
+fn main() {
+    micro::runtime::block_on(main_async())
+}
+
+async fn main_async() {
     let cli: Cli = micro::config::parse();
     micro::log::init_with(cli.micro.ops.log_format);
     if let Err(e) = run(cli).await {

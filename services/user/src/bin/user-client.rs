@@ -72,8 +72,13 @@ impl Password {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// On a `current_thread` runtime when the process may use one CPU, else
+/// `multi_thread` (`MICRO_RUNTIME` overrides it): see `micro::runtime`.
+fn main() {
+    micro::runtime::block_on(main_async())
+}
+
+async fn main_async() {
     let cli: Cli = micro::config::parse();
     micro::log::init_with(cli.micro.ops.log_format);
     match run(cli).await {
