@@ -17,6 +17,7 @@
 mod charts;
 mod discovery;
 mod gray;
+mod grpc_gateway;
 mod hotpaths;
 mod load;
 mod ops;
