@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks of the toolkit against what users would pick
-//! instead (raw tonic, grpc-go, a minimal axum → tonic gateway, bare axum), in
+//! instead (raw tonic, grpc-go, grpc-gateway, a minimal axum → tonic gateway, bare axum), in
 //! one run.
 //!
 //! ```sh
