@@ -1,5 +1,5 @@
 //! Side-by-side benchmarks of the toolkit against what users would pick
-//! instead (raw tonic, grpc-go, a minimal axum → tonic gateway, bare axum), in
+//! instead (raw tonic, grpc-go, grpc-gateway, a minimal axum → tonic gateway, bare axum), in
 //! one run.
 //!
 //! ```sh
@@ -17,6 +17,7 @@
 mod charts;
 mod discovery;
 mod gray;
+mod grpc_gateway;
 mod hotpaths;
 mod load;
 mod ops;

@@ -24,7 +24,7 @@ use crate::scenarios::{GRPC_SHAPES, Plan, grpc_server};
 use crate::servers::Flavor;
 
 /// Where Debian's golang-*-dev packages put their Go sources (a GOPATH root).
-const DEBIAN_GOCODE: &str = "/usr/share/gocode";
+pub(crate) const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 const GO_MAIN: &str = include_str!("../grpc-go/main.go");
 const GREETER_PROTO: &str = include_str!("../../proto/greeter/greeter.proto");
 /// The GOPATH import path of the Go server (and its stubs under `/greeter`).
@@ -50,13 +50,13 @@ impl Drop for GoServer {
     }
 }
 
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// Runs `command`; on failure returns its first stderr lines.
-fn run(what: &str, command: &mut Command) -> Result<String, String> {
+pub(crate) fn run(what: &str, command: &mut Command) -> Result<String, String> {
     let output = command
         .output()
         .map_err(|e| format!("cannot run {what}: {e}"))?;

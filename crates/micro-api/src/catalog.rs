@@ -145,8 +145,11 @@ impl Catalog {
     /// listing, or a lookup of a name not seen live yet).
     pub async fn presence(&self, name: &str, budget: Duration) -> Presence {
         let deadline = Instant::now() + budget;
-        let mut view = self.view.subscribe();
-        let _ = tokio::time::timeout_at(deadline, view.wait_for(|v| *v != View::Waiting)).await;
+        // Once listed, no wait (and no timer) on the per-request path.
+        if *self.view.borrow() == View::Waiting {
+            let mut view = self.view.subscribe();
+            let _ = tokio::time::timeout_at(deadline, view.wait_for(|v| *v != View::Waiting)).await;
+        }
         let known = {
             let names = self.read();
             if names.live.contains(name) {

@@ -42,14 +42,20 @@ pub const GET_CONTENT_TYPE: &str = "text/plain; charset=UTF-8";
 /// `User-Agent`, `grpc-*` (gRPC's own) — and any name or value that is not
 /// valid ASCII metadata (`-bin` keys included).
 pub fn to_metadata(headers: &HeaderMap) -> tonic::metadata::MetadataMap {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::new();
+    // Runs on every request: nothing allocated for what is not forwarded,
+    // and a header sent once is forwarded as it is (a shared copy).
+    let named: Vec<String> = if headers.contains_key(header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = HeaderMap::with_capacity(headers.keys_len());
     for name in headers.keys() {
         let key = name.as_str();
         if is_hop_by_hop(name)
@@ -62,6 +68,14 @@ pub fn to_metadata(headers: &HeaderMap) -> tonic::metadata::MetadataMap {
             || key.starts_with(':')
             || key.ends_with("-bin")
         {
+            continue;
+        }
+        let mut values = headers.get_all(name).iter();
+        if let (Some(value), None) = (values.next(), values.next()) {
+            // Metadata values are visible ASCII; anything else is dropped.
+            if value.to_str().is_ok() {
+                out.insert(name.clone(), value.clone());
+            }
             continue;
         }
         let mut joined: Vec<u8> = Vec::new();

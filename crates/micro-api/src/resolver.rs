@@ -119,17 +119,21 @@ impl Resolver {
 
     fn full_name(&self, service: &str) -> String {
         if self.namespace.is_empty() {
-            service.to_string()
-        } else {
-            format!("{}.{service}", self.namespace)
+            return service.to_string();
         }
+        // Not format!: this runs on every request.
+        let mut name = String::with_capacity(self.namespace.len() + 1 + service.len());
+        name.push_str(&self.namespace);
+        name.push('.');
+        name.push_str(service);
+        name
     }
 }
 
 /// go-micro's `apiRoute`: (service, handler, method) of a decoded path,
 /// without validation.
 fn api_route(path: &str) -> (String, String, String) {
-    let cleaned = clean(path);
+    let cleaned = clean_cow(path);
     let trimmed = cleaned.strip_prefix('/').unwrap_or(&cleaned);
     let parts: Vec<&str> = trimmed.split('/').collect();
     match parts.as_slice() {
@@ -159,6 +163,20 @@ fn decode(path: &str) -> Result<Cow<'_, str>, ResolveError> {
 /// Go's `path.Clean` for a path made rooted: one slash between parts, no `.`
 /// parts, `..` removes the part before it, and never climbs above the root.
 pub(crate) fn clean(path: &str) -> String {
+    clean_cow(path).into_owned()
+}
+
+/// [`clean`], borrowing `path` when it is clean already (the usual case:
+/// rooted, no empty, `.` or `..` part), so a request's path is not copied.
+fn clean_cow(path: &str) -> Cow<'_, str> {
+    let is_clean = path.len() > 1
+        && path.starts_with('/')
+        && path[1..]
+            .split('/')
+            .all(|part| !matches!(part, "" | "." | ".."));
+    if is_clean {
+        return Cow::Borrowed(path);
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -172,18 +190,30 @@ pub(crate) fn clean(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 1);
     out.push('/');
     out.push_str(&parts.join("/"));
-    out
+    Cow::Owned(out)
 }
 
-/// go-micro's `toCamel`: split on `-`, `strings.Title` each word, join.
+/// go-micro's `toCamel`: split on `-`, `strings.Title` each word, join
+/// (into one string: no allocation per word).
 fn to_camel(part: &str) -> String {
-    part.split('-').map(title).collect()
+    let mut out = String::with_capacity(part.len());
+    for word in part.split('-') {
+        title_into(&mut out, word);
+    }
+    out
 }
 
 /// Go's `strings.Title`: upper-cases each letter that starts a word (follows
 /// a separator: a space or an ASCII character other than a letter, digit or `_`).
+#[cfg(test)]
 fn title(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
+    title_into(&mut out, word);
+    out
+}
+
+/// [`title`] of `word`, appended to `out`.
+fn title_into(out: &mut String, word: &str) {
     let mut previous_separates = true;
     for c in word.chars() {
         if previous_separates {
@@ -197,7 +227,6 @@ fn title(word: &str) -> String {
             c.is_whitespace()
         };
     }
-    out
 }
 
 /// `^v[0-9]+$`

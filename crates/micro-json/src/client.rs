@@ -183,15 +183,20 @@ impl DynamicClient {
         options: CallOptions,
     ) -> Result<Vec<u8>, Error> {
         let started = Instant::now();
-        let endpoint = format!("{handler}.{method}");
-        let path = PathAndQuery::try_from(format!("/{service}.{handler}/{method}"))
-            .map_err(|_| Error::bad_input(format!("cannot call {service} {endpoint}")))?;
+        // Built only for errors; the path without format! (every call).
+        let endpoint = || format!("{handler}.{method}");
+        let mut grpc_path = String::with_capacity(service.len() + handler.len() + method.len() + 3);
+        for part in ["/", service, ".", handler, "/", method] {
+            grpc_path.push_str(part);
+        }
+        let path = PathAndQuery::try_from(grpc_path)
+            .map_err(|_| Error::bad_input(format!("cannot call {service} {}", endpoint())))?;
         let schema = match self.schemas.lookup(service, options.timeout).await? {
             Lookup::Schema(schema) => schema,
             Lookup::NoReflection => {
                 let remaining = remaining(service, &options, started)?;
                 return self
-                    .call_raw_json(service, &endpoint, path, input, options, remaining)
+                    .call_raw_json(service, &endpoint(), path, input, options, remaining)
                     .await;
             }
         };
@@ -199,14 +204,17 @@ impl DynamicClient {
             return Err(Error::of_service(
                 ErrorKind::NoEndpoint,
                 service,
-                format!("service {service} has no endpoint {endpoint}"),
+                format!("service {service} has no endpoint {}", endpoint()),
             ));
         };
         if descriptor.is_client_streaming() || descriptor.is_server_streaming() {
             return Err(Error::of_service(
                 ErrorKind::Unsupported,
                 service,
-                format!("endpoint {endpoint} of {service} streams; only unary calls take JSON"),
+                format!(
+                    "endpoint {} of {service} streams; only unary calls take JSON",
+                    endpoint()
+                ),
             ));
         }
         let message = match input {
@@ -232,7 +240,7 @@ impl DynamicClient {
                     // Our schema may be stale.
                     self.schemas.invalidate(service);
                 }
-                Error::call(status, service, &endpoint)
+                Error::call(status, service, &endpoint())
             })?;
         message_to_json(&reply.into_inner())
     }

@@ -56,16 +56,19 @@ impl Schema {
 
     /// The method `handler.method`: `handler` is a proto service's name
     /// without its package, as go-micro's servers route.
+    /// When several packages have a service of that name, the first by full
+    /// name that has the method (found without collecting or sorting: this
+    /// runs on every call).
     pub fn method(&self, handler: &str, method: &str) -> Option<MethodDescriptor> {
-        let mut services: Vec<_> = self
-            .pool
+        self.pool
             .services()
             .filter(|s| s.name() == handler)
-            .collect();
-        services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
-        services
-            .into_iter()
-            .find_map(|s| s.methods().find(|m| m.name() == method))
+            .filter_map(|s| s.methods().find(|m| m.name() == method))
+            .min_by(|a, b| {
+                a.parent_service()
+                    .full_name()
+                    .cmp(b.parent_service().full_name())
+            })
     }
 
     /// `Handler.Method` of every method.

@@ -70,7 +70,8 @@ pub fn message_to_json(message: &DynamicMessage) -> Result<Vec<u8>, Error> {
 
 /// A message → JSON in `form`.
 pub fn message_to_json_in(message: &DynamicMessage, form: JsonForm) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
+    // Most replies fit: no regrowth (and copy) while writing.
+    let mut out = Vec::with_capacity(256);
     let mut serializer = serde_json::Serializer::new(&mut out);
     message
         .serialize_with_options(&mut serializer, &form.options())

@@ -11,7 +11,7 @@ use micro_client::Idempotent;
 use axum::response::IntoResponse;
 use tonic::Code;
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
+use super::{call_timeout, deadline, ensure_registered, is_safe, matched, read_body, routed};
 use crate::Inner;
 use crate::convert::{from_api_response, to_api_request, to_metadata};
 use crate::error::ApiError;
@@ -48,7 +48,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             tonic_prost::ProstCodec::<ApiRequest, ApiResponse>::default(),
         )
         .await;
-    let matched = format!("{}/{}", route.service, route.endpoint());
+    let matched = matched(&route);
     match reply {
         Ok(reply) => Ok(routed(
             from_api_response(reply.into_inner(), &route.service)?,

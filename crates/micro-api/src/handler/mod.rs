@@ -89,15 +89,20 @@ pub(crate) async fn ensure_registered(
 ) -> Result<(), ApiError> {
     use crate::catalog::Presence;
     let budget = deadline.saturating_duration_since(Instant::now());
-    let registry = inner.client.registry().name();
-    let shown = crate::edge::shown(service);
+    // The messages are built only when needed: this runs on every request.
+    let registry = || inner.client.registry().name();
+    let shown = || crate::edge::shown(service);
     match inner.catalog.presence(service, budget).await {
         Presence::Live => Ok(()),
         Presence::Gone => Err(ApiError::unavailable(format!(
-            "service {shown}: no live node in registry [{registry}]"
+            "service {}: no live node in registry [{}]",
+            shown(),
+            registry()
         ))),
         Presence::Unknown => Err(ApiError::not_found(format!(
-            "service {shown} not found in registry [{registry}]"
+            "service {} not found in registry [{}]",
+            shown(),
+            registry()
         ))),
     }
 }
@@ -109,6 +114,19 @@ pub(crate) fn routed(mut response: Response, route: String) -> Response {
         .extensions_mut()
         .insert(micro_telemetry::api::Route(route));
     response
+}
+
+/// `<service>/<Handler.Method>`, the route a request reached (not format!:
+/// this runs on every request).
+pub(crate) fn matched(route: &crate::Route) -> String {
+    let mut out =
+        String::with_capacity(route.service.len() + route.handler.len() + route.method.len() + 2);
+    out.push_str(&route.service);
+    out.push('/');
+    out.push_str(&route.handler);
+    out.push('.');
+    out.push_str(&route.method);
+    out
 }
 
 /// Safe methods: the only ones whose calls are marked idempotent, so retried

@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
+use super::{call_timeout, deadline, ensure_registered, is_safe, matched, read_body, routed};
 use crate::Inner;
 use crate::convert::to_metadata;
 use crate::dynamic::{CallOptions, JsonInput};
@@ -47,7 +47,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             options,
         )
         .await;
-    let matched = format!("{}/{}", route.service, route.endpoint());
+    let matched = matched(&route);
     let json = match reply {
         Ok(json) => json,
         // The service answered: the endpoint exists (unless it said it
