@@ -123,7 +123,7 @@ pub(crate) struct Trial {
     /// Register returned (t0) → first call on the new node (t1).
     pub(crate) register_to_call: f64,
     /// Register returned → the client's registry watch delivered the node.
-    register_to_watch: f64,
+    pub(crate) register_to_watch: f64,
     /// Register call began → first call.
     register_call_to_call: f64,
     /// Server start (before its registry client and listener) → first call.

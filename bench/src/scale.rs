@@ -170,6 +170,10 @@ struct Row {
     gw_route_p99: f64,
     gw_route_trials: f64,
     gw_route_missed: f64,
+    rr_route_p50: f64,
+    rr_route_p99: f64,
+    rr_route_trials: f64,
+    cl_watch_p99: f64,
     cl_route_p50: f64,
     cl_route_p99: f64,
     cl_route_trials: f64,
@@ -177,7 +181,7 @@ struct Row {
 }
 
 impl Row {
-    fn fields(&self) -> [f64; 22] {
+    fn fields(&self) -> [f64; 26] {
         [
             self.services,
             self.nodes,
@@ -197,6 +201,10 @@ impl Row {
             self.gw_route_p99,
             self.gw_route_trials,
             self.gw_route_missed,
+            self.rr_route_p50,
+            self.rr_route_p99,
+            self.rr_route_trials,
+            self.cl_watch_p99,
             self.cl_route_p50,
             self.cl_route_p99,
             self.cl_route_trials,
@@ -234,6 +242,10 @@ impl Row {
             gw_route_p99,
             gw_route_trials,
             gw_route_missed,
+            rr_route_p50,
+            rr_route_p99,
+            rr_route_trials,
+            cl_watch_p99,
             cl_route_p50,
             cl_route_p99,
             cl_route_trials,
@@ -258,6 +270,10 @@ impl Row {
             gw_route_p99,
             gw_route_trials,
             gw_route_missed,
+            rr_route_p50,
+            rr_route_p99,
+            rr_route_trials,
+            cl_watch_p99,
             cl_route_p50,
             cl_route_p99,
             cl_route_trials,
@@ -555,10 +571,11 @@ struct Gateway {
     ready_ms: f64,
 }
 
-fn start_gateway(bin_dir: &Path, backend: &Backend) -> Gateway {
+fn start_gateway(bin_dir: &Path, backend: &Backend, extra: &[&str]) -> Gateway {
     let admin = format!("127.0.0.1:{}", free_port());
     let address = format!("127.0.0.1:{}", free_port());
     let mut args = registry_flags(backend);
+    args.extend(extra.iter().map(|a| a.to_string()));
     args.extend([
         format!("--admin_address={admin}"),
         "api".to_string(),
@@ -753,7 +770,7 @@ async fn measure(
 
         let (gateway_proc, gateway_address, ready_ms) = {
             let (bin_dir, backend) = (bin_dir.clone(), backend.clone());
-            let g = tokio::task::spawn_blocking(move || start_gateway(&bin_dir, &backend))
+            let g = tokio::task::spawn_blocking(move || start_gateway(&bin_dir, &backend, &[]))
                 .await
                 .expect("gateway start");
             (g.proc, g.address, g.ready_ms)
@@ -816,7 +833,27 @@ async fn measure(
         row.gw_route_p99 = percentile(&gw, 0.99);
         row.gw_route_trials = gw.len() as f64;
         row.gw_route_missed = gw_missed as f64;
+        // The same through a gateway that picks round robin: the registry's
+        // and the gateway's share without p2c's caution about a new node.
+        let round_robin = {
+            let (bin_dir, backend) = (bin_dir.clone(), backend.clone());
+            tokio::task::spawn_blocking(move || {
+                start_gateway(&bin_dir, &backend, &["--selector=roundrobin"])
+            })
+            .await
+            .expect("gateway start")
+        };
+        let (rr, _) = gateway_trials(&backend, &round_robin.address, config.trials).await;
+        tokio::task::spawn_blocking(move || drop(round_robin))
+            .await
+            .expect("stop gateway");
+        let rr = sorted(rr.into_iter());
+        row.rr_route_p50 = percentile(&rr, 0.5);
+        row.rr_route_p99 = percentile(&rr, 0.99);
+        row.rr_route_trials = rr.len() as f64;
         let samples = discovery::run_trials(backend.clone(), config.trials, |_, _| {}).await;
+        let watch = sorted(samples.trials.iter().map(|t| t.register_to_watch));
+        row.cl_watch_p99 = percentile(&watch, 0.99);
         let cl = sorted(samples.trials.iter().map(|t| t.register_to_call));
         row.cl_route_p50 = percentile(&cl, 0.5);
         row.cl_route_p99 = percentile(&cl, 0.99);
@@ -873,16 +910,13 @@ fn table(title: &str, config: &Config, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "| services × nodes | gateway spawn → ready (ms) | gateway RSS ready / peak (MiB) | gateway RSS after churn (MiB) | client spawn → first answer (ms) | client RSS (MiB) | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | new node → first call via the gateway p50 / p99 (ms) | new node → first call, running client p50 / p99 (ms) |"
+        "| services × nodes | gateway spawn → ready (ms) | gateway RSS ready / peak (MiB) | gateway RSS after churn (MiB) | client spawn → first answer (ms) | client RSS (MiB) |"
     );
-    let _ = writeln!(
-        out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {:.0} × {} ({:.0}) | {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.1} | {:.0} ({:.1}){} | {:.1} | {:.1} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials{}) |",
+            "| {:.0} × {} ({:.0}) | {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.1} |",
             r.services,
             config.nodes_per_service,
             r.nodes,
@@ -892,6 +926,25 @@ fn table(title: &str, config: &Config, rows: &[Row]) -> String {
             r.gw_rss_after_kib / 1024.0,
             r.cl_ready_ms,
             r.cl_rss_kib / 1024.0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nUnder churn (a new greeter node registers → the first call it gets; one call in flight; \
+         nearest-rank percentiles, p99 = max under 100 trials):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| services × nodes | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {:.1} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
+            r.services,
+            config.nodes_per_service,
+            r.nodes,
             r.churn_events,
             r.churn_s,
             if r.churn_skipped > 0.0 {
@@ -905,6 +958,10 @@ fn table(title: &str, config: &Config, rows: &[Row]) -> String {
             r.gw_route_p99,
             r.gw_route_trials,
             missed_text(r.gw_route_missed),
+            r.rr_route_p50,
+            r.rr_route_p99,
+            r.rr_route_trials,
+            r.cl_watch_p99,
             r.cl_route_p50,
             r.cl_route_p99,
             r.cl_route_trials,

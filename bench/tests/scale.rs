@@ -28,7 +28,7 @@ fn r13_runs_at_a_tiny_size() {
         "{report}"
     );
     // One row: 5 services × 2 nodes.
-    assert!(report.contains("| 5 × 2 (10) |"), "{report}");
+    assert!(report.contains("| 5 × 2 (10) | "), "{report}");
     assert!(
         report.contains("### R13: cost at scale, mDNS in a private network namespace"),
         "{report}"
