@@ -52,14 +52,14 @@ const R7_TARGET_MS: f64 = 1500.0;
 
 /// Where servers and the client register and look up.
 #[derive(Clone, Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Etcd { address: String },
     Mdns,
 }
 
 impl Backend {
     /// A fresh registry client (etcd) or responder (mDNS). Needs a runtime.
-    async fn registry(&self) -> SharedRegistry {
+    pub(crate) async fn registry(&self) -> SharedRegistry {
         match self {
             Backend::Etcd { address } => {
                 let options = EtcdOptions::from_addresses(address).expect("etcd address");
@@ -70,7 +70,7 @@ impl Backend {
     }
 
     /// Longest wait for one step of a trial (registration, first call, drop).
-    fn step_bound(&self) -> Duration {
+    pub(crate) fn step_bound(&self) -> Duration {
         match self {
             Backend::Etcd { .. } => Duration::from_secs(5),
             Backend::Mdns => Duration::from_secs(10),
@@ -80,9 +80,9 @@ impl Backend {
 
 /// How many trials, and how long they may take in all.
 #[derive(Clone, Copy, Debug)]
-struct Trials {
-    count: usize,
-    budget: Duration,
+pub(crate) struct Trials {
+    pub(crate) count: usize,
+    pub(crate) budget: Duration,
 }
 
 impl Trials {
@@ -119,11 +119,11 @@ impl Trials {
 
 /// One trial's intervals, in milliseconds (negative: t1 came first).
 #[derive(Clone, Copy, Debug)]
-struct Trial {
+pub(crate) struct Trial {
     /// Register returned (t0) → first call on the new node (t1).
-    register_to_call: f64,
+    pub(crate) register_to_call: f64,
     /// Register returned → the client's registry watch delivered the node.
-    register_to_watch: f64,
+    pub(crate) register_to_watch: f64,
     /// Register call began → first call.
     register_call_to_call: f64,
     /// Server start (before its registry client and listener) → first call.
@@ -167,20 +167,20 @@ impl Trial {
 
 /// What all trials of one registry produced.
 #[derive(Debug, Default)]
-struct Samples {
-    trials: Vec<Trial>,
+pub(crate) struct Samples {
+    pub(crate) trials: Vec<Trial>,
     /// Trials where the new node got no call (or did not register, or the
     /// watch did not deliver it) within the step bound.
-    missed: usize,
+    pub(crate) missed: usize,
     /// Calls of the closed loop, and how many failed.
-    calls: u64,
-    errors: u64,
+    pub(crate) calls: u64,
+    pub(crate) errors: u64,
     /// How long the trials took, stops and drop waits included.
     elapsed: Duration,
 }
 
 /// Milliseconds from `a` to `b`, negative when `b` came first.
-fn ms_between(a: Instant, b: Instant) -> f64 {
+pub(crate) fn ms_between(a: Instant, b: Instant) -> f64 {
     if b >= a {
         (b - a).as_secs_f64() * 1000.0
     } else {
@@ -196,10 +196,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// When a server started, called Register, and Register returned.
 #[derive(Clone, Copy, Debug)]
-struct Marks {
+pub(crate) struct Marks {
     start: Instant,
     called: Instant,
-    returned: Instant,
+    pub(crate) returned: Instant,
 }
 
 /// The server's registry, timing its first successful Register call.
@@ -277,8 +277,8 @@ impl Greeter for FirstCallGreeter {
 }
 
 /// A toolkit server on its own thread and runtime, pinned to the server core.
-struct NodeServer {
-    node_id: String,
+pub(crate) struct NodeServer {
+    pub(crate) node_id: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -287,7 +287,7 @@ impl NodeServer {
     /// Starts a greeter server with a registry of its own; returns once it is
     /// bound (it registers right after), with a receiver of its [`Marks`].
     /// `first` learns of its first call.
-    async fn start(
+    pub(crate) async fn start(
         backend: &Backend,
         first: Option<oneshot::Sender<Instant>>,
     ) -> (NodeServer, oneshot::Receiver<Marks>) {
@@ -355,7 +355,7 @@ impl NodeServer {
     }
 
     /// Graceful stop (deregister, drain, stop), waiting for the thread.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -378,13 +378,13 @@ impl Drop for NodeServer {
 
 /// Registry events as the client's registry delivered them, timestamped on
 /// arrival by a task of their own.
-struct Probe {
+pub(crate) struct Probe {
     events: mpsc::UnboundedReceiver<(Instant, Event)>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Probe {
-    async fn start(registry: &SharedRegistry) -> Probe {
+    pub(crate) async fn start(registry: &SharedRegistry) -> Probe {
         let mut watcher = registry
             .watch(WatchOptions::service(GREETER))
             .await
@@ -402,7 +402,12 @@ impl Probe {
 
     /// When an event with `action` (Create or Update if `created`) for
     /// `node_id` arrived; `None` after `bound` or if the watch ended.
-    async fn wait(&mut self, node_id: &str, created: bool, bound: Duration) -> Option<Instant> {
+    pub(crate) async fn wait(
+        &mut self,
+        node_id: &str,
+        created: bool,
+        bound: Duration,
+    ) -> Option<Instant> {
         let wanted = |action: Action| match action {
             Action::Create | Action::Update => created,
             Action::Delete => !created,
@@ -446,7 +451,11 @@ async fn wait_node(set: &NodeSet, node_id: &str, present: bool, bound: Duration)
 
 /// Runs the trials against `backend`; call on the load core, in a runtime.
 /// `tell` hears of each trial as it ends (its number; `None`: missed).
-async fn run_trials(backend: Backend, trials: Trials, tell: fn(usize, Option<&Trial>)) -> Samples {
+pub(crate) async fn run_trials(
+    backend: Backend,
+    trials: Trials,
+    tell: fn(usize, Option<&Trial>),
+) -> Samples {
     let bound = backend.step_bound();
     let client_registry = backend.registry().await;
     let mut probe = Probe::start(&client_registry).await;
@@ -548,7 +557,7 @@ async fn run_trials(backend: Backend, trials: Trials, tell: fn(usize, Option<&Tr
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -556,7 +565,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+pub(crate) fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v
@@ -667,7 +676,7 @@ pub fn r6(plan: &Plan) -> String {
 }
 
 /// Whether this process may create network namespaces.
-fn netns_available() -> bool {
+pub(crate) fn netns_available() -> bool {
     std::process::Command::new("unshare")
         .args(["--net", "true"])
         .stdout(std::process::Stdio::null())

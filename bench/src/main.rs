@@ -24,6 +24,7 @@ mod ops;
 mod proc;
 mod r2;
 mod report;
+mod scale;
 mod scenarios;
 mod servers;
 
@@ -42,7 +43,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// r10, r11, r12, hotpaths; ops (telemetry overhead) only when named.
+    /// r10, r11, r12, hotpaths; ops (telemetry overhead) and r13 (cost at
+    /// scale) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -98,6 +100,22 @@ enum Command {
         #[arg(long)]
         budget_ms: u64,
     },
+    /// Internal: R13's fresh client (resolves the greeter, calls it once,
+    /// prints `R13-CLIENT READY`, then follows the registry until stopped).
+    #[command(hide = true)]
+    ScaleClient {
+        #[arg(long, default_value = "etcd")]
+        registry: String,
+        #[arg(long = "registry_address")]
+        registry_address: Option<String>,
+    },
+    /// Internal: R13 on mDNS, run by the benchmark in a private network
+    /// namespace (refuses to run where it sees more than loopback).
+    #[command(hide = true)]
+    ScaleMdns {
+        #[arg(long)]
+        bin_dir: PathBuf,
+    },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
     Hotpath {
@@ -152,6 +170,11 @@ fn main() {
         Some(Command::DiscoveryMdns { trials, budget_ms }) => {
             return discovery::mdns_child(trials, std::time::Duration::from_millis(budget_ms));
         }
+        Some(Command::ScaleClient {
+            registry,
+            registry_address,
+        }) => return scale::client_child(&registry, registry_address.as_deref()),
+        Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
         Some(Command::Hotpaths { save, workloads }) => {
             let report = hotpaths::run(&exe, &workloads, save);
             print!("{report}");

@@ -104,6 +104,10 @@ pub fn run(plan: &Plan) -> String {
     if plan.only.iter().any(|s| s == "ops") {
         out.push_str(&crate::ops::ops(plan));
     }
+    // Cost at scale runs only when asked for by name (`--only r13`).
+    if plan.only.iter().any(|s| s == "r13") {
+        out.push_str(&crate::scale::r13(plan));
+    }
     if plan.wants("r6") {
         out.push_str(&discovery::r6(plan));
     }

@@ -40,6 +40,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -106,8 +107,10 @@ impl Default for ResolveOptions {
 /// One node as the resolution last saw it.
 #[derive(Clone, Debug)]
 struct Known {
-    /// Its service (name, version, metadata, endpoints), without nodes.
-    service: Service,
+    /// Its service (name, version, metadata, endpoints), without nodes:
+    /// shared by the nodes of one listed service (endpoint descriptions are
+    /// most of an entry, and a resolution of every service holds them all).
+    service: Arc<Service>,
     node: Node,
     /// Kept past a listing that lacked it, until then.
     stale_until: Option<Instant>,
@@ -129,6 +132,10 @@ pub struct Resolution {
     failed: bool,
     /// (service, node id) → node.
     known: BTreeMap<(String, String), Known>,
+    /// How many of `known` are stale (kept past a listing): while none are,
+    /// an event costs no scan of `known` (it holds every node of every
+    /// service when following them all).
+    stale: usize,
     queued: VecDeque<Update>,
 }
 
@@ -165,6 +172,7 @@ impl Resolution {
             listed: false,
             failed: false,
             known: BTreeMap::new(),
+            stale: 0,
             queued: VecDeque::new(),
         }
     }
@@ -186,7 +194,11 @@ impl Resolution {
                 }
                 return self.connect().await;
             };
-            let stale = self.known.values().filter_map(|k| k.stale_until).min();
+            let stale = if self.stale == 0 {
+                None
+            } else {
+                self.known.values().filter_map(|k| k.stale_until).min()
+            };
             let refresh = self
                 .options
                 .refresh
@@ -294,12 +306,14 @@ impl Resolution {
         self.listed = true;
         let mut next: BTreeMap<(String, String), Known> = BTreeMap::new();
         let mut out: Vec<Service> = Vec::new();
+        let mut stale = 0;
         for service in services {
+            let shared = Arc::new(without_nodes(&service));
             for node in &service.nodes {
                 next.insert(
                     (service.name.clone(), node.id.clone()),
                     Known {
-                        service: without_nodes(&service),
+                        service: shared.clone(),
                         node: node.clone(),
                         stale_until: None,
                     },
@@ -318,6 +332,7 @@ impl Resolution {
                 }
                 tracing::debug!(service = %key.0, node = %key.1, "node missing from the listing after an outage; kept for {:?}", until - now);
                 push_node(&mut out, &known.service, known.node.clone());
+                stale += 1;
                 next.insert(
                     key,
                     Known {
@@ -328,6 +343,7 @@ impl Resolution {
             }
         }
         self.known = next;
+        self.stale = stale;
         Update::Reset(out)
     }
 
@@ -338,24 +354,34 @@ impl Resolution {
         }
         match action {
             Action::Create | Action::Update => {
+                let shared = Arc::new(without_nodes(&service));
                 for node in &service.nodes {
-                    self.known.insert(
+                    let replaced = self.known.insert(
                         (service.name.clone(), node.id.clone()),
                         Known {
-                            service: without_nodes(&service),
+                            service: shared.clone(),
                             node: node.clone(),
                             stale_until: None,
                         },
                     );
+                    self.forget_stale(replaced);
                 }
                 Some(Update::Add(service))
             }
             Action::Delete => {
                 for node in &service.nodes {
-                    self.known.remove(&(service.name.clone(), node.id.clone()));
+                    let removed = self.known.remove(&(service.name.clone(), node.id.clone()));
+                    self.forget_stale(removed);
                 }
                 Some(Update::Remove(service))
             }
+        }
+    }
+
+    /// Counts out a node that left `known`, if it was stale.
+    fn forget_stale(&mut self, left: Option<Known>) {
+        if left.is_some_and(|k| k.stale_until.is_some()) {
+            self.stale -= 1;
         }
     }
 
@@ -371,6 +397,7 @@ impl Resolution {
         let mut removed: Vec<Service> = Vec::new();
         for key in expired {
             if let Some(known) = self.known.remove(&key) {
+                self.stale -= 1;
                 tracing::debug!(service = %key.0, node = %key.1, "node did not come back after the registry outage; dropped");
                 push_node(&mut removed, &known.service, known.node);
             }
@@ -642,6 +669,61 @@ mod tests {
         // No Remove at the end of the grace: the next thing is a real change.
         let later = tokio::time::timeout(Duration::from_secs(30), r.next()).await;
         assert!(later.is_err(), "unexpected {later:?}");
+    }
+
+    /// Events cost no scan of every known node unless some are stale: the
+    /// count of stale nodes follows them in and out, and a stale node left
+    /// over still expires.
+    #[tokio::test(start_paused = true)]
+    async fn stale_nodes_are_counted_in_and_out() {
+        let outage = Arc::new(Outage::default());
+        for id in ["a", "b", "c"] {
+            outage
+                .register(&node(id), RegisterOptions::default())
+                .await
+                .expect("register");
+        }
+        let options = ResolveOptions {
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+            grace: Some(Duration::from_secs(10)),
+            refresh: None,
+        };
+        let mut r = Resolution::service(outage.clone(), "svc", options);
+        assert_eq!(ids(&r.next().await), ["a", "b", "c"]);
+        assert_eq!(r.stale, 0);
+        // b and c vanish during an outage: kept, stale.
+        outage.set_down(true);
+        for id in ["b", "c"] {
+            outage
+                .registry
+                .deregister(&node(id))
+                .await
+                .expect("deregister");
+        }
+        assert!(matches!(r.next().await, Update::Unavailable(_)));
+        outage.set_down(false);
+        assert_eq!(ids(&r.next().await), ["a", "b", "c"]);
+        let start = Instant::now();
+        assert_eq!(r.stale, 2);
+        // b comes back: no longer stale.
+        outage
+            .register(&node("b"), RegisterOptions::default())
+            .await
+            .expect("register again");
+        assert!(matches!(r.next().await, Update::Add(_)));
+        assert_eq!(r.stale, 1);
+        // a (never stale) goes: the count stays.
+        outage.deregister(&node("a")).await.expect("deregister");
+        assert!(matches!(r.next().await, Update::Remove(_)));
+        assert_eq!(r.stale, 1);
+        // c expires at the end of the grace.
+        let removed = r.next().await;
+        assert!(
+            matches!(removed, Update::Remove(_)) && ids(&removed) == ["c"],
+            "{removed:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(r.stale, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,1132 @@
+//! R13: cost at scale. Many synthetic services in a real registry, churn on
+//! top, and what a fresh `micro api` gateway and a fresh toolkit client pay
+//! for it.
+//!
+//! Per registry (etcd on loopback; mDNS in a private network namespace), at
+//! growing sizes (services × nodes, registered cumulatively through the
+//! [`Registry`] API with endpoints and metadata shaped like the user
+//! service's):
+//!
+//! - a fresh gateway (`micro api --handler=rpc`, the real binary): spawn →
+//!   its `/health/ready` answers 200 (after the catalog's first listing), and
+//!   its RSS (VmRSS, VmHWM) once ready;
+//! - a fresh client (this binary, `micro-bench scale-client`): spawn → its
+//!   first call to a real greeter answered, and its RSS;
+//! - churn (registrations and deregistrations of synthetic nodes at a fixed
+//!   rate): the CPU the gateway and the client spend (utime + stime from
+//!   /proc/PID/stat) over the window, per registry event;
+//! - under the same churn, a new greeter node registers → the first call the
+//!   gateway (an HTTP closed loop through it) routes to it, and the first call
+//!   a running in-process client makes to it (R6/R7's trial).
+//!
+//! Nothing of the synthetic services is called: their nodes listen nowhere.
+//! mDNS runs only in a namespace of our own: this binary again
+//! (`micro-bench scale-mdns`) under `unshare --net`, printing its rows.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use micro_client::{Client, ClientOptions};
+use micro_registry::{Endpoint, Node, RegisterOptions, Service, SharedRegistry, Value};
+use micro_testing::greeter::Request;
+use micro_testing::greeter::greeter_client::GreeterClient;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::discovery::{self, Backend, NodeServer, Probe, Trials, ms_between, percentile, sorted};
+use crate::load::GREETER;
+use crate::proc::{self, Proc, free_port};
+use crate::scenarios::{Plan, start_etcd};
+use crate::servers::Flavor;
+
+/// Prefix of the lines the mDNS child and the client child print.
+const CHILD_PREFIX: &str = "R13-CHILD ";
+const CLIENT_PREFIX: &str = "R13-CLIENT ";
+/// Environment variable: `tiny` runs a few services for a few seconds (the
+/// test of the scenario).
+pub const SIZE_ENV: &str = "MICRO_BENCH_R13";
+
+/// Sizes and durations of one registry's run.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// Services at each step (cumulative).
+    scales: Vec<usize>,
+    nodes_per_service: usize,
+    /// Registrations per second, and as many deregistrations.
+    churn_rate: u32,
+    /// The CPU window (churn, no calls).
+    churn: Duration,
+    /// Routing trials under churn, per client kind.
+    trials: Trials,
+    /// Registrations in flight at once while populating and churning.
+    in_flight: usize,
+}
+
+impl Config {
+    fn etcd(quick: bool, tiny: bool) -> Config {
+        if tiny {
+            return Config::tiny();
+        }
+        if quick {
+            Config {
+                scales: vec![30, 100],
+                nodes_per_service: 5,
+                churn_rate: 100,
+                churn: Duration::from_secs(3),
+                trials: Trials {
+                    count: 20,
+                    budget: Duration::from_secs(4),
+                },
+                in_flight: 64,
+            }
+        } else {
+            Config {
+                scales: vec![100, 300, 1000],
+                nodes_per_service: 5,
+                churn_rate: 100,
+                churn: Duration::from_secs(8),
+                trials: Trials {
+                    count: 100,
+                    budget: Duration::from_secs(10),
+                },
+                in_flight: 64,
+            }
+        }
+    }
+
+    fn mdns(quick: bool, tiny: bool) -> Config {
+        if tiny {
+            return Config::tiny();
+        }
+        // Each registration probes for 750 ms: many in flight.
+        if quick {
+            Config {
+                scales: vec![30, 100],
+                nodes_per_service: 3,
+                churn_rate: 20,
+                churn: Duration::from_secs(3),
+                trials: Trials {
+                    count: 3,
+                    budget: Duration::from_secs(6),
+                },
+                in_flight: 256,
+            }
+        } else {
+            Config {
+                scales: vec![30, 100],
+                nodes_per_service: 3,
+                churn_rate: 20,
+                churn: Duration::from_secs(6),
+                trials: Trials {
+                    count: 8,
+                    budget: Duration::from_secs(12),
+                },
+                in_flight: 256,
+            }
+        }
+    }
+
+    fn tiny() -> Config {
+        Config {
+            scales: vec![5],
+            nodes_per_service: 2,
+            churn_rate: 10,
+            churn: Duration::from_secs(1),
+            trials: Trials {
+                count: 2,
+                budget: Duration::from_secs(4),
+            },
+            in_flight: 16,
+        }
+    }
+}
+
+fn tiny() -> bool {
+    std::env::var(SIZE_ENV).is_ok_and(|v| v == "tiny")
+}
+
+/// What one size produced.
+#[derive(Clone, Debug, Default)]
+struct Row {
+    services: f64,
+    nodes: f64,
+    populate_s: f64,
+    gw_ready_ms: f64,
+    gw_rss_kib: f64,
+    gw_hwm_kib: f64,
+    cl_ready_ms: f64,
+    cl_rss_kib: f64,
+    churn_events: f64,
+    churn_s: f64,
+    churn_skipped: f64,
+    gw_cpu_ms: f64,
+    cl_cpu_ms: f64,
+    gw_rss_after_kib: f64,
+    gw_route_p50: f64,
+    gw_route_p99: f64,
+    gw_route_trials: f64,
+    gw_route_missed: f64,
+    rr_route_p50: f64,
+    rr_route_p99: f64,
+    rr_route_trials: f64,
+    cl_watch_p99: f64,
+    cl_route_p50: f64,
+    cl_route_p99: f64,
+    cl_route_trials: f64,
+    cl_route_missed: f64,
+}
+
+impl Row {
+    fn fields(&self) -> [f64; 26] {
+        [
+            self.services,
+            self.nodes,
+            self.populate_s,
+            self.gw_ready_ms,
+            self.gw_rss_kib,
+            self.gw_hwm_kib,
+            self.cl_ready_ms,
+            self.cl_rss_kib,
+            self.churn_events,
+            self.churn_s,
+            self.churn_skipped,
+            self.gw_cpu_ms,
+            self.cl_cpu_ms,
+            self.gw_rss_after_kib,
+            self.gw_route_p50,
+            self.gw_route_p99,
+            self.gw_route_trials,
+            self.gw_route_missed,
+            self.rr_route_p50,
+            self.rr_route_p99,
+            self.rr_route_trials,
+            self.cl_watch_p99,
+            self.cl_route_p50,
+            self.cl_route_p99,
+            self.cl_route_trials,
+            self.cl_route_missed,
+        ]
+    }
+
+    fn line(&self) -> String {
+        let fields: Vec<String> = self.fields().iter().map(|f| format!("{f}")).collect();
+        format!("ROW {}", fields.join(" "))
+    }
+
+    fn parse(line: &str) -> Option<Row> {
+        let v: Vec<f64> = line
+            .strip_prefix("ROW ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        let [
+            services,
+            nodes,
+            populate_s,
+            gw_ready_ms,
+            gw_rss_kib,
+            gw_hwm_kib,
+            cl_ready_ms,
+            cl_rss_kib,
+            churn_events,
+            churn_s,
+            churn_skipped,
+            gw_cpu_ms,
+            cl_cpu_ms,
+            gw_rss_after_kib,
+            gw_route_p50,
+            gw_route_p99,
+            gw_route_trials,
+            gw_route_missed,
+            rr_route_p50,
+            rr_route_p99,
+            rr_route_trials,
+            cl_watch_p99,
+            cl_route_p50,
+            cl_route_p99,
+            cl_route_trials,
+            cl_route_missed,
+        ] = v.try_into().ok()?;
+        Some(Row {
+            services,
+            nodes,
+            populate_s,
+            gw_ready_ms,
+            gw_rss_kib,
+            gw_hwm_kib,
+            cl_ready_ms,
+            cl_rss_kib,
+            churn_events,
+            churn_s,
+            churn_skipped,
+            gw_cpu_ms,
+            cl_cpu_ms,
+            gw_rss_after_kib,
+            gw_route_p50,
+            gw_route_p99,
+            gw_route_trials,
+            gw_route_missed,
+            rr_route_p50,
+            rr_route_p99,
+            rr_route_trials,
+            cl_watch_p99,
+            cl_route_p50,
+            cl_route_p99,
+            cl_route_trials,
+            cl_route_missed,
+        })
+    }
+
+    /// Gateway CPU per registry event, µs.
+    fn gw_cpu_per_event_us(&self) -> f64 {
+        self.gw_cpu_ms * 1000.0 / self.churn_events
+    }
+
+    fn cl_cpu_per_event_us(&self) -> f64 {
+        self.cl_cpu_ms * 1000.0 / self.churn_events
+    }
+}
+
+/// A synthetic service shaped like the user service's registration: four
+/// endpoints with request/response descriptions, service and node metadata.
+fn synthetic_service(index: usize) -> Service {
+    let message = |name: &str, fields: &[(&str, &str)]| {
+        Value::new(name, name).with_values(
+            fields
+                .iter()
+                .map(|(n, t)| Value::new(*n, *t))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let endpoint = |name: &str, request: Value, response: Value| {
+        let mut e = Endpoint::new(name);
+        e.request = Some(request);
+        e.response = Some(response);
+        e
+    };
+    let user = message(
+        "User",
+        &[
+            ("id", "string"),
+            ("username", "string"),
+            ("email", "string"),
+            ("created", "int64"),
+        ],
+    );
+    Service::new(format!("go.micro.srv.scale{index:05}"), "latest")
+        .with_metadata("team", "scale")
+        .with_endpoint(endpoint(
+            "User.Register",
+            message(
+                "RegisterRequest",
+                &[("username", "string"), ("password", "string")],
+            ),
+            message("RegisterResponse", &[("id", "string")]),
+        ))
+        .with_endpoint(endpoint(
+            "User.Login",
+            message(
+                "LoginRequest",
+                &[("username", "string"), ("password", "string")],
+            ),
+            message(
+                "LoginResponse",
+                &[("token", "string"), ("expires", "int64")],
+            ),
+        ))
+        .with_endpoint(endpoint(
+            "User.QueryUserByName",
+            message("Request", &[("userName", "string")]),
+            message("Response", &[("user", "User")]).with_values(vec![user.clone()]),
+        ))
+        .with_endpoint(endpoint(
+            "User.Update",
+            user,
+            message("UpdateResponse", &[("ok", "bool")]),
+        ))
+}
+
+/// Node `n` of synthetic service `index` (its port listens nowhere).
+fn synthetic_node(service: &Service, index: usize, n: usize) -> Node {
+    Node::new(
+        format!("{}-{n:08x}-0000-4000-8000-{index:012}", service.name),
+        format!("127.0.0.1:{}", 20_000 + (index * 7 + n) % 40_000),
+    )
+    .with_metadata("broker", "http")
+    .with_metadata("protocol", "grpc")
+    .with_metadata("registry", "etcd")
+    .with_metadata("server", "grpc")
+    .with_metadata("transport", "grpc")
+}
+
+/// Registers nodes `n` of services `[from, to)`, `in_flight` at once.
+async fn populate(
+    registry: &SharedRegistry,
+    from: usize,
+    to: usize,
+    nodes: usize,
+    in_flight: usize,
+) {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in from..to {
+        let service = synthetic_service(index);
+        for n in 0..nodes {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore");
+            let registry = registry.clone();
+            let one = service
+                .clone()
+                .with_node(synthetic_node(&service, index, n));
+            tasks.spawn(async move {
+                let result = registry.register(&one, RegisterOptions::default()).await;
+                drop(permit);
+                result
+            });
+        }
+        while let Some(done) = tasks.try_join_next() {
+            done.expect("register task")
+                .expect("synthetic registration");
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("register task")
+            .expect("synthetic registration");
+    }
+}
+
+/// Registrations and deregistrations of synthetic nodes at `rate` per second
+/// each, until stopped; counts completed operations (= registry events).
+struct Churn {
+    running: Arc<AtomicBool>,
+    events: Arc<AtomicU64>,
+    skipped: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Churn {
+    /// Prefills `rate` churn nodes (so each tick both registers one and
+    /// deregisters one), then churns.
+    async fn start(
+        registry: SharedRegistry,
+        services: usize,
+        rate: u32,
+        in_flight: usize,
+    ) -> Churn {
+        let running = Arc::new(AtomicBool::new(true));
+        let events = Arc::new(AtomicU64::new(0));
+        let skipped = Arc::new(AtomicU64::new(0));
+        let services = services.max(1);
+        let node = move |j: usize| {
+            let index = j % services;
+            let service = synthetic_service(index);
+            let node = Node::new(
+                format!("{}-churn-{j:010}", service.name),
+                format!("127.0.0.1:{}", 60_000 + j % 5000),
+            )
+            .with_metadata("protocol", "grpc");
+            service.with_node(node)
+        };
+        let mut queue: std::collections::VecDeque<Service> = std::collections::VecDeque::new();
+        let mut next = 0usize;
+        for _ in 0..rate {
+            let one = node(next);
+            next += 1;
+            registry
+                .register(&one, RegisterOptions::default())
+                .await
+                .expect("churn prefill");
+            queue.push_back(one);
+        }
+        let task = {
+            let (running, events, skipped) = (running.clone(), events.clone(), skipped.clone());
+            tokio::spawn(async move {
+                let permits = Arc::new(Semaphore::new(in_flight));
+                let mut tick =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                while running.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let add = node(next);
+                    next += 1;
+                    let Some(remove) = queue.pop_front() else {
+                        break;
+                    };
+                    queue.push_back(add.clone());
+                    let (registry, events) = (registry.clone(), events.clone());
+                    tokio::spawn(async move {
+                        if registry
+                            .register(&add, RegisterOptions::default())
+                            .await
+                            .is_ok()
+                        {
+                            events.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if registry.deregister(&remove).await.is_ok() {
+                            events.fetch_add(1, Ordering::Relaxed);
+                        }
+                        drop(permit);
+                    });
+                }
+                // Wait (bounded) for the operations in flight, then take the
+                // churn nodes out.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    permits.acquire_many(in_flight as u32),
+                )
+                .await;
+                for service in queue {
+                    let _ = registry.deregister(&service).await;
+                }
+            })
+        };
+        Churn {
+            running,
+            events,
+            skipped,
+            task,
+        }
+    }
+
+    fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) {
+        self.running.store(false, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+/// utime + stime of `pid`, in milliseconds.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3 (state).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 1000.0 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// VmRSS and VmHWM of `pid`, KiB.
+fn memory_kib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The HTTP status of `GET path` on `addr` (HTTP/1.0), if it answers.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write as _};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Where the registry is, as `micro` and `scale-client` flags.
+fn registry_flags(backend: &Backend) -> Vec<String> {
+    match backend {
+        Backend::Etcd { address } => vec![
+            "--registry=etcd".to_string(),
+            format!("--registry_address={address}"),
+        ],
+        Backend::Mdns => vec!["--registry=mdns".to_string()],
+    }
+}
+
+/// A fresh `micro api --handler=rpc`: spawned, polled until ready.
+struct Gateway {
+    proc: Proc,
+    address: String,
+    ready_ms: f64,
+}
+
+fn start_gateway(bin_dir: &Path, backend: &Backend, extra: &[&str]) -> Gateway {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut args = registry_flags(backend);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend([
+        format!("--admin_address={admin}"),
+        "api".to_string(),
+        "--handler=rpc".into(),
+        "--namespace=go.micro.srv".into(),
+        format!("--address={address}"),
+    ]);
+    let proc = Proc::spawn(
+        "micro api",
+        &bin_dir.join("micro"),
+        &args,
+        &[("RUST_LOG", "warn".to_string())],
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if http_status(&admin, "/health/ready") == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < until, "micro api not ready within 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready_ms = proc.started.elapsed().as_secs_f64() * 1000.0;
+    Gateway {
+        proc,
+        address,
+        ready_ms,
+    }
+}
+
+/// A fresh client child: spawned, until its first call is answered.
+fn start_client(exe: &Path, backend: &Backend) -> (Proc, f64) {
+    let mut args = vec!["scale-client".to_string()];
+    args.extend(registry_flags(backend));
+    let mut proc = Proc::spawn("scale client", exe, &args, &[]);
+    let (line, at) = proc.wait_line(CLIENT_PREFIX, Duration::from_secs(60));
+    assert!(line.contains("READY"), "the scale client failed: {line}");
+    let ready_ms = (at - proc.started).as_secs_f64() * 1000.0;
+    (proc, ready_ms)
+}
+
+/// `micro-bench scale-client`: resolves the greeter, calls it once, says so,
+/// then idles (following the registry) until stopped.
+pub fn client_child(registry: &str, registry_address: Option<&str>) {
+    let backend = match registry {
+        "etcd" => Backend::Etcd {
+            address: registry_address.unwrap_or("127.0.0.1:2379").to_string(),
+        },
+        "mdns" => Backend::Mdns,
+        other => {
+            println!("{CLIENT_PREFIX}ERROR unknown registry {other:?} (etcd or mdns)");
+            std::process::exit(2);
+        }
+    };
+    let runtime = Flavor::Multi.runtime();
+    runtime.block_on(async move {
+        let registry = backend.registry().await;
+        let client = Client::new(registry, ClientOptions::default());
+        let mut greeter = GreeterClient::new(client.service(GREETER));
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = greeter
+                .hello(Request {
+                    name: "scale".into(),
+                })
+                .await;
+            if answer.is_ok() {
+                break;
+            }
+            if Instant::now() >= until {
+                println!("{CLIENT_PREFIX}ERROR no answer within 30 s: {answer:?}");
+                std::process::exit(1);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        println!("{CLIENT_PREFIX}READY");
+        // Follow the registry until the parent stops us (or goes away).
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await;
+        drop(greeter);
+        drop(client);
+    });
+}
+
+/// Under churn: a new greeter node registers → the first call the gateway
+/// routes to it (an HTTP closed loop through the gateway, one call in
+/// flight). Returns the (Register returned → first call) intervals, ms, and
+/// how many trials missed.
+async fn gateway_trials(backend: &Backend, gateway: &str, trials: Trials) -> (Vec<f64>, usize) {
+    let bound = backend.step_bound();
+    let registry = backend.registry().await;
+    let mut probe = Probe::start(&registry).await;
+    let running = Arc::new(AtomicBool::new(true));
+    let looper = {
+        let running = running.clone();
+        let stream = tokio::net::TcpStream::connect(gateway)
+            .await
+            .expect("connect to micro api");
+        stream.set_nodelay(true).expect("nodelay");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP handshake");
+        tokio::spawn(conn);
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let request = http::Request::post("/greeter/greeter/hello")
+                    .header(http::header::HOST, "127.0.0.1")
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from_static(br#"{"name":"gw"}"#)))
+                    .expect("request");
+                let ok = match sender.send_request(request).await {
+                    Ok(response) => {
+                        let ok = response.status() == http::StatusCode::OK;
+                        response.into_body().collect().await.is_ok() && ok
+                    }
+                    Err(_) => return,
+                };
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut intervals = Vec::new();
+    let mut missed = 0;
+    let started = Instant::now();
+    for _ in 0..trials.count {
+        if started.elapsed() >= trials.budget {
+            break;
+        }
+        let (first_tx, first_rx) = oneshot::channel();
+        let (server, marks_rx) = NodeServer::start(backend, Some(first_tx)).await;
+        let node_id = server.node_id.clone();
+        let (first, marks) = tokio::join!(
+            tokio::time::timeout(bound, first_rx),
+            tokio::time::timeout(bound, marks_rx),
+        );
+        match (first, marks) {
+            (Ok(Ok(t1)), Ok(Ok(marks))) => intervals.push(ms_between(marks.returned, t1)),
+            _ => missed += 1,
+        }
+        server.stop().await;
+        let _ = probe.wait(&node_id, false, bound).await;
+    }
+    running.store(false, Ordering::Relaxed);
+    let _ = tokio::time::timeout(bound, looper).await;
+    drop(probe);
+    registry.close().await;
+    (intervals, missed)
+}
+
+/// Runs every size on `backend`; `tell` hears of each row as it is done.
+async fn measure(
+    backend: Backend,
+    config: Config,
+    exe: PathBuf,
+    bin_dir: PathBuf,
+    tell: impl Fn(&Row),
+) {
+    let registry = backend.registry().await;
+    // The greeter every client and gateway calls (routing trials add more).
+    let (base, _) = NodeServer::start(&backend, None).await;
+    let mut registered = 0;
+    for &services in &config.scales {
+        let mut row = Row {
+            services: services as f64,
+            nodes: (services * config.nodes_per_service) as f64,
+            ..Row::default()
+        };
+        eprintln!(
+            "  {services} services × {} nodes: registering",
+            config.nodes_per_service
+        );
+        let began = Instant::now();
+        populate(
+            &registry,
+            registered,
+            services,
+            config.nodes_per_service,
+            config.in_flight,
+        )
+        .await;
+        registered = services;
+        row.populate_s = began.elapsed().as_secs_f64();
+        if matches!(backend, Backend::Mdns) {
+            // Let the announcements settle (two more follow the probes).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+
+        let (gateway_proc, gateway_address, ready_ms) = {
+            let (bin_dir, backend) = (bin_dir.clone(), backend.clone());
+            let g = tokio::task::spawn_blocking(move || start_gateway(&bin_dir, &backend, &[]))
+                .await
+                .expect("gateway start");
+            (g.proc, g.address, g.ready_ms)
+        };
+        row.gw_ready_ms = ready_ms;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (row.gw_rss_kib, row.gw_hwm_kib) = memory_kib(gateway_proc.pid());
+        let (client_proc, client_ready) = {
+            let (exe, backend) = (exe.clone(), backend.clone());
+            tokio::task::spawn_blocking(move || start_client(&exe, &backend))
+                .await
+                .expect("client start")
+        };
+        row.cl_ready_ms = client_ready;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        row.cl_rss_kib = memory_kib(client_proc.pid()).0;
+        eprintln!(
+            "    gateway ready {:.0} ms, RSS {:.1} MiB; client ready {:.0} ms, RSS {:.1} MiB",
+            row.gw_ready_ms,
+            row.gw_rss_kib / 1024.0,
+            row.cl_ready_ms,
+            row.cl_rss_kib / 1024.0
+        );
+
+        // Churn: CPU window (no calls), then routing trials under churn.
+        let churn = Churn::start(
+            backend.registry().await,
+            services,
+            config.churn_rate,
+            config.in_flight,
+        )
+        .await;
+        let (gw0, cl0, e0, t0) = (
+            cpu_ms(gateway_proc.pid()),
+            cpu_ms(client_proc.pid()),
+            churn.events(),
+            Instant::now(),
+        );
+        tokio::time::sleep(config.churn).await;
+        let (gw1, cl1, e1) = (
+            cpu_ms(gateway_proc.pid()),
+            cpu_ms(client_proc.pid()),
+            churn.events(),
+        );
+        row.churn_s = t0.elapsed().as_secs_f64();
+        row.churn_events = (e1 - e0) as f64;
+        row.gw_cpu_ms = gw1.zip(gw0).map_or(f64::NAN, |(b, a)| b - a);
+        row.cl_cpu_ms = cl1.zip(cl0).map_or(f64::NAN, |(b, a)| b - a);
+        row.gw_rss_after_kib = memory_kib(gateway_proc.pid()).0;
+        eprintln!(
+            "    churn: {} events in {:.1} s; gateway {:.1} µs CPU per event, client {:.1} µs",
+            row.churn_events,
+            row.churn_s,
+            row.gw_cpu_per_event_us(),
+            row.cl_cpu_per_event_us()
+        );
+        let (gw, gw_missed) = gateway_trials(&backend, &gateway_address, config.trials).await;
+        let gw = sorted(gw.into_iter());
+        row.gw_route_p50 = percentile(&gw, 0.5);
+        row.gw_route_p99 = percentile(&gw, 0.99);
+        row.gw_route_trials = gw.len() as f64;
+        row.gw_route_missed = gw_missed as f64;
+        // The same through a gateway that picks round robin: the registry's
+        // and the gateway's share without p2c's caution about a new node.
+        let round_robin = {
+            let (bin_dir, backend) = (bin_dir.clone(), backend.clone());
+            tokio::task::spawn_blocking(move || {
+                start_gateway(&bin_dir, &backend, &["--selector=roundrobin"])
+            })
+            .await
+            .expect("gateway start")
+        };
+        let (rr, _) = gateway_trials(&backend, &round_robin.address, config.trials).await;
+        tokio::task::spawn_blocking(move || drop(round_robin))
+            .await
+            .expect("stop gateway");
+        let rr = sorted(rr.into_iter());
+        row.rr_route_p50 = percentile(&rr, 0.5);
+        row.rr_route_p99 = percentile(&rr, 0.99);
+        row.rr_route_trials = rr.len() as f64;
+        let samples = discovery::run_trials(backend.clone(), config.trials, |_, _| {}).await;
+        let watch = sorted(samples.trials.iter().map(|t| t.register_to_watch));
+        row.cl_watch_p99 = percentile(&watch, 0.99);
+        let cl = sorted(samples.trials.iter().map(|t| t.register_to_call));
+        row.cl_route_p50 = percentile(&cl, 0.5);
+        row.cl_route_p99 = percentile(&cl, 0.99);
+        row.cl_route_trials = cl.len() as f64;
+        row.cl_route_missed = samples.missed as f64;
+        row.churn_skipped = churn.skipped.load(Ordering::Relaxed) as f64;
+        churn.stop().await;
+        eprintln!(
+            "    new node → first call: gateway p99 {:.2} ms ({} trials), client p99 {:.2} ms ({} trials)",
+            row.gw_route_p99, row.gw_route_trials, row.cl_route_p99, row.cl_route_trials
+        );
+        tokio::task::spawn_blocking(move || {
+            drop(gateway_proc);
+            drop(client_proc);
+        })
+        .await
+        .expect("stop children");
+        tell(&row);
+    }
+    base.stop().await;
+    registry.close().await;
+}
+
+/// Marginal cost per 1,000 nodes between consecutive rows, as text.
+fn growth(rows: &[Row], pick: fn(&Row) -> f64, unit: &str) -> String {
+    let steps: Vec<String> = rows
+        .windows(2)
+        .map(|w| {
+            let per = (pick(&w[1]) - pick(&w[0])) / ((w[1].nodes - w[0].nodes) / 1000.0);
+            format!(
+                "{:.0}→{:.0} nodes: {per:+.1} {unit}",
+                w[0].nodes, w[1].nodes
+            )
+        })
+        .collect();
+    if steps.is_empty() {
+        "one size only".into()
+    } else {
+        format!("per 1,000 more nodes, {}", steps.join("; "))
+    }
+}
+
+fn table(title: &str, config: &Config, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### {title}\n");
+    let _ = writeln!(
+        out,
+        "Indicative (the machine was shared with other builds). Synthetic services registered through \
+         the `Registry` API ({} nodes each, four endpoints with request/response descriptions and \
+         metadata like the user service's; their nodes listen nowhere), cumulatively. Churn: {} \
+         registrations and {} deregistrations per second of synthetic nodes, {:?} for the CPU \
+         window (no calls), then on during the routing trials.\n",
+        config.nodes_per_service, config.churn_rate, config.churn_rate, config.churn
+    );
+    let _ = writeln!(
+        out,
+        "| services × nodes | gateway spawn → ready (ms) | gateway RSS ready / peak (MiB) | gateway RSS after churn (MiB) | client spawn → first answer (ms) | client RSS (MiB) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {:.0} × {} ({:.0}) | {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.1} |",
+            r.services,
+            config.nodes_per_service,
+            r.nodes,
+            r.gw_ready_ms,
+            r.gw_rss_kib / 1024.0,
+            r.gw_hwm_kib / 1024.0,
+            r.gw_rss_after_kib / 1024.0,
+            r.cl_ready_ms,
+            r.cl_rss_kib / 1024.0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nUnder churn (a new greeter node registers → the first call it gets; one call in flight; \
+         nearest-rank percentiles, p99 = max under 100 trials):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| services × nodes | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {:.1} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
+            r.services,
+            config.nodes_per_service,
+            r.nodes,
+            r.churn_events,
+            r.churn_s,
+            if r.churn_skipped > 0.0 {
+                format!(", {:.0} ticks skipped", r.churn_skipped)
+            } else {
+                String::new()
+            },
+            r.gw_cpu_per_event_us(),
+            r.cl_cpu_per_event_us(),
+            r.gw_route_p50,
+            r.gw_route_p99,
+            r.gw_route_trials,
+            missed_text(r.gw_route_missed),
+            r.rr_route_p50,
+            r.rr_route_p99,
+            r.rr_route_trials,
+            r.cl_watch_p99,
+            r.cl_route_p50,
+            r.cl_route_p99,
+            r.cl_route_trials,
+            missed_text(r.cl_route_missed),
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "- Gateway time to ready: {}.",
+        growth(rows, |r| r.gw_ready_ms, "ms")
+    );
+    let _ = writeln!(
+        out,
+        "- Gateway RSS (ready): {}.",
+        growth(rows, |r| r.gw_rss_kib / 1024.0, "MiB")
+    );
+    let _ = writeln!(
+        out,
+        "- Gateway CPU per event: {}.",
+        growth(rows, Row::gw_cpu_per_event_us, "µs")
+    );
+    let _ = writeln!(
+        out,
+        "- Client time to first answer: {}.",
+        growth(rows, |r| r.cl_ready_ms, "ms")
+    );
+    let _ = writeln!(
+        out,
+        "- Client RSS: {}.\n",
+        growth(rows, |r| r.cl_rss_kib / 1024.0, "MiB")
+    );
+    out
+}
+
+fn missed_text(missed: f64) -> String {
+    if missed > 0.0 {
+        format!(", {missed:.0} missed")
+    } else {
+        String::new()
+    }
+}
+
+/// R13 on etcd (in this process) and on mDNS (in a namespace of its own).
+pub fn r13(plan: &Plan) -> String {
+    eprintln!("R13");
+    let tiny = tiny();
+    let mut out = String::new();
+    let config = Config::etcd(plan.quick, tiny);
+    let etcd = start_etcd();
+    let backend = Backend::Etcd {
+        address: etcd.address.clone(),
+    };
+    let rows = std::sync::Mutex::new(Vec::new());
+    let runtime = Flavor::Multi.runtime();
+    runtime.block_on(measure(
+        backend,
+        config.clone(),
+        plan.exe.clone(),
+        plan.bin_dir.clone(),
+        |row| rows.lock().expect("rows").push(row.clone()),
+    ));
+    drop(runtime);
+    drop(etcd);
+    let rows = rows.into_inner().expect("rows");
+    out.push_str(&table(
+        "R13: cost at scale, etcd on loopback",
+        &config,
+        &rows,
+    ));
+    out.push_str(&r13_mdns(plan, tiny));
+    out
+}
+
+fn r13_mdns(plan: &Plan, tiny: bool) -> String {
+    let config = Config::mdns(plan.quick, tiny);
+    let title = "R13: cost at scale, mDNS in a private network namespace";
+    if !discovery::netns_available() {
+        return format!(
+            "### {title}\n\nSkipped: no private network namespace (`unshare --net` needs root or \
+             CAP_SYS_ADMIN); mDNS is never run outside one.\n\n"
+        );
+    }
+    let mut command = micro_registry_mdns::testing::netns_command(&plan.exe);
+    if plan.quick {
+        command.arg("--quick");
+    }
+    command.arg("scale-mdns");
+    command.arg(format!("--bin-dir={}", plan.bin_dir.display()));
+    let program = PathBuf::from(command.get_program());
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let env = if tiny {
+        vec![(SIZE_ENV, "tiny".to_string())]
+    } else {
+        Vec::new()
+    };
+    let mut child = Proc::spawn("R13 mDNS (netns)", &program, &args, &env);
+    let mut rows = Vec::new();
+    loop {
+        let (line, _) = child.wait_line(CHILD_PREFIX, Duration::from_secs(300));
+        let line = line
+            .split_once(CHILD_PREFIX)
+            .map_or("", |(_, rest)| rest.trim());
+        if let Some(row) = Row::parse(line) {
+            rows.push(row);
+        } else if line == "DONE" {
+            break;
+        } else if let Some(why) = line.strip_prefix("ERROR ") {
+            return format!("### {title}\n\nSkipped: {why}\n\n");
+        } else if let Some(what) = line.strip_prefix("PANIC ") {
+            panic!("R13 failed in its namespace: {what}");
+        }
+    }
+    drop(child);
+    table(title, &config, &rows)
+}
+
+/// `micro-bench scale-mdns`, started by [`r13`] in a fresh network
+/// namespace: refuses to run unless it sees only loopback, then prints
+/// `R13-CHILD ROW ...` lines.
+pub fn mdns_child(quick: bool, bin_dir: &Path) {
+    if let Err(e) = micro_registry_mdns::testing::ensure_only_loopback() {
+        println!("{CHILD_PREFIX}ERROR {e}");
+        std::process::exit(2);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        println!(
+            "{CHILD_PREFIX}PANIC {}",
+            info.to_string().replace('\n', " ")
+        );
+    }));
+    let _ = core_affinity::set_for_current(core_affinity::CoreId {
+        id: proc::LOAD_CORE,
+    });
+    let exe = std::env::current_exe().expect("path of this binary");
+    let runtime = Flavor::Multi.runtime();
+    runtime.block_on(measure(
+        Backend::Mdns,
+        Config::mdns(quick, tiny()),
+        exe,
+        bin_dir.to_path_buf(),
+        |row| println!("{CHILD_PREFIX}{}", row.line()),
+    ));
+    drop(runtime);
+    println!("{CHILD_PREFIX}DONE");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    #[test]
+    fn row_line_round_trip() {
+        let row = Row {
+            services: 100.0,
+            nodes: 500.0,
+            gw_route_p99: 1.25,
+            cl_route_missed: 2.0,
+            ..Row::default()
+        };
+        let back = Row::parse(&row.line()).expect("parses");
+        assert_eq!(back.fields(), row.fields());
+        assert!(Row::parse("ROW 1 2").is_none());
+    }
+}
