@@ -15,6 +15,10 @@
 //!   [`DEFAULT_RTT`]): a node that fails fast does not look fast.
 //! - A node nobody calls drifts back to looking cheap, so it is tried again;
 //!   while calls to it are pending it does not (a hung node must not win).
+//! - A node that has never answered and has no call pending costs nothing:
+//!   a new node is tried by the next call, one call at a time until its
+//!   first answer. (At the default estimate faded by time, a new node next
+//!   to a 1 ms one waited about 3 s for its first call.)
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -131,6 +135,14 @@ impl Load {
     pub(crate) fn cost(&self) -> f64 {
         let pending = self.in_flight();
         let estimate = *self.lock();
+        if !estimate.measured && pending == 0 {
+            // Never answered and idle: costs nothing, so the next call tries
+            // it (a new node gets its first call at once, not after the
+            // default estimate has faded for seconds). While that call is
+            // out it costs the default, so it gets one call at a time until
+            // it has answered.
+            return 0.0;
+        }
         let rtt = if pending == 0 {
             // Idle: the estimate fades, so the node gets traffic again.
             let idle = Instant::now()
@@ -206,6 +218,28 @@ mod tests {
         let failed = Load::default();
         failed.start(Instant::now()).finish(true);
         assert_eq!(failed.rtt(), DEFAULT_RTT * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_node_is_tried_at_once_one_call_at_a_time() {
+        let known = Load::default();
+        let call = known.start(Instant::now());
+        tokio::time::advance(MS).await;
+        call.finish(false);
+        let new = Load::default();
+        assert_eq!(new.cost(), 0.0, "idle and never measured: tried next");
+        assert!(new.cost() < known.cost());
+        let first = new.start(Instant::now());
+        assert!(
+            new.cost() > known.cost(),
+            "its first call out: the default again ({} vs {})",
+            new.cost(),
+            known.cost()
+        );
+        tokio::time::advance(MS * 2).await;
+        first.finish(false);
+        assert_eq!(new.rtt(), MS * 2, "measured by its first answer");
+        assert!(new.cost() > 0.0);
     }
 
     #[tokio::test(start_paused = true)]
