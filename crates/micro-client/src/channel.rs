@@ -287,16 +287,16 @@ async fn call(
                 };
                 // Boxed: a hedge holds two attempts, and would make every
                 // call's future (moved on each call) twice as large.
-                Box::pin(hedge::run(set, call)).await
+                Box::pin(hedge::run(set, call, observer)).await
             }
-            _ => (
-                attempt::run(set, &entry, request, now, deadline.at, bounded).await,
-                entry,
-            ),
+            _ => {
+                let outcome = attempt::run(set, &entry, request, now, deadline.at, bounded).await;
+                if let Some(observer) = observer {
+                    observer.attempt(AttemptResult::of(&outcome));
+                }
+                (outcome, entry)
+            }
         };
-        if let Some(observer) = observer {
-            observer.attempt(AttemptResult::of(&outcome));
-        }
         match outcome {
             Outcome::Deadline => return Err(deadline.exceeded(set.service(), attempt + 1)),
             Outcome::Answered { response, status } => match status {

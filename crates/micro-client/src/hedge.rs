@@ -12,6 +12,7 @@ use tonic::body::Body;
 
 use crate::attempt::{self, Outcome};
 use crate::endpoint::NodeEntry;
+use crate::observe::{AttemptResult, CallEnd};
 use crate::resolve::NodeSet;
 
 /// Whether an outcome ends the race (rather than waiting for the other one).
@@ -42,10 +43,28 @@ pub(crate) struct Hedged<'a, F> {
 /// Runs the request on `first`, hedged by a copy on another node after
 /// `after`. Returns the outcome to judge and the node it came from; a node
 /// that lost the race after failing is added to `tried`.
-pub(crate) async fn run<F>(set: &NodeSet, call: Hedged<'_, F>) -> (Outcome, Arc<NodeEntry>)
+///
+/// Every attempt started here is reported to `observer`, the hedge too: an
+/// attempt that lost the race is reported as
+/// [`Cancelled`](AttemptResult::Cancelled) if it had not ended.
+///
+/// When neither attempt settles the call, an answer (an error status from
+/// a node that processed the request) is kept over a failure: a hedge that
+/// fails must not hide what the first node answered (other than
+/// `Unavailable`).
+pub(crate) async fn run<F>(
+    set: &NodeSet,
+    call: Hedged<'_, F>,
+    observer: Option<&dyn CallEnd>,
+) -> (Outcome, Arc<NodeEntry>)
 where
     F: FnOnce() -> http::Request<Body>,
 {
+    let report = |outcome: &Outcome| {
+        if let Some(observer) = observer {
+            observer.attempt(AttemptResult::of(outcome));
+        }
+    };
     let Hedged {
         first,
         request,
@@ -61,35 +80,59 @@ where
     tokio::pin!(primary);
     tokio::select! {
         biased;
-        outcome = &mut primary => return (outcome, first),
+        outcome = &mut primary => {
+            report(&outcome);
+            return (outcome, first);
+        }
         () = tokio::time::sleep(after) => {}
     }
+    let unhedged = |outcome: Outcome| {
+        report(&outcome);
+        outcome
+    };
     let mut exclude = tried.clone();
     exclude.push(first.clone());
     let Some(second) = set.pick(&exclude).filter(|e| !Arc::ptr_eq(e, &first)) else {
-        return (primary.await, first);
+        return (unhedged(primary.await), first);
     };
     if !set.budget.withdraw() {
-        return (primary.await, first);
+        return (unhedged(primary.await), first);
     }
     tracing::debug!(service = %set.service(), node = %first.node.id, hedge = %second.node.id, "first attempt slow; hedging");
     let second_node = second.clone();
     let backup = attempt::run(set, &second_node, spare(), Instant::now(), deadline, false);
     tokio::pin!(backup);
-    tokio::select! {
-        outcome = &mut primary => {
-            if settles(&outcome) {
-                return (outcome, first);
-            }
-            tried.push(first);
-            (backup.await, second)
+    // The attempt that ends first; the other is still running.
+    let (early, early_node, late_node, primary_first) = tokio::select! {
+        outcome = &mut primary => (outcome, first, second, true),
+        outcome = &mut backup => (outcome, second, first, false),
+    };
+    report(&early);
+    if settles(&early) {
+        // The other attempt is dropped (cancelled) with this future.
+        if let Some(observer) = observer {
+            observer.attempt(AttemptResult::Cancelled);
         }
-        outcome = &mut backup => {
-            if settles(&outcome) {
-                return (outcome, second);
-            }
-            tried.push(second);
-            (primary.await, first)
-        }
+        return (early, early_node);
     }
+    let late = if primary_first {
+        backup.await
+    } else {
+        primary.await
+    };
+    report(&late);
+    // Neither settled: the early one failed or answered with an error.
+    if kept_over_failure(&early) && matches!(late, Outcome::Failed { .. }) {
+        tried.push(late_node);
+        return (early, early_node);
+    }
+    tried.push(early_node);
+    (late, late_node)
+}
+
+/// Whether an error answer is kept when the other attempt then fails: one
+/// that says the node processed the request (not `Unavailable`, which says
+/// it did not, no more than a failure does).
+fn kept_over_failure(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Answered { status, .. } if *status != Some(tonic::Code::Unavailable))
 }

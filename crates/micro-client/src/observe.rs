@@ -63,6 +63,8 @@ pub enum AttemptResult {
     Timeout,
     /// The call's deadline passed during the attempt.
     Deadline,
+    /// A hedged call's other attempt answered first; this one was dropped.
+    Cancelled,
 }
 
 impl AttemptResult {
@@ -74,6 +76,7 @@ impl AttemptResult {
             AttemptResult::ConnectionFailed => "connection_failed",
             AttemptResult::Timeout => "timeout",
             AttemptResult::Deadline => "deadline",
+            AttemptResult::Cancelled => "cancelled",
         }
     }
 

@@ -7,10 +7,13 @@
 //! few hedge delays.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use micro_client::{BudgetOptions, Client, ClientError, ClientOptions, NodeSet, ServiceChannel};
+use micro_client::{
+    AttemptResult, BudgetOptions, CallEnd, CallObserver, Client, ClientError, ClientOptions,
+    NodeSet, ServiceChannel,
+};
 use micro_registry::memory::MemoryRegistry;
 use micro_testing::greeter::greeter_client::GreeterClient;
 use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
@@ -36,6 +39,8 @@ struct Gated {
     name: String,
     release: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
+    /// Answer this error instead of a greeting once released.
+    fail: Option<tonic::Code>,
 }
 
 /// Reports a call dropped before it answered.
@@ -74,6 +79,9 @@ impl Greeter for Gated {
             permit.forget();
         }
         guard.answered = true;
+        if let Some(code) = self.fail {
+            return Err(tonic::Status::new(code, format!("{} failed", self.name)));
+        }
         Ok(tonic::Response::new(Response {
             msg: format!("Hello {} from {}", request.into_inner().name, self.name),
         }))
@@ -85,11 +93,16 @@ struct Fleet {
     registry: Arc<MemoryRegistry>,
     gates: HashMap<String, Arc<Semaphore>>,
     events: mpsc::UnboundedReceiver<Event>,
-    servers: Vec<Crashable>,
+    servers: Vec<Option<Crashable>>,
 }
 
 impl Fleet {
     fn start(n: usize) -> Fleet {
+        Self::answering(n, None)
+    }
+
+    /// Nodes that answer `fail` (an error status) when released.
+    fn answering(n: usize, fail: Option<tonic::Code>) -> Fleet {
         let registry = Arc::new(MemoryRegistry::new());
         let (tx, events) = mpsc::unbounded_channel();
         let mut gates = HashMap::new();
@@ -101,8 +114,9 @@ impl Fleet {
                 name: name.to_string(),
                 release,
                 events: tx.clone(),
+                fail,
             };
-            servers.push(Crashable::start(
+            servers.push(Some(Crashable::start(
                 registry.clone(),
                 SERVICE,
                 loopback_options(),
@@ -111,7 +125,7 @@ impl Fleet {
                         .file_descriptor_set(FILE_DESCRIPTOR_SET)
                         .add_service(GreeterServer::new(greeter))
                 },
-            ));
+            )));
         }
         Fleet {
             registry,
@@ -125,6 +139,20 @@ impl Fleet {
         let client = Client::new(self.registry.clone(), options);
         assert_eq!(client.nodes(SERVICE).await.len(), self.servers.len());
         client
+    }
+
+    /// A client whose attempts `observer` sees.
+    async fn observed_client(&self, options: ClientOptions, observer: Arc<Attempts>) -> Client {
+        let client = Client::with_observer(self.registry.clone(), options, observer);
+        assert_eq!(client.nodes(SERVICE).await.len(), self.servers.len());
+        client
+    }
+
+    /// Crashes `node` (its connections drop, as with `kill -9`).
+    fn kill(&mut self, node: &str) {
+        let index = usize::from(node.as_bytes()[0] - b'a');
+        let server = self.servers[index].take().expect("a running node");
+        tokio::task::block_in_place(|| server.kill());
     }
 
     /// Lets `n` calls of `node` answer.
@@ -161,9 +189,47 @@ impl Fleet {
     }
 
     fn stop(self) {
-        for server in self.servers {
+        for server in self.servers.into_iter().flatten() {
             server.stop();
         }
+    }
+}
+
+/// Records every attempt the client reports, in order, and signals each.
+#[derive(Debug, Default)]
+struct Attempts(Arc<Recorded>);
+
+#[derive(Debug, Default)]
+struct Recorded {
+    results: Mutex<Vec<AttemptResult>>,
+    reported: tokio::sync::Notify,
+}
+
+struct AttemptsOfCall(Arc<Recorded>);
+
+impl CallObserver for Attempts {
+    fn start(&self, _: &NodeSet, _: &str, _: &mut http::HeaderMap) -> Box<dyn CallEnd> {
+        Box::new(AttemptsOfCall(self.0.clone()))
+    }
+}
+
+impl CallEnd for AttemptsOfCall {
+    fn attempt(&self, result: AttemptResult) {
+        self.0.results.lock().expect("not poisoned").push(result);
+        self.0.reported.notify_one();
+    }
+}
+
+impl Attempts {
+    fn take(&self) -> Vec<AttemptResult> {
+        std::mem::take(&mut *self.0.results.lock().expect("not poisoned"))
+    }
+
+    /// Waits for the next attempt to be reported.
+    async fn reported(&self) {
+        tokio::time::timeout(PATIENCE, self.0.reported.notified())
+            .await
+            .expect("an attempt is reported within the patience bound");
     }
 }
 
@@ -340,5 +406,58 @@ async fn a_single_node_is_given_the_whole_deadline() {
         ),
     }
     assert_eq!(attempts(channel.node_set()), 1);
+    fleet.stop();
+}
+
+/// The observer sees both attempts of a hedged call: the one that answered,
+/// and the one dropped when the other answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_sees_the_hedge_as_an_attempt() {
+    let mut fleet = Fleet::start(2);
+    let observer = Arc::new(Attempts::default());
+    let client = fleet.observed_client(options(), observer.clone()).await;
+    let channel = client.service(SERVICE).idempotent();
+
+    let call = call(&channel, "x");
+    let (_first, _) = fleet.started().await;
+    let (hedge, _) = fleet.started().await;
+    fleet.release(&hedge, 1);
+    assert_eq!(answer(call).await, format!("Hello x from {hedge}"));
+    assert_eq!(
+        observer.take(),
+        [AttemptResult::Answered, AttemptResult::Cancelled]
+    );
+    assert_eq!(attempts(channel.node_set()), 2);
+    fleet.stop();
+}
+
+/// The first node answers an error (it processed the request), then the
+/// hedge's node fails: the caller gets the first node's answer, not the
+/// hedge's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hedge_does_not_hide_the_first_answer() {
+    let mut fleet = Fleet::answering(2, Some(tonic::Code::Internal));
+    let observer = Arc::new(Attempts::default());
+    let client = fleet.observed_client(options(), observer.clone()).await;
+    let channel = client.service(SERVICE).idempotent();
+
+    let call = call(&channel, "x");
+    let (first, _) = fleet.started().await;
+    let (hedge, _) = fleet.started().await;
+    fleet.release(&first, 1);
+    // Only once the client has the first answer does the hedge's node crash.
+    observer.reported().await;
+    fleet.kill(&hedge);
+    let status = tokio::time::timeout(PATIENCE, call)
+        .await
+        .expect("the call ends within the patience bound")
+        .expect("the call task")
+        .expect_err("the node answered an error");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(status.message(), format!("{first} failed"));
+    assert_eq!(
+        observer.take(),
+        [AttemptResult::Answered, AttemptResult::ConnectionFailed]
+    );
     fleet.stop();
 }

@@ -53,7 +53,7 @@ struct ServiceMetrics {
     label: String,
     /// Milliseconds since [`epoch`] of the last node-gauge update.
     nodes_updated: AtomicU64,
-    attempts: [OnceLock<IntCounter>; 6],
+    attempts: [OnceLock<IntCounter>; 7],
     endpoints: RwLock<Map<Arc<EndpointMetrics>>>,
 }
 
@@ -142,6 +142,7 @@ impl ServiceMetrics {
             A::ConnectionFailed => 3,
             A::Timeout => 4,
             A::Deadline => 5,
+            A::Cancelled => 6,
         };
         self.attempts[index].get_or_init(|| {
             metrics()
