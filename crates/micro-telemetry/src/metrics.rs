@@ -123,7 +123,7 @@ impl Metrics {
             client_attempts: counter(
                 r,
                 "micro_client_attempts_total",
-                "Attempts on a node, by service and outcome (answered, refused, failed, timeout)",
+                "Attempts on a node, by service and outcome (answered, unavailable, connect_failed, connection_failed, timeout, deadline, cancelled)",
                 &["service", "outcome"],
             ),
             client_nodes,
