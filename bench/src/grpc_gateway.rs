@@ -10,11 +10,11 @@
 //! annotation). When a piece is missing, the peer is left out of R4 with one
 //! line naming the packages to install.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::r2::{DEBIAN_GOCODE, on_path, run};
+use crate::r2::{go_build, go_prerequisites, run};
 
 const GO_MAIN: &str = include_str!("../grpc-gateway/main.go");
 const HTTP_RULES: &str = include_str!("../grpc-gateway/user.yaml");
@@ -39,49 +39,15 @@ impl Drop for GoGateway {
     }
 }
 
-/// A `go build` in GOPATH mode with only `dir` and Debian's sources, offline.
-fn go_build(dir: &Path, output: &Path, package: &str) -> Command {
-    let mut go = Command::new("go");
-    go.current_dir(dir)
-        .args(["build", "-o"])
-        .arg(output)
-        .arg(package)
-        .env("GO111MODULE", "off")
-        .env("GOPROXY", "off")
-        .env("GOPATH", format!("{}:{DEBIAN_GOCODE}", dir.display()))
-        .env("GOFLAGS", "")
-        .env("CGO_ENABLED", "0");
-    // Go's build cache lives under $HOME; without a home, a throw-away one.
-    if std::env::var_os("GOCACHE").is_none()
-        && std::env::var_os("XDG_CACHE_HOME").is_none()
-        && std::env::var_os("HOME").is_none()
-    {
-        go.env("GOCACHE", dir.join("gocache"));
-    }
-    go
-}
-
 /// Checks the tools and sources, builds the plugin, generates the stubs and
 /// builds the gateway; `Err` says why the peer cannot run here.
 pub fn build() -> Result<GoGateway, String> {
-    let missing: Vec<&str> = ["go", "protoc", "protoc-gen-go"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("not on the PATH: {}", missing.join(", ")));
-    }
-    let gocode = Path::new(DEBIAN_GOCODE);
-    for package in [
+    go_prerequisites(&[
         "google.golang.org/grpc",
         "github.com/golang/protobuf/proto",
         "github.com/grpc-ecosystem/grpc-gateway/runtime",
         PLUGIN,
-    ] {
-        if !gocode.join("src").join(package).is_dir() {
-            return Err(format!("no {package} under {DEBIAN_GOCODE}/src"));
-        }
-    }
+    ])?;
     let version = Command::new("dpkg-query")
         .args([
             "-W",

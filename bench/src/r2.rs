@@ -24,7 +24,7 @@ use crate::scenarios::{GRPC_SHAPES, Plan, grpc_server};
 use crate::servers::Flavor;
 
 /// Where Debian's golang-*-dev packages put their Go sources (a GOPATH root).
-pub(crate) const DEBIAN_GOCODE: &str = "/usr/share/gocode";
+const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 const GO_MAIN: &str = include_str!("../grpc-go/main.go");
 const GREETER_PROTO: &str = include_str!("../../proto/greeter/greeter.proto");
 /// The GOPATH import path of the Go server (and its stubs under `/greeter`).
@@ -50,7 +50,7 @@ impl Drop for GoServer {
     }
 }
 
-pub(crate) fn on_path(program: &str) -> bool {
+fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
@@ -72,9 +72,9 @@ pub(crate) fn run(what: &str, command: &mut Command) -> Result<String, String> {
     ))
 }
 
-/// Checks the tools and sources, generates the stubs and builds the server;
-/// `Err` says why R2 cannot run here.
-fn build_go_server() -> Result<GoServer, String> {
+/// `go`, `protoc` and `protoc-gen-go` on the PATH and these Go packages
+/// under Debian's GOPATH root; `Err` names what is missing.
+pub(crate) fn go_prerequisites(packages: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = ["go", "protoc", "protoc-gen-go"]
         .into_iter()
         .filter(|p| !on_path(p))
@@ -83,11 +83,41 @@ fn build_go_server() -> Result<GoServer, String> {
         return Err(format!("not on the PATH: {}", missing.join(", ")));
     }
     let gocode = Path::new(DEBIAN_GOCODE);
-    for package in ["google.golang.org/grpc", "github.com/golang/protobuf/proto"] {
+    for package in packages {
         if !gocode.join("src").join(package).is_dir() {
             return Err(format!("no {package} under {DEBIAN_GOCODE}/src"));
         }
     }
+    Ok(())
+}
+
+/// A `go build` in GOPATH mode with only `dir` and Debian's sources, offline.
+pub(crate) fn go_build(dir: &Path, output: &Path, package: &str) -> Command {
+    let mut go = Command::new("go");
+    go.current_dir(dir)
+        .args(["build", "-o"])
+        .arg(output)
+        .arg(package)
+        .env("GO111MODULE", "off")
+        .env("GOPROXY", "off")
+        .env("GOPATH", format!("{}:{DEBIAN_GOCODE}", dir.display()))
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0");
+    // Go's build cache lives under $HOME; without a home, a throw-away one.
+    if std::env::var_os("GOCACHE").is_none()
+        && std::env::var_os("XDG_CACHE_HOME").is_none()
+        && std::env::var_os("HOME").is_none()
+    {
+        go.env("GOCACHE", dir.join("gocache"));
+    }
+    go
+}
+
+/// Checks the tools and sources, generates the stubs and builds the server;
+/// `Err` says why R2 cannot run here.
+fn build_go_server() -> Result<GoServer, String> {
+    go_prerequisites(&["google.golang.org/grpc", "github.com/golang/protobuf/proto"])?;
+    let gocode = Path::new(DEBIAN_GOCODE);
     let grpc_version =
         std::fs::read_to_string(gocode.join("src/google.golang.org/grpc/version.go"))
             .ok()
@@ -128,28 +158,10 @@ fn build_go_server() -> Result<GoServer, String> {
             .arg(format!("--go_out=plugins=grpc:{}", package_dir.display()))
             .arg("greeter/greeter.proto"),
     )?;
-    let mut go_build = Command::new("go");
-    go_build
-        .current_dir(&server.dir)
-        .args(["build", "-o"])
-        .arg(&server.binary)
-        .arg(GO_PACKAGE)
-        .env("GO111MODULE", "off")
-        .env(
-            "GOPATH",
-            format!("{}:{DEBIAN_GOCODE}", server.dir.display()),
-        )
-        .env("GOFLAGS", "")
-        .env("CGO_ENABLED", "0");
-    // Go keeps its build cache under $HOME (later runs build in about a
-    // second); without a home, a throw-away cache in the temp dir.
-    if std::env::var_os("GOCACHE").is_none()
-        && std::env::var_os("XDG_CACHE_HOME").is_none()
-        && std::env::var_os("HOME").is_none()
-    {
-        go_build.env("GOCACHE", server.dir.join("gocache"));
-    }
-    run("go build (GOPATH mode)", &mut go_build)?;
+    run(
+        "go build (GOPATH mode)",
+        &mut go_build(&server.dir, &server.binary, GO_PACKAGE),
+    )?;
     server.build_time = started.elapsed();
     Ok(server)
 }
