@@ -17,8 +17,8 @@
 //!   while calls to it are pending it does not (a hung node must not win).
 //! - A node that has never answered and has no call pending costs nothing:
 //!   a new node is tried by the next call, one call at a time until its
-//!   first answer. (At the default estimate faded by time, a new node next
-//!   to a 1 ms one waited about 3 s for its first call.)
+//!   first answer. (At the default estimate faded by time, a new node
+//!   waited 2–3 s for its first call through the gateway: R13.)
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -10,7 +10,8 @@
 //! away, so HTTP/2 writes each response on its own; on `current_thread` the
 //! responses ready together go out in one write. Measured on a greeter
 //! server at 10 connections × 10 calls in flight: 0.64 → 0.10 `writev` per
-//! call and about a third less CPU per call (docs/benchmarks.md).
+//! call, and 9.1–9.4 instead of 13.4–15.5 µs of CPU per call under h2load
+//! (13.4 instead of 15.4 µs in the benchmark's R2; docs/benchmarks.md).
 //!
 //! `MICRO_RUNTIME` overrides the choice: `current_thread`, `multi_thread`
 //! or `auto` (the default). Blocking work belongs in `spawn_blocking` on
