@@ -1,20 +1,28 @@
-//! One attempt: one request to one node, bounded by the attempt timeout.
+//! The attempt stage: one request to one node, bounded by the attempt
+//! timeout ([`Attempt`], the innermost service, over the node's connection).
 //!
 //! The attempt's deadline is the call's, or sooner: `attempt_timeout` after
 //! it starts. A node that accepts the request and never answers (frozen,
 //! overloaded, a tarpit) therefore costs one attempt, not the whole call.
 //! What happened is reported to the node (health: down, failures in a row;
 //! load: latency and calls in flight) and returned as an [`Outcome`] for the
-//! retry loop to judge.
+//! retry stage to judge.
 
+use std::convert::Infallible;
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tonic::Code;
 use tonic::body::Body;
-use tower::{Service, ServiceExt};
+use tonic::transport::Channel;
+use tonic::transport::channel::ResponseFuture;
+use tower::Service;
 
 use crate::endpoint::NodeEntry;
 use crate::error::NodeFailure;
@@ -41,50 +49,242 @@ pub(crate) enum Outcome {
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// Sends `request` to `entry` (now: `started`), with `grpc-timeout` set to what the attempt
-/// may take.
-///
-/// With `bounded` false the attempt may take until the call's deadline: an
-/// idempotent call's last possible attempt (no other node, or no retry
-/// left) gains nothing from giving up early, and an attempt timeout there
-/// would only cut short a caller upstream that is itself retrying.
-pub(crate) async fn run(
-    set: &NodeSet,
-    entry: &Arc<NodeEntry>,
-    mut request: http::Request<Body>,
+/// One attempt for [`Attempt`]: `request` to `node`.
+#[derive(Debug)]
+pub(crate) struct AttemptRequest {
+    pub(crate) node: Arc<NodeEntry>,
+    pub(crate) request: http::Request<Body>,
+    /// When the attempt starts (its latency is measured from here).
+    pub(crate) started: Instant,
+    /// The call's deadline.
+    pub(crate) deadline: Instant,
+    /// Whether `attempt_timeout` bounds the attempt. Not for an idempotent
+    /// call's last possible attempt (no other node, or no retry left): it
+    /// gains nothing from giving up early, and an attempt timeout there
+    /// would only cut short a caller upstream that is itself retrying.
+    pub(crate) bounded: bool,
+}
+
+/// The innermost service: sends an [`AttemptRequest`] on its node's
+/// connection, with `grpc-timeout` set to what the attempt may take, and
+/// credits the node with how it went.
+#[derive(Clone, Debug)]
+pub(crate) struct Attempt {
+    set: Arc<NodeSet>,
+    /// `grpc-timeout` for a whole `attempt_timeout`, what most attempts
+    /// send: encoded once.
+    full: HeaderValue,
+}
+
+impl Attempt {
+    pub(crate) fn new(set: Arc<NodeSet>) -> Self {
+        let full = timeout::encode(set.options().attempt_timeout);
+        Attempt { set, full }
+    }
+}
+
+impl Service<AttemptRequest> for Attempt {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = AttemptFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Nothing happens until the future is first polled: an attempt that
+    /// the retry stage drops unpolled (no budget left) is not counted.
+    fn call(&mut self, attempt: AttemptRequest) -> AttemptFuture {
+        let AttemptRequest {
+            node,
+            mut request,
+            started,
+            deadline,
+            bounded,
+        } = attempt;
+        let attempt_timeout = self.set.options().attempt_timeout;
+        let until = if bounded {
+            (started + attempt_timeout).min(deadline)
+        } else {
+            deadline
+        };
+        let left = until - started;
+        request.headers_mut().insert(
+            timeout::GRPC_TIMEOUT,
+            if left == attempt_timeout {
+                self.full.clone()
+            } else {
+                timeout::encode(left)
+            },
+        );
+        AttemptFuture {
+            set: self.set.clone(),
+            stage: Stage::Start {
+                node,
+                request,
+                started,
+                until,
+            },
+            attempt_bound: until < deadline,
+            response: None,
+            timer: None,
+            in_flight: None,
+        }
+    }
+}
+
+/// Where an attempt is.
+enum Stage {
+    /// Not started: the first poll starts it.
+    Start {
+        node: Arc<NodeEntry>,
+        request: http::Request<Body>,
+        started: Instant,
+        /// When the attempt's time runs out.
+        until: Instant,
+    },
+    /// Waiting for the node's connection to take the request.
+    Connecting(Channel, http::Request<Body>),
+    /// Sent: the answer is awaited.
+    Sent,
+    /// Ended (an outcome was returned).
+    Done,
+}
+
+pin_project! {
+    /// An attempt in flight. Dropped before it ends (a hedge lost the race,
+    /// the caller gave up), it only ends the node's in-flight count.
+    #[project = AttemptProj]
+    pub(crate) struct AttemptFuture {
+        set: Arc<NodeSet>,
+        stage: Stage,
+        // Whether running out of time is the attempt's limit (the node is
+        // slow) rather than the call's (the caller's deadline).
+        attempt_bound: bool,
+        #[pin]
+        response: Option<ResponseFuture>,
+        #[pin]
+        timer: Option<Sleep>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+/// Counts the attempt in its node's load until finished or dropped.
+#[derive(Debug)]
+struct InFlight {
+    node: Arc<NodeEntry>,
     started: Instant,
-    deadline: Instant,
-    bounded: bool,
+    finished: bool,
+}
+
+impl InFlight {
+    fn finish(&mut self, failed: bool) {
+        self.finished = true;
+        let now = Instant::now();
+        self.node
+            .load()
+            .exit(Some((now.saturating_duration_since(self.started), failed)));
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.node.load().exit(None);
+        }
+    }
+}
+
+impl Future for AttemptFuture {
+    type Output = Result<Outcome, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if matches!(this.stage, Stage::Start { .. }) {
+            let Stage::Start {
+                node,
+                request,
+                started,
+                until,
+            } = std::mem::replace(this.stage, Stage::Done)
+            else {
+                unreachable!("matched above");
+            };
+            if let Some(reason) = &node.refusal {
+                return Poll::Ready(Ok(Outcome::Failed {
+                    failure: NodeFailure::Tls(reason.to_string()),
+                    sent: Sent::No,
+                }));
+            }
+            node.count_attempt();
+            node.load().enter();
+            this.timer.set(Some(tokio::time::sleep_until(until)));
+            *this.stage = Stage::Connecting(node.connection(), request);
+            *this.in_flight = Some(InFlight {
+                node,
+                started,
+                finished: false,
+            });
+        }
+
+        // The node first, then the clock (as `tokio::time::timeout` does).
+        if let Stage::Connecting(channel, _) = this.stage {
+            match channel.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let Stage::Connecting(mut channel, request) =
+                        std::mem::replace(this.stage, Stage::Sent)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    this.response.set(Some(channel.call(request)));
+                    if let Some(in_flight) = this.in_flight {
+                        in_flight.node.give_back(channel);
+                    }
+                }
+                Poll::Ready(Err(error)) => return end(this, Ok(Err(error))),
+                Poll::Pending => {}
+            }
+        }
+        if let Some(response) = this.response.as_mut().as_pin_mut()
+            && let Poll::Ready(result) = response.poll(cx)
+        {
+            return end(this, Ok(result));
+        }
+        match this.timer.as_mut().as_pin_mut() {
+            Some(timer) => {
+                ready!(timer.poll(cx));
+                end(this, Err(Elapsed))
+            }
+            // Polled again after it ended.
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Ends the attempt with `result`: releases the connection and the timer,
+/// and judges the result.
+fn end(
+    mut this: AttemptProj<'_>,
+    result: Result<Result<http::Response<Body>, tonic::transport::Error>, Elapsed>,
+) -> Poll<Result<Outcome, Infallible>> {
+    *this.stage = Stage::Done;
+    this.response.set(None);
+    this.timer.set(None);
+    let in_flight = this.in_flight.take().expect("set when started");
+    Poll::Ready(Ok(judge(this.set, in_flight, *this.attempt_bound, result)))
+}
+
+/// The attempt's own deadline passed before the node answered.
+struct Elapsed;
+
+/// What the attempt's result means, credited to its node.
+fn judge(
+    set: &NodeSet,
+    in_flight: InFlight,
+    attempt_bound: bool,
+    result: Result<Result<http::Response<Body>, tonic::transport::Error>, Elapsed>,
 ) -> Outcome {
     let options = set.options();
-    if let Some(reason) = &entry.refusal {
-        return Outcome::Failed {
-            failure: NodeFailure::Tls(reason.to_string()),
-            sent: Sent::No,
-        };
-    }
-    let attempt_deadline = if bounded {
-        (started + options.attempt_timeout).min(deadline)
-    } else {
-        deadline
-    };
-    // Whether running out of time here is the attempt's limit (the node is
-    // slow) rather than the call's (the caller's deadline).
-    let attempt_bound = attempt_deadline < deadline;
-    request.headers_mut().insert(
-        timeout::GRPC_TIMEOUT,
-        timeout::encode(attempt_deadline - started),
-    );
-
-    entry.count_attempt();
-    let in_flight = entry.load().start(started);
-    let mut channel = entry.channel.clone();
-    let result = tokio::time::timeout_at(attempt_deadline, async move {
-        channel.ready().await?;
-        channel.call(request).await
-    })
-    .await;
-
     let timed_out = || {
         if attempt_bound {
             Some(NodeFailure::Timeout(options.attempt_timeout))
@@ -93,7 +293,7 @@ pub(crate) async fn run(
         }
     };
     let outcome = match result {
-        Err(_elapsed) => match timed_out() {
+        Err(Elapsed) => match timed_out() {
             Some(failure) => Outcome::Failed {
                 failure,
                 sent: Sent::Maybe,
@@ -147,10 +347,12 @@ pub(crate) async fn run(
     };
 
     // What the node gets credited with.
+    let mut in_flight = in_flight;
     match &outcome {
         Outcome::Answered { status, .. } => {
             let node_failed = *status == Some(Code::Unavailable);
             in_flight.finish(node_failed);
+            let entry = &in_flight.node;
             if node_failed {
                 eject_if_due(set, entry);
             } else {
@@ -159,6 +361,7 @@ pub(crate) async fn run(
         }
         Outcome::Failed { failure, .. } => {
             in_flight.finish(true);
+            let entry = &in_flight.node;
             match failure {
                 // The connection failed: the node is down until a probe
                 // reaches it.
@@ -171,7 +374,7 @@ pub(crate) async fn run(
             }
         }
         // Not the node's fault: nothing learnt.
-        Outcome::Deadline => drop(in_flight),
+        Outcome::Deadline => {}
     }
     outcome
 }

@@ -23,7 +23,8 @@ const REPLAY_LIMIT: usize = 4 * 1024 * 1024;
 pub(crate) enum RequestBody {
     Complete {
         data: Bytes,
-        trailers: Option<HeaderMap>,
+        /// Rare in requests: boxed, to keep every call's future small.
+        trailers: Option<Box<HeaderMap>>,
     },
     Streaming(Option<Body>),
 }
@@ -65,7 +66,7 @@ impl RequestBody {
                         if let Ok(trailers) = frame.into_trailers() {
                             return Ok(RequestBody::Complete {
                                 data: joined(first, data),
-                                trailers: Some(trailers),
+                                trailers: Some(Box::new(trailers)),
                             });
                         }
                     }
@@ -102,7 +103,7 @@ impl RequestBody {
         match self {
             RequestBody::Complete { data, trailers } => Body::new(Replay {
                 data: Some(data.clone()).filter(|d| !d.is_empty()),
-                trailers: trailers.clone(),
+                trailers: trailers.as_deref().cloned(),
             }),
             RequestBody::Streaming(body) => body.take().unwrap_or_else(Body::empty),
         }
@@ -142,15 +143,14 @@ impl http_body::Body for Replay {
         self.data.is_none() && self.trailers.is_none()
     }
 
+    /// A lower bound only, like tonic's own request bodies: given an exact
+    /// size, hyper would add a `content-length` header to every request
+    /// (gRPC does not use it; it costs an allocation and HPACK work per
+    /// call). The end of the body is told by `is_end_stream`.
     fn size_hint(&self) -> http_body::SizeHint {
-        let len = self.data.as_ref().map_or(0, |d| d.len() as u64);
-        if self.trailers.is_none() {
-            http_body::SizeHint::with_exact(len)
-        } else {
-            let mut hint = http_body::SizeHint::new();
-            hint.set_lower(len);
-            hint
-        }
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(self.data.as_ref().map_or(0, |d| d.len() as u64));
+        hint
     }
 }
 

@@ -216,6 +216,16 @@ impl ClientError {
     }
 
     /// The node that failed, if one did (for logs, never for answers).
+    /// The error a tonic client sees: this error's gRPC status (which keeps
+    /// the error as its source). The node involved goes to the debug log,
+    /// never into the status.
+    pub fn into_status(self) -> crate::BoxError {
+        if let Some(node) = self.node() {
+            tracing::debug!(node = %node.id, address = %node.address, "call failed: {self}");
+        }
+        Box::new(self.to_status())
+    }
+
     pub fn node(&self) -> Option<&Node> {
         match self {
             ClientError::AttemptTimeout { node, .. } | ClientError::NodeFailed { node, .. } => {

@@ -65,6 +65,7 @@
 //! [`NodeFailure::Tls`], with rustls's reason. See [`tls`].
 
 mod attempt;
+mod balance;
 mod body;
 mod channel;
 mod deadline;

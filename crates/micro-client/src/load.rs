@@ -59,14 +59,18 @@ impl Default for Load {
     }
 }
 
-/// One attempt in flight; dropping it without [`finish`](InFlight::finish)
-/// (a cancelled call) only ends the in-flight count.
+/// One attempt in flight, for the tests below (the attempt stage keeps its
+/// own, which owns its node); dropping it without
+/// [`finish`](InFlight::finish) (a cancelled call) only ends the in-flight
+/// count.
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct InFlight<'a> {
     load: &'a Load,
     started: Instant,
 }
 
+#[cfg(test)]
 impl InFlight<'_> {
     /// Records how long the attempt took and whether it failed.
     pub(crate) fn finish(self, failed: bool) {
@@ -76,6 +80,7 @@ impl InFlight<'_> {
     }
 }
 
+#[cfg(test)]
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.load.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -84,6 +89,7 @@ impl Drop for InFlight<'_> {
 
 impl Load {
     /// An attempt starts (`now`).
+    #[cfg(test)]
     pub(crate) fn start(&self, now: Instant) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
@@ -92,7 +98,7 @@ impl Load {
         }
     }
 
-    /// An attempt started (for callers that cannot hold an [`InFlight`]).
+    /// An attempt started.
     pub(crate) fn enter(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,4 +1,5 @@
-//! The telemetry hook: a [`CallObserver`] given to
+//! The observe stage ([`Observe`], outermost) and the telemetry hook it
+//! calls: a [`CallObserver`] given to
 //! [`Client::with_observer`](crate::Client::with_observer) sees every call
 //! through the client's channels, outermost, before anything else runs and
 //! after everything is done.
@@ -39,13 +40,97 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures::TryFutureExt;
+use futures::future::BoxFuture;
 use http::HeaderMap;
 use tonic::body::Body;
+use tower::{Layer, Service};
 
+use crate::BoxError;
 use crate::attempt::Outcome;
 use crate::error::{ClientError, NodeFailure};
 use crate::resolve::NodeSet;
+
+/// A call on its way down the stages: the request, and the observer's
+/// record of it, which sees its attempts and is ended by the stage that
+/// ends the call (the retry stage).
+pub(crate) struct Call {
+    pub(crate) request: http::Request<Body>,
+    pub(crate) end: Option<Box<dyn CallEnd>>,
+}
+
+/// The outermost stage: starts the observer's record of each call (which
+/// goes down with the call), and turns a failure into the gRPC status a
+/// tonic client sees. Its future is the one allocation of a call: the
+/// stages below it are plain futures inside it.
+#[derive(Clone, Debug)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    set: Arc<NodeSet>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// Puts an [`Observe`] over a service.
+#[derive(Clone, Debug)]
+pub(crate) struct ObserveLayer {
+    pub(crate) set: Arc<NodeSet>,
+    pub(crate) observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            set: self.set.clone(),
+            observer: self.observer.clone(),
+        }
+    }
+}
+
+impl<S> Observe<S> {
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Observe<S>
+where
+    S: Service<Call, Response = http::Response<Body>, Error = ClientError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(ClientError::into_status)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let call = match &self.observer {
+            None => Call { request, end: None },
+            // Sees the request before it goes out (trace context).
+            Some(observer) => {
+                let (mut parts, body) = request.into_parts();
+                let end = observer.start(&self.set, parts.uri.path(), &mut parts.headers);
+                Call {
+                    request: http::Request::from_parts(parts, body),
+                    end: Some(end),
+                }
+            }
+        };
+        Box::pin(
+            self.inner
+                .call(call)
+                .map_err(ClientError::into_status as fn(ClientError) -> BoxError),
+        )
+    }
+}
 
 /// How one attempt ended, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

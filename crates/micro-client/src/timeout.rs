@@ -39,16 +39,22 @@ pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
 /// to a millisecond of rounding, and calls with the same deadline then send
 /// the same value, which HPACK sends as an index instead of the text.
 pub(crate) fn encode(timeout: Duration) -> HeaderValue {
-    let nanos = timeout.as_nanos();
-    let (value, unit) = match nanos.div_ceil(1_000) {
-        micros if micros < 1_000_000 => (micros, b'u'),
-        _ => match nanos.div_ceil(1_000_000) {
-            millis if millis <= u128::from(MAX_DIGITS) => (millis, b'm'),
-            _ => (u128::from(timeout.as_secs().min(MAX_DIGITS)), b'S'),
-        },
+    // In u64 (u128 division is a library call, and this runs per attempt).
+    let secs = timeout.as_secs();
+    let nanos = u64::from(timeout.subsec_nanos());
+    let micros = nanos.div_ceil(1_000);
+    let (value, unit) = if secs == 0 && micros < 1_000_000 {
+        (micros, b'u')
+    } else {
+        match secs
+            .saturating_mul(1_000)
+            .saturating_add(nanos.div_ceil(1_000_000))
+        {
+            millis if millis <= MAX_DIGITS => (millis, b'm'),
+            _ => (secs.min(MAX_DIGITS), b'S'),
+        }
     };
-    // At most 8 digits and a unit, written without an intermediate String
-    // (this runs once per call).
+    // At most 8 digits and a unit, written without an intermediate String.
     let mut text = [0u8; 9];
     let mut len = 0;
     let mut rest = value;
@@ -89,6 +95,9 @@ mod tests {
         assert_eq!(encode(Duration::from_nanos(1)), "1u");
         assert_eq!(encode(Duration::from_secs(100)), "100000m");
         assert_eq!(encode(Duration::from_secs(100_000_000_000)), "99999999S");
+        assert_eq!(encode(Duration::from_nanos(999_999_500)), "1000m");
+        assert_eq!(encode(Duration::from_nanos(1_000_000_001)), "1001m");
+        assert_eq!(encode(Duration::MAX), "99999999S");
     }
 
     #[test]

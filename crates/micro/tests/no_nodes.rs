@@ -76,3 +76,65 @@ async fn asking_for_many_unknown_services_does_not_grow_without_bound() {
         client.known_services()
     );
 }
+
+/// A registry that accepts every request and never answers.
+#[derive(Debug)]
+struct Silent;
+
+#[async_trait::async_trait]
+impl micro::registry::Registry for Silent {
+    fn name(&self) -> &str {
+        "silent"
+    }
+    async fn register(
+        &self,
+        _: &micro::registry::Service,
+        _: micro::registry::RegisterOptions,
+    ) -> Result<(), micro::registry::Error> {
+        std::future::pending().await
+    }
+    async fn deregister(&self, _: &micro::registry::Service) -> Result<(), micro::registry::Error> {
+        std::future::pending().await
+    }
+    async fn get_service(
+        &self,
+        _: &str,
+    ) -> Result<Vec<micro::registry::Service>, micro::registry::Error> {
+        std::future::pending().await
+    }
+    async fn list_services(&self) -> Result<Vec<micro::registry::Service>, micro::registry::Error> {
+        std::future::pending().await
+    }
+    async fn watch(
+        &self,
+        _: micro::registry::WatchOptions,
+    ) -> Result<micro::registry::Watcher, micro::registry::Error> {
+        std::future::pending().await
+    }
+}
+
+/// The channel is not ready until the registry answers; when it has not
+/// answered within `request_timeout`, the call fails with a deadline error
+/// naming the registry (not a hang, not "no nodes").
+#[tokio::test(start_paused = true)]
+async fn a_registry_that_never_answers_is_a_timeout_naming_it() {
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(Arc::new(Silent), options);
+    let mut greeter = GreeterClient::new(client.service("go.micro.srv.greeter"));
+    let started = Instant::now();
+    let err = greeter
+        .hello(Request { name: "x".into() })
+        .await
+        .expect_err("the registry never answered");
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message()
+            .contains("service go.micro.srv.greeter: registry [silent] did not answer within 2s"),
+        "{}",
+        err.message()
+    );
+}
