@@ -2,8 +2,11 @@
 //!
 //! The pipeline, per call: service name → [`NodeSet`](resolve) (a cached node
 //! list kept live by a registry watch, so no registry round trip per call) →
-//! [`Selector`](micro_selector::Selector) (round robin by default) → a tonic
-//! `Channel` per node → the response, or a retry on another node.
+//! a stack of tower services, each with one job and its own `Layer`:
+//! observe (telemetry) → deadline → retry (policy, budget, hedging) →
+//! balance ([`Selector`](micro_selector::Selector), p2c by default) →
+//! attempt (attempt timeout, node health and load) → a tonic `Channel` per
+//! node. See [`ServiceChannel`] for the stages.
 //!
 //! [`Client::service`] returns a [`ServiceChannel`]: a `tower::Service` like
 //! tonic's `Channel`, so tonic-generated clients work on top of it unchanged:
