@@ -145,6 +145,111 @@ pub fn add(name: &str, table: &Table) -> String {
     }
 }
 
+/// How figures grow with a size (R13: per node count), one panel per
+/// figure, one line per process.
+#[derive(Debug)]
+pub struct Growth {
+    pub title: String,
+    /// What the x axis counts (`nodes`).
+    pub x_desc: String,
+    pub panels: Vec<GrowthPanel>,
+}
+
+/// One figure of a [`Growth`] chart.
+#[derive(Debug)]
+pub struct GrowthPanel {
+    /// The figure and its unit (`RSS (MiB)`).
+    pub y_desc: String,
+    /// One line per process: its name and its (size, value) points.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Draws a [`Growth`] chart (once [`enable`]d); returns the markdown image
+/// link, or nothing.
+pub fn add_growth(name: &str, growth: &Growth) -> String {
+    let mut output = OUTPUT.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(output) = output.as_mut() else {
+        return String::new();
+    };
+    let base = slug(name);
+    let mut name = base.clone();
+    let mut n = 1;
+    while !output.names.insert(name.clone()) {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    let file = format!("{name}.png");
+    match growth_chart(&output.dir.join(&file), growth) {
+        Ok(()) => {
+            let link = if output.link_dir == "." {
+                file
+            } else {
+                format!("{}/{file}", output.link_dir)
+            };
+            let alt = growth.title.replace(['[', ']'], "");
+            format!("![{alt}]({})\n\n", link.replace(' ', "%20"))
+        }
+        Err(e) => {
+            eprintln!("charts: cannot draw {name}: {e}");
+            String::new()
+        }
+    }
+}
+
+fn growth_chart(path: &Path, growth: &Growth) -> Result2<()> {
+    let root = BitMapBackend::new(path, (WIDTH, THROUGHPUT_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in growth.panels.iter().flat_map(|p| &p.series) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let body = header(
+        &root,
+        &growth.title,
+        &format!("Each point is one size of the run; x: {}", growth.x_desc),
+        &names,
+    )?;
+    let panels = body.split_evenly((1, growth.panels.len().max(1)));
+    for (area, panel) in panels.iter().zip(&growth.panels) {
+        let points = panel.series.iter().flat_map(|(_, p)| p);
+        let (x_max, y_max) = points.fold((0.0f64, 0.0f64), |(x, y), (px, py)| {
+            (x.max(*px), y.max(*py))
+        });
+        let (x_top, x_ticks) = linear_ticks(x_max * 1.05);
+        let (y_top, y_ticks) = linear_ticks(y_max * 1.12);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.y_desc, (FONT_NAME, 20))
+            .margin_left(8)
+            .margin_right(20)
+            .margin_bottom(14)
+            .x_label_area_size(40)
+            .y_label_area_size(62)
+            .build_cartesian_2d(ticked(0.0..x_top, x_ticks), ticked(0.0..y_top, y_ticks))?;
+        chart
+            .configure_mesh()
+            .x_desc(&growth.x_desc)
+            .x_label_formatter(&|v| count_label(*v))
+            .y_label_formatter(&|v| trim(format!("{v:.1}")))
+            .label_style((FONT_NAME, 15))
+            .axis_desc_style((FONT_NAME, 16))
+            .light_line_style(TRANSPARENT)
+            .draw()?;
+        for (name, series) in &panel.series {
+            let color = color_of(&names, name);
+            chart.draw_series([PathElement::new(series.clone(), color.stroke_width(2))])?;
+            chart.draw_series(
+                series
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+            )?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
 /// A file stem from a table title: its id before the first `:` (`R5: ...` →
 /// `r5`), or the whole title, as lowercase ASCII words joined by `-`.
 pub fn name_of(title: &str) -> String {

@@ -896,12 +896,12 @@ fn growth(rows: &[Row], pick: fn(&Row) -> f64, unit: &str) -> String {
     }
 }
 
-fn table(title: &str, config: &Config, rows: &[Row]) -> String {
+fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(
         out,
-        "Indicative (the machine was shared with other builds). Synthetic services registered through \
+        "Synthetic services registered through \
          the `Registry` API ({} nodes each, four endpoints with request/response descriptions and \
          metadata like the user service's; their nodes listen nowhere), cumulatively. Churn: {} \
          registrations and {} deregistrations per second of synthetic nodes, {:?} for the CPU \
@@ -969,6 +969,39 @@ fn table(title: &str, config: &Config, rows: &[Row]) -> String {
         );
     }
     out.push('\n');
+    let points = |pick: fn(&Row) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r.nodes, pick(r))).collect()
+    };
+    out.push_str(&crate::charts::add_growth(
+        &format!("{chart}-growth"),
+        &crate::charts::Growth {
+            title: format!("{title}: growth with the number of nodes"),
+            x_desc: "nodes registered".into(),
+            panels: vec![
+                crate::charts::GrowthPanel {
+                    y_desc: "RSS (MiB)".into(),
+                    series: vec![
+                        ("gateway".into(), points(|r| r.gw_rss_kib / 1024.0)),
+                        ("client".into(), points(|r| r.cl_rss_kib / 1024.0)),
+                    ],
+                },
+                crate::charts::GrowthPanel {
+                    y_desc: "spawn → ready (ms)".into(),
+                    series: vec![
+                        ("gateway".into(), points(|r| r.gw_ready_ms)),
+                        ("client".into(), points(|r| r.cl_ready_ms)),
+                    ],
+                },
+                crate::charts::GrowthPanel {
+                    y_desc: "CPU per registry event (µs)".into(),
+                    series: vec![
+                        ("gateway".into(), points(Row::gw_cpu_per_event_us)),
+                        ("client".into(), points(Row::cl_cpu_per_event_us)),
+                    ],
+                },
+            ],
+        },
+    ));
     let _ = writeln!(
         out,
         "- Gateway time to ready: {}.",
@@ -1029,6 +1062,7 @@ pub fn r13(plan: &Plan) -> String {
     let rows = rows.into_inner().expect("rows");
     out.push_str(&table(
         "R13: cost at scale, etcd on loopback",
+        "r13-etcd",
         &config,
         &rows,
     ));
@@ -1079,7 +1113,7 @@ fn r13_mdns(plan: &Plan, tiny: bool) -> String {
         }
     }
     drop(child);
-    table(title, &config, &rows)
+    table(title, "r13-mdns", &config, &rows)
 }
 
 /// `micro-bench scale-mdns`, started by [`r13`] in a fresh network
