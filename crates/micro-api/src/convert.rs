@@ -20,6 +20,7 @@
 //! and invalid ones are dropped); `Content-Type` defaults to `application/json`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -107,10 +108,19 @@ pub fn to_api_request(
     let path = percent_encoding::percent_decode_str(uri.path())
         .decode_utf8_lossy()
         .into_owned();
+    // An origin-form target (what HTTP/1.1 clients send) is its own text:
+    // no `Display` round trip.
+    let url = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(target)) if uri.authority().is_none() => target.as_str().to_string(),
+        _ => uri.to_string(),
+    };
     let mut request = ApiRequest {
         method: parts.method.as_str().to_string(),
         path,
-        url: uri.to_string(),
+        url,
+        // Every header (Host included) plus `X-Forwarded-For` and a
+        // `Content-Type`: sized once, no regrowth while filling.
+        header: HashMap::with_capacity(parts.headers.keys_len() + 2),
         ..ApiRequest::default()
     };
 
@@ -236,10 +246,13 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 fn push(map: &mut HashMap<String, Pair>, key: String, value: String) {
-    map.entry(key.clone())
-        .or_insert_with(|| Pair::new(key, Vec::new()))
-        .values
-        .push(value);
+    match map.entry(key) {
+        Entry::Occupied(mut entry) => entry.get_mut().values.push(value),
+        Entry::Vacant(entry) => {
+            let key = entry.key().clone();
+            entry.insert(Pair::new(key, vec![value]));
+        }
+    }
 }
 
 fn lossy(value: &HeaderValue) -> String {

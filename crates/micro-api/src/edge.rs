@@ -1,4 +1,5 @@
-//! What every request meets first: header limits, CORS, and the deadline.
+//! What every request meets first: header limits, CORS, the deadline, then
+//! the rate limits ([`crate::ratelimit`]) and auth ([`crate::auth`]).
 //!
 //! Connection-level limits (header read timeout, hyper's own header caps,
 //! connection count) are set where the listener is served; these checks
@@ -58,7 +59,18 @@ pub(crate) async fn edge(
     request
         .extensions_mut()
         .insert(Deadline(Instant::now() + timeout));
-    let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
+    // Rate limits, then auth, then the handler: one middleware (each axum
+    // `from_fn` layer costs a boxed future and a service clone per request).
+    let handled = async {
+        if let Some(refused) = crate::ratelimit::check(&inner, &request) {
+            return refused;
+        }
+        if let Some(refused) = crate::auth::authenticate(&inner, &mut request) {
+            return refused;
+        }
+        next.run(request).await
+    };
+    let mut response = match tokio::time::timeout(timeout, handled).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             504,

@@ -256,15 +256,7 @@ impl Gateway {
             .route("/", axum::routing::any(handler::version))
             .fallback(handler::dispatch)
             .with_state(self.inner.clone())
-            // Outermost last: edge checks, then rate limits, then auth.
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                auth::authenticate,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                ratelimit::limit,
-            ))
+            // Edge checks, then rate limits, then auth (all in `edge`).
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.clone(),
                 edge::edge,
