@@ -257,10 +257,7 @@ impl Gateway {
             .fallback(handler::dispatch)
             .with_state(self.inner.clone())
             // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                edge::edge,
-            ))
+            .layer(edge::EdgeLayer(self.inner.clone()))
             // Outermost: counts every answer (limits and timeouts included)
             // and continues the caller's trace.
             .layer(micro_telemetry::api::ApiLayer::new(
