@@ -274,18 +274,30 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 /// gateway's headers; with `--auth`, checks the token and the path rules.
 /// `Some(answer)` refuses the request.
 pub(crate) fn authenticate(inner: &Inner, request: &mut Request) -> Option<Response> {
+    // Names as constants: a `&str` key is parsed on every lookup.
+    const GATEWAY_HEADERS: [HeaderName; 3] = [
+        HeaderName::from_static(USER_ID_HEADER),
+        HeaderName::from_static(USER_NAME_HEADER),
+        HeaderName::from_static(REMOTE_IP_HEADER),
+    ];
     let headers = request.headers_mut();
-    for name in [USER_ID_HEADER, USER_NAME_HEADER, REMOTE_IP_HEADER] {
+    for name in &GATEWAY_HEADERS {
         headers.remove(name);
     }
     let remote: Option<IpAddr> = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
-    if let Some(ip) = remote
-        // From the `String` itself: no second copy.
-        && let Ok(value) = HeaderValue::try_from(ip.to_string())
-    {
-        request
-            .headers_mut()
-            .insert(HeaderName::from_static(REMOTE_IP_HEADER), value);
+    if let Some(ip) = remote {
+        // Written on the stack, copied once into the value.
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let written = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        if written.is_ok()
+            && let Ok(value) = HeaderValue::from_bytes(&text[..len])
+        {
+            request
+                .headers_mut()
+                .insert(GATEWAY_HEADERS[2].clone(), value);
+        }
     }
     let auth = inner.options.auth.as_ref()?;
     let path = request.uri().path().to_string();
