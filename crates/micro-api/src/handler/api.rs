@@ -34,7 +34,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let message = encode_api_request(&parts, &body, remote);
     let mut call =
         tonic::Request::from_parts(to_metadata(&parts.headers), Default::default(), message);
-    call.set_timeout(call_timeout(inner, deadline));
+    micro_json::set_timeout(&mut call, call_timeout(inner, deadline));
     if is_safe(&parts.method) {
         call.extensions_mut().insert(Idempotent);
     }
