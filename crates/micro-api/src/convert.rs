@@ -449,17 +449,21 @@ fn lossy(value: &HeaderValue) -> String {
 
 /// Go's `CanonicalMIMEHeaderKey`: `content-type` → `Content-Type`.
 pub fn canonical_header(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+    // Byte by byte: only ASCII letters change, so the text stays UTF-8.
+    let mut out = name.as_bytes().to_vec();
     let mut upper = true;
-    for c in name.chars() {
-        if upper {
-            out.push(c.to_ascii_uppercase());
+    for b in &mut out {
+        *b = if upper {
+            b.to_ascii_uppercase()
         } else {
-            out.push(c.to_ascii_lowercase());
-        }
-        upper = c == '-';
+            b.to_ascii_lowercase()
+        };
+        upper = *b == b'-';
     }
-    out
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// Headers that describe one connection, never forwarded.
@@ -531,6 +535,7 @@ mod tests {
         assert_eq!(canonical_header("content-type"), "Content-Type");
         assert_eq!(canonical_header("x-forwarded-for"), "X-Forwarded-For");
         assert_eq!(canonical_header("host"), "Host");
+        assert_eq!(canonical_header("X-é-wEIRD--x"), "X-é-Weird--X");
     }
 
     #[test]
