@@ -23,8 +23,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -271,28 +270,36 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     matched[toks.len()]
 }
 
-/// The middleware: strips and sets the gateway's headers; with `--auth`,
-/// checks the token and the path rules.
-pub(crate) async fn authenticate(
-    State(inner): State<Arc<Inner>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Run by [`crate::edge::edge`] on every request: strips and sets the
+/// gateway's headers; with `--auth`, checks the token and the path rules.
+/// `Some(answer)` refuses the request.
+pub(crate) fn authenticate(inner: &Inner, request: &mut Request) -> Option<Response> {
+    // Names as constants: a `&str` key is parsed on every lookup.
+    const GATEWAY_HEADERS: [HeaderName; 3] = [
+        HeaderName::from_static(USER_ID_HEADER),
+        HeaderName::from_static(USER_NAME_HEADER),
+        HeaderName::from_static(REMOTE_IP_HEADER),
+    ];
     let headers = request.headers_mut();
-    for name in [USER_ID_HEADER, USER_NAME_HEADER, REMOTE_IP_HEADER] {
+    for name in &GATEWAY_HEADERS {
         headers.remove(name);
     }
     let remote: Option<IpAddr> = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
-    if let Some(ip) = remote
-        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
-    {
-        request
-            .headers_mut()
-            .insert(HeaderName::from_static(REMOTE_IP_HEADER), value);
+    if let Some(ip) = remote {
+        // Written on the stack, copied once into the value.
+        let mut text = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let written = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        if written.is_ok()
+            && let Ok(value) = HeaderValue::from_bytes(&text[..len])
+        {
+            request
+                .headers_mut()
+                .insert(GATEWAY_HEADERS[2].clone(), value);
+        }
     }
-    let Some(auth) = inner.options.auth.as_ref() else {
-        return next.run(request).await;
-    };
+    let auth = inner.options.auth.as_ref()?;
     let path = request.uri().path().to_string();
     let public = auth.is_public(&path);
     let claims = match bearer(request.headers()) {
@@ -303,15 +310,17 @@ pub(crate) async fn authenticate(
     match claims {
         Ok(claims) => {
             if !public && !auth.opens(&path, inner.options.handler == crate::HandlerKind::Rpc) {
-                return ApiError::new(
-                    403,
-                    "no --auth_paths or --auth_public_paths rule opens this path",
-                )
-                .into_response();
+                return Some(
+                    ApiError::new(
+                        403,
+                        "no --auth_paths or --auth_public_paths rule opens this path",
+                    )
+                    .into_response(),
+                );
             }
-            set_claim(&mut request, USER_ID_HEADER, &claims.sub);
+            set_claim(request, USER_ID_HEADER, &claims.sub);
             if let Some(name) = &claims.name {
-                set_claim(&mut request, USER_NAME_HEADER, name);
+                set_claim(request, USER_NAME_HEADER, name);
             }
         }
         Err(_) if public => {}
@@ -320,10 +329,10 @@ pub(crate) async fn authenticate(
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            return Some(response);
         }
     }
-    next.run(request).await
+    None
 }
 
 fn set_claim(request: &mut Request, name: &'static str, value: &str) {

@@ -20,6 +20,7 @@
 //! and invalid ones are dropped); `Content-Type` defaults to `application/json`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -107,10 +108,19 @@ pub fn to_api_request(
     let path = percent_encoding::percent_decode_str(uri.path())
         .decode_utf8_lossy()
         .into_owned();
+    // An origin-form target (what HTTP/1.1 clients send) is its own text:
+    // no `Display` round trip.
+    let url = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(target)) if uri.authority().is_none() => target.as_str().to_string(),
+        _ => uri.to_string(),
+    };
     let mut request = ApiRequest {
         method: parts.method.as_str().to_string(),
         path,
-        url: uri.to_string(),
+        url,
+        // Every header (Host included) plus `X-Forwarded-For` and a
+        // `Content-Type`: sized once, no regrowth while filling.
+        header: HashMap::with_capacity(parts.headers.keys_len() + 2),
         ..ApiRequest::default()
     };
 
@@ -169,6 +179,194 @@ pub fn to_api_request(
         request.body = String::from_utf8_lossy(body).into_owned();
     }
     request
+}
+
+/// [`to_api_request`]'s message, encoded: the same `go.api.Request` (it
+/// decodes equal), written straight into protobuf bytes. The headers go
+/// from the `HeaderMap` to the wire without the message's
+/// `HashMap<String, Pair>` (its hashing, key copies and growth): this runs
+/// on every api handler request.
+pub fn encode_api_request(
+    parts: &http::request::Parts,
+    body: &[u8],
+    remote: Option<SocketAddr>,
+) -> Vec<u8> {
+    use std::borrow::Cow;
+    let uri = &parts.uri;
+    let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+    let url: Cow<'_, str> = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(target)) if uri.authority().is_none() => Cow::Borrowed(target.as_str()),
+        _ => Cow::Owned(uri.to_string()),
+    };
+    fn lossy(value: &HeaderValue) -> Cow<'_, str> {
+        String::from_utf8_lossy(value.as_bytes())
+    }
+
+    // The header pairs: every name once (a `HeaderMap` key is unique, and
+    // so is its canonical form), its values in order.
+    let mut header: Vec<(Cow<'static, str>, Vec<Cow<'_, str>>)> =
+        Vec::with_capacity(parts.headers.keys_len() + 2);
+    let mut forwarded = None;
+    for name in parts.headers.keys() {
+        if name == header::HOST {
+            continue;
+        }
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| lossy(v))
+            .collect();
+        if name.as_str() == "x-forwarded-for" {
+            forwarded = Some(header.len());
+        }
+        header.push((Cow::Owned(canonical_header(name.as_str())), values));
+    }
+    if let Some(remote) = remote {
+        let ip = remote.ip().to_string();
+        match forwarded {
+            Some(i) if !header[i].1.is_empty() => {
+                let joined = format!("{}, {ip}", header[i].1.join(", "));
+                header[i].1 = vec![Cow::Owned(joined)];
+            }
+            _ => header.push((Cow::Borrowed("X-Forwarded-For"), vec![Cow::Owned(ip)])),
+        }
+    }
+    if parts.method == Method::GET && !parts.headers.contains_key(header::CONTENT_TYPE) {
+        header.push((
+            Cow::Borrowed("Content-Type"),
+            vec![Cow::Borrowed(GET_CONTENT_TYPE)],
+        ));
+    }
+    let host = match parts.headers.get(header::HOST) {
+        Some(value) => lossy(value),
+        None => Cow::Owned(uri.authority().map(|a| a.to_string()).unwrap_or_default()),
+    };
+    header.push((Cow::Borrowed("Host"), vec![host]));
+
+    // The query and form maps: rare and unbounded, so built as before.
+    let mut get = HashMap::new();
+    if let Some(query) = uri.query() {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            push(&mut get, key.into_owned(), value.into_owned());
+        }
+    }
+    let mut post = HashMap::new();
+    let form = is_form(&parts.headers)
+        && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    let text_body = if form {
+        for (key, value) in form_urlencoded::parse(body) {
+            push(&mut post, key.into_owned(), value.into_owned());
+        }
+        Cow::Borrowed("")
+    } else {
+        String::from_utf8_lossy(body)
+    };
+
+    let headers_len: usize = header
+        .iter()
+        .map(|(key, values)| map_entry_len(key, values))
+        .sum();
+    let mut out = Vec::with_capacity(
+        string_field_len(1, parts.method.as_str())
+            + string_field_len(2, &path)
+            + headers_len
+            + prost::encoding::hash_map::encoded_len(
+                prost::encoding::string::encoded_len,
+                prost::encoding::message::encoded_len,
+                4,
+                &get,
+            )
+            + prost::encoding::hash_map::encoded_len(
+                prost::encoding::string::encoded_len,
+                prost::encoding::message::encoded_len,
+                5,
+                &post,
+            )
+            + string_field_len(6, &text_body)
+            + string_field_len(7, &url),
+    );
+    put_string_field(&mut out, 1, parts.method.as_str());
+    put_string_field(&mut out, 2, &path);
+    for (key, values) in &header {
+        put_map_entry(&mut out, 3, key, values);
+    }
+    prost::encoding::hash_map::encode(
+        prost::encoding::string::encode,
+        prost::encoding::string::encoded_len,
+        prost::encoding::message::encode,
+        prost::encoding::message::encoded_len,
+        4,
+        &get,
+        &mut out,
+    );
+    prost::encoding::hash_map::encode(
+        prost::encoding::string::encode,
+        prost::encoding::string::encoded_len,
+        prost::encoding::message::encode,
+        prost::encoding::message::encoded_len,
+        5,
+        &post,
+        &mut out,
+    );
+    put_string_field(&mut out, 6, &text_body);
+    put_string_field(&mut out, 7, &url);
+    out
+}
+
+/// A length-delimited field: key, length, bytes (tags here are < 16: one
+/// byte of key).
+fn delimited_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// A proto3 string field (left out when empty, as prost does).
+fn string_field_len(_tag: u32, value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        delimited_len(value.len())
+    }
+}
+
+fn put_delimited(out: &mut Vec<u8>, tag: u32, len: usize) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+fn put_string_field(out: &mut Vec<u8>, tag: u32, value: &str) {
+    if !value.is_empty() {
+        put_delimited(out, tag, value.len());
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// A `Pair { key, values }`'s encoded length.
+fn pair_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
+    string_field_len(1, key)
+        + values
+            .iter()
+            .map(|v| delimited_len(v.as_ref().len()))
+            .sum::<usize>()
+}
+
+/// One `map<string, Pair>` entry: `{1: key, 2: Pair { key, values }}`.
+fn map_entry_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
+    delimited_len(string_field_len(1, key) + delimited_len(pair_len(key, values)))
+}
+
+fn put_map_entry<V: AsRef<str>>(out: &mut Vec<u8>, tag: u32, key: &str, values: &[V]) {
+    let pair = pair_len(key, values);
+    put_delimited(out, tag, string_field_len(1, key) + delimited_len(pair));
+    put_string_field(out, 1, key);
+    put_delimited(out, 2, pair);
+    put_string_field(out, 1, key);
+    for value in values {
+        // Repeated: every value written, empty ones too.
+        let value = value.as_ref();
+        put_delimited(out, 2, value.len());
+        out.extend_from_slice(value.as_bytes());
+    }
 }
 
 /// The HTTP response for a `go.api.Response`.
@@ -236,10 +434,13 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 fn push(map: &mut HashMap<String, Pair>, key: String, value: String) {
-    map.entry(key.clone())
-        .or_insert_with(|| Pair::new(key, Vec::new()))
-        .values
-        .push(value);
+    match map.entry(key) {
+        Entry::Occupied(mut entry) => entry.get_mut().values.push(value),
+        Entry::Vacant(entry) => {
+            let key = entry.key().clone();
+            entry.insert(Pair::new(key, vec![value]));
+        }
+    }
 }
 
 fn lossy(value: &HeaderValue) -> String {
@@ -248,17 +449,21 @@ fn lossy(value: &HeaderValue) -> String {
 
 /// Go's `CanonicalMIMEHeaderKey`: `content-type` → `Content-Type`.
 pub fn canonical_header(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+    // Byte by byte: only ASCII letters change, so the text stays UTF-8.
+    let mut out = name.as_bytes().to_vec();
     let mut upper = true;
-    for c in name.chars() {
-        if upper {
-            out.push(c.to_ascii_uppercase());
+    for b in &mut out {
+        *b = if upper {
+            b.to_ascii_uppercase()
         } else {
-            out.push(c.to_ascii_lowercase());
-        }
-        upper = c == '-';
+            b.to_ascii_lowercase()
+        };
+        upper = *b == b'-';
     }
-    out
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// Headers that describe one connection, never forwarded.
@@ -281,11 +486,56 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
 mod tests {
     use super::*;
 
+    /// The api handler's bytes decode to exactly [`to_api_request`]'s message.
+    #[test]
+    fn the_encoded_request_is_to_api_requests_message() {
+        use prost::Message as _;
+        let requests = [
+            http::Request::builder()
+                .method("GET")
+                .uri("/user/say/hello?name=huohuo&name=x&b=%20")
+                .header("host", "127.0.0.1:8080")
+                .header("accept", "*/*")
+                .header("accept", "text/plain")
+                .header("x-forwarded-for", "10.0.0.1")
+                .header("x-forwarded-for", "10.0.0.2")
+                .header("x-empty", "")
+                .header(
+                    "x-latin",
+                    HeaderValue::from_bytes(b"caf\xe9").expect("a value"),
+                ),
+            http::Request::builder()
+                .method("POST")
+                .uri("http://example.com:81/user/account/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-forwarded-for", ""),
+            http::Request::builder()
+                .method("PUT")
+                .uri("/p%C3%A9/x")
+                .header("content-type", "application/json"),
+        ];
+        for (i, builder) in requests.into_iter().enumerate() {
+            let (parts, ()) = builder.body(()).expect("a request").into_parts();
+            let body: &[u8] = if i == 1 {
+                b"user=a&pass=b+c&user=d"
+            } else {
+                b"{\"x\":1}"
+            };
+            for remote in [Some(SocketAddr::from(([127, 0, 0, 1], 4242))), None] {
+                let expected = to_api_request(&parts, body, remote);
+                let encoded = encode_api_request(&parts, body, remote);
+                let decoded = ApiRequest::decode(encoded.as_slice()).expect("decodes");
+                assert_eq!(decoded, expected, "request {i}, remote {remote:?}");
+            }
+        }
+    }
+
     #[test]
     fn canonical_names_are_gos() {
         assert_eq!(canonical_header("content-type"), "Content-Type");
         assert_eq!(canonical_header("x-forwarded-for"), "X-Forwarded-For");
         assert_eq!(canonical_header("host"), "Host");
+        assert_eq!(canonical_header("X-é-wEIRD--x"), "X-é-Weird--X");
     }
 
     #[test]

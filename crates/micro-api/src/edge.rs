@@ -1,17 +1,21 @@
-//! What every request meets first: header limits, CORS, and the deadline.
+//! What every request meets first: header limits, CORS, the deadline, then
+//! the rate limits ([`crate::ratelimit`]) and auth ([`crate::auth`]).
 //!
 //! Connection-level limits (header read timeout, hyper's own header caps,
 //! connection count) are set where the listener is served; these checks
 //! repeat the header caps so that the router alone (as tests drive it)
 //! enforces them too.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use http::{HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
+use tower::{Layer, Service};
 
 use crate::Inner;
 use crate::error::ApiError;
@@ -24,14 +28,62 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const DEFAULT_ALLOWED_HEADERS: &str = "Accept, Authorization, Content-Type";
 const PREFLIGHT_MAX_AGE: &str = "600";
 
-pub(crate) async fn edge(
-    State(inner): State<Arc<Inner>>,
+/// The layer running [`edge`] in front of the router's handlers: a plain
+/// tower layer rather than axum's `from_fn` (which boxes the next service,
+/// its future and the response body on every request).
+#[derive(Clone)]
+pub(crate) struct EdgeLayer(pub(crate) Arc<Inner>);
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, next: S) -> Edge<S> {
+        Edge {
+            inner: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// The service [`EdgeLayer`] makes.
+#[derive(Clone)]
+pub(crate) struct Edge<S> {
+    inner: Arc<Inner>,
+    next: S,
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service made ready is the one called; a clone stays behind.
+        let clone = self.next.clone();
+        let next = std::mem::replace(&mut self.next, clone);
+        Box::pin(edge(self.inner.clone(), request, next))
+    }
+}
+
+async fn edge<S>(
+    inner: Arc<Inner>,
     mut request: Request,
-    next: Next,
-) -> Response {
+    mut next: S,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let options = &inner.options;
     if let Some(error) = check_head(&request, options.max_headers, options.max_header_bytes) {
-        return error.into_response();
+        return Ok(error.into_response());
     }
 
     let allowed_origin = request
@@ -44,21 +96,33 @@ pub(crate) async fn edge(
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        return match allowed_origin {
+        return Ok(match allowed_origin {
             Some(origin) => preflight(origin, &request),
             None => ApiError::new(
                 403,
                 "cross-origin requests from this origin are not allowed (see --cors_allowed_origins)",
             )
             .into_response(),
-        };
+        });
     }
 
     let timeout = options.request_timeout;
-    request
-        .extensions_mut()
-        .insert(Deadline(Instant::now() + timeout));
-    let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
+    let deadline = Instant::now() + timeout;
+    request.extensions_mut().insert(Deadline(deadline));
+    // Rate limits, then auth, then the handler: one layer (each axum
+    // `from_fn` layer costs a boxed future and a service clone per request).
+    let handled = async {
+        if let Some(refused) = crate::ratelimit::check(&inner, &request) {
+            return refused;
+        }
+        if let Some(refused) = crate::auth::authenticate(&inner, &mut request) {
+            return refused;
+        }
+        match next.call(request).await {
+            Ok(response) => response,
+        }
+    };
+    let mut response = match tokio::time::timeout_at(deadline, handled).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             504,
@@ -71,7 +135,7 @@ pub(crate) async fn edge(
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
-    response
+    Ok(response)
 }
 
 /// Longest piece of a request echoed in an error answer.

@@ -256,19 +256,8 @@ impl Gateway {
             .route("/", axum::routing::any(handler::version))
             .fallback(handler::dispatch)
             .with_state(self.inner.clone())
-            // Outermost last: edge checks, then rate limits, then auth.
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                auth::authenticate,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                ratelimit::limit,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.clone(),
-                edge::edge,
-            ))
+            // Edge checks, then rate limits, then auth (all in `edge`).
+            .layer(edge::EdgeLayer(self.inner.clone()))
             // Outermost: counts every answer (limits and timeouts included)
             // and continues the caller's trace.
             .layer(micro_telemetry::api::ApiLayer::new(

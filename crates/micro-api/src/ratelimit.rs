@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -126,20 +125,12 @@ fn route_key(path: &str) -> String {
     path[..end].to_ascii_lowercase()
 }
 
-/// The middleware.
-pub(crate) async fn limit(
-    State(inner): State<Arc<Inner>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(limiter) = inner.limiter.as_ref() else {
-        return next.run(request).await;
-    };
+/// The check [`crate::edge::edge`] runs on every request: `Some(429)` if it
+/// is over a limit.
+pub(crate) fn check(inner: &Inner, request: &Request) -> Option<Response> {
+    let limiter = inner.limiter.as_ref()?;
     let ip = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
-    match limiter.check(ip, request.uri().path()) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => too_many(wait),
-    }
+    limiter.check(ip, request.uri().path()).err().map(too_many)
 }
 
 fn too_many(wait: Duration) -> Response {

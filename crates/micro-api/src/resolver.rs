@@ -217,7 +217,12 @@ fn title_into(out: &mut String, word: &str) {
     let mut previous_separates = true;
     for c in word.chars() {
         if previous_separates {
-            out.extend(c.to_uppercase());
+            // ASCII (nearly every path) without the Unicode tables.
+            if c.is_ascii() {
+                out.push(c.to_ascii_uppercase());
+            } else {
+                out.extend(c.to_uppercase());
+            }
         } else {
             out.push(c);
         }

@@ -205,6 +205,10 @@ proptest! {
         prop_assert!(converted.header.contains_key("X-Forwarded-For"));
         // The message always encodes (every string is valid UTF-8).
         let _ = prost::Message::encode_to_vec(&converted);
+        // What the api handler sends, written directly, is the same message.
+        let encoded = micro_api::convert::encode_api_request(&parts, &body, Some(([127, 0, 0, 1], 4242).into()));
+        let decoded = <micro_api_proto::Request as prost::Message>::decode(encoded.as_slice());
+        prop_assert_eq!(decoded.ok(), Some(converted));
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl DynamicClient {
 
         let remaining = remaining(service, &options, started)?;
         let mut request = tonic::Request::from_parts(options.metadata, Default::default(), message);
-        request.set_timeout(remaining);
+        set_timeout(&mut request, remaining);
         if options.idempotent {
             request.extensions_mut().insert(Idempotent);
         }
@@ -266,7 +266,7 @@ impl DynamicClient {
                 .map_err(|e| Error::bad_input(format!("bad query: {e}")))?,
         };
         let mut request = tonic::Request::from_parts(options.metadata, Default::default(), body);
-        request.set_timeout(timeout);
+        set_timeout(&mut request, timeout);
         if options.idempotent {
             request.extensions_mut().insert(Idempotent);
         }
@@ -337,8 +337,82 @@ fn remaining(service: &str, options: &CallOptions, started: Instant) -> Result<D
     Ok(remaining)
 }
 
+/// `request.set_timeout(timeout)`: the same `grpc-timeout` value as tonic
+/// writes (the most precise unit whose count has at most 8 digits), without
+/// its `format!` and re-parse (every call sets one).
+pub fn set_timeout<T>(request: &mut tonic::Request<T>, timeout: Duration) {
+    const MAX: u128 = 99_999_999;
+    let minutes = u128::from(timeout.as_secs() / 60);
+    let pick = [
+        (timeout.as_nanos(), b'n'),
+        (timeout.as_micros(), b'u'),
+        (timeout.as_millis(), b'm'),
+        (u128::from(timeout.as_secs()), b'S'),
+        (minutes, b'M'),
+        (minutes / 60, b'H'),
+    ]
+    .into_iter()
+    .find(|(count, _)| *count <= MAX);
+    let Some((count, unit)) = pick else {
+        // Over 11,000 years: tonic's own (and its answer).
+        return request.set_timeout(timeout);
+    };
+    let mut text = [0u8; 9];
+    let mut start = 8;
+    text[8] = unit;
+    let mut rest = count;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    match tonic::metadata::MetadataValue::try_from(&text[start..]) {
+        Ok(value) => {
+            request.metadata_mut().insert("grpc-timeout", value);
+        }
+        Err(_) => request.set_timeout(timeout),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// The same `grpc-timeout` text as tonic's `Request::set_timeout`.
+    #[test]
+    fn timeouts_are_written_as_tonic_writes_them() {
+        use std::time::Duration;
+        let mut durations = vec![
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(99_999_999),
+            Duration::from_nanos(100_000_000),
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+            Duration::from_secs(99_999_999),
+            Duration::from_secs(100_000_000 * 60),
+        ];
+        let mut x = 1u64;
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            durations.push(Duration::from_nanos(x >> (x % 40)));
+        }
+        for d in durations {
+            let mut ours = tonic::Request::new(());
+            super::set_timeout(&mut ours, d);
+            let mut theirs = tonic::Request::new(());
+            theirs.set_timeout(d);
+            assert_eq!(
+                ours.metadata().get("grpc-timeout"),
+                theirs.metadata().get("grpc-timeout"),
+                "{d:?}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

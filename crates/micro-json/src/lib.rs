@@ -33,7 +33,9 @@ pub mod schema;
 pub mod transcode;
 
 #[cfg(feature = "client")]
-pub use client::{CallOptions, DynamicClient, GRPC_JSON, JsonInput, call_metadata, split_endpoint};
+pub use client::{
+    CallOptions, DynamicClient, GRPC_JSON, JsonInput, call_metadata, set_timeout, split_endpoint,
+};
 pub use codec::{DynamicCodec, RawJsonCodec};
 pub use error::{Error, ErrorKind};
 #[cfg(feature = "client")]

@@ -2,15 +2,17 @@
 //! and times every HTTP request by handler and status, and continues (or
 //! starts) the caller's trace so the calls the handlers make carry it on.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use futures::future::BoxFuture;
-use opentelemetry::KeyValue;
+use futures::future::Either;
 use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
+    FutureExt as _, Span as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer, WithContext,
 };
+use opentelemetry::{Context, KeyValue};
 use prometheus::{Histogram, IntCounter};
 use tower::{Layer, Service};
 
@@ -93,7 +95,7 @@ where
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<http::Response<R>, S::Error>>;
+    type Future = ApiFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -125,47 +127,95 @@ where
             None
         };
         let context = span.clone().or(parent);
-        let info = self.info.clone();
         let method = request.method().clone();
         let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = match context {
-                Some(cx) => future.with_context(cx).await,
-                None => future.await,
-            };
-            if let Ok(response) = &result {
-                let status = response.status();
-                if crate::metrics::enabled() {
-                    match info.requests(status) {
-                        Some(counter) => counter.inc(),
-                        // 600–999: valid in HTTP, never cached.
-                        None => metrics()
-                            .api_requests
-                            .with_label_values(&[&info.handler, status.as_str()])
-                            .inc(),
-                    }
-                    info.duration.observe(started.elapsed().as_secs_f64());
-                }
-                if let Some(cx) = span.as_ref().filter(|cx| cx.span().is_recording()) {
-                    let span = cx.span();
-                    if let Some(Route(route)) = response.extensions().get::<Route>() {
-                        span.update_name(format!("{}/{method} {route}", info.span_prefix));
-                        span.set_attribute(KeyValue::new("http.route", route.clone()));
-                    }
-                    span.set_attribute(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(status.as_u16()),
-                    ));
-                    if status.is_server_error() {
-                        span.set_status(SpanStatus::error(status.as_str().to_string()));
-                    }
-                    span.end();
-                } else if let Some(cx) = &span {
-                    cx.span().end();
-                }
+        // Not boxed: this runs on every request.
+        ApiFuture {
+            call: match context {
+                Some(cx) => Either::Left(future.with_context(cx)),
+                None => Either::Right(future),
+            },
+            pending: Some(Pending {
+                info: self.info.clone(),
+                started,
+                span,
+                method,
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ApiTelemetry`]: the request, then its count, time
+    /// and span end (none of them if the request is dropped unanswered).
+    pub struct ApiFuture<F> {
+        #[pin]
+        call: Either<WithContext<F>, F>,
+        pending: Option<Pending>,
+    }
+}
+
+/// What [`ApiFuture`] records once the answer is there.
+struct Pending {
+    info: Arc<ApiInfo>,
+    started: Instant,
+    span: Option<Context>,
+    method: http::Method,
+}
+
+impl<F, R, E> Future for ApiFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.call.poll(cx));
+        if let (Ok(response), Some(pending)) = (&result, this.pending.take()) {
+            pending.finish(response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Pending {
+    fn finish<R>(self, response: &http::Response<R>) {
+        let Pending {
+            info,
+            started,
+            span,
+            method,
+        } = self;
+        let status = response.status();
+        if crate::metrics::enabled() {
+            match info.requests(status) {
+                Some(counter) => counter.inc(),
+                // 600–999: valid in HTTP, never cached.
+                None => metrics()
+                    .api_requests
+                    .with_label_values(&[&info.handler, status.as_str()])
+                    .inc(),
             }
-            result
-        })
+            info.duration.observe(started.elapsed().as_secs_f64());
+        }
+        if let Some(cx) = span.as_ref().filter(|cx| cx.span().is_recording()) {
+            let span = cx.span();
+            if let Some(Route(route)) = response.extensions().get::<Route>() {
+                span.update_name(format!("{}/{method} {route}", info.span_prefix));
+                span.set_attribute(KeyValue::new("http.route", route.clone()));
+            }
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.set_status(SpanStatus::error(status.as_str().to_string()));
+            }
+            span.end();
+        } else if let Some(cx) = &span {
+            cx.span().end();
+        }
     }
 }
 

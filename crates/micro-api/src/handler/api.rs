@@ -5,15 +5,17 @@
 use axum::extract::Request;
 use axum::response::Response;
 use http::uri::PathAndQuery;
-use micro_api_proto::{Request as ApiRequest, Response as ApiResponse};
+use micro_api_proto::Response as ApiResponse;
 use micro_client::Idempotent;
+use tonic::Status;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use axum::response::IntoResponse;
 use tonic::Code;
 
 use super::{call_timeout, deadline, ensure_registered, is_safe, matched, read_body, routed};
 use crate::Inner;
-use crate::convert::{from_api_response, to_api_request, to_metadata};
+use crate::convert::{encode_api_request, from_api_response, to_metadata};
 use crate::error::ApiError;
 use crate::serve::RemoteAddr;
 
@@ -28,10 +30,11 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &route.service, deadline).await?;
 
-    let message = to_api_request(&parts, &body, remote);
+    // Encoded here, sent as is (see `PreEncoded`).
+    let message = encode_api_request(&parts, &body, remote);
     let mut call =
         tonic::Request::from_parts(to_metadata(&parts.headers), Default::default(), message);
-    call.set_timeout(call_timeout(inner, deadline));
+    micro_json::set_timeout(&mut call, call_timeout(inner, deadline));
     if is_safe(&parts.method) {
         call.extensions_mut().insert(Idempotent);
     }
@@ -41,13 +44,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     grpc.ready()
         .await
         .map_err(|e| ApiError::new(503, format!("service {}: {e}", route.service)))?;
-    let reply = grpc
-        .unary(
-            call,
-            path,
-            tonic_prost::ProstCodec::<ApiRequest, ApiResponse>::default(),
-        )
-        .await;
+    let reply = grpc.unary(call, path, PreEncoded).await;
     let matched = matched(&route);
     match reply {
         Ok(reply) => Ok(routed(
@@ -64,5 +61,35 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             ApiError::from_call(&status, &route.service, &route.endpoint()).into_response(),
             matched,
         )),
+    }
+}
+
+/// The codec of the api handler's calls: the `go.api.Request` goes out as
+/// the bytes [`encode_api_request`] wrote; the `go.api.Response` is decoded
+/// by prost.
+struct PreEncoded;
+
+impl Codec for PreEncoded {
+    type Encode = Vec<u8>;
+    type Decode = ApiResponse;
+    type Encoder = PreEncoded;
+    type Decoder = tonic_prost::ProstDecoder<ApiResponse>;
+
+    fn encoder(&mut self) -> PreEncoded {
+        PreEncoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+impl Encoder for PreEncoded {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
     }
 }
