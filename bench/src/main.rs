@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p micro-bench -p user-service -p micro-cli
 //! target/release/micro-bench --quick    # ≤ 2 minutes
-//! target/release/micro-bench            # ≤ 10 minutes
+//! target/release/micro-bench            # ~15 minutes
 //! target/release/micro-bench --charts docs/benchmarks --out docs/results.md
 //! ```
 //!
@@ -39,7 +39,7 @@ use clap::{Parser, Subcommand};
     about = "Benchmarks the toolkit side by side with raw tonic and a minimal gateway"
 )]
 struct Args {
-    /// Short rounds (≤ 2 minutes in all) instead of the full run (≤ 10 minutes).
+    /// Short rounds (≤ 2 minutes in all) instead of the full run (~15 minutes).
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
