@@ -59,6 +59,30 @@ struct Output {
     names: HashSet<String>,
 }
 
+impl Output {
+    /// A file stem for `name` not taken yet in this run (`r1`, `r1-2`, ...).
+    fn claim(&mut self, name: &str) -> String {
+        let base = slug(name);
+        let mut name = base.clone();
+        let mut n = 1;
+        while !self.names.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        name
+    }
+
+    /// The markdown link target of a chart file written into `dir`.
+    fn link(&self, file: String) -> String {
+        let link = if self.link_dir == "." {
+            file
+        } else {
+            format!("{}/{file}", self.link_dir)
+        };
+        link.replace(' ', "%20")
+    }
+}
+
 /// Process-wide so that every scenario's `report::table` call draws its
 /// table without passing a handle through every scenario.
 static OUTPUT: Mutex<Option<Output>> = Mutex::new(None);
@@ -114,27 +138,13 @@ pub fn add(name: &str, table: &Table) -> String {
     let Some(output) = output.as_mut() else {
         return String::new();
     };
-    let base = slug(name);
-    let mut name = base.clone();
-    let mut n = 1;
-    while !output.names.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}-{n}");
-    }
+    let name = output.claim(name);
     match write(&output.dir, &name, table) {
         Ok(files) => {
             let alt = table.title.replace(['[', ']'], "");
             let mut md = String::new();
             for (file, what) in files {
-                let link = if output.link_dir == "." {
-                    file
-                } else {
-                    format!("{}/{file}", output.link_dir)
-                };
-                md.push_str(&format!(
-                    "![{alt}: {what}]({})\n\n",
-                    link.replace(' ', "%20")
-                ));
+                md.push_str(&format!("![{alt}: {what}]({})\n\n", output.link(file)));
             }
             md
         }
@@ -171,23 +181,12 @@ pub fn add_growth(name: &str, growth: &Growth) -> String {
     let Some(output) = output.as_mut() else {
         return String::new();
     };
-    let base = slug(name);
-    let mut name = base.clone();
-    let mut n = 1;
-    while !output.names.insert(name.clone()) {
-        n += 1;
-        name = format!("{base}-{n}");
-    }
+    let name = output.claim(name);
     let file = format!("{name}.png");
     match growth_chart(&output.dir.join(&file), growth) {
         Ok(()) => {
-            let link = if output.link_dir == "." {
-                file
-            } else {
-                format!("{}/{file}", output.link_dir)
-            };
             let alt = growth.title.replace(['[', ']'], "");
-            format!("![{alt}]({})\n\n", link.replace(' ', "%20"))
+            format!("![{alt}]({})\n\n", output.link(file))
         }
         Err(e) => {
             eprintln!("charts: cannot draw {name}: {e}");
