@@ -47,6 +47,25 @@ async fn wait_for_nodes(client: &Client, n: usize) {
     }
 }
 
+/// Waits (10 s at most) until the only user-srv node `client` knows is the
+/// one at `address`: the client learns of a new instance, and of a stopped
+/// one leaving, from its registry watch, a moment after the registry does.
+async fn wait_for_only(client: &Client, address: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = address.to_string();
+    loop {
+        let nodes = client.nodes(SRV_NAME).await;
+        if nodes.len() == 1 && nodes[0].address == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {want} never seen: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn round_robin(registry: micro::SharedRegistry) -> Client {
     Client::new(
         registry,
@@ -122,6 +141,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     // and each forwarded address is a source of its own.
     let url = format!("sqlite://{}", dir.path().join("trusting.db").display());
     let (srv, _) = support::topology::user_srv(registry.clone(), &url).await;
+    wait_for_only(&client, srv.address).await;
     register_alice(&mut users).await;
     for i in 0..2 * PAIR_FREE {
         let from = format!("10.1.0.{i}");
@@ -135,6 +155,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     let url = format!("sqlite://{}", dir.path().join("direct.db").display());
     let trusted: TrustedProxies = "10.9.9.9/32".parse().expect("cidr");
     let (srv, _) = support::topology::user_srv_trusting(registry.clone(), &url, trusted).await;
+    wait_for_only(&client, srv.address).await;
     register_alice(&mut users).await;
     let mut codes = Vec::new();
     for i in 0..PAIR_FREE + 1 {
