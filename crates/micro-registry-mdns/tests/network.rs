@@ -340,7 +340,9 @@ async fn shutdown_and_drop_say_goodbye() {
             "goodbye ({}) → gone from the observer in {took:?}",
             if by_drop { "drop" } else { "shutdown" }
         );
-        assert!(took < Duration::from_secs(1), "{took:?}");
+        // Without the goodbye the record would live out its 120 s TTL; the
+        // bound leaves slack for a busy machine.
+        assert!(took < Duration::from_secs(3), "{took:?}");
     }
 }
 

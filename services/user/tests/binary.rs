@@ -214,5 +214,7 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
         .collect();
     assert_eq!(gave_up.len(), 1, "{log}");
     assert!(gave_up[0].contains("etcd unreachable for"), "{log}");
-    assert!(took < Duration::from_millis(1_500), "took {took:?}\n{log}");
+    // Deregistering gives up after 1 s instead of the 5 s request timeout;
+    // the rest is slack for a busy machine.
+    assert!(took < Duration::from_secs(3), "took {took:?}\n{log}");
 }
