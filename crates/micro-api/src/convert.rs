@@ -271,18 +271,8 @@ pub fn encode_api_request(
         string_field_len(1, parts.method.as_str())
             + string_field_len(2, &path)
             + headers_len
-            + prost::encoding::hash_map::encoded_len(
-                prost::encoding::string::encoded_len,
-                prost::encoding::message::encoded_len,
-                4,
-                &get,
-            )
-            + prost::encoding::hash_map::encoded_len(
-                prost::encoding::string::encoded_len,
-                prost::encoding::message::encoded_len,
-                5,
-                &post,
-            )
+            + pair_map_len(4, &get)
+            + pair_map_len(5, &post)
             + string_field_len(6, &text_body)
             + string_field_len(7, &url),
     );
@@ -291,24 +281,8 @@ pub fn encode_api_request(
     for (key, values) in &header {
         put_map_entry(&mut out, 3, key, values);
     }
-    prost::encoding::hash_map::encode(
-        prost::encoding::string::encode,
-        prost::encoding::string::encoded_len,
-        prost::encoding::message::encode,
-        prost::encoding::message::encoded_len,
-        4,
-        &get,
-        &mut out,
-    );
-    prost::encoding::hash_map::encode(
-        prost::encoding::string::encode,
-        prost::encoding::string::encoded_len,
-        prost::encoding::message::encode,
-        prost::encoding::message::encoded_len,
-        5,
-        &post,
-        &mut out,
-    );
+    put_pair_map(&mut out, 4, &get);
+    put_pair_map(&mut out, 5, &post);
     put_string_field(&mut out, 6, &text_body);
     put_string_field(&mut out, 7, &url);
     out
@@ -351,6 +325,29 @@ fn pair_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
 }
 
 /// One `map<string, Pair>` entry: `{1: key, 2: Pair { key, values }}`.
+/// The encoded length of a `map<string, Pair>` field (`get`, `post`).
+fn pair_map_len(tag: u32, map: &HashMap<String, Pair>) -> usize {
+    prost::encoding::hash_map::encoded_len(
+        prost::encoding::string::encoded_len,
+        prost::encoding::message::encoded_len,
+        tag,
+        map,
+    )
+}
+
+/// Writes a `map<string, Pair>` field (`get`, `post`).
+fn put_pair_map(out: &mut Vec<u8>, tag: u32, map: &HashMap<String, Pair>) {
+    prost::encoding::hash_map::encode(
+        prost::encoding::string::encode,
+        prost::encoding::string::encoded_len,
+        prost::encoding::message::encode,
+        prost::encoding::message::encoded_len,
+        tag,
+        map,
+        out,
+    );
+}
+
 fn map_entry_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
     delimited_len(string_field_len(1, key) + delimited_len(pair_len(key, values)))
 }
