@@ -38,32 +38,33 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> i32 {
     }
 }
 
-/// Waits (10 s at most) until `client` knows `n` user-srv nodes.
-async fn wait_for_nodes(client: &Client, n: usize) {
+/// Waits (10 s at most) until the user-srv nodes `client` knows satisfy
+/// `seen`. The client learns of a new instance, and of a stopped one leaving,
+/// from its registry watch, a moment after the registry does.
+async fn wait_for(client: &Client, what: &str, seen: impl Fn(&[micro::registry::Node]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client.nodes(SRV_NAME).await.len() != n {
-        assert!(Instant::now() < deadline, "{n} nodes never seen");
+    loop {
+        let nodes = client.nodes(SRV_NAME).await;
+        if seen(&nodes) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never seen: {nodes:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// Waits (10 s at most) until the only user-srv node `client` knows is the
-/// one at `address`: the client learns of a new instance, and of a stopped
-/// one leaving, from its registry watch, a moment after the registry does.
+/// Waits until `client` knows `n` user-srv nodes.
+async fn wait_for_nodes(client: &Client, n: usize) {
+    wait_for(client, &format!("{n} nodes"), |nodes| nodes.len() == n).await;
+}
+
+/// Waits until the only user-srv node `client` knows is the one at `address`.
 async fn wait_for_only(client: &Client, address: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let want = address.to_string();
-    loop {
-        let nodes = client.nodes(SRV_NAME).await;
-        if nodes.len() == 1 && nodes[0].address == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {want} never seen: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(client, &format!("only {want}"), |nodes| {
+        nodes.len() == 1 && nodes[0].address == want
+    })
+    .await;
 }
 
 fn round_robin(registry: micro::SharedRegistry) -> Client {
