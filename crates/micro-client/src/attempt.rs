@@ -1,5 +1,7 @@
 //! The attempt stage: one request to one node, bounded by the attempt
-//! timeout ([`Attempt`], the innermost service, over the node's connection).
+//! timeout ([`Attempt`], the innermost service, over the node's tonic
+//! connection). The node, the call's deadline and whether the attempt timeout
+//! applies come in the request's [`AttemptContext`].
 //!
 //! The attempt's deadline is the call's, or sooner: `attempt_timeout` after
 //! it starts. A node that accepts the request and never answers (frozen,
@@ -14,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
@@ -24,66 +27,45 @@ use tonic::transport::Channel;
 use tonic::transport::channel::ResponseFuture;
 use tower::Service;
 
+use crate::call::AttemptContext;
 use crate::endpoint::NodeEntry;
 use crate::error::NodeFailure;
-use crate::resolve::NodeSet;
-use crate::retry::Sent;
+use crate::outcome::{Outcome, Sent};
+use crate::pool::{Health, NodeSet};
 use crate::timeout;
-
-/// How an attempt ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The node answered; `status` is the error status of a trailers-only
-    /// answer (`None`: a success, or a status only the trailers will tell).
-    Answered {
-        response: http::Response<Body>,
-        status: Option<Code>,
-    },
-    /// The node failed: no connection, the connection broke, or no answer
-    /// within the attempt timeout.
-    Failed { failure: NodeFailure, sent: Sent },
-    /// The call's own deadline passed.
-    Deadline,
-}
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// One attempt for [`Attempt`]: `request` to `node`.
-#[derive(Debug)]
-pub(crate) struct AttemptRequest {
-    pub(crate) node: Arc<NodeEntry>,
-    pub(crate) request: http::Request<Body>,
-    /// When the attempt starts (its latency is measured from here).
-    pub(crate) started: Instant,
-    /// The call's deadline.
-    pub(crate) deadline: Instant,
-    /// Whether `attempt_timeout` bounds the attempt. Not for an idempotent
-    /// call's last possible attempt (no other node, or no retry left): it
-    /// gains nothing from giving up early, and an attempt timeout there
-    /// would only cut short a caller upstream that is itself retrying.
-    pub(crate) bounded: bool,
-}
-
-/// The innermost service: sends an [`AttemptRequest`] on its node's
-/// connection, with `grpc-timeout` set to what the attempt may take, and
-/// credits the node with how it went.
+/// The innermost service: sends a request on the connection of the node in
+/// its [`AttemptContext`], with `grpc-timeout` set to what the attempt may
+/// take, and credits the node (in its pool) with how it went.
 #[derive(Clone, Debug)]
-pub(crate) struct Attempt {
+pub struct Attempt {
     set: Arc<NodeSet>,
-    /// `grpc-timeout` for a whole `attempt_timeout`, what most attempts
-    /// send: encoded once.
+    /// Time for one attempt on one node.
+    timeout: Duration,
+    /// Whether nodes are dialled over TLS (how a failed connect is read).
+    tls: bool,
+    /// `grpc-timeout` for a whole `timeout`, what most attempts send:
+    /// encoded once.
     full: HeaderValue,
 }
 
 impl Attempt {
-    pub(crate) fn new(set: Arc<NodeSet>) -> Self {
-        let full = timeout::encode(set.options().attempt_timeout);
-        Attempt { set, full }
+    /// Attempts on nodes of `set`, each bounded by `timeout`; `tls`: the
+    /// nodes are dialled over TLS.
+    pub fn new(set: Arc<NodeSet>, timeout: Duration, tls: bool) -> Self {
+        Attempt {
+            set,
+            timeout,
+            tls,
+            full: timeout::encode(timeout),
+        }
     }
 }
 
-impl Service<AttemptRequest> for Attempt {
+impl Service<http::Request<Body>> for Attempt {
     type Response = Outcome;
     type Error = Infallible;
     type Future = AttemptFuture;
@@ -94,15 +76,19 @@ impl Service<AttemptRequest> for Attempt {
 
     /// Nothing happens until the future is first polled: an attempt that
     /// the retry stage drops unpolled (no budget left) is not counted.
-    fn call(&mut self, attempt: AttemptRequest) -> AttemptFuture {
-        let AttemptRequest {
-            node,
-            mut request,
+    fn call(&mut self, mut request: http::Request<Body>) -> AttemptFuture {
+        let context = request.extensions_mut().remove::<AttemptContext>();
+        let Some(AttemptContext {
+            node: Some(node),
             started,
             deadline,
             bounded,
-        } = attempt;
-        let attempt_timeout = self.set.options().attempt_timeout;
+            ..
+        }) = context
+        else {
+            return AttemptFuture::without_node(self);
+        };
+        let attempt_timeout = self.timeout;
         let until = if bounded {
             (started + attempt_timeout).min(deadline)
         } else {
@@ -119,6 +105,8 @@ impl Service<AttemptRequest> for Attempt {
         );
         AttemptFuture {
             set: self.set.clone(),
+            timeout: self.timeout,
+            tls: self.tls,
             stage: Stage::Start {
                 node,
                 request,
@@ -149,14 +137,18 @@ enum Stage {
     Sent,
     /// Ended (an outcome was returned).
     Done,
+    /// No node was chosen (no balance stage above): fails at once.
+    NoNode,
 }
 
 pin_project! {
     /// An attempt in flight. Dropped before it ends (a hedge lost the race,
     /// the caller gave up), it only ends the node's in-flight count.
     #[project = AttemptProj]
-    pub(crate) struct AttemptFuture {
+    pub struct AttemptFuture {
         set: Arc<NodeSet>,
+        timeout: Duration,
+        tls: bool,
         stage: Stage,
         // Whether running out of time is the attempt's limit (the node is
         // slow) rather than the call's (the caller's deadline).
@@ -195,11 +187,43 @@ impl Drop for InFlight {
     }
 }
 
+impl AttemptFuture {
+    fn without_node(attempt: &Attempt) -> Self {
+        AttemptFuture {
+            set: attempt.set.clone(),
+            timeout: attempt.timeout,
+            tls: attempt.tls,
+            stage: Stage::NoNode,
+            attempt_bound: false,
+            response: None,
+            timer: None,
+            in_flight: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AttemptFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptFuture")
+            .field("service", &self.set.service())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Future for AttemptFuture {
     type Output = Result<Outcome, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if matches!(this.stage, Stage::NoNode) {
+            *this.stage = Stage::Done;
+            return Poll::Ready(Ok(Outcome::Failed {
+                failure: NodeFailure::Connect(
+                    "no node was chosen for the attempt (no balance stage above it)".into(),
+                ),
+                sent: Sent::No,
+            }));
+        }
         if matches!(this.stage, Stage::Start { .. }) {
             let Stage::Start {
                 node,
@@ -271,7 +295,14 @@ fn end(
     this.response.set(None);
     this.timer.set(None);
     let in_flight = this.in_flight.take().expect("set when started");
-    Poll::Ready(Ok(judge(this.set, in_flight, *this.attempt_bound, result)))
+    Poll::Ready(Ok(judge(
+        this.set,
+        *this.timeout,
+        *this.tls,
+        in_flight,
+        *this.attempt_bound,
+        result,
+    )))
 }
 
 /// The attempt's own deadline passed before the node answered.
@@ -280,14 +311,15 @@ struct Elapsed;
 /// What the attempt's result means, credited to its node.
 fn judge(
     set: &NodeSet,
+    timeout: Duration,
+    tls: bool,
     in_flight: InFlight,
     attempt_bound: bool,
     result: Result<Result<http::Response<Body>, tonic::transport::Error>, Elapsed>,
 ) -> Outcome {
-    let options = set.options();
     let timed_out = || {
         if attempt_bound {
-            Some(NodeFailure::Timeout(options.attempt_timeout))
+            Some(NodeFailure::Timeout(timeout))
         } else {
             None
         }
@@ -300,7 +332,7 @@ fn judge(
             },
             None => Outcome::Deadline,
         },
-        Ok(Err(error)) => match classify(&error, options.tls.is_some()) {
+        Ok(Err(error)) => match classify(&error, tls) {
             // The channel enforces the grpc-timeout we set.
             Class::Timeout => match timed_out() {
                 Some(failure) => Outcome::Failed {
@@ -348,41 +380,34 @@ fn judge(
 
     // What the node gets credited with.
     let mut in_flight = in_flight;
-    match &outcome {
+    let health = match &outcome {
         Outcome::Answered { status, .. } => {
             let node_failed = *status == Some(Code::Unavailable);
             in_flight.finish(node_failed);
-            let entry = &in_flight.node;
-            if node_failed {
-                eject_if_due(set, entry);
+            Some(if node_failed {
+                Health::Failed
             } else {
-                entry.mark_answered();
-            }
+                Health::Answered
+            })
         }
         Outcome::Failed { failure, .. } => {
             in_flight.finish(true);
-            let entry = &in_flight.node;
-            match failure {
+            Some(match failure {
                 // The connection failed: the node is down until a probe
                 // reaches it.
-                NodeFailure::Connect(_) | NodeFailure::Connection(_) => {
-                    entry.mark_refused(options);
-                }
+                NodeFailure::Connect(_) | NodeFailure::Connection(_) => Health::Refused,
                 // Reachable but not usable (a certificate refused): an
                 // outlier, not a crash; a TCP probe would only let it back.
-                NodeFailure::Timeout(_) | NodeFailure::Tls(_) => eject_if_due(set, entry),
-            }
+                NodeFailure::Timeout(_) | NodeFailure::Tls(_) => Health::Failed,
+            })
         }
         // Not the node's fault: nothing learnt.
-        Outcome::Deadline => {}
+        Outcome::Deadline => None,
+    };
+    if let Some(health) = health {
+        set.credit(&in_flight.node, health);
     }
     outcome
-}
-
-fn eject_if_due(set: &NodeSet, entry: &NodeEntry) {
-    if entry.mark_failed(set.options()) {
-        set.try_eject(entry);
-    }
 }
 
 enum Class {

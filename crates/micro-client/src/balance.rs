@@ -1,57 +1,42 @@
-//! The balance stage ([`Balance`]): which node an attempt goes to, by the
-//! selector, among the nodes that are up and not tried yet in this call.
+//! The balance stage ([`Balance`]): which node an attempt goes to, chosen by
+//! the [`Selector`] among the nodes of the pool that are up and not tried
+//! yet in this call (the [`AttemptContext`]'s `tried`); the choice goes down
+//! in the same context for the stage below, and up with the outcome
+//! ([`Attempted`]).
 //!
 //! Not ready until the registry has answered for the service once (or
-//! failed to, or `request_timeout` passed): before that no node can be
-//! chosen. Then it is always ready; with no node to choose, a request is
-//! answered [`Picked::NoNode`] at once.
+//! failed to, or the wait passed): before that no node can be chosen. Then
+//! it is always ready; with no node to choose, an attempt fails at once with
+//! [`ClientError::NoNode`] (or [`ClientError::RegistryTimeout`] if the
+//! registry never answered), which its future tells before it runs
+//! ([`Picked`]).
 
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use micro_selector::Selector;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
-use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::attempt::{Attempt, AttemptFuture, AttemptRequest, Outcome};
+use crate::call::AttemptContext;
 use crate::endpoint::NodeEntry;
-use crate::resolve::NodeSet;
+use crate::error::ClientError;
+use crate::outcome::{Attempted, NodeCount, Outcome, Picked};
+use crate::pool::NodeSet;
 
-/// A request for one attempt on a node not in `tried`.
-#[derive(Debug)]
-pub(crate) struct NodeRequest {
-    pub(crate) request: http::Request<Body>,
-    /// Nodes this call already tried (or is trying).
-    pub(crate) tried: Vec<Arc<NodeEntry>>,
-    pub(crate) started: Instant,
-    /// The call's deadline.
-    pub(crate) deadline: Instant,
-    /// Whether the attempt timeout applies ([`AttemptRequest::bounded`]).
-    pub(crate) bounded: bool,
-}
-
-/// What the balance stage did with a [`NodeRequest`].
-#[derive(Debug)]
-pub(crate) enum Picked {
-    /// The attempt ran on `node`.
-    Attempted {
-        outcome: Outcome,
-        node: Arc<NodeEntry>,
-    },
-    /// No node is up that the call has not tried.
-    NoNode,
-}
-
-/// Chooses a node for each attempt and hands the request to the attempt
-/// stage below it.
-pub(crate) struct Balance {
+/// Chooses a node for each attempt and hands the request to the stage
+/// below it.
+pub struct Balance<S> {
     set: Arc<NodeSet>,
-    inner: Attempt,
+    selector: Arc<Selector>,
+    /// How long readiness waits for the registry's first answer.
+    wait: Duration,
+    inner: S,
     /// While the first registry answer is awaited in `poll_ready`. (In a
     /// mutex only so that the service is `Sync`, as tonic's `Channel` is;
     /// `poll_ready` has `&mut self` and never locks it.)
@@ -60,139 +45,221 @@ pub(crate) struct Balance {
 
 type Resolving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-impl fmt::Debug for Balance {
+impl<S> fmt::Debug for Balance<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
             .field("service", &self.set.service())
+            .field("selector", &self.selector.strategy())
             .finish_non_exhaustive()
     }
 }
 
-impl Clone for Balance {
+impl<S: Clone> Clone for Balance<S> {
     fn clone(&self) -> Self {
         Balance {
             set: self.set.clone(),
+            selector: self.selector.clone(),
+            wait: self.wait,
             inner: self.inner.clone(),
             resolving: Mutex::new(None),
         }
     }
 }
 
-/// Puts a [`Balance`] over the attempt stage.
+/// Puts a [`Balance`] over a service: nodes of `set`, chosen by `selector`;
+/// readiness waits at most `wait` for the registry's first answer.
 #[derive(Clone, Debug)]
-pub(crate) struct BalanceLayer {
+pub struct BalanceLayer {
     set: Arc<NodeSet>,
+    selector: Arc<Selector>,
+    wait: Duration,
 }
 
 impl BalanceLayer {
-    pub(crate) fn new(set: Arc<NodeSet>) -> Self {
-        BalanceLayer { set }
+    pub fn new(set: Arc<NodeSet>, selector: Arc<Selector>, wait: Duration) -> Self {
+        BalanceLayer {
+            set,
+            selector,
+            wait,
+        }
     }
 }
 
-impl Layer<Attempt> for BalanceLayer {
-    type Service = Balance;
+impl<S> Layer<S> for BalanceLayer {
+    type Service = Balance<S>;
 
-    fn layer(&self, inner: Attempt) -> Balance {
+    fn layer(&self, inner: S) -> Balance<S> {
         Balance {
             set: self.set.clone(),
+            selector: self.selector.clone(),
+            wait: self.wait,
             inner,
             resolving: Mutex::new(None),
         }
     }
 }
 
-impl Balance {
-    pub(crate) fn set(&self) -> &Arc<NodeSet> {
-        &self.set
+impl<S> NodeCount for Balance<S> {
+    fn node_count(&self) -> usize {
+        self.set.len()
     }
 }
 
-impl Service<NodeRequest> for Balance {
-    type Response = Picked;
-    type Error = Infallible;
-    type Future = BalanceFuture;
+/// The node for the next attempt: not in `tried`, and up; failing that, one
+/// that is down or ejected (better a slim chance than none).
+pub(crate) fn pick(
+    selector: &Selector,
+    set: &NodeSet,
+    tried: &[Arc<NodeEntry>],
+) -> Option<Arc<NodeEntry>> {
+    let entries = set.entries();
+    let untried = |e: &Arc<NodeEntry>| {
+        !tried
+            .iter()
+            .any(|t| Arc::ptr_eq(t, e) || t.node.id == e.node.id)
+    };
+    let cost = |e: &Arc<NodeEntry>| e.load().cost();
+    selector
+        .select_by_load(&entries, |e| untried(e) && e.is_up(), cost)
+        .or_else(|| selector.select_by_load(&entries, untried, cost))
+        .cloned()
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+impl<S, B> Service<http::Request<B>> for Balance<S>
+where
+    S: Service<http::Request<B>, Response = Outcome, Error = Infallible>,
+{
+    type Response = Attempted;
+    type Error = ClientError;
+    type Future = BalanceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
         let resolving = self
             .resolving
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !self.set.is_pending() {
             *resolving = None;
-            return Poll::Ready(Ok(()));
+            return match ready!(self.inner.poll_ready(cx)) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(never) => match never {},
+            };
         }
         let set = self.set.clone();
-        let wait = set.options().request_timeout;
+        let wait = self.wait;
         let future = resolving.get_or_insert_with(|| {
             Box::pin(async move {
                 let _ = tokio::time::timeout(wait, set.ready()).await;
             })
         });
-        match future.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                *resolving = None;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => Poll::Pending,
+        ready!(future.as_mut().poll(cx));
+        *resolving = None;
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(never) => match never {},
         }
     }
 
     /// Chooses the node now; the attempt starts when the future is first
-    /// polled ([`BalanceFuture::node`] tells which node it will be).
-    fn call(&mut self, request: NodeRequest) -> BalanceFuture {
-        let NodeRequest {
-            request,
-            tried,
-            started,
-            deadline,
-            bounded,
-        } = request;
-        match self.set.pick(&tried) {
-            None => BalanceFuture {
-                node: None,
-                attempt: None,
-            },
-            Some(node) => BalanceFuture {
-                attempt: Some(self.inner.call(AttemptRequest {
-                    node: node.clone(),
-                    request,
-                    started,
-                    deadline,
-                    bounded,
-                })),
-                node: Some(node),
-            },
+    /// polled ([`Picked::node`] tells which node it will be).
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if self.set.is_pending() {
+            // Readiness waited as long as it may for the registry.
+            return BalanceFuture::none(ClientError::RegistryTimeout {
+                service: self.set.service().to_string(),
+                registry: self.set.registry_name().to_string(),
+                budget: self.wait,
+            });
+        }
+        let picked = match request.extensions().get::<AttemptContext>() {
+            Some(context) => pick(&self.selector, &self.set, &context.tried),
+            None => pick(&self.selector, &self.set, &[]),
+        };
+        let Some(node) = picked else {
+            return BalanceFuture::none(self.set.no_node());
+        };
+        match request.extensions_mut().get_mut::<AttemptContext>() {
+            Some(context) => context.node = Some(node.clone()),
+            None => {
+                let mut context = AttemptContext::single(crate::call::CallDeadline::none().at);
+                context.node = Some(node.clone());
+                request.extensions_mut().insert(context);
+            }
+        }
+        BalanceFuture {
+            choice: Choice::Node(node),
+            attempt: Some(self.inner.call(request)),
         }
     }
 }
 
+/// The node an attempt goes to, or why there is none.
+#[derive(Debug)]
+enum Choice {
+    Node(Arc<NodeEntry>),
+    /// Boxed: rare, and every call's future holds this.
+    Refused(Box<ClientError>),
+}
+
 pin_project! {
     /// The attempt on the chosen node, if there was one to choose.
-    pub(crate) struct BalanceFuture {
-        node: Option<Arc<NodeEntry>>,
+    pub struct BalanceFuture<F> {
+        choice: Choice,
         #[pin]
-        attempt: Option<AttemptFuture>,
+        attempt: Option<F>,
     }
 }
 
-impl BalanceFuture {
-    /// The node chosen (`None`: no node left).
-    pub(crate) fn node(&self) -> Option<&Arc<NodeEntry>> {
-        self.node.as_ref()
+impl<F> BalanceFuture<F> {
+    fn none(error: ClientError) -> Self {
+        BalanceFuture {
+            choice: Choice::Refused(Box::new(error)),
+            attempt: None,
+        }
     }
 }
 
-impl Future for BalanceFuture {
-    type Output = Result<Picked, Infallible>;
+impl<F> fmt::Debug for BalanceFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceFuture")
+            .field("choice", &self.choice)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Picked for BalanceFuture<F> {
+    fn node(&self) -> Result<&Arc<NodeEntry>, &ClientError> {
+        match &self.choice {
+            Choice::Node(node) => Ok(node),
+            Choice::Refused(error) => Err(error),
+        }
+    }
+}
+
+impl<F> Future for BalanceFuture<F>
+where
+    F: Future<Output = Result<Outcome, Infallible>>,
+{
+    type Output = Result<Attempted, ClientError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(attempt) = this.attempt.as_pin_mut() else {
-            return Poll::Ready(Ok(Picked::NoNode));
+        let outcome = match this.attempt.as_pin_mut() {
+            Some(attempt) => match ready!(attempt.poll(cx)) {
+                Ok(outcome) => Some(outcome),
+                Err(never) => match never {},
+            },
+            None => None,
         };
-        let Ok(outcome) = std::task::ready!(attempt.poll(cx));
-        let node = this.node.take().expect("an attempt has its node");
-        Poll::Ready(Ok(Picked::Attempted { outcome, node }))
+        Poll::Ready(match (this.choice, outcome) {
+            (Choice::Node(node), Some(outcome)) => Ok(Attempted {
+                outcome,
+                node: node.clone(),
+            }),
+            // No node: the future fails with why (an attempt runs only on
+            // a node).
+            (Choice::Refused(error), _) => Err((**error).clone()),
+            (Choice::Node(_), None) => unreachable!("an attempt is made on every node chosen"),
+        })
     }
 }

@@ -2,7 +2,10 @@
 //! node of one service.
 //!
 //! A call goes down a stack of tower services, outermost first, each in
-//! its own module with one job and put in place by its `Layer`:
+//! its own module with one job and put in place by its `Layer`. No stage
+//! knows another: what a call carries from one to the next travels in the
+//! request's extensions ([`call`](crate::call)), what an attempt tells the
+//! stages above it in an [`outcome`](crate::outcome).
 //!
 //! 1. **observe** ([`observe`](crate::observe)): the telemetry hook
 //!    ([`CallObserver`]) around everything; its future is the call's one
@@ -13,7 +16,7 @@
 //!    whether a failed attempt may go to another node (policy), whether the
 //!    service can take another retry (budget), and for idempotent calls
 //!    with `hedge_after` set, a second attempt on another node when the
-//!    first is slow ([`hedge`](crate::hedge));
+//!    first is slow;
 //! 4. **balance** ([`balance`](crate::balance)): which node, by the selector,
 //!    among nodes up and not tried yet in this call; not ready until the
 //!    registry has answered;
@@ -33,28 +36,19 @@ use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Service, ServiceBuilder};
 
+use crate::BoxError;
 use crate::attempt::Attempt;
-use crate::balance::BalanceLayer;
+use crate::balance::{Balance, BalanceLayer};
 use crate::deadline::{DeadlineLayer, WithDeadline};
-use crate::observe::{CallObserver, Observe, ObserveLayer};
-use crate::resolve::NodeSet;
-use crate::retry::{Retry, RetryLayer};
-use crate::{BoxError, ClientOptions};
-
-/// Marks a call as safe to run twice, so it is retried after any failure of
-/// the node, not only when the request cannot have reached it, and may be
-/// hedged.
-///
-/// ```
-/// # use micro_client::Idempotent;
-/// let mut request = tonic::Request::new(());
-/// request.extensions_mut().insert(Idempotent);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Idempotent;
+use crate::observe::{Observe, ObserveLayer};
+use crate::observer::CallObserver;
+use crate::options::ClientOptions;
+use crate::pick::Picker;
+use crate::pool::NodeSet;
+use crate::retry::{Budget, Retry, RetryLayer, RetryOptions};
 
 /// The stages of a call, outermost first.
-type Stack = Observe<WithDeadline<Retry>>;
+type Stack = Observe<WithDeadline<Retry<Balance<Attempt>>>>;
 
 /// A channel to one service by name. Cheap to clone; all clones share the
 /// node set, its health and load, and the rotation.
@@ -75,22 +69,36 @@ impl fmt::Debug for ServiceChannel {
 }
 
 impl ServiceChannel {
+    /// The stack over the nodes of `picker`, whose retries take from
+    /// `budget`.
     pub(crate) fn new(
-        set: Arc<NodeSet>,
-        options: Arc<ClientOptions>,
+        picker: &Picker,
+        budget: Arc<Budget>,
+        options: &ClientOptions,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
+        let set = picker.set.clone();
         let stack = ServiceBuilder::new()
-            .layer(ObserveLayer {
-                set: set.clone(),
-                observer,
-            })
-            .layer(DeadlineLayer {
-                default: options.request_timeout,
-            })
-            .layer(RetryLayer { idempotent: false })
-            .layer(BalanceLayer::new(set.clone()))
-            .service(Attempt::new(set.clone()));
+            .layer(ObserveLayer::new(set.clone(), observer))
+            .layer(DeadlineLayer::new(options.request_timeout))
+            .layer(RetryLayer::new(
+                set.service(),
+                budget,
+                RetryOptions {
+                    retries: options.retries,
+                    hedge_after: options.hedge_after,
+                },
+            ))
+            .layer(BalanceLayer::new(
+                set.clone(),
+                picker.selector.clone(),
+                options.request_timeout,
+            ))
+            .service(Attempt::new(
+                set.clone(),
+                options.attempt_timeout,
+                options.tls.is_some(),
+            ));
         ServiceChannel {
             set,
             idempotent: false,

@@ -22,8 +22,8 @@ use micro_registry::{Backoff, Node};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use crate::ClientOptions;
 use crate::load::Load;
+use crate::options::ClientOptions;
 
 /// Where a node stands in the rotation, as one client sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,10 +49,11 @@ impl NodeState {
     }
 }
 
-/// One node and the connection to it.
+/// One node and the connection to it, with what a client learnt of its
+/// health and load.
 #[derive(Debug)]
-pub(crate) struct NodeEntry {
-    pub(crate) node: Node,
+pub struct NodeEntry {
+    pub node: Node,
     pub(crate) channel: Channel,
     /// Why no attempt can succeed (a TLS node and no client TLS): attempts
     /// fail at once with it.
@@ -94,7 +95,9 @@ struct Health {
 }
 
 impl NodeEntry {
-    pub(crate) fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
+    /// A node, its connection (made when first used) and a fresh health
+    /// record; an error for an address that cannot be dialled.
+    pub fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
         let channel = channel_for(&node.address, options)?;
         Ok(NodeEntry {
             refusal: crate::tls::refusal(&node, options.tls.as_ref()).map(Into::into),
@@ -149,7 +152,7 @@ impl NodeEntry {
         &self.shared.load
     }
 
-    pub(crate) fn state(&self) -> NodeState {
+    pub fn state(&self) -> NodeState {
         let health = self.health();
         if health.down {
             NodeState::Down
@@ -168,7 +171,7 @@ impl NodeEntry {
         self.shared.attempts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn stats(&self) -> NodeStats {
+    pub fn stats(&self) -> NodeStats {
         let state = self.state();
         NodeStats {
             node: self.node.clone(),

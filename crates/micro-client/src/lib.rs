@@ -67,36 +67,41 @@
 //! is refused at once, naming the flag. TLS failures are
 //! [`NodeFailure::Tls`], with rustls's reason. See [`tls`].
 
-mod attempt;
-mod balance;
+pub mod attempt;
+pub mod balance;
 mod body;
+pub mod call;
 mod channel;
-mod deadline;
+pub mod deadline;
 mod endpoint;
 mod error;
-mod hedge;
 mod load;
-mod observe;
+pub mod observe;
+pub mod observer;
+mod options;
+pub mod outcome;
 mod pick;
-mod resolve;
-mod retry;
+mod pool;
+pub mod retry;
 mod timeout;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-pub use channel::{Idempotent, ServiceChannel};
-pub use endpoint::{NodeState, NodeStats, endpoint_for};
+pub use call::Idempotent;
+pub use channel::ServiceChannel;
+pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure};
 use micro_registry::{Node, SharedRegistry};
+use micro_selector::Selector;
 pub use micro_selector::Strategy;
-pub use observe::{AttemptResult, CallEnd, CallObserver};
-pub use pick::{Pick, PickOutcome};
-pub use resolve::NodeSet;
-pub use retry::BudgetOptions;
+pub use observer::{AttemptResult, CallEnd, CallObserver};
+pub use options::ClientOptions;
+pub use pick::{Pick, PickOutcome, Picker};
+pub use pool::{Health, NodeSet, NodeStates};
+pub use retry::{Budget, BudgetOptions};
 pub use tls::ClientTls;
 
 /// Node sets kept before empty, unused ones are forgotten.
@@ -104,87 +109,6 @@ const MAX_SERVICES: usize = 1024;
 
 /// A type-erased error, as returned by [`ServiceChannel`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Client behaviour; see the crate docs for what each knob means. The
-/// defaults are the associated constants (`ClientOptions::REQUEST_TIMEOUT`
-/// ...), which the command-line flags use too.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    /// Deadline of a whole call, retries included, unless the caller sets one.
-    pub request_timeout: Duration,
-    /// Deadline of one attempt on one node.
-    pub attempt_timeout: Duration,
-    /// Extra attempts after the first, each on a different node.
-    pub retries: u32,
-    /// Bound on retries per service.
-    pub retry_budget: BudgetOptions,
-    /// How to choose a node.
-    pub selector: Strategy,
-    /// TCP connect timeout per node.
-    pub dial_timeout: Duration,
-    /// First probe period of a node that refused a connection.
-    pub backoff_min: Duration,
-    /// Longest probe period.
-    pub backoff_max: Duration,
-    /// Failed attempts in a row that eject a node (0: never eject).
-    pub eject_after: u32,
-    /// First ejection time; doubles per ejection.
-    pub ejection_min: Duration,
-    /// Longest ejection time.
-    pub ejection_max: Duration,
-    /// For idempotent calls: when the first attempt has not answered after
-    /// this long, send the call to a second node too and take the first
-    /// answer (`None`: never).
-    pub hedge_after: Option<Duration>,
-    /// TLS to nodes (`--client_tls_*`); plaintext if `None`.
-    pub tls: Option<ClientTls>,
-}
-
-impl ClientOptions {
-    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-    /// Well under the request timeout, so a hung node leaves time for a
-    /// second attempt; well over what a healthy call takes, even on a slow,
-    /// busy machine.
-    pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-    pub const RETRIES: u32 = 1;
-    /// See `docs/benchmarks.md` (R10–R12) for why p2c.
-    pub const SELECTOR: Strategy = Strategy::P2c;
-    pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
-    pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-    /// Envoy's default for consecutive failures.
-    pub const EJECT_AFTER: u32 = 5;
-    pub const EJECTION_MIN: Duration = Duration::from_secs(10);
-    pub const EJECTION_MAX: Duration = Duration::from_secs(300);
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            request_timeout: Self::REQUEST_TIMEOUT,
-            attempt_timeout: Self::ATTEMPT_TIMEOUT,
-            retries: Self::RETRIES,
-            retry_budget: BudgetOptions::default(),
-            selector: Self::SELECTOR,
-            dial_timeout: Self::DIAL_TIMEOUT,
-            backoff_min: Self::BACKOFF_MIN,
-            backoff_max: Self::BACKOFF_MAX,
-            eject_after: Self::EJECT_AFTER,
-            ejection_min: Self::EJECTION_MIN,
-            ejection_max: Self::EJECTION_MAX,
-            hedge_after: None,
-            tls: None,
-        }
-    }
-}
-
-/// How many nodes of a service are in each [`NodeState`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NodeStates {
-    pub up: usize,
-    pub down: usize,
-    pub ejected: usize,
-}
 
 /// Finds services in a registry and calls them. Cheap to clone: clones share
 /// the node sets (one registry watch per service, however many callers).
@@ -197,7 +121,15 @@ struct ClientInner {
     registry: SharedRegistry,
     options: Arc<ClientOptions>,
     observer: Option<Arc<dyn CallObserver>>,
-    services: Mutex<HashMap<String, Arc<NodeSet>>>,
+    services: Mutex<HashMap<String, Service>>,
+}
+
+/// What every channel to one service shares: its nodes, the selector's
+/// state (the round-robin position) and its retry budget.
+#[derive(Clone, Debug)]
+struct Service {
+    picker: Picker,
+    budget: Arc<Budget>,
 }
 
 impl fmt::Debug for Client {
@@ -252,11 +184,19 @@ impl Client {
     ///
     /// Must be called inside a tokio runtime.
     pub fn service(&self, service: &str) -> ServiceChannel {
+        let Service { picker, budget } = self.service_state(service);
         ServiceChannel::new(
-            self.node_set(service),
-            self.inner.options.clone(),
+            &picker,
+            budget,
+            &self.inner.options,
             self.inner.observer.clone(),
         )
+    }
+
+    /// The retry budget of `service`, shared by every channel (and proxy)
+    /// that calls it through this client.
+    pub fn budget(&self, service: &str) -> Arc<Budget> {
+        self.service_state(service).budget
     }
 
     /// Node counts per state for every service this client follows, sorted
@@ -268,7 +208,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .values()
-            .cloned()
+            .map(|s| s.picker.set.clone())
             .collect();
         let mut states: Vec<(String, NodeStates)> = sets
             .iter()
@@ -278,25 +218,28 @@ impl Client {
         states
     }
 
-    /// The node set of `service`, waiting at most until `deadline` for the
-    /// first registry answer: for callers that balance something other than
-    /// gRPC over it (the gateway's HTTP proxy), with [`NodeSet::pick_node`].
+    /// The nodes of `service` and their selector, waiting at most until
+    /// `deadline` for the first registry answer: for callers that balance
+    /// something other than gRPC over them (the gateway's HTTP proxy), with
+    /// [`Picker::pick_node`].
     pub async fn node_set_ready(
         &self,
         service: &str,
         deadline: tokio::time::Instant,
-    ) -> Option<Arc<NodeSet>> {
-        let set = self.node_set(service);
-        if set.is_pending() {
-            tokio::time::timeout_at(deadline, set.ready()).await.ok()?;
+    ) -> Option<Picker> {
+        let picker = self.service_state(service).picker;
+        if picker.set.is_pending() {
+            tokio::time::timeout_at(deadline, picker.set.ready())
+                .await
+                .ok()?;
         }
-        Some(set)
+        Some(picker)
     }
 
     /// The nodes of `service` this client currently knows, waiting for the
     /// first registry answer if the service was never asked for.
     pub async fn nodes(&self, service: &str) -> Vec<Node> {
-        let set = self.node_set(service);
+        let set = self.service_state(service).picker.set;
         set.ready().await;
         set.nodes()
     }
@@ -310,7 +253,7 @@ impl Client {
             .len()
     }
 
-    fn node_set(&self, service: &str) -> Arc<NodeSet> {
+    fn service_state(&self, service: &str) -> Service {
         let mut services = self
             .inner
             .services
@@ -319,16 +262,23 @@ impl Client {
         // Names that never resolved to a node (typos, probes) must not pile
         // up: past a bound, forget the empty sets nobody holds.
         if services.len() >= MAX_SERVICES && !services.contains_key(service) {
-            services.retain(|_, set| Arc::strong_count(set) > 1 || !set.nodes().is_empty());
+            services.retain(|_, s| {
+                Arc::strong_count(&s.picker.set) > 1 || !s.picker.set.nodes().is_empty()
+            });
         }
+        let options = &self.inner.options;
         services
             .entry(service.to_string())
-            .or_insert_with(|| {
-                NodeSet::spawn(
-                    service.to_string(),
-                    self.inner.registry.clone(),
-                    self.inner.options.clone(),
-                )
+            .or_insert_with(|| Service {
+                picker: Picker {
+                    set: NodeSet::spawn(
+                        service.to_string(),
+                        self.inner.registry.clone(),
+                        options.clone(),
+                    ),
+                    selector: Arc::new(Selector::new(options.selector)),
+                },
+                budget: Arc::new(Budget::new(options.retry_budget)),
             })
             .clone()
     }

@@ -1,83 +1,46 @@
-//! The observe stage ([`Observe`], outermost) and the telemetry hook it
-//! calls: a [`CallObserver`] given to
-//! [`Client::with_observer`](crate::Client::with_observer) sees every call
-//! through the client's channels, outermost, before anything else runs and
-//! after everything is done.
-//!
-//! It is where metrics (`micro_client_requests_total{service,endpoint,code}`,
-//! `micro_client_attempts_total{service,outcome}`) and trace context
-//! propagation (a W3C `traceparent` header) plug in, without the client
-//! depending on a metrics or tracing crate. Node counts per state
-//! (`micro_client_nodes{service,state}`) come from
-//! [`Client::node_states`](crate::Client::node_states).
-//!
-//! ```
-//! use std::sync::Arc;
-//! use std::sync::atomic::{AtomicU64, Ordering};
-//! use micro_client::{AttemptResult, CallEnd, CallObserver, NodeSet};
-//!
-//! #[derive(Debug, Default)]
-//! struct Counts { calls: AtomicU64, failed_attempts: Arc<AtomicU64> }
-//!
-//! impl CallObserver for Counts {
-//!     fn start(&self, _nodes: &NodeSet, _path: &str, _headers: &mut http::HeaderMap)
-//!         -> Box<dyn CallEnd> {
-//!         self.calls.fetch_add(1, Ordering::Relaxed);
-//!         Box::new(Call(self.failed_attempts.clone()))
-//!     }
-//! }
-//!
-//! /// One call: its attempts are counted with the call's own state.
-//! struct Call(Arc<AtomicU64>);
-//!
-//! impl CallEnd for Call {
-//!     fn attempt(&self, result: AttemptResult) {
-//!         if result != AttemptResult::Answered {
-//!             self.0.fetch_add(1, Ordering::Relaxed);
-//!         }
-//!     }
-//! }
-//! ```
+//! The observe stage ([`Observe`], outermost): starts the
+//! [`CallObserver`]'s record of each call, hands it down in the request's
+//! extensions ([`Observed`]) so that the attempts below report to it, ends it
+//! with the call's answer, and turns a [`ClientError`] into the gRPC status a
+//! tonic client sees. Its future is the one allocation of a call: the stages
+//! below it are plain futures inside it.
 
-use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use futures::TryFutureExt;
 use futures::future::BoxFuture;
-use http::HeaderMap;
+use pin_project_lite::pin_project;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::BoxError;
-use crate::attempt::Outcome;
-use crate::error::{ClientError, NodeFailure};
-use crate::resolve::NodeSet;
+use crate::call::Observed;
+use crate::error::ClientError;
+use crate::observer::{CallEnd, CallObserver};
+use crate::pool::NodeSet;
 
-/// A call on its way down the stages: the request, and the observer's
-/// record of it, which sees its attempts and is ended by the stage that
-/// ends the call (the retry stage).
-pub(crate) struct Call {
-    pub(crate) request: http::Request<Body>,
-    pub(crate) end: Option<Box<dyn CallEnd>>,
-}
-
-/// The outermost stage: starts the observer's record of each call (which
-/// goes down with the call), and turns a failure into the gRPC status a
-/// tonic client sees. Its future is the one allocation of a call: the
-/// stages below it are plain futures inside it.
+/// The outermost stage; see the module docs.
 #[derive(Clone, Debug)]
-pub(crate) struct Observe<S> {
+pub struct Observe<S> {
     inner: S,
     set: Arc<NodeSet>,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
-/// Puts an [`Observe`] over a service.
+/// Puts an [`Observe`] over a service: `observer` sees the calls to the
+/// service whose nodes are `set`.
 #[derive(Clone, Debug)]
-pub(crate) struct ObserveLayer {
-    pub(crate) set: Arc<NodeSet>,
-    pub(crate) observer: Option<Arc<dyn CallObserver>>,
+pub struct ObserveLayer {
+    set: Arc<NodeSet>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl ObserveLayer {
+    pub fn new(set: Arc<NodeSet>, observer: Option<Arc<dyn CallObserver>>) -> Self {
+        ObserveLayer { set, observer }
+    }
 }
 
 impl<S> Layer<S> for ObserveLayer {
@@ -93,14 +56,14 @@ impl<S> Layer<S> for ObserveLayer {
 }
 
 impl<S> Observe<S> {
-    pub(crate) fn get_mut(&mut self) -> &mut S {
+    pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 }
 
 impl<S> Service<http::Request<Body>> for Observe<S>
 where
-    S: Service<Call, Response = http::Response<Body>, Error = ClientError>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = ClientError>,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -111,112 +74,50 @@ where
         self.inner.poll_ready(cx).map_err(ClientError::into_status)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let call = match &self.observer {
-            None => Call { request, end: None },
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let mut end = None;
+        if let Some(observer) = &self.observer {
             // Sees the request before it goes out (trace context).
-            Some(observer) => {
-                let (mut parts, body) = request.into_parts();
-                let end = observer.start(&self.set, parts.uri.path(), &mut parts.headers);
-                Call {
-                    request: http::Request::from_parts(parts, body),
-                    end: Some(end),
+            let (mut parts, body) = request.into_parts();
+            let record = observer.start(&self.set, parts.uri.path(), &mut parts.headers);
+            parts.extensions.insert(Observed(record.clone()));
+            request = http::Request::from_parts(parts, body);
+            end = Some(record);
+        }
+        Box::pin(ObserveFuture {
+            inner: self.inner.call(request),
+            end,
+        })
+    }
+}
+
+pin_project! {
+    /// The call below, and the observer's record of it, ended with it.
+    struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        end: Option<Arc<dyn CallEnd>>,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, ClientError>>,
+{
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = ready!(this.inner.poll(cx));
+        Poll::Ready(match (this.end.take(), answer) {
+            (None, Ok(response)) => Ok(response),
+            (Some(end), Ok(response)) => Ok(end.answered(response)),
+            (end, Err(error)) => {
+                if let Some(end) = end {
+                    end.failed(&error);
                 }
+                Err(error.into_status())
             }
-        };
-        Box::pin(
-            self.inner
-                .call(call)
-                .map_err(ClientError::into_status as fn(ClientError) -> BoxError),
-        )
+        })
     }
 }
-
-/// How one attempt ended, as a metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AttemptResult {
-    /// The node answered (with a success or an error status other than
-    /// `Unavailable`).
-    Answered,
-    /// The node answered `Unavailable`.
-    Unavailable,
-    /// No connection to the node.
-    ConnectFailed,
-    /// The connection broke during the attempt.
-    ConnectionFailed,
-    /// No answer within the attempt timeout.
-    Timeout,
-    /// The call's deadline passed during the attempt.
-    Deadline,
-    /// A hedged call's other attempt answered first; this one was dropped.
-    Cancelled,
-}
-
-impl AttemptResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptResult::Answered => "answered",
-            AttemptResult::Unavailable => "unavailable",
-            AttemptResult::ConnectFailed => "connect_failed",
-            AttemptResult::ConnectionFailed => "connection_failed",
-            AttemptResult::Timeout => "timeout",
-            AttemptResult::Deadline => "deadline",
-            AttemptResult::Cancelled => "cancelled",
-        }
-    }
-
-    pub(crate) fn of(outcome: &Outcome) -> Self {
-        match outcome {
-            Outcome::Answered { status, .. } if *status == Some(tonic::Code::Unavailable) => {
-                AttemptResult::Unavailable
-            }
-            Outcome::Answered { .. } => AttemptResult::Answered,
-            Outcome::Failed { failure, .. } => match failure {
-                NodeFailure::Connect(_) | NodeFailure::Tls(_) => AttemptResult::ConnectFailed,
-                NodeFailure::Connection(_) => AttemptResult::ConnectionFailed,
-                NodeFailure::Timeout(_) => AttemptResult::Timeout,
-            },
-            Outcome::Deadline => AttemptResult::Deadline,
-        }
-    }
-}
-
-impl fmt::Display for AttemptResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Watches calls; every method has a default that does nothing.
-pub trait CallObserver: Send + Sync + fmt::Debug + 'static {
-    /// A call of `path` (`/package.Service/Method`) through `nodes` begins:
-    /// add headers (trace context) to the request here. The returned
-    /// [`CallEnd`] sees the call's attempts and how it ends, so it can carry
-    /// per-call state (a start time, a span, the call's metrics resolved
-    /// once).
-    fn start(&self, nodes: &NodeSet, path: &str, headers: &mut HeaderMap) -> Box<dyn CallEnd> {
-        let _ = (nodes, path, headers);
-        Box::new(())
-    }
-}
-
-/// The rest of one observed call; see [`CallObserver::start`].
-pub trait CallEnd: Send + Sync + 'static {
-    /// After each attempt on a node.
-    fn attempt(&self, result: AttemptResult) {
-        let _ = result;
-    }
-
-    /// The call was answered. Its gRPC status may be in the headers or, as
-    /// usual, in the trailers: wrap the body to see them.
-    fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {
-        response
-    }
-
-    /// The call failed in the client (no node, deadline, node failures...).
-    fn failed(self: Box<Self>, error: &ClientError) {
-        let _ = error;
-    }
-}
-
-impl CallEnd for () {}

@@ -1,5 +1,5 @@
 //! The balancer, for calls that are not gRPC: the gateway's HTTP proxy asks
-//! a [`NodeSet`] for a node ([`NodeSet::pick_node`]) and reports how the
+//! a [`Picker`] for a node ([`Picker::pick_node`]) and reports how the
 //! attempt went ([`Pick::finish`]), so its calls share the selector, the
 //! health (down, ejected) and the load of the client's gRPC calls.
 
@@ -7,10 +7,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use micro_registry::Node;
+use micro_selector::Selector;
 use tokio::time::Instant;
 
+use crate::balance::pick;
 use crate::endpoint::NodeEntry;
-use crate::resolve::NodeSet;
+use crate::pool::{Health, NodeSet};
 
 /// How an attempt on a [`Pick`]ed node went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,21 +47,34 @@ impl fmt::Debug for Pick {
     }
 }
 
-impl NodeSet {
+/// The nodes of one service and the selector that chooses among them, as
+/// the client's channels to it use them.
+#[derive(Clone, Debug)]
+pub struct Picker {
+    pub(crate) set: Arc<NodeSet>,
+    pub(crate) selector: Arc<Selector>,
+}
+
+impl Picker {
+    /// The node set.
+    pub fn node_set(&self) -> &Arc<NodeSet> {
+        &self.set
+    }
+
     /// A node for the next attempt, skipping the ids in `tried`; `None` when
     /// the set has no other node.
-    pub fn pick_node(self: &Arc<Self>, tried: &[String]) -> Option<Pick> {
-        let entries = self.entries();
+    pub fn pick_node(&self, tried: &[String]) -> Option<Pick> {
+        let entries = self.set.entries();
         let tried: Vec<Arc<NodeEntry>> = entries
             .iter()
             .filter(|e| tried.iter().any(|id| *id == e.node.id))
             .cloned()
             .collect();
-        let entry = self.pick(&tried)?;
+        let entry = pick(&self.selector, &self.set, &tried)?;
         entry.count_attempt();
         entry.load().enter();
         Some(Pick {
-            set: self.clone(),
+            set: self.set.clone(),
             entry,
             started: Instant::now(),
             finished: false,
@@ -79,18 +94,12 @@ impl Pick {
         self.entry
             .load()
             .exit(Some((self.started.elapsed(), failed)));
-        let options = self.set.options();
-        match outcome {
-            PickOutcome::Answered => self.entry.mark_answered(),
-            PickOutcome::ConnectFailed | PickOutcome::ConnectionFailed => {
-                self.entry.mark_refused(options)
-            }
-            PickOutcome::Unavailable | PickOutcome::Timeout => {
-                if self.entry.mark_failed(options) {
-                    self.set.try_eject(&self.entry);
-                }
-            }
-        }
+        let health = match outcome {
+            PickOutcome::Answered => Health::Answered,
+            PickOutcome::ConnectFailed | PickOutcome::ConnectionFailed => Health::Refused,
+            PickOutcome::Unavailable | PickOutcome::Timeout => Health::Failed,
+        };
+        self.set.credit(&self.entry, health);
     }
 }
 

@@ -208,8 +208,8 @@ struct Recorded {
 struct AttemptsOfCall(Arc<Recorded>);
 
 impl CallObserver for Attempts {
-    fn start(&self, _: &NodeSet, _: &str, _: &mut http::HeaderMap) -> Box<dyn CallEnd> {
-        Box::new(AttemptsOfCall(self.0.clone()))
+    fn start(&self, _: &NodeSet, _: &str, _: &mut http::HeaderMap) -> Arc<dyn CallEnd> {
+        Arc::new(AttemptsOfCall(self.0.clone()))
     }
 }
 

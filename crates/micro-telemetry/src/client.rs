@@ -233,6 +233,19 @@ fn start_with(service: &Arc<ServiceMetrics>, path: &str, headers: &mut HeaderMap
 
 impl Finish for CallRecord {
     fn finish(self, code: Option<Code>) {
+        self.record(code);
+    }
+}
+
+/// The client's record of a call is shared with its attempts.
+impl Finish for Arc<CallRecord> {
+    fn finish(self, code: Option<Code>) {
+        self.record(code);
+    }
+}
+
+impl CallRecord {
+    fn record(&self, code: Option<Code>) {
         let code = code.unwrap_or(Code::Cancelled);
         if let Some(endpoint) = &self.metrics {
             endpoint.counter(code).inc();
@@ -285,13 +298,13 @@ impl micro_client::CallObserver for ClientTelemetry {
         nodes: &micro_client::NodeSet,
         path: &str,
         headers: &mut HeaderMap,
-    ) -> Box<dyn micro_client::CallEnd> {
+    ) -> Arc<dyn micro_client::CallEnd> {
         let service = service_metrics(nodes.service());
         if crate::metrics::enabled() && service.nodes_due() {
             let states = nodes.states();
             self::nodes(nodes.service(), states.up, states.down, states.ejected);
         }
-        Box::new(start_with(&service, path, headers))
+        Arc::new(start_with(&service, path, headers))
     }
 }
 
@@ -302,12 +315,12 @@ impl micro_client::CallEnd for CallRecord {
         }
     }
 
-    fn answered(self: Box<Self>, response: http::Response<Body>) -> http::Response<Body> {
-        crate::server::observe(response, *self)
+    fn answered(self: Arc<Self>, response: http::Response<Body>) -> http::Response<Body> {
+        crate::server::observe(response, self)
     }
 
-    fn failed(self: Box<Self>, error: &micro_client::ClientError) {
-        Finish::finish(*self, Some(error.code()));
+    fn failed(self: Arc<Self>, error: &micro_client::ClientError) {
+        self.record(Some(error.code()));
     }
 }
 

@@ -2,7 +2,7 @@
 //! first path part (`/foo/...` → `<namespace>.foo`; `/v1/foo/...` →
 //! `<namespace>.v1.foo`), balanced over its registered nodes by the same
 //! node set, selector, health and load as the client's gRPC calls
-//! ([`NodeSet::pick_node`](micro_client::NodeSet::pick_node)).
+//! ([`Picker::pick_node`](micro_client::Picker::pick_node)).
 //!
 //! Only addresses of registered nodes are dialled, and only when they are a
 //! plain `host:port`. The request goes upstream with its original path and
@@ -108,7 +108,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         let more = attempt + 1 < attempts;
         // As the client does: the attempt timeout leaves time for another
         // node, and makes an unsafe request fail fast.
-        let bounded = !safe || (more && set.len() > tried.len());
+        let bounded = !safe || (more && set.node_set().len() > tried.len());
         let attempt_deadline = if bounded {
             (now + options.attempt_timeout).min(deadline)
         } else {

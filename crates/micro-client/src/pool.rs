@@ -1,22 +1,44 @@
-//! Resolution: service name → live node set.
+//! The node pool: service name → live node set.
 //!
 //! A [`NodeSet`] applies the updates of a registry
 //! [`Resolution`](micro_registry::Resolution) (list, then follow the watch,
 //! reconnect with backoff, keep missing nodes for a grace period after an
 //! outage) to a list of [`NodeEntry`]s: the stale set keeps serving calls
-//! while the registry is away, as go-micro's cache did.
+//! while the registry is away, as go-micro's cache did. It knows nodes and
+//! their health; which node a call takes is the balance stage's business,
+//! how often a call may retry the retry stage's.
 
 use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
 use micro_registry::{Node, ResolveOptions, Service, SharedRegistry, Update};
-use micro_selector::Selector;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::endpoint::{NodeEntry, NodeState, NodeStats};
-use crate::retry::Budget;
-use crate::{ClientOptions, NodeStates};
+use crate::error::ClientError;
+use crate::options::ClientOptions;
+
+/// How many nodes of a service are in each [`NodeState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStates {
+    pub up: usize,
+    pub down: usize,
+    pub ejected: usize,
+}
+
+/// What an attempt on a node showed of the node's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The node answered (any answer but `Unavailable`).
+    Answered,
+    /// The connection to the node failed: it is down until a probe reaches
+    /// it.
+    Refused,
+    /// The node failed the attempt (timeout, `Unavailable`, a refused
+    /// certificate): reachable, but an outlier if it goes on.
+    Failed,
+}
 
 /// Where the first lookup of a service stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,14 +52,13 @@ pub(crate) enum Resolution {
 }
 
 /// The live nodes of one service, as one client sees them, with what the
-/// client has learnt about each (health, load) and the service's retry budget.
+/// client has learnt about each (health, load).
 #[derive(Debug)]
 pub struct NodeSet {
     name: String,
     registry: SharedRegistry,
+    /// The node settings: dialling, TLS, probes, ejection.
     options: Arc<ClientOptions>,
-    pub(crate) selector: Selector,
-    pub(crate) budget: Budget,
     nodes: ArcSwap<Vec<Arc<NodeEntry>>>,
     resolution: watch::Sender<Resolution>,
     task: OnceLock<AbortHandle>,
@@ -58,8 +79,6 @@ impl NodeSet {
         options: Arc<ClientOptions>,
     ) -> Arc<NodeSet> {
         let set = Arc::new(NodeSet {
-            selector: Selector::new(options.selector),
-            budget: Budget::new(options.retry_budget),
             name,
             registry,
             options,
@@ -83,10 +102,6 @@ impl NodeSet {
 
     pub fn registry_name(&self) -> &str {
         self.registry.name()
-    }
-
-    pub(crate) fn options(&self) -> &ClientOptions {
-        &self.options
     }
 
     /// The nodes known now.
@@ -125,24 +140,33 @@ impl NodeSet {
         self.nodes.load_full()
     }
 
-    /// The node for the next attempt: not in `tried`, and up; failing that,
-    /// one that is down or ejected (better a slim chance than none).
-    pub(crate) fn pick(&self, tried: &[Arc<NodeEntry>]) -> Option<Arc<NodeEntry>> {
-        let entries = self.nodes.load();
-        let untried = |e: &Arc<NodeEntry>| {
-            !tried
-                .iter()
-                .any(|t| Arc::ptr_eq(t, e) || t.node.id == e.node.id)
-        };
-        let cost = |e: &Arc<NodeEntry>| e.load().cost();
-        self.selector
-            .select_by_load(&entries, |e| untried(e) && e.is_up(), cost)
-            .or_else(|| self.selector.select_by_load(&entries, untried, cost))
-            .cloned()
+    /// Credits `entry` with what an attempt on it showed.
+    pub fn credit(&self, entry: &NodeEntry, health: Health) {
+        match health {
+            Health::Answered => entry.mark_answered(),
+            Health::Refused => entry.mark_refused(&self.options),
+            Health::Failed => {
+                if entry.mark_failed(&self.options) {
+                    self.try_eject(entry);
+                }
+            }
+        }
+    }
+
+    /// The error of a call that finds no node to try.
+    pub fn no_node(&self) -> ClientError {
+        ClientError::NoNode {
+            service: self.name.clone(),
+            registry: self.registry.name().to_string(),
+            registry_error: match self.resolution() {
+                Resolution::Failed(reason) => Some(reason),
+                _ => None,
+            },
+        }
     }
 
     /// Ejects `entry` unless that would leave less than half the set in.
-    pub(crate) fn try_eject(&self, entry: &NodeEntry) -> bool {
+    fn try_eject(&self, entry: &NodeEntry) -> bool {
         let entries = self.nodes.load();
         let out = entries
             .iter()

@@ -3,9 +3,9 @@
 //! first answer wins (the other attempt is cancelled). The second request
 //! takes from the retry budget like a retry, so hedges cannot pile load on a
 //! slow service either. The race itself runs in the retry stage
-//! ([`RetryFuture`](crate::retry::RetryFuture)); these are its rules.
+//! ([`RetryFuture`](super::RetryFuture)); these are its rules.
 
-use crate::attempt::Outcome;
+use crate::outcome::Outcome;
 
 /// Whether an outcome ends the race (rather than waiting for the other one).
 pub(crate) fn settles(outcome: &Outcome) -> bool {

@@ -3,261 +3,134 @@
 //! may go to another node ([`Policy`]), and whether the service can take
 //! another retry ([`Budget`]).
 //!
-//! A call is retried, on a node not tried yet in this call, when it cannot
-//! have been processed (the connection failed before the request was sent,
-//! or the server answered `Unavailable`). Calls marked idempotent are also
-//! retried after failures where the node may have started the work
-//! (connection lost mid-call, an attempt timeout, `Internal`, `Unknown`,
-//! `DeadlineExceeded`, `ResourceExhausted`, `Aborted`, `DataLoss`).
-//!
-//! Every retry takes from a budget that calls fill: over the last 10 seconds,
-//! retries may be at most `ratio` (20 % of calls by default) plus
-//! `min_per_second` per second. When a service fails for everyone, retries
-//! stop there instead of multiplying its load (Finagle's and Linkerd's rule).
+//! It reads the call's [`CallDeadline`] and [`Idempotent`] mark from the
+//! request's extensions, gives each attempt an [`AttemptContext`] (its
+//! deadline, whether the attempt timeout bounds it, the nodes tried), and
+//! reports each attempt's result to the [`Observed`] record if there is one.
+//! Below it is any service that answers an attempt with an [`Attempted`]
+//! and whose futures know their node before they run ([`Picked`]): the
+//! balance stage.
+
+pub mod budget;
+mod hedge;
+pub mod policy;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+pub use budget::{Budget, BudgetOptions};
 use pin_project_lite::pin_project;
+pub use policy::Policy;
 use tokio::time::{Instant, Sleep};
-use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::attempt::Outcome;
-use crate::balance::{Balance, BalanceFuture, NodeRequest, Picked};
 use crate::body::RequestBody;
-use crate::channel::Idempotent;
-use crate::deadline::{Deadline, Timed};
+use crate::call::{AttemptContext, CallDeadline, Idempotent, Observed};
 use crate::endpoint::NodeEntry;
 use crate::error::{ClientError, NodeFailure};
-use crate::hedge;
-use crate::observe::{AttemptResult, Call, CallEnd};
-use crate::resolve::{NodeSet, Resolution};
+use crate::observer::AttemptResult;
+use crate::outcome::{Attempted, NodeCount, Outcome, Picked};
 
-/// How far a failed attempt got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Sent {
-    /// The request never reached the server: always safe to send elsewhere.
-    No,
-    /// The server may have seen it.
-    Maybe,
-}
-
-/// Whether a failed attempt may be tried again elsewhere.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Policy {
-    pub(crate) idempotent: bool,
-}
-
-impl Policy {
-    /// After a failure of the node (no answer).
-    pub(crate) fn retry_failure(self, sent: Sent) -> bool {
-        sent == Sent::No || self.idempotent
-    }
-
-    /// After an answer with an error status.
-    pub(crate) fn retry_status(self, code: Code) -> bool {
-        match code {
-            // The server did not take the request (overloaded, shutting down).
-            Code::Unavailable => true,
-            // Server-side failures: the work may have started.
-            Code::Internal
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::DataLoss => self.idempotent,
-            // The request itself is at fault, or the answer is final.
-            _ => false,
-        }
-    }
-}
-
-/// Retry budget settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BudgetOptions {
-    /// Retries allowed per call made (0.2: one retry per five calls).
-    pub ratio: f64,
-    /// Retries allowed per second whatever the traffic (so a quiet client
-    /// still retries).
-    pub min_per_second: u32,
-}
-
-impl BudgetOptions {
-    pub const RATIO: f64 = 0.2;
-    pub const MIN_PER_SECOND: u32 = 10;
-}
-
-impl Default for BudgetOptions {
-    fn default() -> Self {
-        BudgetOptions {
-            ratio: Self::RATIO,
-            min_per_second: Self::MIN_PER_SECOND,
-        }
-    }
-}
-
-/// Seconds the budget looks back.
-const WINDOW: usize = 10;
-
-/// Calls and retries of the last [`WINDOW`] seconds, per second.
-///
-/// Counted in atomics: every call deposits, so this is on the hot path. Under
-/// concurrent retries the check and the count of a withdrawal are not one
-/// step, so a burst may overdraw by a retry or two; the bound holds over the
-/// window.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    options: BudgetOptions,
-    origin: Instant,
-    /// Second (since `origin`) of the newest slot.
-    now: AtomicU64,
-    calls: [AtomicU64; WINDOW],
-    retries: [AtomicU64; WINDOW],
-    /// Held while the window moves on (at most once a second).
-    rotate: Mutex<()>,
-}
-
-impl Budget {
-    pub(crate) fn new(options: BudgetOptions) -> Self {
-        Budget {
-            options,
-            origin: Instant::now(),
-            now: AtomicU64::new(0),
-            calls: Default::default(),
-            retries: Default::default(),
-            rotate: Mutex::new(()),
-        }
-    }
-
-    /// The slot of the second `at` falls in, clearing the slots of the
-    /// seconds that passed since the newest one.
-    fn slot(&self, at: Instant) -> usize {
-        let second = at.saturating_duration_since(self.origin).as_secs();
-        if second > self.now.load(Ordering::Acquire) {
-            let _rotating = self.rotate.lock().unwrap_or_else(|p| p.into_inner());
-            let newest = self.now.load(Ordering::Acquire);
-            if second > newest {
-                let passed = (second - newest).min(WINDOW as u64);
-                for s in 1..=passed {
-                    let i = ((newest + s) % WINDOW as u64) as usize;
-                    self.calls[i].store(0, Ordering::Relaxed);
-                    self.retries[i].store(0, Ordering::Relaxed);
-                }
-                self.now.store(second, Ordering::Release);
-            }
-        }
-        (second % WINDOW as u64) as usize
-    }
-
-    /// A call started at `now`.
-    pub(crate) fn deposit(&self, now: Instant) {
-        self.calls[self.slot(now)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Takes one retry from the budget; `false` if it is spent.
-    pub(crate) fn withdraw(&self) -> bool {
-        let i = self.slot(Instant::now());
-        let sum = |slots: &[AtomicU64; WINDOW]| -> u64 {
-            slots.iter().map(|n| n.load(Ordering::Relaxed)).sum()
-        };
-        let calls = sum(&self.calls);
-        let retries = sum(&self.retries);
-        // Over a window that has not run for WINDOW seconds yet, the floor
-        // counts only the seconds that passed.
-        let seconds = (self.now.load(Ordering::Acquire) + 1).min(WINDOW as u64);
-        let allowed = self.options.ratio * calls as f64
-            + f64::from(self.options.min_per_second) * seconds as f64;
-        if (retries as f64) < allowed {
-            self.retries[i].fetch_add(1, Ordering::Relaxed);
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// For docs and tests: the window the budget looks back over.
-#[allow(dead_code)]
-pub(crate) const BUDGET_WINDOW: Duration = Duration::from_secs(WINDOW as u64);
-
-/// The retry stage over the balance stage.
+/// What the retry stage does; see [`ClientOptions`](crate::ClientOptions).
 #[derive(Clone, Debug)]
-pub(crate) struct Retry {
-    inner: Balance,
-    /// Every call through this channel is [`Idempotent`].
+pub struct RetryOptions {
+    /// Extra attempts after the first, each on a different node.
+    pub retries: u32,
+    /// For idempotent calls: hedge after this long.
+    pub hedge_after: Option<Duration>,
+}
+
+/// The retry stage; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    service: Arc<str>,
+    budget: Arc<Budget>,
+    options: RetryOptions,
+    /// Every call through this stage is [`Idempotent`].
     idempotent: bool,
 }
 
-/// Puts a [`Retry`] over the balance stage.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RetryLayer {
-    pub(crate) idempotent: bool,
+/// Puts a [`Retry`] over a service: the calls are to `service`, whose
+/// retries take from `budget`.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    service: Arc<str>,
+    budget: Arc<Budget>,
+    options: RetryOptions,
 }
 
-impl Layer<Balance> for RetryLayer {
-    type Service = Retry;
-
-    fn layer(&self, inner: Balance) -> Retry {
-        Retry {
-            inner,
-            idempotent: self.idempotent,
+impl RetryLayer {
+    pub fn new(service: &str, budget: Arc<Budget>, options: RetryOptions) -> Self {
+        RetryLayer {
+            service: service.into(),
+            budget,
+            options,
         }
     }
 }
 
-impl Retry {
-    pub(crate) fn set_idempotent(&mut self, idempotent: bool) {
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            service: self.service.clone(),
+            budget: self.budget.clone(),
+            options: self.options.clone(),
+            idempotent: false,
+        }
+    }
+}
+
+impl<S> Retry<S> {
+    /// Treat every call as [`Idempotent`].
+    pub fn set_idempotent(&mut self, idempotent: bool) {
         self.idempotent = idempotent;
     }
 }
 
-impl Service<Timed> for Retry {
+impl<S> Service<http::Request<Body>> for Retry<S>
+where
+    S: Service<http::Request<Body>, Response = Attempted, Error = ClientError> + NodeCount + Clone,
+    S::Future: Picked,
+{
     type Response = http::Response<Body>;
     type Error = ClientError;
-    type Future = RetryFuture;
+    type Future = RetryFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
-        let Ok(()) = ready!(self.inner.poll_ready(cx));
-        Poll::Ready(Ok(()))
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, timed: Timed) -> RetryFuture {
-        let Timed {
-            call: Call { request, end },
-            deadline,
-        } = timed;
-        let set = self.inner.set();
+    fn call(&mut self, request: http::Request<Body>) -> RetryFuture<S> {
         let (mut parts, body) = request.into_parts();
         let policy = Policy {
             idempotent: self.idempotent || parts.extensions.get::<Idempotent>().is_some(),
         };
-        // Extensions are for the layers above this channel; the connection
-        // to a node below it has no use for them, so they are not copied
-        // per attempt.
+        let deadline = parts
+            .extensions
+            .get::<CallDeadline>()
+            .copied()
+            .unwrap_or_else(CallDeadline::none);
+        let observed = parts.extensions.get::<Observed>().cloned();
+        // Extensions are for the stages above this one; each attempt gets
+        // its own context, and the node's connection has no use for the
+        // rest, so they are not copied per attempt.
         parts.extensions.clear();
-        let body = if set.is_pending() {
-            // Readiness waited `request_timeout` for the registry.
-            Err(ClientError::RegistryTimeout {
-                service: set.service().to_string(),
-                registry: set.registry_name().to_string(),
-                budget: set.options().request_timeout,
-            })
-        } else {
-            RequestBody::take(body).map_err(|status| ClientError::BadRequest {
-                service: set.service().to_string(),
-                detail: status.message().to_string(),
-            })
-        };
+        let body = RequestBody::take(body).map_err(|status| ClientError::BadRequest {
+            service: self.service.to_string(),
+            detail: status.message().to_string(),
+        });
         // A retry goes to a node not tried yet in this call: with one node
         // there is none, and nothing needs keeping for a second attempt.
-        let attempts = if set.len() > 1 {
-            1 + set.options().retries as usize
+        let attempts = if self.inner.node_count() > 1 {
+            1 + self.options.retries as usize
         } else {
             1
         };
@@ -265,7 +138,7 @@ impl Service<Timed> for Retry {
         // for its answer.
         let (body, attempts, last) = match body {
             Ok(body) => {
-                set.budget.deposit(deadline.started);
+                self.budget.deposit(deadline.started);
                 (Some(body), attempts, None)
             }
             Err(error) => (None, 0, Some(Box::new(Err(error)))),
@@ -273,7 +146,10 @@ impl Service<Timed> for Retry {
         RetryFuture {
             state: Attempts {
                 inner: self.inner.clone(),
-                end,
+                service: self.service.clone(),
+                budget: self.budget.clone(),
+                hedge_after: self.options.hedge_after,
+                observed,
                 deadline,
                 policy,
                 body,
@@ -293,11 +169,14 @@ impl Service<Timed> for Retry {
 
 /// A call's attempts so far: what the next one needs and what the last ones
 /// left.
-struct Attempts {
-    inner: Balance,
-    /// The observer's record of the call, ended here.
-    end: Option<Box<dyn CallEnd>>,
-    deadline: Deadline,
+struct Attempts<S> {
+    inner: S,
+    service: Arc<str>,
+    budget: Arc<Budget>,
+    hedge_after: Option<Duration>,
+    /// The observer's record of the call, told of each attempt.
+    observed: Option<Observed>,
+    deadline: CallDeadline,
     policy: Policy,
     body: Option<RequestBody>,
     /// The request line and headers, while another attempt may need them.
@@ -322,12 +201,12 @@ pin_project! {
     /// A hedged call's second attempt and what it needs, boxed: only calls
     /// with `hedge_after` set pay for its room.
     #[project = HedgeProj]
-    struct Hedge {
+    struct Hedge<F> {
         // Until the second attempt is due.
         #[pin]
         timer: Option<Sleep>,
         #[pin]
-        backup: Option<BalanceFuture>,
+        backup: Option<F>,
         // The attempt that ended first without settling the call, while
         // the other one runs.
         early: Option<(Outcome, Arc<NodeEntry>)>,
@@ -342,50 +221,50 @@ type Answer = Result<http::Response<Body>, ClientError>;
     clippy::large_enum_variant,
     reason = "made once per attempt and moved straight into the call's future; boxing would allocate per attempt"
 )]
-enum Next {
+enum Next<F> {
     /// Another attempt, and when to hedge it.
-    Attempt(BalanceFuture, Option<Duration>),
+    Attempt(F, Option<Duration>),
     /// No other attempt: the call's answer.
     Done(Answer),
 }
 
 pin_project! {
     /// The retry stage's future: a call's attempts, run in turn.
-    pub(crate) struct RetryFuture {
-        state: Attempts,
+    pub struct RetryFuture<S: Service<http::Request<Body>>> {
+        state: Attempts<S>,
         #[pin]
-        primary: Option<BalanceFuture>,
-        hedge: Option<Pin<Box<Hedge>>>,
+        primary: Option<S::Future>,
+        hedge: Option<Pin<Box<Hedge<S::Future>>>>,
     }
 }
 
-impl Future for RetryFuture {
+impl<S> Future for RetryFuture<S>
+where
+    S: Service<http::Request<Body>, Response = Attempted, Error = ClientError> + NodeCount,
+    S::Future: Picked,
+{
     type Output = Answer;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let this = self.project();
         let answer = ready!(run(this.state, this.primary, this.hedge, cx));
-        // The call is over: so is the observer's record of it.
-        Poll::Ready(match this.state.end.take() {
-            None => answer,
-            Some(end) => match answer {
-                Ok(response) => Ok(end.answered(response)),
-                Err(error) => {
-                    end.failed(&error);
-                    Err(error)
-                }
-            },
-        })
+        // The observe stage ends the record: this stage holds it no longer.
+        this.state.observed = None;
+        Poll::Ready(answer)
     }
 }
 
 /// Runs the attempts until one gives the call its answer.
-fn run(
-    state: &mut Attempts,
-    mut primary: Pin<&mut Option<BalanceFuture>>,
-    hedge: &mut Option<Pin<Box<Hedge>>>,
+fn run<S>(
+    state: &mut Attempts<S>,
+    mut primary: Pin<&mut Option<S::Future>>,
+    hedge: &mut Option<Pin<Box<Hedge<S::Future>>>>,
     cx: &mut Context<'_>,
-) -> Poll<Answer> {
+) -> Poll<Answer>
+where
+    S: Service<http::Request<Body>, Response = Attempted, Error = ClientError> + NodeCount,
+    S::Future: Picked,
+{
     loop {
         if !state.running {
             match state.next() {
@@ -417,24 +296,24 @@ fn run(
     }
 }
 
-impl Attempts {
-    fn set(&self) -> &NodeSet {
-        self.inner.set()
-    }
-
+impl<S> Attempts<S>
+where
+    S: Service<http::Request<Body>, Response = Attempted, Error = ClientError> + NodeCount,
+    S::Future: Picked,
+{
     fn report(&self, result: AttemptResult) {
-        if let Some(end) = &self.end {
-            end.attempt(result);
+        if let Some(observed) = &self.observed {
+            observed.0.attempt(result);
         }
     }
 
     /// The next attempt, with when to hedge it; or the call's answer when
     /// there is no next attempt.
-    fn next(&mut self) -> Next {
+    fn next(&mut self) -> Next<S::Future> {
         let n = self.attempt;
-        let nodes = self.set().len();
+        let nodes = self.inner.node_count();
         let (Some(body), true) = (self.body.as_mut(), n < self.attempts) else {
-            return Next::Done(self.without_node());
+            return Next::Done(self.last_answer(n));
         };
         let can_retry = n + 1 < self.attempts && body.is_replayable();
         // The request's parts are copied only while another attempt may
@@ -448,7 +327,7 @@ impl Attempts {
             _ => self.parts.take(),
         };
         let Some(sent) = sent else {
-            return Next::Done(self.without_node());
+            return Next::Done(self.last_answer(n));
         };
         // The attempt timeout leaves time for another attempt; a call that
         // will not be retried (not idempotent) fails fast with it too.
@@ -461,23 +340,26 @@ impl Attempts {
         } else {
             Instant::now()
         };
-        let attempt = self.inner.call(NodeRequest {
-            request: http::Request::from_parts(sent, body.for_attempt()),
-            tried: self.tried.clone(),
+        let mut request = http::Request::from_parts(sent, body.for_attempt());
+        request.extensions_mut().insert(AttemptContext {
             started: now,
             deadline: self.deadline.at,
             bounded,
+            tried: self.tried.clone(),
+            node: None,
         });
-        if attempt.node().is_none() {
-            return Next::Done(self.without_node());
+        let attempt = self.inner.call(request);
+        if let Err(none) = attempt.node() {
+            // No (other) node to try: the last attempt's result stands.
+            return Next::Done(match self.last.take() {
+                Some(answer) => *answer,
+                None => Err(none.clone()),
+            });
         }
-        if n > 0 && !self.set().budget.withdraw() {
-            let Some(last) = self.last.take() else {
-                return Next::Done(Err(no_nodes(self.set())));
-            };
-            return Next::Done(match *last {
+        if n > 0 && !self.budget.withdraw() {
+            return Next::Done(match self.last_answer(n) {
                 Err(error) => Err(ClientError::BudgetExhausted {
-                    service: self.set().service().to_string(),
+                    service: self.service.to_string(),
                     last: Box::new(error),
                 }),
                 // The node answered with an error: that answer stands.
@@ -485,48 +367,53 @@ impl Attempts {
             });
         }
         if now >= self.deadline.at {
-            return Next::Done(Err(self.deadline.exceeded(self.set().service(), n)));
+            return Next::Done(Err(self.deadline.exceeded(&self.service, n)));
         }
         self.can_retry = can_retry;
         let hedge_after = self
-            .set()
-            .options()
             .hedge_after
             .filter(|_| self.policy.idempotent && can_retry && self.parts.is_some());
         Next::Attempt(attempt, hedge_after)
     }
 
-    /// No (other) node to try: the last attempt's result stands.
+    /// No other attempt: the last one's result stands (or the failure
+    /// before any attempt). There is one whenever no attempt is made after
+    /// the first; `n` is only for a clear error should that ever not hold.
     #[allow(
         clippy::result_large_err,
         reason = "the call's answer, made once per call; boxing its error would cost each failed call an allocation"
     )]
-    fn without_node(&mut self) -> Answer {
+    fn last_answer(&mut self, n: usize) -> Answer {
         match self.last.take() {
             Some(answer) => *answer,
-            None => Err(no_nodes(self.set())),
+            None => Err(self.deadline.exceeded(&self.service, n)),
         }
     }
 
     /// The second attempt of a hedged call, on another node than `first`,
     /// if there is one and the budget allows it.
-    fn hedge(&mut self, first: &Arc<NodeEntry>) -> Option<BalanceFuture> {
+    fn hedge(&mut self, first: &Arc<NodeEntry>) -> Option<S::Future> {
         let kept = self.parts.as_ref()?;
         let body = self.body.as_mut()?;
         let mut exclude = self.tried.clone();
         exclude.push(first.clone());
-        let second = self.inner.call(NodeRequest {
-            request: http::Request::from_parts(copy_parts(kept), body.for_attempt()),
-            tried: exclude,
+        let mut request = http::Request::from_parts(copy_parts(kept), body.for_attempt());
+        request.extensions_mut().insert(AttemptContext {
             started: Instant::now(),
             deadline: self.deadline.at,
             bounded: false,
+            tried: exclude,
+            node: None,
         });
-        let node = second.node().filter(|node| !Arc::ptr_eq(node, first))?;
-        if !self.set().budget.withdraw() {
+        let second = self.inner.call(request);
+        let node = second
+            .node()
+            .ok()
+            .filter(|node| !Arc::ptr_eq(node, first))?;
+        if !self.budget.withdraw() {
             return None;
         }
-        tracing::debug!(service = %self.set().service(), node = %first.node.id, hedge = %node.node.id, "first attempt slow; hedging");
+        tracing::debug!(service = %self.service, node = %first.node.id, hedge = %node.node.id, "first attempt slow; hedging");
         Some(second)
     }
 
@@ -534,7 +421,7 @@ impl Attempts {
     /// observer.
     fn single(
         &mut self,
-        primary: Pin<&mut Option<BalanceFuture>>,
+        primary: Pin<&mut Option<S::Future>>,
         cx: &mut Context<'_>,
     ) -> Poll<(Outcome, Arc<NodeEntry>)> {
         let Some(attempt) = primary.as_pin_mut() else {
@@ -557,8 +444,8 @@ impl Attempts {
     /// `tried`.
     fn race(
         &mut self,
-        mut primary: Pin<&mut Option<BalanceFuture>>,
-        hedge: HedgeProj<'_>,
+        mut primary: Pin<&mut Option<S::Future>>,
+        hedge: HedgeProj<'_, S::Future>,
         cx: &mut Context<'_>,
     ) -> Poll<(Outcome, Arc<NodeEntry>)> {
         let HedgeProj {
@@ -579,7 +466,7 @@ impl Attempts {
                 .as_ref()
                 .get_ref()
                 .as_ref()
-                .and_then(BalanceFuture::node)
+                .and_then(|first| first.node().ok())
                 .cloned();
             match first.and_then(|first| self.hedge(&first)) {
                 Some(second) => backup.set(Some(second)),
@@ -634,7 +521,7 @@ impl Attempts {
     /// another node.
     fn judge(&mut self, outcome: Outcome, node: Arc<NodeEntry>) -> Option<Answer> {
         let attempt = self.attempt;
-        let service = self.set().service();
+        let service = &*self.service;
         match outcome {
             Outcome::Deadline => Some(Err(self.deadline.exceeded(service, attempt + 1))),
             Outcome::Answered { response, status } => match status {
@@ -677,23 +564,11 @@ impl Attempts {
 }
 
 /// The outcome of an attempt started on a node.
-fn attempted(picked: Result<Picked, std::convert::Infallible>) -> (Outcome, Arc<NodeEntry>) {
-    let Ok(picked) = picked;
-    match picked {
-        Picked::Attempted { outcome, node } => (outcome, node),
+fn attempted(attempted: Result<Attempted, ClientError>) -> (Outcome, Arc<NodeEntry>) {
+    match attempted {
+        Ok(Attempted { outcome, node }) => (outcome, node),
         // Only futures with a node are run (see `Attempts::next`).
-        Picked::NoNode => unreachable!("an attempt without a node is never run"),
-    }
-}
-
-fn no_nodes(set: &NodeSet) -> ClientError {
-    ClientError::NoNode {
-        service: set.service().to_string(),
-        registry: set.registry_name().to_string(),
-        registry_error: match set.resolution() {
-            Resolution::Failed(reason) => Some(reason),
-            _ => None,
-        },
+        Err(error) => unreachable!("an attempt without a node is never run: {error}"),
     }
 }
 
@@ -705,45 +580,4 @@ fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     copy.version = parts.version;
     copy.headers = parts.headers.clone();
     copy
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_are_bounded_by_a_share_of_calls_plus_a_floor() {
-        let budget = Budget::new(BudgetOptions {
-            ratio: 0.2,
-            min_per_second: 1,
-        });
-        // First second: the floor allows one retry.
-        assert!(budget.withdraw());
-        assert!(!budget.withdraw());
-        for _ in 0..100 {
-            budget.deposit(Instant::now());
-        }
-        // 100 calls: 20 more retries.
-        let granted = (0..50).filter(|_| budget.withdraw()).count();
-        assert_eq!(granted, 20);
-        // Ten seconds on, the old calls and retries are forgotten; the floor
-        // has grown to ten.
-        tokio::time::advance(BUDGET_WINDOW).await;
-        let granted = (0..50).filter(|_| budget.withdraw()).count();
-        assert_eq!(granted, 10);
-    }
-
-    #[test]
-    fn only_safe_failures_are_retried_unless_idempotent() {
-        let plain = Policy { idempotent: false };
-        let idempotent = Policy { idempotent: true };
-        assert!(plain.retry_failure(Sent::No));
-        assert!(!plain.retry_failure(Sent::Maybe));
-        assert!(idempotent.retry_failure(Sent::Maybe));
-        assert!(plain.retry_status(Code::Unavailable));
-        assert!(!plain.retry_status(Code::Internal));
-        assert!(idempotent.retry_status(Code::Internal));
-        assert!(!idempotent.retry_status(Code::InvalidArgument));
-        assert!(!idempotent.retry_status(Code::NotFound));
-    }
 }

@@ -1,0 +1,119 @@
+//! Per-call state, carried down the stack in the request's extensions: each
+//! stage reads what the stages above it put there and imports none of them.
+//!
+//! | extension | put by | read by |
+//! | --- | --- | --- |
+//! | [`Idempotent`] | the caller | retry |
+//! | [`Observed`] | observe | retry (each attempt's result) |
+//! | [`CallDeadline`] | deadline | retry |
+//! | [`AttemptContext`] | retry (balance fills in the node) | balance, attempt |
+//!
+//! A stage finds defaults when a stage above it is missing: no deadline is
+//! a deadline far off, no attempt context an attempt bounded by the attempt
+//! timeout on a node the balance stage chooses among all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::endpoint::NodeEntry;
+use crate::error::ClientError;
+use crate::observer::CallEnd;
+
+/// Marks a call as safe to run twice, so it is retried after any failure of
+/// the node, not only when the request cannot have reached it, and may be
+/// hedged.
+///
+/// ```
+/// # use micro_client::Idempotent;
+/// let mut request = tonic::Request::new(());
+/// request.extensions_mut().insert(Idempotent);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Idempotent;
+
+/// The observer's record of a call, for the stages that report to it.
+#[derive(Clone)]
+pub struct Observed(pub Arc<dyn CallEnd>);
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observed")
+    }
+}
+
+/// The deadline of a whole call, retries included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallDeadline {
+    /// When the call started.
+    pub started: Instant,
+    pub at: Instant,
+}
+
+/// How far off "no deadline" is: a year (an `Instant` cannot hold more on
+/// every platform).
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl CallDeadline {
+    /// A call starting now with `budget` to run.
+    pub fn after(budget: Duration) -> CallDeadline {
+        let started = Instant::now();
+        CallDeadline {
+            started,
+            at: started.checked_add(budget).unwrap_or(started + FAR),
+        }
+    }
+
+    /// A call without a deadline.
+    pub fn none() -> CallDeadline {
+        CallDeadline::after(FAR)
+    }
+
+    /// The time the call had.
+    pub fn budget(&self) -> Duration {
+        self.at - self.started
+    }
+
+    /// The error of a call whose deadline passed after `attempts` attempts.
+    pub fn exceeded(&self, service: &str, attempts: usize) -> ClientError {
+        ClientError::Deadline {
+            service: service.to_string(),
+            budget: self.budget(),
+            attempts,
+        }
+    }
+}
+
+/// One attempt: when it starts, what bounds it, where it may not go, and
+/// (once the balance stage chose) its node.
+#[derive(Clone, Debug)]
+pub struct AttemptContext {
+    /// When the attempt starts (its latency is measured from here).
+    pub started: Instant,
+    /// The call's deadline.
+    pub deadline: Instant,
+    /// Whether `attempt_timeout` bounds the attempt. Not for an idempotent
+    /// call's last possible attempt (no other node, or no retry left): it
+    /// gains nothing from giving up early, and an attempt timeout there
+    /// would only cut short a caller upstream that is itself retrying.
+    pub bounded: bool,
+    /// Nodes this call already tried (or is trying).
+    pub tried: Vec<Arc<NodeEntry>>,
+    /// The node chosen for the attempt.
+    pub node: Option<Arc<NodeEntry>>,
+}
+
+impl AttemptContext {
+    /// A single attempt bounded by the attempt timeout, starting now: what
+    /// a stage finds when no retry stage is above it.
+    pub fn single(deadline: Instant) -> AttemptContext {
+        AttemptContext {
+            started: Instant::now(),
+            deadline,
+            bounded: true,
+            tried: Vec::new(),
+            node: None,
+        }
+    }
+}
