@@ -5,8 +5,10 @@
 //! ([`Attempted`]).
 //!
 //! Not ready until the registry has answered for the service once (or
-//! failed to, or the wait passed): before that no node can be chosen. Then
-//! it is always ready; with no node to choose, an attempt fails at once with
+//! failed to, or the wait passed): before that no node can be chosen. With
+//! no node, readiness asks the registry whether one was registered that the
+//! pool's watch has not brought yet, and waits for it (within the same
+//! wait). Then it is ready; with no node to choose, an attempt fails at once with
 //! [`ClientError::NoNode`] (or [`ClientError::RegistryTimeout`] if the
 //! registry never answered), which its future tells before it runs
 //! ([`Picked`]).
@@ -138,7 +140,8 @@ where
             .resolving
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !self.set.is_pending() {
+        // Not pending, and nodes to choose from: ready.
+        if !self.set.is_pending() && !self.set.is_empty() {
             *resolving = None;
             return match ready!(self.inner.poll_ready(cx)) {
                 Ok(()) => Poll::Ready(Ok(())),
@@ -147,9 +150,15 @@ where
         }
         let set = self.set.clone();
         let wait = self.wait;
+        // Waits for the registry's first answer, or, with no node, asks it
+        // whether a node is on its way (see `NodeSet::catch_up`).
         let future = resolving.get_or_insert_with(|| {
             Box::pin(async move {
-                let _ = tokio::time::timeout(wait, set.ready()).await;
+                let started = tokio::time::Instant::now();
+                if set.is_pending() {
+                    let _ = tokio::time::timeout(wait, set.ready()).await;
+                }
+                set.catch_up(wait.saturating_sub(started.elapsed())).await;
             })
         });
         ready!(future.as_mut().poll(cx));

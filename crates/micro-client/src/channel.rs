@@ -106,7 +106,7 @@ impl ServiceChannel {
         }
     }
 
-    /// Treat every call through this channel as [`Idempotent`].
+    /// Treat every call through this channel as [`Idempotent`](crate::Idempotent).
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self.stack.get_mut().get_mut().set_idempotent(true);

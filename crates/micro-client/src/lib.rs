@@ -1,12 +1,16 @@
 //! Call a service by name.
 //!
-//! The pipeline, per call: service name → [`NodeSet`](resolve) (a cached node
-//! list kept live by a registry watch, so no registry round trip per call) →
-//! a stack of tower services, each with one job and its own `Layer`:
-//! observe (telemetry) → deadline → retry (policy, budget, hedging) →
-//! balance ([`Selector`](micro_selector::Selector), p2c by default) →
-//! attempt (attempt timeout, node health and load) → a tonic `Channel` per
-//! node. See [`ServiceChannel`] for the stages.
+//! The pipeline, per call: service name → [`NodeSet`] (the node pool: a
+//! cached node list kept live by a registry watch, so no registry round trip
+//! per call) → a stack of tower services, each in its own module with one
+//! job and its own `Layer`, generic over the service below it:
+//! [`observe`] (telemetry) → [`deadline`] → [`retry`] (policy, budget,
+//! hedging) → [`balance`] ([`micro_selector::Selector`], p2c by
+//! default) → [`attempt`] (attempt timeout, node health and load) → a tonic
+//! `Channel` per node. What a call carries from stage to stage travels in
+//! the request's extensions ([`call`]); what an attempt tells the stages
+//! above it is an [`outcome`]. No stage imports another, so a stage can be
+//! tested, moved or replaced alone. See [`ServiceChannel`] for the stack.
 //!
 //! [`Client::service`] returns a [`ServiceChannel`]: a `tower::Service` like
 //! tonic's `Channel`, so tonic-generated clients work on top of it unchanged:
@@ -43,7 +47,7 @@
 //! can also be hedged (`hedge_after`, off by default): a slow first attempt
 //! gets a second one on another node, and the first answer wins.
 //!
-//! Nodes are chosen by the [`Selector`](micro_selector::Selector): `p2c` by
+//! Nodes are chosen by the [`Selector`]: `p2c` by
 //! default (the less loaded of two random nodes, load = peak-EWMA latency ×
 //! calls in flight, so a slow or stuck node gets few calls), or `roundrobin`
 //! and `random`.
@@ -56,8 +60,13 @@
 //! 10 s, twice as long each time up to 5 min, never more than half the set.
 //! After a registry outage, nodes missing from the fresh listing stay usable
 //! for 10 s, the time services take to register again.
-//! When no node is known the call fails at once with `Unavailable`, naming the
-//! service and the registry.
+//! When no node is known, the registry is asked once whether it lists the
+//! service now (a node registered a moment ago that the watch has not
+//! brought yet); if it does, the call waits for the watch, within
+//! `request_timeout`. Otherwise the call fails at once with `Unavailable`,
+//! naming the service and the registry. The lookup never writes the node
+//! set (only the watch does), so it cannot bring back a node the watch
+//! removed.
 //!
 //! # TLS
 //! With [`ClientOptions::tls`] set ([`ClientTls`]: `--client_tls_ca`, and a
@@ -233,6 +242,10 @@ impl Client {
                 .await
                 .ok()?;
         }
+        picker
+            .set
+            .catch_up(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         Some(picker)
     }
 

@@ -8,14 +8,18 @@
 //! their health; which node a call takes is the balance stage's business,
 //! how often a call may retry the retry stage's.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use micro_registry::{Node, ResolveOptions, Service, SharedRegistry, Update};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use crate::endpoint::{NodeEntry, NodeState, NodeStats};
+use crate::endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
 use crate::error::ClientError;
 use crate::options::ClientOptions;
 
@@ -62,7 +66,15 @@ pub struct NodeSet {
     nodes: ArcSwap<Vec<Arc<NodeEntry>>>,
     resolution: watch::Sender<Resolution>,
     task: OnceLock<AbortHandle>,
+    /// How many nodes the pool holds, for callers waiting for the first.
+    count: watch::Sender<usize>,
+    /// The registry lookup of an empty pool in flight, shared by the calls
+    /// that wait on it (see [`NodeSet::catch_up`]).
+    lookup: Mutex<Option<Lookup>>,
 }
+
+/// Whether the registry lists a usable node of the service.
+type Lookup = Shared<BoxFuture<'static, bool>>;
 
 impl Drop for NodeSet {
     fn drop(&mut self) {
@@ -85,6 +97,8 @@ impl NodeSet {
             nodes: ArcSwap::from_pointee(Vec::new()),
             resolution: watch::channel(Resolution::Pending).0,
             task: OnceLock::new(),
+            count: watch::channel(0).0,
+            lookup: Mutex::new(None),
         });
         let resolution = micro_registry::Resolution::service(
             set.registry.clone(),
@@ -165,6 +179,56 @@ impl NodeSet {
         }
     }
 
+    /// For an empty pool whose registry answered before: asks the registry
+    /// once whether it lists the service now, and if it does, waits for the
+    /// watch to deliver a node; all within `wait`. A service registered a
+    /// moment ago is then called instead of answered `NoNode` (go-micro's
+    /// cache looks the registry up whenever it holds no node).
+    ///
+    /// The lookup only decides whether to wait: the pool is written by the
+    /// watch alone, so a lookup answered after the watch removed a node
+    /// cannot bring it back. Calls waiting at once share one lookup.
+    pub(crate) async fn catch_up(&self, wait: Duration) {
+        if self.is_pending() || !self.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + wait;
+        let listed = tokio::time::timeout_at(deadline, self.lookup()).await;
+        if listed != Ok(true) {
+            return;
+        }
+        let mut count = self.count.subscribe();
+        let waited = tokio::time::timeout_at(deadline, count.wait_for(|n| *n > 0)).await;
+        if waited.is_err() {
+            tracing::debug!(service = %self.name, ?wait, "the registry lists the service, but its watch brought no node in time");
+        }
+    }
+
+    /// The registry lookup in flight, or a new one.
+    fn lookup(&self) -> Lookup {
+        let mut slot = self.lookup.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lookup) = slot.as_ref()
+            && lookup.peek().is_none()
+        {
+            return lookup.clone();
+        }
+        let registry = self.registry.clone();
+        let name = self.name.clone();
+        let options = self.options.clone();
+        let lookup = async move {
+            registry.get_service(&name).await.is_ok_and(|services| {
+                services
+                    .iter()
+                    .flat_map(|s| &s.nodes)
+                    .any(|n| endpoint_for(&n.address, &options).is_ok())
+            })
+        }
+        .boxed()
+        .shared();
+        *slot = Some(lookup.clone());
+        lookup
+    }
+
     /// Ejects `entry` unless that would leave less than half the set in.
     fn try_eject(&self, entry: &NodeEntry) -> bool {
         let entries = self.nodes.load();
@@ -242,7 +306,10 @@ impl NodeSet {
             }
         }
         next.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        let count = next.len();
         self.nodes.store(Arc::new(next));
+        self.count
+            .send_if_modified(|n| std::mem::replace(n, count) != count);
         // Only now: whoever waits for the first answer sees its nodes.
         if reset {
             self.resolution.send_replace(Resolution::Resolved);

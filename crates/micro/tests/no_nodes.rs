@@ -138,3 +138,98 @@ async fn a_registry_that_never_answers_is_a_timeout_naming_it() {
         err.message()
     );
 }
+
+/// The race a running client had with its own registry watch: a service
+/// registered a moment ago, not yet delivered by the watch. On a
+/// current-thread runtime the watch cannot run between the registration and
+/// the call, so the race is there every time.
+#[tokio::test]
+async fn a_service_registered_a_moment_ago_is_called_not_answered_no_node() {
+    use micro_testing::{TestGreeter, TestServer, loopback_options};
+    const SERVICE: &str = "go.micro.srv.late";
+    let registry = Arc::new(MemoryRegistry::new());
+    let client = Client::new(registry.clone(), ClientOptions::default());
+    let channel = client.service(SERVICE);
+    let mut greeter = GreeterClient::new(channel.clone());
+    let err = greeter
+        .hello(Request { name: "x".into() })
+        .await
+        .expect_err("nobody yet");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    // Blocks this thread until registered: the watch has not run since.
+    let server = TestServer::start(
+        registry.clone(),
+        SERVICE,
+        TestGreeter::new("late"),
+        loopback_options(),
+    );
+    assert!(channel.node_set().is_empty(), "the race is set up");
+    let reply = greeter
+        .hello(Request { name: "x".into() })
+        .await
+        .expect("the new node is called");
+    assert_eq!(reply.into_inner().msg, "Hello x from late");
+    server.stop();
+}
+
+/// The same on a multi-thread runtime with every core busy, as the race was
+/// first seen (11 failures in 25 before the fix).
+#[test]
+fn under_load_no_call_after_a_registration_is_answered_no_node() {
+    use micro_testing::{TestGreeter, TestServer, loopback_options};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let until = std::time::Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let failures = runtime.block_on(async {
+        let mut failures = Vec::new();
+        for round in 0..25 {
+            let service = format!("go.micro.srv.late{round}");
+            let registry = Arc::new(MemoryRegistry::new());
+            let client = Client::new(registry.clone(), ClientOptions::default());
+            let mut greeter = GreeterClient::new(client.service(&service));
+            greeter
+                .hello(Request { name: "x".into() })
+                .await
+                .expect_err("nobody yet");
+            let name = service.clone();
+            let server = tokio::task::spawn_blocking(move || {
+                TestServer::start(
+                    registry,
+                    &name,
+                    TestGreeter::new("late"),
+                    loopback_options(),
+                )
+            })
+            .await
+            .expect("started");
+            if let Err(status) = greeter.hello(Request { name: "x".into() }).await {
+                failures.push(format!("round {round}: {status}"));
+            }
+            tokio::task::spawn_blocking(move || server.stop())
+                .await
+                .expect("stopped");
+        }
+        failures
+    });
+    stop.store(true, Ordering::Relaxed);
+    for thread in busy {
+        thread.join().expect("busy loop");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

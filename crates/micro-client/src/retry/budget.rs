@@ -41,7 +41,7 @@ impl Default for BudgetOptions {
 /// Seconds the budget looks back.
 const WINDOW: usize = 10;
 
-/// Calls and retries of the last [`WINDOW`] seconds, per second.
+/// Calls and retries of the last [`Budget::WINDOW`] seconds, per second.
 ///
 /// Counted in atomics: every call deposits, so this is on the hot path. Under
 /// concurrent retries the check and the count of a withdrawal are not one
