@@ -1,19 +1,24 @@
 //! The `micro` command line, in go-micro's forms:
 //!
 //! ```text
-//! micro [--registry=etcd ...] api [--address :8080] [--handler api|rpc|http] [--namespace go.micro.api]
-//! micro [...] list services
-//! micro [...] get service go.micro.srv.greeter
-//! micro [...] call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
-//! micro [...] call --metadata authorization='Bearer t' --address 10.0.0.5:50051 --output text \
+//! micro api [--address :8080] [--handler api|rpc|http] [--namespace go.micro.api]
+//! micro list services
+//! micro get service go.micro.srv.greeter
+//! micro call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
+//! micro call --metadata authorization='Bearer t' --address 10.0.0.5:50051 --output text \
 //!     go.micro.srv.user User.ChangePassword '{...}'
-//! micro [...] health go.micro.srv.user
-//! micro [...] web [--address 127.0.0.1:8082]
+//! micro health go.micro.srv.user
+//! micro web [--address 127.0.0.1:8082]
 //! micro new [--type service|api] hello
 //! ```
 //!
-//! The shared flags (`--registry`, `--registry_address`, `--client_*`, ...)
-//! come before the subcommand.
+//! The shared flags ([`MicroArgs`]: `--registry`, `--registry_address`,
+//! `--client_*`, `--admin_address`, `--log_format`, ...) are global: each
+//! is accepted before the command or after it (`micro --registry=etcd api`
+//! and `micro api --registry=etcd` are the same), read from its `MICRO_*`
+//! variable when not given, and listed in every command's `--help`. A flag
+//! that needs another (`--client_tls_cert_file` and `--client_tls_key_file`)
+//! goes on the same side of the command as it.
 //!
 //! Each command lives in its own module, with its flags and a function that
 //! returns its output, so it can be tested in-process on a memory registry:
@@ -52,8 +57,14 @@ pub use health::health;
 pub use list::{ListWhat, list_services};
 
 /// `micro`: run the API gateway, inspect the registry, call services.
+///
+/// Every flag of `micro` itself (the shared [`MicroArgs`]) is global: clap
+/// accepts it before the command, after it, or between `list` and
+/// `services`, and lists it in each command's `--help`. The commands' own
+/// flags take other names (`api --address` is not `--server_address`).
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, propagate_version = true)]
+#[command(mut_args = |arg: clap::Arg| arg.global(true))]
 pub struct Cli {
     #[command(flatten)]
     pub micro: MicroArgs,
@@ -142,4 +153,217 @@ pub(crate) fn not_found(registry: &dyn Registry, name: &str) -> CliError {
         "service {name} not found in registry [{}]",
         registry.name()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, CommandFactory};
+
+    use super::*;
+
+    /// One command line per command; `every_command_is_covered` keeps the
+    /// list whole.
+    const COMMANDS: [&[&str]; 7] = [
+        &["api", "--handler=api"],
+        &["list", "services"],
+        &["get", "service", "go.micro.srv.greeter"],
+        &["call", "go.micro.srv.greeter", "Greeter.Hello", "{}"],
+        &["health", "go.micro.srv.user"],
+        &["web"],
+        &["new", "hello"],
+    ];
+
+    /// Shared flags from each group (registry, server, client, operations),
+    /// in both spellings and both value forms, none at its default.
+    const SHARED: [&str; 11] = [
+        "--registry=etcd",
+        "--registry_address",
+        "127.0.0.1:2379",
+        "--registry-timeout=2s",
+        "--server_name=go.micro.srv.other",
+        "--client_retries=3",
+        "--selector=random",
+        "--admin_address",
+        "127.0.0.1:9103",
+        "--log_format=json",
+        "--health-check-interval=7s",
+    ];
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("micro").chain(args.iter().copied()))
+    }
+
+    fn assert_shared(cli: &Cli, args: &[&str]) {
+        let m = &cli.micro;
+        assert_eq!(m.registry.registry.as_str(), "etcd", "{args:?}");
+        assert_eq!(
+            m.registry.registry_address.as_deref(),
+            Some("127.0.0.1:2379"),
+            "{args:?}"
+        );
+        assert_eq!(
+            m.registry.registry_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(
+            m.server.server_name.as_deref(),
+            Some("go.micro.srv.other"),
+            "{args:?}"
+        );
+        assert_eq!(m.client.client_retries, 3, "{args:?}");
+        assert_eq!(m.client.selector.as_str(), "random", "{args:?}");
+        assert_eq!(
+            m.ops.admin_address.as_deref(),
+            Some("127.0.0.1:9103"),
+            "{args:?}"
+        );
+        assert_eq!(m.ops.log_format.to_string(), "json", "{args:?}");
+        assert_eq!(
+            m.ops.health_check_interval,
+            std::time::Duration::from_secs(7),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_is_covered() {
+        let mut defined: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut covered: Vec<String> = COMMANDS.iter().map(|c| c[0].to_string()).collect();
+        defined.sort();
+        covered.sort();
+        assert_eq!(defined, covered);
+    }
+
+    #[test]
+    fn every_shared_flag_is_global() {
+        let shared: Vec<String> = MicroArgs::augment_args(clap::Command::new("shared"))
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(shared.len() > 30, "{shared:?}");
+        let cli = Cli::command();
+        for id in &shared {
+            let arg = cli
+                .get_arguments()
+                .find(|a| a.get_id() == id.as_str())
+                .unwrap_or_else(|| panic!("--{id} is not a flag of micro"));
+            assert!(
+                arg.is_global_set(),
+                "--{id} is accepted only before the command"
+            );
+        }
+    }
+
+    #[test]
+    fn shared_flags_parse_before_and_after_every_command() {
+        for command in COMMANDS {
+            let before: Vec<&str> = SHARED.iter().chain(command).copied().collect();
+            let after: Vec<&str> = command.iter().chain(&SHARED).copied().collect();
+            let parsed_before = parse(&before).unwrap_or_else(|e| panic!("{before:?}: {e}"));
+            let parsed_after = parse(&after).unwrap_or_else(|e| panic!("{after:?}: {e}"));
+            assert_shared(&parsed_before, &before);
+            assert_shared(&parsed_after, &after);
+            // The same command line either way, the command's own flags too.
+            assert_eq!(
+                format!("{parsed_before:?}"),
+                format!("{parsed_after:?}"),
+                "{command:?}"
+            );
+        }
+        // Between a command and its subcommand.
+        let between = ["list", "--registry=etcd", "services", "--client_retries=3"];
+        let cli = parse(&between).unwrap_or_else(|e| panic!("{between:?}: {e}"));
+        assert_eq!(cli.micro.registry.registry.as_str(), "etcd");
+        assert_eq!(cli.micro.client.client_retries, 3);
+    }
+
+    /// The commands' own `--address`, `--timeout` are not the shared
+    /// `--server_address`, `--registry_address`, `--registry_timeout`.
+    #[test]
+    fn command_flags_and_shared_flags_stay_apart() {
+        let args = [
+            "api",
+            "--address=127.0.0.1:1",
+            "--admin_address=127.0.0.1:2",
+            "--server_address=127.0.0.1:3",
+        ];
+        let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Api(api) = &cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(api.address, "127.0.0.1:1");
+        assert_eq!(cli.micro.ops.admin_address.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(cli.micro.server.server_address, "127.0.0.1:3");
+
+        let args = [
+            "call",
+            "a.b",
+            "C.D",
+            "--address=127.0.0.1:4",
+            "--registry_address=127.0.0.1:5",
+        ];
+        let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Call(call) = &cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(call.address.as_deref(), Some("127.0.0.1:4"));
+        assert_eq!(
+            cli.micro.registry.registry_address.as_deref(),
+            Some("127.0.0.1:5")
+        );
+
+        let args = ["health", "a.b", "--timeout=1s", "--registry_timeout=9s"];
+        let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Health(health) = &cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(health.timeout, std::time::Duration::from_secs(1));
+        assert_eq!(
+            cli.micro.registry.registry_timeout,
+            std::time::Duration::from_secs(9)
+        );
+    }
+
+    /// Flags that need each other (a TLS certificate and its key) are
+    /// checked on the side they are given, before clap joins the sides:
+    /// a pair goes together, before or after the command, and a pair split
+    /// around it is a usage error, never half a TLS setup.
+    #[test]
+    fn paired_shared_flags_go_on_the_same_side() {
+        let pair = [
+            "--client_tls_cert_file=/c.pem",
+            "--client_tls_key_file=/k.pem",
+        ];
+        let call = ["call", "a.b", "C.D"];
+        for args in [
+            pair.iter().chain(&call).copied().collect::<Vec<_>>(),
+            call.iter().chain(&pair).copied().collect(),
+        ] {
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(
+                cli.micro.client.client_tls_key_file.as_deref(),
+                Some(std::path::Path::new("/k.pem")),
+                "{args:?}"
+            );
+        }
+        for args in [
+            [pair[0], call[0], call[1], call[2], pair[1]],
+            [pair[1], call[0], call[1], call[2], pair[0]],
+        ] {
+            let err = parse(&args).expect_err("half a pair on each side");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let lone = ["call", "a.b", "C.D", "--client_tls_cert_file=/c.pem"];
+        let err = parse(&lone).expect_err("a certificate without its key");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--client_tls_key_file"), "{err}");
+    }
 }
