@@ -18,7 +18,8 @@
 //! and `micro api --registry=etcd` are the same), read from its `MICRO_*`
 //! variable when not given, and listed in every command's `--help`. A flag
 //! that needs another (`--client_tls_cert_file` and `--client_tls_key_file`)
-//! goes on the same side of the command as it.
+//! may sit on the other side of the command, or come from its variable
+//! ([`Cli::try_parse_args`]).
 //!
 //! Each command lives in its own module, with its flags and a function that
 //! returns its output, so it can be tested in-process on a memory registry:
@@ -46,7 +47,7 @@ pub mod list;
 pub mod new;
 pub mod web;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use micro::Registry;
 use micro::config::MicroArgs;
 
@@ -57,11 +58,12 @@ pub use health::health;
 pub use list::{ListWhat, list_services};
 
 /// `micro`: run the API gateway, inspect the registry, call services.
-///
-/// Every flag of `micro` itself (the shared [`MicroArgs`]) is global: clap
-/// accepts it before the command, after it, or between `list` and
-/// `services`, and lists it in each command's `--help`. The commands' own
-/// flags take other names (`api --address` is not `--server_address`).
+//
+// (The doc comment above is `micro --help`'s text.) Every flag of `micro`
+// itself, the shared `MicroArgs`, is global: clap accepts it before the
+// command, after it, or between `list` and `services`, and lists it in each
+// command's `--help`. The commands' own flags take other names (`api
+// --address` is not `--server_address`). Parse with `Cli::try_parse_args`.
 #[derive(Debug, Parser)]
 #[command(name = "micro", version, about, propagate_version = true)]
 #[command(mut_args = |arg: clap::Arg| arg.global(true))]
@@ -70,6 +72,55 @@ pub struct Cli {
     pub micro: MicroArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses `micro`'s command line (the program name first). The shared
+    /// flags' rules of which flag needs which (a TLS certificate its key)
+    /// are checked once, on the flags of both sides of the command and the
+    /// `MICRO_*` variables together. (`Cli::try_parse_from` leaves them to
+    /// clap, which checks them on each side before it joins the sides: it
+    /// refuses a pair split around the command, or half of one given by a
+    /// variable and half on the command line.)
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command =
+            Cli::command().mut_args(|arg| arg.requires(clap::builder::Resettable::Reset));
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        check_shared_requires(&matches)?;
+        Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+}
+
+/// Checks the joined shared flags against [`MicroArgs`]' own `requires`
+/// rules: the flags given on the command line (either side) are parsed
+/// again by the shared flags alone, which read the `MICRO_*` variables too.
+fn check_shared_requires(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    let rules = MicroArgs::augment_args(clap::Command::new("micro").no_binary_name(true));
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    for arg in rules.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        match matches.get_raw(id) {
+            Some(values) if arg.get_action().takes_values() => {
+                for value in values {
+                    let mut flag = std::ffi::OsString::from(format!("--{long}="));
+                    flag.push(value);
+                    argv.push(flag);
+                }
+            }
+            _ => argv.push(format!("--{long}").into()),
+        }
+    }
+    rules.try_get_matches_from(argv).map(|_| ())
 }
 
 // Parsed once per run: the size of the `api` flags does not matter.
@@ -157,8 +208,6 @@ pub(crate) fn not_found(registry: &dyn Registry, name: &str) -> CliError {
 
 #[cfg(test)]
 mod tests {
-    use clap::{Args, CommandFactory};
-
     use super::*;
 
     /// One command line per command; `every_command_is_covered` keeps the
@@ -190,7 +239,7 @@ mod tests {
     ];
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("micro").chain(args.iter().copied()))
+        Cli::try_parse_args(std::iter::once("micro").chain(args.iter().copied()))
     }
 
     fn assert_shared(cli: &Cli, args: &[&str]) {
@@ -332,38 +381,47 @@ mod tests {
         );
     }
 
-    /// Flags that need each other (a TLS certificate and its key) are
-    /// checked on the side they are given, before clap joins the sides:
-    /// a pair goes together, before or after the command, and a pair split
-    /// around it is a usage error, never half a TLS setup.
+    /// Flags that need each other (a TLS certificate and its key) may sit
+    /// on either side of the command; half a pair is still a usage error.
     #[test]
-    fn paired_shared_flags_go_on_the_same_side() {
+    fn paired_shared_flags_may_sit_on_either_side() {
         let pair = [
             "--client_tls_cert_file=/c.pem",
             "--client_tls_key_file=/k.pem",
         ];
         let call = ["call", "a.b", "C.D"];
         for args in [
-            pair.iter().chain(&call).copied().collect::<Vec<_>>(),
-            call.iter().chain(&pair).copied().collect(),
+            vec![pair[0], pair[1], call[0], call[1], call[2]],
+            vec![call[0], call[1], call[2], pair[0], pair[1]],
+            vec![pair[0], call[0], call[1], call[2], pair[1]],
+            vec![pair[1], call[0], call[1], call[2], pair[0]],
         ] {
             let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(
+                cli.micro.client.client_tls_cert_file.as_deref(),
+                Some(std::path::Path::new("/c.pem")),
+                "{args:?}"
+            );
             assert_eq!(
                 cli.micro.client.client_tls_key_file.as_deref(),
                 Some(std::path::Path::new("/k.pem")),
                 "{args:?}"
             );
         }
-        for args in [
-            [pair[0], call[0], call[1], call[2], pair[1]],
-            [pair[1], call[0], call[1], call[2], pair[0]],
+        for (args, missing) in [
+            (
+                &["call", "a.b", "C.D", "--client_tls_cert_file=/c.pem"][..],
+                "--client_tls_key_file",
+            ),
+            (
+                &["--server_tls_key_file=/k.pem", "list", "services"],
+                "--server_tls_cert_file",
+            ),
         ] {
-            let err = parse(&args).expect_err("half a pair on each side");
+            let err = parse(args).expect_err("half a pair");
             assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert!(err.to_string().contains(missing), "{args:?}: {err}");
         }
-        let lone = ["call", "a.b", "C.D", "--client_tls_cert_file=/c.pem"];
-        let err = parse(&lone).expect_err("a certificate without its key");
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("--client_tls_key_file"), "{err}");
     }
 }

@@ -14,12 +14,15 @@ const MICRO: &str = env!("CARGO_BIN_EXE_micro");
 
 /// The `MICRO_*` variables a test sets itself; removed from every run so
 /// the caller's environment cannot decide the outcome.
-const SHARED_ENV: [&str; 5] = [
+const SHARED_ENV: [&str; 8] = [
     "MICRO_REGISTRY",
     "MICRO_REGISTRY_ADDRESS",
     "MICRO_REGISTRY_TIMEOUT",
     "MICRO_ADMIN_ADDRESS",
     "MICRO_LOG_FORMAT",
+    "MICRO_CLIENT_TLS_CA",
+    "MICRO_CLIENT_TLS_CERT_FILE",
+    "MICRO_CLIENT_TLS_KEY_FILE",
 ];
 
 fn micro_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -120,6 +123,38 @@ fn environment_variables_still_set_the_shared_flags() {
         );
         assert!(output.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// A TLS certificate from its variable and its key after the command make
+/// a pair: `micro call` goes on to read the files (none exist: exit 2 naming
+/// the CA file). Without the key it stops at the flags.
+#[test]
+fn a_tls_pair_may_be_half_variable_half_flag_after_the_command() {
+    let env = [
+        ("MICRO_CLIENT_TLS_CA", "/nonexistent/ca.pem"),
+        ("MICRO_CLIENT_TLS_CERT_FILE", "/nonexistent/c.pem"),
+    ];
+    let call = ["call", "a.b", "C.D", "--address", "127.0.0.1:1"];
+    let args: Vec<&str> = call
+        .iter()
+        .copied()
+        .chain(["--client_tls_key_file=/nonexistent/k.pem"])
+        .collect();
+    let output = micro_with_env(&args, &env);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("micro: --client_tls_*: ") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+
+    let output = micro_with_env(&call, &env);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("required arguments were not provided"),
+        "{err}"
+    );
 }
 
 #[test]
