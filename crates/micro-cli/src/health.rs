@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use micro::config::MicroArgs;
 use micro::{ClientOptions, Registry};
 use micro_web::health::{ServingStatus, check};
 
@@ -19,6 +20,14 @@ pub struct HealthArgs {
     /// Longest wait for each node (connecting included)
     #[arg(long, default_value = "3s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+/// `micro health` with the shared flags: the registry and the client's
+/// options (TLS to the nodes).
+pub async fn run(micro: &MicroArgs, args: &HealthArgs) -> Result<String, CliError> {
+    let options = micro.client.client_options().map_err(CliError::Usage)?;
+    let registry = micro::connect_registry(&micro.registry).await?;
+    health_with(registry.as_ref(), args, &options).await
 }
 
 /// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.

@@ -10,7 +10,12 @@ fn main() {
 }
 
 async fn main_async() {
-    let cli: micro_cli::Cli = micro::config::parse();
+    let cli = match micro_cli::Cli::try_parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        // --help and --version: printed, exit code 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => micro::config::exit_usage(&e.to_string()),
+    };
     micro::log::init_with(cli.micro.ops.log_format);
     match micro_cli::run(cli).await {
         Ok(output) => {

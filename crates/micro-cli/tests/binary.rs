@@ -54,7 +54,7 @@ fn usage_errors_are_one_line_and_exit_two() {
     for args in [
         &[][..],
         &["--registry=consul", "list", "services"],
-        &["list", "services", "--registry=memory"], // global flags go first
+        &["list", "services", "--registry=consul"], // shared flags are checked after the command too
         &["--registry=memory", "list", "nodes"],
         &["--registry=memory", "api", "--handler=meta"],
         &["--registry=memory", "api", "--resolver=host"],
