@@ -216,7 +216,7 @@ impl Gateway {
             options.schema_cache_size,
             options.schema_ttl,
         );
-        let proxy = handler::http::ProxyClient::new(client.options().dial_timeout);
+        let proxy = handler::http::ProxyClient::new(client.options());
         Gateway {
             inner: Arc::new(Inner {
                 resolver: Resolver::new(options.namespace.clone()),

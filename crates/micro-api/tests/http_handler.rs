@@ -22,6 +22,14 @@ const SERVICE: &str = "go.micro.api.site";
 
 /// A plain HTTP/1 server that describes each request it gets.
 async fn start_site(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+    start_site_with(name, None).await
+}
+
+/// The same, over TLS when `tls` is given.
+async fn start_site_with(
+    name: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -31,6 +39,7 @@ async fn start_site(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<Incoming>| async move {
@@ -65,9 +74,22 @@ async fn start_site(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
                             .expect("response");
                         Ok::<_, Infallible>(response)
                     });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let builder = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(tls) => {
+                        let Ok(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
             });
         }
     });
@@ -178,4 +200,183 @@ async fn dead_nodes_are_skipped_and_bad_addresses_never_dialled() {
     let reply = get(&http, &gateway.url("/bad/x")).await.expect("answer");
     assert_micro_error(&reply, 503);
     gateway.stop().await;
+}
+
+/// A node that accepts connections and never answers: what a process
+/// stopped with SIGSTOP looks like from outside (the kernel completes the
+/// handshake, nothing reads). Steady GETs through the gateway all succeed:
+/// the retry stage sends the few that reach it elsewhere after the attempt
+/// timeout, and the node is ejected after failing several in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_fails_no_get() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let (a, site_a) = start_site("a").await;
+    let (b, site_b) = start_site("b").await;
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    register(&registry, "site-a", &a.to_string()).await;
+    register(&registry, "site-b", &b.to_string()).await;
+    register(
+        &registry,
+        "site-frozen",
+        &frozen.local_addr().expect("addr").to_string(),
+    )
+    .await;
+    let attempt_timeout = std::time::Duration::from_millis(300);
+    let client = micro_client::Client::new(
+        registry.clone(),
+        micro_client::ClientOptions {
+            attempt_timeout,
+            // Every third attempt goes to the frozen node until it is out.
+            selector: micro_client::Strategy::RoundRobin,
+            ..micro_client::ClientOptions::default()
+        },
+    );
+    let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 3).await;
+    let http = http_client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let http = http.clone();
+        let url = gateway.url(&format!("/site/w{worker}"));
+        tasks.spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..50 {
+                match get(&http, &url).await {
+                    Ok(reply) if reply.status == 200 => {}
+                    Ok(reply) => failed.push(format!("{}: {}", reply.status, reply.text())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            failed
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        failed.extend(done.expect("worker"));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 200 GETs failed: {failed:?}",
+        failed.len()
+    );
+    let stats = gateway
+        .gateway
+        .client()
+        .node_set_ready(
+            SERVICE,
+            tokio::time::Instant::now() + std::time::Duration::from_secs(1),
+        )
+        .await
+        .expect("known")
+        .node_set()
+        .stats();
+    let on_frozen = stats
+        .iter()
+        .find(|s| s.node.id == "site-frozen")
+        .expect("the frozen node");
+    assert!(
+        (1..20).contains(&on_frozen.attempts),
+        "the frozen node got a few attempts, then none: {on_frozen:?}"
+    );
+    assert_eq!(on_frozen.state, micro_client::NodeState::Ejected);
+    gateway.stop().await;
+    site_a.abort();
+    site_b.abort();
+    drop(frozen);
+}
+
+/// The proxy's retries take from the service's one retry budget, the one
+/// its gRPC calls take from: spent there, a failed attempt is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_retries_spend_the_services_budget_shared_with_grpc_calls() {
+    let registry = Arc::new(MemoryRegistry::new());
+    // Both refuse connections.
+    register(&registry, "site-dead-1", "127.0.0.1:1").await;
+    register(&registry, "site-dead-2", "127.0.0.1:2").await;
+    let options = micro_client::ClientOptions {
+        retry_budget: micro_client::BudgetOptions {
+            ratio: 0.0,
+            min_per_second: 1,
+        },
+        ..micro_client::ClientOptions::default()
+    };
+    let http = http_client();
+    for spent in [false, true] {
+        let client = micro_client::Client::new(registry.clone(), options.clone());
+        if spent {
+            // What a gRPC retry to the service does.
+            assert!(client.budget(SERVICE).withdraw());
+        }
+        let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+        common::wait_for_nodes(gateway.gateway.client(), SERVICE, 2).await;
+        let reply = get(&http, &gateway.url("/site/")).await.expect("answer");
+        let json = assert_micro_error(&reply, 503);
+        let detail = json["detail"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            detail.contains("retry budget exhausted"),
+            spent,
+            "spent: {spent}: {detail}"
+        );
+        assert!(
+            !detail.contains("127.0.0.1"),
+            "answers never name a node: {detail}"
+        );
+        gateway.stop().await;
+    }
+}
+
+/// A node registered `secure=true` is dialled over TLS, its certificate
+/// checked against the client's CA (`--client_tls_ca`); without client TLS
+/// it is refused with a clear error, never sent plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_node_is_dialled_over_tls() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write key");
+    let mut server = (*micro_api::tls::server_config(&cert_file, &key_file).expect("tls")).clone();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let (address, site) = start_site_with("secure", Some(acceptor)).await;
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut node = Node::new("site-secure", address.to_string());
+    node.metadata
+        .insert(micro_tls::SECURE_METADATA.to_string(), "true".to_string());
+    registry
+        .register(
+            &Service::new(SERVICE, "latest").with_node(node),
+            RegisterOptions::default(),
+        )
+        .await
+        .expect("register");
+    let http = http_client();
+
+    let tls = micro_client::ClientTls::from_files(&cert_file, None, None, None).expect("ca");
+    let client = micro_client::Client::new(
+        registry.clone(),
+        micro_client::ClientOptions {
+            tls: Some(tls),
+            ..micro_client::ClientOptions::default()
+        },
+    );
+    let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
+    let reply = get(&http, &gateway.url("/site/x")).await.expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["site"], "secure");
+    gateway.stop().await;
+
+    let gateway = RunningGateway::start(registry.clone(), proxy_options()).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
+    let reply = get(&http, &gateway.url("/site/x")).await.expect("answer");
+    let json = assert_micro_error(&reply, 503);
+    assert!(
+        json["detail"].as_str().unwrap_or_default().contains("TLS"),
+        "{json}"
+    );
+    gateway.stop().await;
+    site.abort();
 }

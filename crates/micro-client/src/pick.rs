@@ -61,6 +61,11 @@ impl Picker {
         &self.set
     }
 
+    /// The selector's state, shared with the client's channels.
+    pub fn selector(&self) -> &Arc<Selector> {
+        &self.selector
+    }
+
     /// A node for the next attempt, skipping the ids in `tried`; `None` when
     /// the set has no other node.
     pub fn pick_node(&self, tried: &[String]) -> Option<Pick> {
@@ -71,18 +76,26 @@ impl Picker {
             .cloned()
             .collect();
         let entry = pick(&self.selector, &self.set, &tried)?;
-        entry.count_attempt();
-        entry.load().enter();
-        Some(Pick {
-            set: self.set.clone(),
-            entry,
-            started: Instant::now(),
-            finished: false,
-        })
+        Some(Pick::start(self.set.clone(), entry))
     }
 }
 
 impl Pick {
+    /// An attempt on `entry` (a node of `set`) starts now: it counts as in
+    /// flight until finished or dropped. For an attempt stage of another
+    /// transport, given its node in the
+    /// [`AttemptContext`](crate::call::AttemptContext).
+    pub fn start(set: Arc<NodeSet>, entry: Arc<NodeEntry>) -> Pick {
+        entry.count_attempt();
+        entry.load().enter();
+        Pick {
+            set,
+            entry,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
     pub fn node(&self) -> &Node {
         &self.entry.node
     }

@@ -1,32 +1,46 @@
 //! The `http` handler: a reverse proxy to the HTTP service named by the
 //! first path part (`/foo/...` → `<namespace>.foo`; `/v1/foo/...` →
-//! `<namespace>.v1.foo`), balanced over its registered nodes by the same
-//! node set, selector, health and load as the client's gRPC calls
-//! ([`Picker::pick_node`](micro_client::Picker::pick_node)).
+//! `<namespace>.v1.foo`), through the client's own stages: the retry stage
+//! (its policy, the service's retry budget shared with gRPC calls), the
+//! balance stage (the same node set, selector, health and load as the
+//! client's gRPC calls), and [`HttpAttempt`], the attempt stage over HTTP/1.
+//! Only what is HTTP lives here: the attempt, headers, and the error's
+//! mapping, which is [`ApiError::from_client`]'s as for every handler.
 //!
 //! Only addresses of registered nodes are dialled, and only when they are a
-//! plain `host:port`. The request goes upstream with its original path and
-//! query; hop-by-hop headers are dropped both ways and `X-Forwarded-For`
-//! gains the peer. A node that refuses the connection is skipped for the
-//! next one (the request was not sent). A node that does not answer within
-//! the attempt timeout, or whose connection breaks, is tried again elsewhere
-//! for GET and HEAD; otherwise that is a 504 or 502. Answers name the
+//! plain `host:port`; a node registered `secure=true` is dialled over TLS
+//! with the client's TLS settings (`--client_tls_*`). The request goes
+//! upstream with its original path and query; hop-by-hop headers are
+//! dropped both ways and `X-Forwarded-For` gains the peer. A node that
+//! refuses the connection, or answers 503, is skipped for the next one (the
+//! request was not processed). A node that does not answer within the
+//! attempt timeout, or whose connection breaks, is tried again elsewhere for
+//! GET and HEAD (idempotent); otherwise the call fails. Answers name the
 //! service, never the node: that is logged under the request id.
 
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use futures::future::BoxFuture;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use micro_client::balance::BalanceLayer;
+use micro_client::call::{AttemptContext, CallDeadline};
+use micro_client::outcome::{Outcome, Sent};
+use micro_client::retry::{RetryLayer, RetryOptions};
+use micro_client::{ClientOptions, Idempotent, NodeFailure, NodeSet, Pick, PickOutcome};
+use tonic::Code;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-use micro_client::{Pick, PickOutcome};
-
+use super::dial::Dialer;
 use super::{deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::is_hop_by_hop;
@@ -36,18 +50,15 @@ use crate::serve::RemoteAddr;
 /// The HTTP/1 client the proxy dials nodes with.
 #[derive(Clone, Debug)]
 pub(crate) struct ProxyClient {
-    client: HyperClient<HttpConnector, Full<Bytes>>,
+    client: HyperClient<Dialer, tonic::body::Body>,
 }
 
 impl ProxyClient {
-    pub(crate) fn new(dial_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(dial_timeout));
-        connector.set_nodelay(true);
+    pub(crate) fn new(options: &ClientOptions) -> Self {
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(32)
-            .build(connector);
+            .build(Dialer::new(options.dial_timeout, options.tls.as_ref()));
         ProxyClient { client }
     }
 }
@@ -63,7 +74,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &service, deadline).await?;
 
-    let set = inner
+    let picker = inner
         .client
         .node_set_ready(&service, deadline)
         .await
@@ -73,114 +84,254 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
                 format!("service {service}: registry did not answer in time"),
             )
         })?;
+    let options = inner.client.options();
+    let set = picker.node_set().clone();
+    let mut stack = ServiceBuilder::new()
+        .layer(RetryLayer::new(
+            &service,
+            inner.client.budget(&service),
+            RetryOptions {
+                retries: options.retries,
+                hedge_after: options.hedge_after,
+            },
+        ))
+        .layer(BalanceLayer::new(
+            set.clone(),
+            picker.selector().clone(),
+            options.request_timeout,
+        ))
+        .service(HttpAttempt {
+            client: inner.proxy.clone(),
+            set,
+            timeout: options.attempt_timeout,
+            tls: options.tls.is_some(),
+        });
+
     let path = parts
         .uri
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_string();
-    let headers = forward_headers(&parts.headers, &parts.uri, remote);
-    let safe = is_safe(&parts.method);
-    let options = inner.client.options();
-    let attempts = 1 + options.retries as usize;
-    let mut tried: Vec<String> = Vec::new();
-    let mut last: Option<ApiError> = None;
-    for attempt in 0..attempts {
-        let Some(pick) = set.pick_node(&tried) else {
-            break;
-        };
-        tried.push(pick.node().id.clone());
-        let Some(authority) = node_authority(&pick.node().address) else {
-            // Not a plain host:port: never dialled.
-            continue;
-        };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path.as_str())
-            .build()
-            .map_err(|e| ApiError::bad_request(format!("cannot forward {path}: {e}")))?;
-        let mut upstream = http::Request::new(Full::new(body.clone()));
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.headers_mut() = headers.clone();
-
-        let now = tokio::time::Instant::now();
-        let more = attempt + 1 < attempts;
-        // As the client does: the attempt timeout leaves time for another
-        // node, and makes an unsafe request fail fast.
-        let bounded = !safe || (more && set.node_set().len() > tried.len());
-        let attempt_deadline = if bounded {
-            (now + options.attempt_timeout).min(deadline)
-        } else {
-            deadline
-        };
-        match tokio::time::timeout_at(attempt_deadline, inner.proxy.client.request(upstream)).await
-        {
-            Err(_) => {
-                let request_id = pick_failed(&pick, &"no answer in time");
-                let out_of_time = attempt_deadline >= deadline;
-                pick.finish(PickOutcome::Timeout);
-                let error = ApiError::new(
-                    504,
-                    format!("service {service}: no answer in time (request id {request_id})"),
-                );
-                if out_of_time || !safe || !more {
-                    return Err(error);
-                }
-                last = Some(error);
-            }
-            Ok(Ok(response)) => {
-                pick.finish(
-                    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE {
-                        PickOutcome::Unavailable
-                    } else {
-                        PickOutcome::Answered
-                    },
-                );
-                let (mut head, incoming) = response.into_parts();
-                strip_hop_by_hop(&mut head.headers);
-                return Ok(routed(
-                    Response::from_parts(head, Body::new(incoming)),
-                    service,
-                ));
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                pick_failed(&pick, &e);
-                pick.finish(PickOutcome::ConnectFailed);
-                last = Some(ApiError::unavailable(format!(
-                    "service {service}: no node reachable"
-                )));
-            }
-            Ok(Err(e)) => {
-                let request_id = pick_failed(&pick, &e);
-                pick.finish(PickOutcome::ConnectionFailed);
-                let error = ApiError::new(
-                    502,
-                    format!("service {service}: the node failed (request id {request_id})"),
-                );
-                if !safe || !more {
-                    return Err(error);
-                }
-                last = Some(error);
-            }
-        }
+    let mut upstream = http::Request::new(tonic::body::Body::new(Full::new(body)));
+    *upstream.method_mut() = parts.method.clone();
+    *upstream.uri_mut() = path
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("cannot forward {path}: {e}")))?;
+    *upstream.headers_mut() = forward_headers(&parts.headers, &parts.uri, remote);
+    let now = tokio::time::Instant::now();
+    upstream.extensions_mut().insert(CallDeadline {
+        started: now,
+        at: deadline.max(now),
+    });
+    if is_safe(&parts.method) {
+        upstream.extensions_mut().insert(Idempotent);
     }
-    Err(last.unwrap_or_else(|| {
-        ApiError::unavailable(format!("service {service}: no nodes with a usable address"))
-    }))
+    let response = stack
+        .ready()
+        .await
+        .map_err(|e| ApiError::from_client(&e))?
+        .call(upstream)
+        .await
+        .map_err(|e| ApiError::from_client(&e))?;
+    let (mut head, body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    Ok(routed(Response::from_parts(head, Body::new(body)), service))
 }
 
-/// Logs a failed attempt with the node, under a new request id, returned for
-/// the answer (which does not name the node).
-fn pick_failed(pick: &Pick, error: &dyn std::fmt::Display) -> String {
-    let request_id = format!("{:016x}", fastrand::u64(..));
+/// The attempt stage over HTTP/1: sends the request to the node the balance
+/// stage chose (in its [`AttemptContext`]), bounded by the attempt timeout
+/// unless told otherwise, and credits the node with how it went.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpAttempt {
+    client: ProxyClient,
+    set: Arc<NodeSet>,
+    timeout: Duration,
+    /// Whether the client has TLS settings for `secure=true` nodes.
+    tls: bool,
+}
+
+impl Service<http::Request<tonic::body::Body>> for HttpAttempt {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Outcome, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let context = request.extensions_mut().remove::<AttemptContext>();
+        let client = self.client.client.clone();
+        let set = self.set.clone();
+        let timeout = self.timeout;
+        let tls = self.tls;
+        Box::pin(async move {
+            let Some(AttemptContext {
+                node: Some(node),
+                started,
+                deadline,
+                bounded,
+                ..
+            }) = context
+            else {
+                return Ok(not_sent("no node was chosen for the attempt".into()));
+            };
+            let Some(authority) = node_authority(&node.node.address) else {
+                return Ok(not_sent(format!(
+                    "{} is not a plain host:port",
+                    node.node.address
+                )));
+            };
+            let secure = node
+                .node
+                .metadata
+                .get(micro_tls::SECURE_METADATA)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            if secure && !tls {
+                return Ok(Outcome::Failed {
+                    failure: NodeFailure::Tls(
+                        "the node serves TLS (registered secure=true) and the gateway has no \
+                         client TLS; set --client_tls_ca (MICRO_CLIENT_TLS_CA)"
+                            .into(),
+                    ),
+                    sent: Sent::No,
+                });
+            }
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_string();
+            let uri = Uri::builder()
+                .scheme(if secure { "https" } else { "http" })
+                .authority(authority)
+                .path_and_query(path)
+                .build();
+            match uri {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(e) => return Ok(not_sent(e.to_string())),
+            }
+            let pick = Pick::start(set, node);
+            let until = if bounded {
+                (started + timeout).min(deadline)
+            } else {
+                deadline
+            };
+            Ok(
+                match tokio::time::timeout_at(until, client.request(request)).await {
+                    Err(_) if until < deadline => {
+                        logged(&pick, &"no answer in time");
+                        pick.finish(PickOutcome::Timeout);
+                        Outcome::Failed {
+                            failure: NodeFailure::Timeout(timeout),
+                            sent: Sent::Maybe,
+                        }
+                    }
+                    // The call's own deadline: not the node's fault.
+                    Err(_) => {
+                        drop(pick);
+                        Outcome::Deadline
+                    }
+                    Ok(Ok(response)) => {
+                        let unavailable =
+                            response.status() == http::StatusCode::SERVICE_UNAVAILABLE;
+                        pick.finish(if unavailable {
+                            PickOutcome::Unavailable
+                        } else {
+                            PickOutcome::Answered
+                        });
+                        Outcome::Answered {
+                            response: response.map(tonic::body::Body::new),
+                            status: unavailable.then_some(Code::Unavailable),
+                        }
+                    }
+                    Ok(Err(e)) if e.is_connect() => {
+                        let detail = error_chain(&e);
+                        logged(&pick, &detail);
+                        match tls_failure(&e) {
+                            Some(reason) => {
+                                pick.finish(PickOutcome::Unavailable);
+                                Outcome::Failed {
+                                    failure: NodeFailure::Tls(reason),
+                                    sent: Sent::No,
+                                }
+                            }
+                            None => {
+                                pick.finish(PickOutcome::ConnectFailed);
+                                Outcome::Failed {
+                                    failure: NodeFailure::Connect(detail),
+                                    sent: Sent::No,
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let detail = error_chain(&e);
+                        logged(&pick, &detail);
+                        pick.finish(PickOutcome::ConnectionFailed);
+                        Outcome::Failed {
+                            failure: NodeFailure::Connection(detail),
+                            sent: Sent::Maybe,
+                        }
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// An attempt that could not be sent to its node.
+fn not_sent(reason: String) -> Outcome {
+    Outcome::Failed {
+        failure: NodeFailure::Connect(reason),
+        sent: Sent::No,
+    }
+}
+
+/// Logs a failed attempt with its node (answers never name it).
+fn logged(pick: &Pick, error: &dyn std::fmt::Display) {
     tracing::warn!(
-        request_id,
         node = %pick.node().id,
         address = %pick.node().address,
         "proxy attempt failed: {error}"
     );
-    request_id
+}
+
+/// The TLS handshake's verdict, if that is how connecting failed.
+fn tls_failure(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
+            return Some(rustls.to_string());
+        }
+        if let Some(rustls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(rustls.to_string());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The whole error chain as text, for logs.
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
 }
 
 /// `host:port` of a registered address, if it is exactly that.

@@ -2,6 +2,7 @@
 //! body within its limit, the registry check, each call's time budget.
 
 pub(crate) mod api;
+mod dial;
 pub(crate) mod http;
 pub(crate) mod rpc;
 
