@@ -36,7 +36,6 @@
 
 pub mod auth;
 pub mod catalog;
-mod conns;
 pub mod convert;
 pub mod dynamic;
 mod edge;

@@ -1,289 +1,37 @@
-//! Serving the router on a listener, with the limits that live at the
-//! connection, so that connections an attacker opens cannot lock clients
-//! out:
-//!
-//! - every connection is accepted at once and takes a slot in the budget
-//!   ([`crate::conns`]): `max_connections` in all, `max_connections_per_ip`
-//!   from one client IP; when the budget is spent the connection idle the
-//!   longest gives its slot up;
-//! - a connection has `header_read_timeout` from accept to its first
-//!   complete request head, HTTP/1 and HTTP/2 alike (the version detection,
-//!   and the TLS handshake, included), and `idle_timeout` between requests;
-//! - HTTP/2 connections are pinged, and closed when a ping goes unanswered;
-//! - hyper enforces the header size and count caps.
-//!
-//! Shutdown stops accepting, then lets requests in flight finish.
+//! Serving the gateway's router: [`micro_serve::serve`] with the gateway's
+//! limits ([`ApiOptions`]), and its open connections counted.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use axum::body::Body;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
+use tokio::net::TcpListener;
 
-use crate::conns::{Busy, Conn, Connections, Refused};
+pub use micro_serve::RemoteAddr;
+use micro_serve::ServeOptions;
+
 use crate::{ApiOptions, Gateway};
-
-/// The peer of a request, set by [`Gateway::serve`] (the `api` handler's
-/// `X-Forwarded-For`, the per-IP limits). Insert it yourself when driving
-/// the router directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RemoteAddr(pub SocketAddr);
-
-/// How often an HTTP/2 connection is pinged, and how long the answer may take.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection past its deadline may take to close (an HTTP/2
-/// GOAWAY goes out first); one that lost its slot is closed at once.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub(crate) async fn serve(
     gateway: &Gateway,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let options = gateway.options().clone();
-    let shared = Arc::new(Shared {
-        router: gateway.router(),
-        builder: builder(&options),
-        connections: Connections::new(options.max_connections, options.max_connections_per_ip),
-        tls: options.tls.clone().map(crate::tls::TlsAcceptor::from),
-        options,
-    });
-    let (stopping, stop_signal) = watch::channel(false);
-    let (alive, mut all_ended) = mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause, go on.
-                    tracing::warn!("Server [http] accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let conn = match shared.connections.admit(remote.ip()) {
-            Ok(conn) => conn,
-            Err(refused) => {
-                // Every slot is serving a request: closing at once costs
-                // nothing and tells the client to come back.
-                tracing::debug!(%remote, "connection refused: {refused}");
-                drop(stream);
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let stop_signal = stop_signal.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            let _open = micro_telemetry::api::OpenConnection::new();
-            shared
-                .clone()
-                .connection(stream, remote, conn.clone(), stop_signal)
-                .await;
-            shared.connections.release(&conn);
-            drop(alive);
-        });
-    }
-    drop(listener);
-    tracing::info!("Server [http] Stopping: finishing requests in flight");
-    let _ = stopping.send(true);
-    drop(alive);
-    let grace = shared.options.shutdown_grace;
-    if tokio::time::timeout(grace, all_ended.recv()).await.is_err() {
-        tracing::warn!("Server [http] requests still in flight after {grace:?}; stopping anyway");
-    }
-    Ok(())
+    let options = serve_options(gateway.options());
+    micro_serve::serve(listener, gateway.router(), options, shutdown).await
 }
 
-fn builder(options: &ApiOptions) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_headers(options.max_headers)
-        .max_buf_size((options.max_header_bytes + 4096).max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
-    builder
-}
-
-/// What every connection task shares.
-struct Shared {
-    router: axum::Router,
-    builder: Builder<TokioExecutor>,
-    connections: Connections,
-    tls: Option<crate::tls::TlsAcceptor>,
-    options: ApiOptions,
-}
-
-/// Why a connection is being closed by the gateway.
-#[derive(Clone, Copy, Debug)]
-enum Close {
-    Shutdown,
-    Evicted,
-    Deadline,
-}
-
-impl Shared {
-    async fn connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        conn: Arc<Conn>,
-        stop_signal: watch::Receiver<bool>,
-    ) {
-        let Some(tls) = self.tls.clone() else {
-            return self.drive(stream, remote, conn, stop_signal).await;
-        };
-        // The handshake counts against the deadline to the first request.
-        let deadline = tokio::time::Instant::now() + self.options.header_read_timeout;
-        let handshake = tokio::select! {
-            done = tokio::time::timeout_at(deadline, tls.accept(stream)) => done,
-            () = conn.close.notified() => return,
-        };
-        match handshake {
-            Ok(Ok(stream)) => self.drive(stream, remote, conn, stop_signal).await,
-            Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-            Err(_) => tracing::debug!(%remote, "TLS handshake not done in time"),
-        }
-    }
-
-    /// Serves one connection until it ends, loses its slot, misses its
-    /// deadline, or the server stops.
-    async fn drive<I>(
-        self: Arc<Self>,
-        io: I,
-        remote: SocketAddr,
-        conn: Arc<Conn>,
-        mut stop_signal: watch::Receiver<bool>,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let service = ConnService {
-            router: self.router.clone(),
-            remote,
-            conn: conn.clone(),
-        };
-        let connection = self.builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let (head, idle) = (self.options.header_read_timeout, self.options.idle_timeout);
-        let reason = loop {
-            let check_at = conn
-                .close_at(head, idle)
-                .unwrap_or_else(|| tokio::time::Instant::now() + idle);
-            tokio::select! {
-                ended = connection.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%remote, "connection ended: {e}");
-                    }
-                    return;
-                }
-                () = conn.close.notified() => break Close::Evicted,
-                () = conn.idle.notified() => {}
-                _ = stop_signal.wait_for(|stop| *stop) => break Close::Shutdown,
-                () = tokio::time::sleep_until(check_at) => {
-                    if conn
-                        .close_at(head, idle)
-                        .is_some_and(|at| at <= tokio::time::Instant::now())
-                    {
-                        break Close::Deadline;
-                    }
-                }
-            }
-        };
-        tracing::debug!(%remote, "closing connection: {reason:?}");
-        let grace = match reason {
-            // Its slot is given to a newer connection now.
-            Close::Evicted => return,
-            Close::Deadline => CLOSE_GRACE,
-            Close::Shutdown => self.options.shutdown_grace,
-        };
-        // HTTP/2: GOAWAY first; HTTP/1: close once idle.
-        connection.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(grace, connection).await;
-    }
-}
-
-/// The router for one connection: the peer as [`RemoteAddr`], and the
-/// connection marked busy from each request head to the end of its response.
-#[derive(Clone)]
-struct ConnService {
-    router: axum::Router,
-    remote: SocketAddr,
-    conn: Arc<Conn>,
-}
-
-impl hyper::service::Service<http::Request<Incoming>> for ConnService {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
-        let busy = self.conn.begin();
-        request.extensions_mut().insert(RemoteAddr(self.remote));
-        let answer = self.router.clone().oneshot(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|body| Body::new(Tracked { body, _busy: busy })))
-        })
-    }
-}
-
-/// A response body that keeps its connection busy until it is done.
-struct Tracked {
-    body: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::Full => f.write_str("every slot is serving a request"),
-            Refused::IpFull => f.write_str("every slot of this client IP is serving a request"),
-        }
+/// The listener limits of the gateway's options.
+fn serve_options(options: &ApiOptions) -> ServeOptions {
+    ServeOptions {
+        max_connections: options.max_connections,
+        max_connections_per_ip: options.max_connections_per_ip,
+        header_read_timeout: options.header_read_timeout,
+        idle_timeout: options.idle_timeout,
+        max_headers: options.max_headers,
+        max_header_bytes: options.max_header_bytes,
+        http2: true,
+        tls: options.tls.clone(),
+        shutdown_grace: options.shutdown_grace,
+        on_connection: Some(|| Box::new(micro_telemetry::api::OpenConnection::new())),
+        ..ServeOptions::new("http")
     }
 }

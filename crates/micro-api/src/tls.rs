@@ -20,8 +20,6 @@ use micro_tls::{Certificates, PrivateKey};
 pub use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub(crate) type TlsAcceptor = tokio_rustls::TlsAcceptor;
-
 /// HTTP/2 first, then HTTP/1.1.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 

@@ -6,14 +6,13 @@
 //!   condition and says which fails (`{"status":"NOT_SERVING","checks":{"registry":"ok","store":"..."}}`).
 //! - `/metrics`: every metric, Prometheus text format.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use axum::routing::get;
 use bytes::Bytes;
-use http::{Method, Response, StatusCode, header};
+use http::{Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::health::Readiness;
@@ -66,60 +65,63 @@ impl AdminServer {
 }
 
 async fn serve(listener: TcpListener, readiness: Readiness) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!("Server [admin] accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                let response = answer(&readiness, request.method(), request.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!("Server [admin] connection ended: {e}");
-            }
-        });
+    // Probes and a scraper: a small budget, and connections that idle go.
+    let options = micro_serve::ServeOptions {
+        max_connections: 64,
+        max_connections_per_ip: 16,
+        idle_timeout: Duration::from_secs(30),
+        http2: false,
+        ..micro_serve::ServeOptions::new("admin")
+    };
+    let served = micro_serve::serve(listener, router(readiness), options, std::future::pending());
+    if let Err(e) = served.await {
+        tracing::error!("Server [admin] stopped: {e}");
     }
 }
 
-/// The answer to one admin request.
-pub fn answer(readiness: &Readiness, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
-    }
-    match path {
-        "/health/live" => text(StatusCode::OK, "ok\n"),
-        "/health/ready" => {
-            let report = readiness.report();
-            let status = if report.ready() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let mut body = report.to_json().to_string();
-            body.push('\n');
-            with_type(status, "application/json", body)
-        }
-        "/metrics" => with_type(
-            StatusCode::OK,
-            crate::metrics::CONTENT_TYPE,
-            crate::metrics::encode(),
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /health/live, /health/ready or /metrics\n",
-        ),
-    }
+/// The admin routes: `/health/live`, `/health/ready`, `/metrics`, GET (and
+/// HEAD) only.
+pub fn router(readiness: Readiness) -> axum::Router {
+    let only_get = || async { text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n") };
+    axum::Router::new()
+        .route(
+            "/health/live",
+            get(|| async { text(StatusCode::OK, "ok\n") }).fallback(only_get),
+        )
+        .route(
+            "/health/ready",
+            get(move || async move { ready(&readiness) }).fallback(only_get),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                with_type(
+                    StatusCode::OK,
+                    crate::metrics::CONTENT_TYPE,
+                    crate::metrics::encode(),
+                )
+            })
+            .fallback(only_get),
+        )
+        .fallback(|| async {
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: try /health/live, /health/ready or /metrics\n",
+            )
+        })
+}
+
+/// `/health/ready`: 200 or 503, the JSON naming every check.
+fn ready(readiness: &Readiness) -> Response<Full<Bytes>> {
+    let report = readiness.report();
+    let status = if report.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = report.to_json().to_string();
+    body.push('\n');
+    with_type(status, "application/json", body)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -138,9 +140,28 @@ fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
     use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    use tower::ServiceExt;
 
-    async fn body(response: Response<Full<Bytes>>) -> String {
+    async fn answer(
+        readiness: &Readiness,
+        method: &Method,
+        path: &str,
+    ) -> axum::response::Response {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        match router(readiness.clone()).oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn body(response: axum::response::Response) -> String {
         let bytes = response
             .into_body()
             .collect()
@@ -155,7 +176,7 @@ mod tests {
         let readiness = Readiness::new();
         readiness.set("registry", Ok(()));
         readiness.set("store", Err("connection refused".into()));
-        let response = answer(&readiness, &Method::GET, "/health/ready");
+        let response = answer(&readiness, &Method::GET, "/health/ready").await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let json: serde_json::Value = serde_json::from_str(&body(response).await).expect("json");
         assert_eq!(json["status"], "NOT_SERVING");
@@ -164,19 +185,23 @@ mod tests {
 
         readiness.set("store", Ok(()));
         assert_eq!(
-            answer(&readiness, &Method::GET, "/health/ready").status(),
+            answer(&readiness, &Method::GET, "/health/ready")
+                .await
+                .status(),
             StatusCode::OK
         );
         assert_eq!(
-            answer(&readiness, &Method::GET, "/health/live").status(),
+            answer(&readiness, &Method::GET, "/health/live")
+                .await
+                .status(),
             StatusCode::OK
         );
         assert_eq!(
-            answer(&readiness, &Method::GET, "/nope").status(),
+            answer(&readiness, &Method::GET, "/nope").await.status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            answer(&readiness, &Method::POST, "/metrics").status(),
+            answer(&readiness, &Method::POST, "/metrics").await.status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

@@ -21,6 +21,11 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -30,6 +35,7 @@ use micro_json::CallOptions;
 use micro_registry::Value;
 use serde::Deserialize;
 use serde_json::{Map, json};
+use tower::ServiceExt;
 
 use crate::live::Snapshot;
 use crate::{Web, assets, health};
@@ -42,13 +48,61 @@ const ID: &str = "go.micro.web";
 /// At most this many nodes of a service are health-checked per request.
 const MAX_HEALTH_CHECKS: usize = 64;
 
-/// Answers one request. Never panics on any input.
-pub async fn handle<B>(web: &Web, request: Request<B>) -> Response<Body>
+/// The dashboard's routes: the page and its assets, the JSON API and its
+/// live events, each answer with the security headers, and no answer at all
+/// for a `Host` that is not served here. Never panics on any input.
+pub fn router(web: Arc<Web>) -> axum::Router {
+    let get_only = || async { not_allowed("GET, HEAD") };
+    axum::Router::new()
+        .route(
+            "/api/services",
+            get(|State(web): State<Arc<Web>>| async move {
+                json_response(StatusCode::OK, &services_summary(&web.snapshot()))
+            })
+            .fallback(get_only),
+        )
+        .route(
+            "/api/events",
+            get(|State(web): State<Arc<Web>>| async move { events(&web) }).fallback(get_only),
+        )
+        .route(
+            "/api/call",
+            post(
+                |State(web): State<Arc<Web>>, request: axum::extract::Request| async move {
+                    call(&web, request).await
+                },
+            )
+            .fallback(|| async { not_allowed("POST") }),
+        )
+        .route("/api/services/", get(named_service).fallback(get_only))
+        .route(
+            "/api/services/{*name}",
+            get(named_service).fallback(get_only),
+        )
+        .fallback(asset)
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            host_allowed,
+        ))
+        .with_state(web)
+}
+
+/// Answers one request through [`router`] (for tests and embedding).
+pub async fn handle<B>(web: &Arc<Web>, request: Request<B>) -> Response<axum::body::Body>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut response = route(web, request).await;
+    let request = request.map(axum::body::Body::new);
+    match router(web.clone()).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The headers every answer carries.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
     headers.insert(
         "content-security-policy",
@@ -67,49 +121,51 @@ where
     response
 }
 
-async fn route<B>(web: &Web, request: Request<B>) -> Response<Body>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if let Err(why) = check_host(web, &request) {
-        return error(StatusCode::MISDIRECTED_REQUEST, why);
+/// Refuses a request for a `Host` not served here (DNS rebinding).
+async fn host_allowed(
+    State(web): State<Arc<Web>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Err(why) = check_host(&web, &request) {
+        return error(StatusCode::MISDIRECTED_REQUEST, why).into_response();
     }
-    let path = request.uri().path().to_string();
-    let method = request.method().clone();
-    let get = method == Method::GET || method == Method::HEAD;
-    if let Some(asset) = assets::find(&path) {
-        if !get {
-            return not_allowed("GET, HEAD");
-        }
-        let mut response = Response::new(full(Bytes::from_static(asset.body)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return response;
+    next.run(request).await
+}
+
+/// `GET /api/services/{name}`: one service, its name percent-decoded.
+async fn named_service(State(web): State<Arc<Web>>, uri: http::Uri) -> Response<Body> {
+    let name = uri
+        .path()
+        .strip_prefix("/api/services/")
+        .unwrap_or_default();
+    match percent_decode(name) {
+        Some(name) => service(&web, &name).await,
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "the service name is not valid UTF-8".into(),
+        ),
     }
-    match path.as_str() {
-        "/api/services" if get => json_response(StatusCode::OK, &services_summary(&web.snapshot())),
-        "/api/events" if get => events(web),
-        "/api/call" if method == Method::POST => call(web, request).await,
-        "/api/services" | "/api/events" => not_allowed("GET, HEAD"),
-        "/api/call" => not_allowed("POST"),
-        _ => match path.strip_prefix("/api/services/") {
-            Some(name) if get => match percent_decode(name) {
-                Some(name) => service(web, &name).await,
-                None => error(
-                    StatusCode::BAD_REQUEST,
-                    "the service name is not valid UTF-8".into(),
-                ),
-            },
-            Some(_) => not_allowed("GET, HEAD"),
-            None => error(StatusCode::NOT_FOUND, format!("no page {path}")),
-        },
+}
+
+/// The page and its assets; anything else is not found.
+async fn asset(method: Method, uri: http::Uri) -> Response<Body> {
+    let path = uri.path();
+    let Some(asset) = assets::find(path) else {
+        return error(StatusCode::NOT_FOUND, format!("no page {path}"));
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return not_allowed("GET, HEAD");
     }
+    let mut response = Response::new(full(Bytes::from_static(asset.body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 /// The `Host` must be an allowed name (any port), when names are limited.
@@ -580,7 +636,10 @@ mod tests {
             .unwrap()
     }
 
-    async fn send(web: &Web, request: Request<Full<Bytes>>) -> (StatusCode, serde_json::Value) {
+    async fn send(
+        web: &Arc<Web>,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, serde_json::Value) {
         let response = handle(web, request).await;
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

@@ -32,9 +32,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use micro_client::Client;
 use micro_json::DynamicClient;
 use tokio::net::TcpListener;
@@ -196,52 +193,23 @@ pub async fn serve_web(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let connections = Arc::new(Semaphore::new(web.options.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(web.options.header_read_timeout)
-        .max_headers(64);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("Server [http] accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "connection refused: too many open");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let web = web.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let web = web.clone();
-            async move { Ok::<_, std::convert::Infallible>(api::handle(&web, request).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%remote, "connection ended: {e}");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    web.stop_streams();
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Server [web] requests still in flight after 5s; stopping anyway");
-    }
-    Ok(())
+    let options = micro_serve::ServeOptions {
+        max_connections: web.options.max_connections,
+        // A local tool: the budget is the whole listener's.
+        max_connections_per_ip: 0,
+        header_read_timeout: web.options.header_read_timeout,
+        max_headers: 64,
+        http2: false,
+        shutdown_grace: Duration::from_secs(5),
+        ..micro_serve::ServeOptions::new("web")
+    };
+    let stopping = web.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Live event streams never end on their own.
+        stopping.stop_streams();
+    };
+    micro_serve::serve(listener, api::router(web), options, shutdown).await
 }
 
 #[cfg(test)]

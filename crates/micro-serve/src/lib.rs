@@ -1,0 +1,351 @@
+//! Serve an [`axum::Router`] on a TCP listener: the one accept loop of the
+//! gateway (`micro api`), the dashboard (`micro web`) and the admin
+//! listener, with the limits that live at the connection, so that
+//! connections an attacker opens cannot lock clients out:
+//!
+//! - every connection is accepted at once and takes a slot in the budget:
+//!   `max_connections` in all, `max_connections_per_ip` from one client IP;
+//!   when the budget is spent the connection idle the longest gives its
+//!   slot up (a connection is refused only when every slot serves a
+//!   request);
+//! - a connection has `header_read_timeout` from accept to its first
+//!   complete request head, HTTP/1 and HTTP/2 alike (the version detection,
+//!   and the TLS handshake, included), and `idle_timeout` between requests;
+//! - HTTP/2 connections are pinged, and closed when a ping goes unanswered;
+//! - hyper enforces the header size and count caps.
+//!
+//! Each request carries its peer as [`RemoteAddr`]. Shutdown stops
+//! accepting, then lets requests in flight finish, for at most
+//! `shutdown_grace`.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let router = axum::Router::new();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let options = micro_serve::ServeOptions::new("http");
+//! micro_serve::serve(listener, router, options, std::future::pending()).await
+//! # }
+//! ```
+
+mod conns;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+use crate::conns::{Busy, Conn, Connections, Refused};
+
+/// The peer of a request, set by [`serve`]. Insert it yourself when
+/// driving a router directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The limits of one listener; see the crate docs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Names the listener in logs (`Server [http]`).
+    pub name: &'static str,
+    pub max_connections: usize,
+    /// 0: no per-IP cap.
+    pub max_connections_per_ip: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    /// Whether HTTP/2 is served (by prior knowledge, or ALPN over TLS).
+    pub http2: bool,
+    /// TLS on every connection.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub shutdown_grace: Duration,
+    /// Made when a connection opens and dropped when it closes (an
+    /// open-connections gauge).
+    pub on_connection: Option<fn() -> Box<dyn Send>>,
+}
+
+impl ServeOptions {
+    /// Defaults for a listener named `name`: 1,024 connections, 64 per IP,
+    /// 10 s to the first request head, 60 s idle, 100 headers of 16 KiB in
+    /// all, HTTP/1 and HTTP/2, plaintext, 10 s to finish at shutdown.
+    pub fn new(name: &'static str) -> Self {
+        ServeOptions {
+            name,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            http2: true,
+            tls: None,
+            shutdown_grace: Duration::from_secs(10),
+            on_connection: None,
+        }
+    }
+}
+
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection past its deadline may take to close (an HTTP/2
+/// GOAWAY goes out first); one that lost its slot is closed at once.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting and lets requests in flight finish (see the crate docs).
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let name = options.name;
+    let shared = Arc::new(Shared {
+        router,
+        builder: builder(&options),
+        connections: Connections::new(options.max_connections, options.max_connections_per_ip),
+        tls: options.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        options,
+    });
+    let (stopping, stop_signal) = watch::channel(false);
+    let (alive, mut all_ended) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!("Server [{name}] accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let conn = match shared.connections.admit(remote.ip()) {
+            Ok(conn) => conn,
+            Err(refused) => {
+                // Every slot is serving a request: closing at once costs
+                // nothing and tells the client to come back.
+                tracing::debug!(%remote, "connection refused: {refused}");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop_signal = stop_signal.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _open = shared.options.on_connection.map(|open| open());
+            shared
+                .clone()
+                .connection(stream, remote, conn.clone(), stop_signal)
+                .await;
+            shared.connections.release(&conn);
+            drop(alive);
+        });
+    }
+    drop(listener);
+    tracing::info!("Server [{name}] Stopping: finishing requests in flight");
+    let _ = stopping.send(true);
+    drop(alive);
+    let grace = shared.options.shutdown_grace;
+    if tokio::time::timeout(grace, all_ended.recv()).await.is_err() {
+        tracing::warn!("Server [{name}] requests still in flight after {grace:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    if !options.http2 {
+        builder = builder.http1_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_headers(options.max_headers)
+        .max_buf_size((options.max_header_bytes + 4096).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// What every connection task shares.
+struct Shared {
+    router: axum::Router,
+    builder: Builder<TokioExecutor>,
+    connections: Connections,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    options: ServeOptions,
+}
+
+/// Why a connection is being closed by the gateway.
+#[derive(Clone, Copy, Debug)]
+enum Close {
+    Shutdown,
+    Evicted,
+    Deadline,
+}
+
+impl Shared {
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        conn: Arc<Conn>,
+        stop_signal: watch::Receiver<bool>,
+    ) {
+        let Some(tls) = self.tls.clone() else {
+            return self.drive(stream, remote, conn, stop_signal).await;
+        };
+        // The handshake counts against the deadline to the first request.
+        let deadline = tokio::time::Instant::now() + self.options.header_read_timeout;
+        let handshake = tokio::select! {
+            done = tokio::time::timeout_at(deadline, tls.accept(stream)) => done,
+            () = conn.close.notified() => return,
+        };
+        match handshake {
+            Ok(Ok(stream)) => self.drive(stream, remote, conn, stop_signal).await,
+            Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+            Err(_) => tracing::debug!(%remote, "TLS handshake not done in time"),
+        }
+    }
+
+    /// Serves one connection until it ends, loses its slot, misses its
+    /// deadline, or the server stops.
+    async fn drive<I>(
+        self: Arc<Self>,
+        io: I,
+        remote: SocketAddr,
+        conn: Arc<Conn>,
+        mut stop_signal: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = ConnService {
+            router: self.router.clone(),
+            remote,
+            conn: conn.clone(),
+        };
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let (head, idle) = (self.options.header_read_timeout, self.options.idle_timeout);
+        let reason = loop {
+            let check_at = conn
+                .close_at(head, idle)
+                .unwrap_or_else(|| tokio::time::Instant::now() + idle);
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%remote, "connection ended: {e}");
+                    }
+                    return;
+                }
+                () = conn.close.notified() => break Close::Evicted,
+                () = conn.idle.notified() => {}
+                _ = stop_signal.wait_for(|stop| *stop) => break Close::Shutdown,
+                () = tokio::time::sleep_until(check_at) => {
+                    if conn
+                        .close_at(head, idle)
+                        .is_some_and(|at| at <= tokio::time::Instant::now())
+                    {
+                        break Close::Deadline;
+                    }
+                }
+            }
+        };
+        tracing::debug!(%remote, "closing connection: {reason:?}");
+        let grace = match reason {
+            // Its slot is given to a newer connection now.
+            Close::Evicted => return,
+            Close::Deadline => CLOSE_GRACE,
+            Close::Shutdown => self.options.shutdown_grace,
+        };
+        // HTTP/2: GOAWAY first; HTTP/1: close once idle.
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(grace, connection).await;
+    }
+}
+
+/// The router for one connection: the peer as [`RemoteAddr`], and the
+/// connection marked busy from each request head to the end of its response.
+#[derive(Clone)]
+struct ConnService {
+    router: axum::Router,
+    remote: SocketAddr,
+    conn: Arc<Conn>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        let busy = self.conn.begin();
+        request.extensions_mut().insert(RemoteAddr(self.remote));
+        let answer = self.router.clone().oneshot(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| Body::new(Tracked { body, _busy: busy })))
+        })
+    }
+}
+
+/// A response body that keeps its connection busy until it is done.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Full => f.write_str("every slot is serving a request"),
+            Refused::IpFull => f.write_str("every slot of this client IP is serving a request"),
+        }
+    }
+}
