@@ -2,4 +2,6 @@
 //! user-api.
 #![allow(dead_code)]
 
+#[path = "../../../srv/tests/support/served.rs"]
+pub mod served;
 pub mod topology;
