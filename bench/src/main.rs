@@ -3,7 +3,7 @@
 //! one run.
 //!
 //! ```sh
-//! cargo build --release -p micro-bench -p user-service -p micro-cli
+//! cargo build --release -p micro-bench -p user-srv -p user-api -p micro-cli
 //! target/release/micro-bench --quick    # ≤ 2 minutes
 //! target/release/micro-bench            # ~15 minutes
 //! target/release/micro-bench --charts docs/benchmarks --out docs/results.md

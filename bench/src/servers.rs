@@ -16,8 +16,8 @@ use micro_server::{Server, ServerOptions};
 use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
 use micro_testing::greeter::{Request, Response as HelloResponse};
 use tonic::transport::server::TcpIncoming;
-use user_service::proto::user::Request as UserRequest;
-use user_service::proto::user::user_client::UserClient;
+use user_proto::user::Request as UserRequest;
+use user_proto::user::user_client::UserClient;
 
 /// The same trivial handler behind every gRPC server.
 #[derive(Clone, Copy, Debug, Default)]

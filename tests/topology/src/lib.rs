@@ -278,7 +278,7 @@ impl Topology {
         let data = data_dir.display().to_string();
         let env: Vec<(&str, &str)> = vec![
             ("MICRO_AUTH_SECRET", secret.as_str()),
-            ("RUST_LOG", "info,user_service=debug"),
+            ("RUST_LOG", "info,user_srv=debug,user_api=debug"),
         ];
         let srvs = srv_flags
             .iter()

@@ -131,7 +131,7 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
         let env = |name: &'static str| -> Vec<(&'static str, String)> {
             vec![
                 ("MICRO_AUTH_SECRET", secret.clone()),
-                ("RUST_LOG", "info,user_service=debug".into()),
+                ("RUST_LOG", "info,user_srv=debug,user_api=debug".into()),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
                 ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
                 ("OTEL_SERVICE_NAME", name.into()),

@@ -1,25 +1,22 @@
 //! The tutorial's topology in one process: N user-srv instances sharing one
-//! store, one user-api, on a memory registry.
+//! store, on a memory registry. user-api's tests add a user-api to it (they
+//! include this file).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use micro::registry::memory::MemoryRegistry;
-use micro::{Client, ClientOptions, Server, ServerOptions, SharedRegistry};
+use micro::{Server, ServerOptions, SharedRegistry};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use user_service::api::UserApi;
-use user_service::password::Hasher;
-use user_service::proto::api::{
-    account_server::AccountServer, article_server::ArticleServer, say_server::SayServer,
-};
-use user_service::proto::post::post_server::PostServer;
-use user_service::proto::user::user_server::UserServer;
-use user_service::source::TrustedProxies;
-use user_service::srv::UserService;
-use user_service::store::Store;
-use user_service::token::Tokens;
-use user_service::{API_NAME, FILE_DESCRIPTOR_SET, SRV_NAME};
+use user_srv::password::Hasher;
+use user_srv::proto::post::post_server::PostServer;
+use user_srv::proto::user::user_server::UserServer;
+use user_srv::source::TrustedProxies;
+use user_srv::srv::UserService;
+use user_srv::store::Store;
+use user_srv::token::Tokens;
+use user_srv::{FILE_DESCRIPTOR_SET, SRV_NAME};
 
 pub const SECRET: &[u8] = b"test secret, test secret, test secret!";
 
@@ -40,7 +37,8 @@ pub struct Running {
 }
 
 impl Running {
-    async fn start(server: Server) -> Running {
+    /// Runs `server` until stopped, once it has registered.
+    pub async fn start(server: Server) -> Running {
         let address = server.local_addr();
         let mut registered = server.registered();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -110,23 +108,6 @@ pub async fn user_srv_trusting(
         .await
         .expect("bind user-srv");
     (Running::start(server).await, store)
-}
-
-/// Starts user-api, calling user-srv through `registry`.
-pub async fn user_api(registry: SharedRegistry) -> Running {
-    let client = Client::new(registry.clone(), ClientOptions::default());
-    let api = UserApi::new(client.service(SRV_NAME));
-    let server = Server::builder(API_NAME)
-        .registry(registry)
-        .options(options())
-        .file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .add_service(SayServer::new(api.say()))
-        .add_service(AccountServer::new(api.account()))
-        .add_service(ArticleServer::new(api.article()))
-        .bind()
-        .await
-        .expect("bind user-api");
-    Running::start(server).await
 }
 
 /// A memory registry shared by the topology.

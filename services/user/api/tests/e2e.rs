@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use micro::{Client, ClientOptions, ServiceChannel};
 use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
 use serde_json::{Value, json};
-use user_service::API_NAME;
-use user_service::proto::api::{account_client::AccountClient, say_client::SayClient};
+use user_api::API_NAME;
+use user_api::proto::api::{account_client::AccountClient, say_client::SayClient};
 
 /// Everything logged during the test.
 #[derive(Clone, Default)]

@@ -1,4 +1,4 @@
-//! `go.micro.api.user`: the API layer behind `micro api --handler=api`.
+//! `user-api`, `go.micro.api.user`: the API layer behind `micro api --handler=api`.
 //!
 //! Each handler gets the HTTP request as a `go.api.Request`, calls
 //! `go.micro.srv.user` by name (round robin over its instances) and answers
@@ -19,6 +19,10 @@
 //! | `POST /user/article/create` `{"title","content"}` + token | `Article.Create` | the new post |
 //!
 //! "+ token": `Authorization: Bearer <token from login>`.
+//!
+//! It links no store, password hashing or token signing: those are
+//! `user-srv`'s, reached through `user-proto`'s clients. Its server registers
+//! the descriptors of `proto/api/user/api.proto` only.
 
 use std::collections::HashMap;
 
@@ -29,10 +33,25 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
+use user_proto::post::{self as post_pb, post_client::PostClient};
+use user_proto::user::{self as user_pb, user_client::UserClient};
+
 use crate::proto::api;
-use crate::proto::post::{self as post_pb, post_client::PostClient};
-use crate::proto::user::{self as user_pb, user_client::UserClient};
-use crate::{API_NAME, SRV_NAME};
+pub use user_proto::{API_NAME, SRV_NAME};
+
+/// Generated code of `proto/api/user/api.proto` (`go.api` is `micro_api_proto`).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod proto {
+    /// `proto/api/user/api.proto`: package `go.micro.api.user`.
+    pub mod api {
+        tonic::include_proto!("go.micro.api.user");
+    }
+}
+
+/// Encoded descriptors of `proto/api/user/api.proto` (and the `go.api` proto
+/// it imports), the only service this server serves: its registered endpoints
+/// and its reflection come from them.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("micro_descriptor");
 
 /// Largest JSON body the API layer parses (the gateway limits bodies too).
 const MAX_BODY: usize = 64 * 1024;
@@ -45,7 +64,7 @@ pub struct UserApi {
 
 impl UserApi {
     /// `srv`: a channel to `go.micro.srv.user`, e.g.
-    /// `client.service(user_service::SRV_NAME)`.
+    /// `client.service(user_api::SRV_NAME)`.
     pub fn new(srv: ServiceChannel) -> Self {
         UserApi { srv }
     }

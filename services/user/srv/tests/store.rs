@@ -2,7 +2,7 @@
 
 mod support;
 
-use user_service::store::{Store, StoreError};
+use user_srv::store::{Store, StoreError};
 
 async fn exercise(store: &Store) {
     let a = store
@@ -190,8 +190,8 @@ async fn sqlite_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
-    user_service::store::prepare_data_dir(&data).expect("data dir");
-    let url = user_service::store::default_url(&data);
+    user_srv::store::prepare_data_dir(&data).expect("data dir");
+    let url = user_srv::store::default_url(&data);
     let store = Store::open(&url).await.expect("open");
     store
         .create_user("alice", Some("a@example.com"), "$argon2id$x", 1)
@@ -240,10 +240,10 @@ async fn a_bad_data_dir_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"x").expect("file");
-    let err = user_service::store::prepare_data_dir(&file).expect_err("not a dir");
+    let err = user_srv::store::prepare_data_dir(&file).expect_err("not a dir");
     assert!(err.is_usage());
     assert!(err.to_string().contains("--data_dir"), "{err}");
-    let err = user_service::store::prepare_data_dir(&file.join("below")).expect_err("below a file");
+    let err = user_srv::store::prepare_data_dir(&file.join("below")).expect_err("below a file");
     assert!(err.to_string().contains("--data_dir"), "{err}");
     let err = Store::open("mysql://h/db").await.expect_err("bad url");
     assert!(

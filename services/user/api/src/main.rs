@@ -7,11 +7,11 @@
 //! ```
 
 use clap::Parser;
-use user_service::api::UserApi;
-use user_service::proto::api::{
+use user_api::UserApi;
+use user_api::proto::api::{
     account_server::AccountServer, article_server::ArticleServer, say_server::SayServer,
 };
-use user_service::{API_NAME, FILE_DESCRIPTOR_SET, SRV_NAME};
+use user_api::{API_NAME, FILE_DESCRIPTOR_SET, SRV_NAME};
 
 /// Serves go.micro.api.user: Say.Hello, Account.*, Article.* over go.micro.srv.user.
 #[derive(Parser, Debug)]

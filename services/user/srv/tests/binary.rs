@@ -170,7 +170,7 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
     let mut registered = false;
     while !registered && Instant::now() < deadline {
         registered = registry
-            .get_service(user_service::SRV_NAME)
+            .get_service(user_srv::SRV_NAME)
             .await
             .is_ok_and(|found| !found.is_empty());
         if !registered {

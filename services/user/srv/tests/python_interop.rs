@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use user_service::password::Hasher;
+use user_srv::password::Hasher;
 
 /// A venv with grpcio and grpcio-tools, kept under the target dir between runs.
 fn venv() -> PathBuf {
@@ -72,7 +72,7 @@ except grpc.RpcError as e:
 async fn grpcio_client_queries_user_srv() {
     let python = tokio::task::spawn_blocking(venv).await.expect("venv");
     let work = tempfile::tempdir().expect("tmp");
-    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let proto_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../proto");
     let generated = Command::new(&python)
         .args(["-m", "grpc_tools.protoc", "-I"])
         .arg(proto_root.join("user"))

@@ -13,9 +13,9 @@ use std::time::Instant;
 use micro::{Client, ClientOptions};
 use micro_api_proto::{Pair, Request as ApiRequest};
 use serde_json::{Value, json};
-use user_service::API_NAME;
-use user_service::proto::api::{account_client::AccountClient, say_client::SayClient};
-use user_service::throttle::PAIR_FREE;
+use user_api::API_NAME;
+use user_api::proto::api::{account_client::AccountClient, say_client::SayClient};
+use user_srv::throttle::PAIR_FREE;
 
 fn login(from: &str, username: &str, password: &str) -> ApiRequest {
     let mut header = HashMap::new();
@@ -119,12 +119,11 @@ async fn guesses_are_throttled_and_the_owner_still_logs_in() {
     );
 
     // Without the gateway and user-api: the peer address is the source.
-    let mut direct = user_service::proto::user::user_client::UserClient::new(
-        client.service(user_service::SRV_NAME),
-    );
+    let mut direct =
+        user_proto::user::user_client::UserClient::new(client.service(user_api::SRV_NAME));
     let mut codes = Vec::new();
     for i in 0..PAIR_FREE + 1 {
-        let request = user_service::proto::user::LoginRequest {
+        let request = user_proto::user::LoginRequest {
             user_name: "alice".into(),
             user_pwd: format!("direct guess {i}"),
         };

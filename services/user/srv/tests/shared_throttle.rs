@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use micro::client::Strategy;
 use micro::{Client, ClientOptions};
 use tonic::Request;
-use user_service::SRV_NAME;
-use user_service::proto::user::user_client::UserClient;
-use user_service::proto::user::{LoginRequest, Request as RegisterRequest};
-use user_service::source::TrustedProxies;
-use user_service::throttle::PAIR_FREE;
+use user_srv::SRV_NAME;
+use user_srv::proto::user::user_client::UserClient;
+use user_srv::proto::user::{LoginRequest, Request as RegisterRequest};
+use user_srv::source::TrustedProxies;
+use user_srv::throttle::PAIR_FREE;
 
 fn login(password: &str, from: Option<&str>) -> Request<LoginRequest> {
     let mut request = Request::new(LoginRequest {
@@ -173,7 +173,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 
 /// Not a check: guesses one source gets through in a minute, against two
 /// instances on one PostgreSQL, guessing again as soon as it is allowed.
-/// `cargo test -p user-service --test shared_throttle -- --ignored --nocapture`
+/// `cargo test -p user-srv --test shared_throttle -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, takes a minute"]
 async fn measure_guesses_per_minute_with_two_instances() {

@@ -10,8 +10,8 @@
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use user_service::SRV_NAME;
-use user_service::proto::user::{self as pb, user_client::UserClient};
+use user_proto::SRV_NAME;
+use user_proto::user::{self as pb, user_client::UserClient};
 
 /// Calls go.micro.srv.user by name.
 #[derive(Parser, Debug)]

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use user_service::password::Hasher;
-use user_service::proto::post::post_server::PostServer;
-use user_service::proto::user::user_server::UserServer;
-use user_service::source::TrustedProxies;
-use user_service::srv::UserService;
-use user_service::store::{self, Store};
-use user_service::token::Tokens;
-use user_service::{FILE_DESCRIPTOR_SET, SRV_NAME};
+use user_srv::password::Hasher;
+use user_srv::proto::post::post_server::PostServer;
+use user_srv::proto::user::user_server::UserServer;
+use user_srv::source::TrustedProxies;
+use user_srv::srv::UserService;
+use user_srv::store::{self, Store};
+use user_srv::token::Tokens;
+use user_srv::{FILE_DESCRIPTOR_SET, SRV_NAME};
 
 /// Serves go.micro.srv.user: users and their posts, on SQLite or PostgreSQL.
 #[derive(Parser, Debug)]

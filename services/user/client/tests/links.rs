@@ -1,0 +1,41 @@
+//! user-client links no store, password hashing or token signing: those are
+//! user-srv's. Checked on the resolved dependency graph (`cargo tree -e
+//! normal`, offline, with the committed Cargo.lock), so adding sqlx, argon2
+//! or jsonwebtoken back to user-client, directly or through a dependency,
+//! fails here.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// Every package in `package`'s normal (non-dev, non-build) dependency tree.
+fn linked(package: &str) -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["tree", "-e", "normal", "--locked", "--offline"])
+        .args(["--prefix", "none", "--format", "{p}", "-p", package])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        output.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).expect("utf-8");
+    tree.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn user_client_links_no_store_hashing_or_tokens() {
+    let linked = linked("user-client");
+    assert!(linked.contains("user-proto"), "{linked:?}");
+    assert!(linked.contains("micro"), "{linked:?}");
+    for name in ["sqlx", "argon2", "jsonwebtoken", "user-srv"] {
+        assert!(
+            !linked.contains(name),
+            "user-client links {name}: {linked:?}"
+        );
+    }
+}
