@@ -1,4 +1,12 @@
-//! The flags every micro binary shares, named as go-micro v2 named them.
+//! The flags every micro binary shares, named as go-micro v2 named them,
+//! turned into the options of what they configure.
+//!
+//! This is the flags → options wiring layer, above the client and the
+//! server: the options live with what they configure
+//! ([`micro_client::ClientOptions`], [`micro_server::ServerOptions`]), and
+//! this crate only fills them in from the command line and the environment.
+//! It depends on `micro-client` and `micro-server`; neither of them, nor
+//! anything below them, depends on it (the `micro` facade does).
 //!
 //! Each flag is accepted as `--snake_case` (go-micro's spelling) and
 //! `--kebab-case`, and read from its `MICRO_*` environment variable when not

@@ -205,7 +205,7 @@ impl Decoder {
 
     fn skip(&self, key: &[u8], mod_revision: i64, reason: &str) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
-        micro_telemetry::metrics::registry_entries_skipped("etcd", skip_label(reason), 1);
+        micro_registry::skipped::record("etcd", skip_label(reason), 1);
         let key_text = String::from_utf8_lossy(key);
         let first_time = {
             let mut warned = self

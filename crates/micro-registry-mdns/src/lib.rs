@@ -452,7 +452,7 @@ impl Inner {
         self.count(&self.counters.received, 1);
         let Ok(msg) = wire::decode(bytes) else {
             self.count(&self.counters.malformed, 1);
-            micro_telemetry::metrics::registry_entries_skipped("mdns", "not_dns", 1);
+            micro_registry::skipped::record("mdns", "not_dns", 1);
             return;
         };
         match msg.metadata.message_type {
@@ -538,7 +538,7 @@ impl Inner {
     fn learn(&self, msg: &Message, from: SocketAddr) {
         let parsed = wire::parse_response(msg);
         self.count(&self.counters.malformed, parsed.malformed);
-        micro_telemetry::metrics::registry_entries_skipped("mdns", "malformed", parsed.malformed);
+        micro_registry::skipped::record("mdns", "malformed", parsed.malformed);
         self.count(&self.counters.foreign, parsed.foreign);
         let now = Instant::now();
         let mut events = Vec::new();

@@ -15,6 +15,9 @@
 //! `micro-registry-mdns` and `micro-registry-etcd`. Every backend runs the
 //! shared conformance suite in `micro-registry-conformance`.
 //!
+//! Backends report entries they skip as unusable to [`skipped`], which
+//! whoever exports metrics reads; they need no metrics library of their own.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), micro_registry::Error> {
@@ -35,6 +38,7 @@ mod backoff;
 mod error;
 mod model;
 pub mod resolve;
+pub mod skipped;
 mod watch;
 
 #[cfg(feature = "memory")]

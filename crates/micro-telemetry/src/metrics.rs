@@ -13,8 +13,10 @@
 //! ```
 
 use std::collections::HashSet;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -32,7 +34,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// that, new ones are recorded as `other`.
 pub const MAX_CLIENT_ENDPOINTS: usize = 1000;
 
-/// Every metric of the toolkit.
+/// Every metric of the toolkit, but `micro_registry_entries_skipped_total`,
+/// which the registry counts and a scrape reads (see `SkippedEntries`).
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -48,8 +51,6 @@ pub struct Metrics {
     pub client_nodes: IntGaugeVec,
     /// `micro_registry_operations_total{registry,op,result}`
     pub registry_operations: IntCounterVec,
-    /// `micro_registry_entries_skipped_total{registry,reason}`
-    pub registry_skipped: IntCounterVec,
     /// `micro_api_requests_total{handler,code}`
     pub api_requests: IntCounterVec,
     /// `micro_api_request_duration_seconds{handler}`
@@ -101,6 +102,9 @@ impl Metrics {
         registry
             .register(Box::new(api_open_connections.clone()))
             .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        // `micro_registry_entries_skipped_total{registry,reason}`: the backends
+        // count into `micro_registry::skipped`; each scrape reads it.
+        SkippedEntries::register(r);
         Metrics {
             server_requests: counter(
                 r,
@@ -132,12 +136,6 @@ impl Metrics {
                 "micro_registry_operations_total",
                 "Registry operations, by backend, operation and result (ok, not_found, error)",
                 &["registry", "op", "result"],
-            ),
-            registry_skipped: counter(
-                r,
-                "micro_registry_entries_skipped_total",
-                "Registry entries skipped as unusable, by backend and reason",
-                &["registry", "reason"],
             ),
             api_requests: counter(
                 r,
@@ -224,15 +222,67 @@ pub fn registry_operation(registry: &str, op: &str, result: &str) {
         .inc();
 }
 
-/// Counts `n` skipped registry entries; `reason` must be a fixed word
+/// `micro_registry_entries_skipped_total{registry,reason}`, exported from
+/// the counts the registry backends keep in [`micro_registry::skipped`]
 /// (etcd: `bad_key`, `oversized`, `bad_json`, `bad_service`, `bad_node`;
-/// mDNS: `not_dns`, `malformed`).
-pub fn registry_entries_skipped(registry: &str, reason: &str, n: u64) {
-    if n > 0 && enabled() {
-        metrics()
-            .registry_skipped
-            .with_label_values(&[registry, reason])
-            .inc_by(n);
+/// mDNS: `not_dns`, `malformed`): each collection brings the counter up to
+/// those totals first. With metrics off, it has no samples.
+#[derive(Debug)]
+struct SkippedEntries {
+    counter: IntCounterVec,
+    /// Two scrapes at once must not both add the same difference.
+    sync: Mutex<()>,
+}
+
+impl SkippedEntries {
+    fn register(registry: &Registry) {
+        let name = "micro_registry_entries_skipped_total";
+        let counter = IntCounterVec::new(
+            Opts::new(
+                name,
+                "Registry entries skipped as unusable, by backend and reason",
+            ),
+            &["registry", "reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+        let skipped = SkippedEntries {
+            counter,
+            sync: Mutex::new(()),
+        };
+        registry
+            .register(Box::new(skipped))
+            .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    }
+
+    /// Brings the counter up to the backends' totals (only this type adds to it).
+    fn sync(&self) {
+        if !enabled() {
+            return;
+        }
+        let _one = self
+            .sync
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for total in micro_registry::skipped::totals() {
+            let counter = self
+                .counter
+                .with_label_values(&[total.registry, total.reason]);
+            let seen = counter.get();
+            if total.count > seen {
+                counter.inc_by(total.count - seen);
+            }
+        }
+    }
+}
+
+impl Collector for SkippedEntries {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.sync();
+        self.counter.collect()
     }
 }
 
@@ -283,6 +333,25 @@ mod tests {
             text.contains("micro_server_request_duration_seconds_bucket{endpoint=\"H.M\",service=\"s\",le=\"0.0025\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn registry_skips_are_exported_at_each_scrape() {
+        let line = |n: u64| {
+            format!(
+                "micro_registry_entries_skipped_total{{reason=\"bad_json\",registry=\"skip-test\"}} {n}"
+            )
+        };
+        micro_registry::skipped::record("skip-test", "bad_json", 2);
+        let text = encode();
+        assert!(
+            text.contains("# TYPE micro_registry_entries_skipped_total counter"),
+            "{text}"
+        );
+        assert!(text.contains(&line(2)), "{text}");
+        micro_registry::skipped::record("skip-test", "bad_json", 3);
+        assert!(encode().contains(&line(5)));
+        assert!(encode().contains(&line(5)), "a scrape adds nothing twice");
     }
 
     #[test]
