@@ -47,6 +47,18 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["--no-default-features"],
         &["micro-client", "micro-server", "micro-telemetry"],
     ),
+    // The serve helper is a leaf: any listener can use it.
+    (
+        "micro-serve",
+        &[],
+        &[
+            "micro-registry",
+            "micro-client",
+            "micro-server",
+            "micro-telemetry",
+            "micro-config",
+        ],
+    ),
 ];
 
 /// What neither the registry nor its backends link.
