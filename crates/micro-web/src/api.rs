@@ -495,7 +495,12 @@ fn events(web: &Web) -> Response<Body> {
             ),
         );
     };
-    let body = crate::sse::stream(web.snapshot.clone(), web.options.keep_alive, permit);
+    let body = crate::sse::stream(
+        web.snapshot.clone(),
+        services_summary,
+        web.options.keep_alive,
+        permit,
+    );
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -965,7 +970,7 @@ mod tests {
         let permit = Arc::new(tokio::sync::Semaphore::new(1))
             .try_acquire_owned()
             .unwrap();
-        let mut body = crate::sse::stream(rx, Duration::from_secs(15), permit);
+        let mut body = crate::sse::stream(rx, services_summary, Duration::from_secs(15), permit);
         let mut next = async || {
             let frame = body.frame().await.unwrap().unwrap();
             String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()

@@ -17,10 +17,16 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
-use crate::api::{Body, services_summary};
+use http_body_util::combinators::UnsyncBoxBody;
+
 use crate::live::Snapshot;
 
+/// What each `services` event carries: the summary of a snapshot (the
+/// JSON `GET /api/services` answers).
+pub(crate) type Summary = fn(&Snapshot) -> serde_json::Value;
+
 struct State {
+    summary: Summary,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     keep_alive: Duration,
     first: bool,
@@ -30,10 +36,12 @@ struct State {
 /// The body of one event stream.
 pub(crate) fn stream(
     snapshot: watch::Receiver<Arc<Snapshot>>,
+    summary: Summary,
     keep_alive: Duration,
     permit: OwnedSemaphorePermit,
-) -> Body {
+) -> UnsyncBoxBody<Bytes, Infallible> {
     let state = State {
+        summary,
         snapshot,
         keep_alive,
         first: true,
@@ -45,7 +53,7 @@ pub(crate) fn stream(
             // The retry hint: reconnect quickly after a restart.
             let current = state.snapshot.borrow_and_update().clone();
             let mut event = String::from("retry: 1000\n");
-            event.push_str(&services_event(&current));
+            event.push_str(&services_event(state.summary, &current));
             return Some((Bytes::from(event), state));
         }
         let keep_alive = tokio::time::sleep(state.keep_alive);
@@ -54,7 +62,7 @@ pub(crate) fn stream(
                 // The sender is gone: the dashboard is stopping.
                 changed.ok()?;
                 let current = state.snapshot.borrow_and_update().clone();
-                Some((Bytes::from(services_event(&current)), state))
+                Some((Bytes::from(services_event(state.summary, &current)), state))
             }
             () = keep_alive => Some((Bytes::from_static(b": keep-alive\n\n"), state)),
         }
@@ -64,7 +72,7 @@ pub(crate) fn stream(
 }
 
 /// One `services` event: the summary as one line of JSON.
-pub(crate) fn services_event(snapshot: &Snapshot) -> String {
-    let data = services_summary(snapshot).to_string();
+fn services_event(summary: Summary, snapshot: &Snapshot) -> String {
+    let data = summary(snapshot).to_string();
     format!("event: services\ndata: {data}\n\n")
 }
