@@ -73,6 +73,10 @@ pub struct NodeSet {
     lookup: Mutex<Option<Lookup>>,
 }
 
+/// How long a call with no node waits for the registry's answer to "is the
+/// service registered?" (see [`NodeSet::catch_up`]).
+const LOOKUP_BUDGET: Duration = Duration::from_secs(1);
+
 /// Whether the registry lists a usable node of the service.
 type Lookup = Shared<BoxFuture<'static, bool>>;
 
@@ -181,9 +185,11 @@ impl NodeSet {
 
     /// For an empty pool whose registry answered before: asks the registry
     /// once whether it lists the service now, and if it does, waits for the
-    /// watch to deliver a node; all within `wait`. A service registered a
-    /// moment ago is then called instead of answered `NoNode` (go-micro's
-    /// cache looks the registry up whenever it holds no node).
+    /// watch to deliver a node; all within `wait`, and the lookup within
+    /// [`LOOKUP_BUDGET`] (a registry that is down delays a call that finds
+    /// no node by a second at most). A service registered a moment ago is
+    /// then called instead of answered `NoNode` (go-micro's cache looks the
+    /// registry up whenever it holds no node).
     ///
     /// The lookup only decides whether to wait: the pool is written by the
     /// watch alone, so a lookup answered after the watch removed a node
@@ -192,8 +198,15 @@ impl NodeSet {
         if self.is_pending() || !self.is_empty() {
             return;
         }
+        // A registry that could not be asked at all will not answer now.
+        if let Resolution::Failed(_) = self.resolution() {
+            return;
+        }
         let deadline = Instant::now() + wait;
-        let listed = tokio::time::timeout_at(deadline, self.lookup()).await;
+        // A registry that is down must not hold up calls that would fail
+        // anyway: the lookup gets a second at most.
+        let asked = (Instant::now() + LOOKUP_BUDGET).min(deadline);
+        let listed = tokio::time::timeout_at(asked, self.lookup()).await;
         if listed != Ok(true) {
             return;
         }
