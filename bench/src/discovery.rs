@@ -40,9 +40,9 @@ use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
 use micro_testing::greeter::{Request, Response as HelloResponse};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fixtures::{Plan, start_etcd};
 use crate::load::GREETER;
 use crate::proc::{self, Proc};
-use crate::scenarios::{Plan, start_etcd};
 use crate::servers::Flavor;
 
 /// Prefix of the lines the R7 child prints for its parent.
