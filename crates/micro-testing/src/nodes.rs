@@ -1,9 +1,7 @@
 //! Waiting until a client (or a registry) sees the nodes a test expects.
 
 use std::fmt;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How often [`wait_for_nodes`] asks again.
 const POLL: Duration = Duration::from_millis(10);
@@ -25,8 +23,9 @@ impl fmt::Display for NodesNotSeen {
 
 impl std::error::Error for NodesNotSeen {}
 
-/// Asks `nodes` (every 10 ms, until `deadline`) until what it answers
-/// satisfies `seen`; returns that answer, or says what it last saw.
+/// Asks `nodes` (every 10 ms, until `deadline`, real time even where the
+/// test pauses tokio's clock) until what it answers satisfies `seen`;
+/// returns that answer, or says what it last saw.
 ///
 /// A client learns of a new node, and of a stopped one leaving, from its
 /// registry watch a moment after the registry does: tests wait with this
@@ -37,7 +36,7 @@ impl std::error::Error for NodesNotSeen {}
 /// use std::time::Duration;
 /// use micro_testing::nodes::wait_for_nodes;
 ///
-/// let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+/// let deadline = std::time::Instant::now() + Duration::from_secs(10);
 /// wait_for_nodes("2 nodes", deadline, || client.nodes("go.micro.srv.greeter"), |n| n.len() == 2)
 ///     .await
 ///     .unwrap_or_else(|e| panic!("{e}"));

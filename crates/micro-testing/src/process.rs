@@ -25,8 +25,12 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
+
+/// The signals [`ChildGuard::signal`] sends (nix's), so tests need no nix
+/// of their own.
+pub use nix::sys::signal::Signal;
 
 /// How long a dropped [`ChildGuard`] waits after SIGTERM before SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -76,6 +80,24 @@ impl ChildGuard {
         kill(pid_of(&self.child), signal)
     }
 
+    /// Sends SIGTERM to the child's PID (a graceful stop, as `kill -TERM`).
+    pub fn terminate(&mut self) -> nix::Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Waits until the child exits, or `deadline` passes (`Ok(None)`).
+    pub fn wait_until(&mut self, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Stops the child if it is still running (SIGTERM, SIGKILL after the
     /// grace) and reaps it; returns how it exited (`None` if that could not
     /// be learnt). Bounded by the grace plus the time a SIGKILLed process
@@ -84,15 +106,11 @@ impl ChildGuard {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
         }
-        if !self.grace.is_zero() && kill(pid_of(&self.child), Signal::SIGTERM).is_ok() {
-            let deadline = Instant::now() + self.grace;
-            while Instant::now() < deadline {
-                match self.child.try_wait() {
-                    Ok(Some(status)) => return Some(status),
-                    Ok(None) => std::thread::sleep(POLL),
-                    Err(_) => break,
-                }
-            }
+        if !self.grace.is_zero()
+            && kill(pid_of(&self.child), Signal::SIGTERM).is_ok()
+            && let Ok(Some(status)) = self.wait_until(Instant::now() + self.grace)
+        {
+            return Some(status);
         }
         let _ = self.child.kill();
         self.child.wait().ok()
@@ -279,6 +297,25 @@ mod tests {
         // process is reaped (no zombie left: its PID is gone).
         assert!(started.elapsed() < DEFAULT_GRACE, "{:?}", started.elapsed());
         assert!(!exists(pid), "{pid} still exists after the drop");
+    }
+
+    #[test]
+    fn terminate_and_wait_until() {
+        let mut child =
+            ChildGuard::spawn(sh("exec sleep 30").stdout(Stdio::null())).expect("sleep");
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert!(child.wait_until(soon).expect("wait").is_none());
+        child.terminate().expect("SIGTERM");
+        let exit = child
+            .wait_until(Instant::now() + Duration::from_secs(10))
+            .expect("wait")
+            .expect("exited on SIGTERM");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(15)
+        );
+        // Reaped: no signal reaches it any more.
+        assert_eq!(child.terminate(), Err(nix::Error::ESRCH));
     }
 
     #[test]
