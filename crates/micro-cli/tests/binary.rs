@@ -1,11 +1,11 @@
 //! The `micro` binary: flags, exit codes, and `micro api` serving until
 //! SIGTERM. Only the memory registry is used (never mDNS).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use micro_testing::http::get as http_get;
 use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
@@ -117,21 +117,6 @@ fn commands_on_an_empty_registry() {
         "{}",
         stderr(&call)
     );
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 #[test]

@@ -4,11 +4,11 @@
 //! etcd is "reached" at a closed loopback port, `micro api` runs on the
 //! memory registry and is stopped by its PID.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use micro_testing::http::get as http_get;
 use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
@@ -227,21 +227,6 @@ fn listening_address(message: &str) -> SocketAddr {
     address
         .parse()
         .unwrap_or_else(|e| panic!("{address:?} in {message:?}: {e}"))
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 /// `micro api --handler=api --admin_address ...`: every shared flag after

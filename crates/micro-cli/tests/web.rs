@@ -1,11 +1,12 @@
 //! `micro web` as a binary: flags, exit codes, serving until SIGTERM with a
 //! live stream open. Only the memory registry is used (never mDNS).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use micro_testing::http::{connect_get as connect, get as http_get};
 use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
@@ -34,25 +35,6 @@ fn wait_line(lines: &mut OutputLines, marker: &str) -> (String, Vec<String>) {
         .wait_for_line(marker, deadline)
         .unwrap_or_else(|e| panic!("{e}"));
     (line, lines.log().to_vec())
-}
-
-fn connect(address: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    stream
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut answer = String::new();
-    let _ = connect(address, path).read_to_string(&mut answer);
-    answer
 }
 
 fn stop(running: &mut ChildGuard) -> std::process::ExitStatus {
