@@ -35,14 +35,15 @@ use micro_registry::{
 use micro_registry_etcd::{EtcdOptions, EtcdRegistry};
 use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
 use micro_server::{Server, ServerOptions};
+use micro_testing::AbortOnDrop;
 use micro_testing::greeter::greeter_client::GreeterClient;
 use micro_testing::greeter::greeter_server::{Greeter, GreeterServer};
 use micro_testing::greeter::{Request, Response as HelloResponse};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fixtures::{Plan, start_etcd};
 use crate::load::GREETER;
 use crate::proc::{self, Proc};
-use crate::scenarios::{Plan, start_etcd};
 use crate::servers::Flavor;
 
 /// Prefix of the lines the R7 child prints for its parent.
@@ -380,7 +381,7 @@ impl Drop for NodeServer {
 /// arrival by a task of their own.
 pub(crate) struct Probe {
     events: mpsc::UnboundedReceiver<(Instant, Event)>,
-    task: tokio::task::JoinHandle<()>,
+    _task: AbortOnDrop<()>,
 }
 
 impl Probe {
@@ -390,14 +391,17 @@ impl Probe {
             .await
             .expect("registry watch");
         let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop::spawn(async move {
             while let Some(Ok(event)) = watcher.next().await {
                 if tx.send((Instant::now(), event)).is_err() {
                     return;
                 }
             }
         });
-        Probe { events, task }
+        Probe {
+            events,
+            _task: task,
+        }
     }
 
     /// When an event with `action` (Create or Update if `created`) for
@@ -423,12 +427,6 @@ impl Probe {
         .await
         .ok()
         .flatten()
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

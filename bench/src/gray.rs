@@ -15,11 +15,11 @@ use micro_testing::greeter::Request;
 use micro_testing::greeter::greeter_client::GreeterClient;
 use tokio::time::Instant;
 
+use crate::fixtures::Plan;
 use crate::load::{GREETER, Round, Timing, closed_loop, micro_client_with};
 use crate::proc::Proc;
-use crate::report::Spread;
-use crate::scenarios::Plan;
 use crate::servers::Flavor;
+use crate::stats::Spread;
 
 /// Calls in flight.
 const CONCURRENCY: usize = 10;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::r2::{go_build, go_prerequisites, run};
+use crate::go::{go_build, go_prerequisites, run};
 
 const GO_MAIN: &str = include_str!("../grpc-gateway/main.go");
 const HTTP_RULES: &str = include_str!("../grpc-gateway/user.yaml");

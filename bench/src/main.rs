@@ -16,6 +16,8 @@
 
 mod charts;
 mod discovery;
+mod fixtures;
+mod go;
 mod gray;
 mod grpc_gateway;
 mod hotpaths;
@@ -23,10 +25,12 @@ mod load;
 mod ops;
 mod proc;
 mod r2;
+mod registry;
 mod report;
 mod scale;
 mod scenarios;
 mod servers;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -211,8 +215,8 @@ fn main() {
             eprintln!("charts: {e}; no charts in this run");
         }
     }
-    let plan = scenarios::Plan::new(args.quick, exe, bin_dir, &args.only);
-    let report = scenarios::run(&plan);
+    let plan = fixtures::Plan::new(args.quick, exe, bin_dir, &args.only);
+    let report = registry::run(&plan);
     print!("{report}");
     write_report(args.out.as_deref(), &report);
 }

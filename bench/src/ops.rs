@@ -15,10 +15,10 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::fixtures::{Plan, curl_status, grpc_compare, http_compare, start_etcd};
 use crate::load::GrpcClient;
 use crate::proc::{Proc, free_port};
 use crate::report;
-use crate::scenarios::{Plan, curl_status, grpc_compare, http_compare, start_etcd};
 use crate::servers::Flavor;
 
 /// One telemetry setting: a label and the environment of its processes.
@@ -117,9 +117,9 @@ pub fn ops(plan: &Plan) -> String {
     let mut seen = [0u64; 2];
     let mut out = String::new();
     let shapes = if plan.quick {
-        &crate::scenarios::GRPC_SHAPES[..2]
+        &crate::fixtures::GRPC_SHAPES[..2]
     } else {
-        &crate::scenarios::GRPC_SHAPES[..]
+        &crate::fixtures::GRPC_SHAPES[..]
     };
 
     // R1: toolkit servers, one per variant, under raw tonic load.
@@ -163,7 +163,7 @@ pub fn ops(plan: &Plan) -> String {
         })
         .expect("tracing set up in the load generator")
     };
-    let (_tonic, tonic_addr) = crate::scenarios::grpc_server(plan, "tonic", Flavor::Multi);
+    let (_tonic, tonic_addr) = crate::fixtures::grpc_server(plan, "tonic", Flavor::Multi);
     let before = spans(&mut sinks, &mut seen);
     let table = grpc_compare(
         plan,
@@ -210,7 +210,7 @@ pub fn ops(plan: &Plan) -> String {
         &peers,
         "/user/say/hello?name=huohuo",
         None,
-        |_| None::<crate::scenarios::RssSampler>,
+        |_| None::<crate::fixtures::RssSampler>,
     );
     drop(chains);
     let after = wait_for_spans(&mut sinks, &mut seen);
@@ -257,7 +257,7 @@ struct Chain {
     gateway: SocketAddr,
     // Dropped in reverse: the gateway first, etcd last.
     _procs: Vec<Proc>,
-    _etcd: crate::scenarios::Etcd,
+    _etcd: crate::fixtures::Etcd,
     data: std::path::PathBuf,
 }
 

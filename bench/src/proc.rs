@@ -3,19 +3,22 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use micro_testing::process::ChildGuard;
 
 /// The core servers run on; the load generator takes the other one.
 pub const SERVER_CORE: usize = 0;
 pub const LOAD_CORE: usize = 1;
 
-/// A child process that is stopped (by its PID) when dropped.
+/// A child process that is stopped (by its PID) when dropped: SIGTERM, then
+/// SIGKILL if it is still there after 5 s.
 #[derive(Debug)]
 pub struct Proc {
     pub name: String,
-    child: Child,
+    child: ChildGuard,
     lines: mpsc::Receiver<String>,
     pub started: Instant,
 }
@@ -37,9 +40,9 @@ impl Proc {
             command.env(k, v);
         }
         let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        let mut child = ChildGuard::spawn(&mut command)
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()))
+            .with_grace(Duration::from_secs(5));
         let (tx, lines) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             let tx = tx.clone();
@@ -126,27 +129,7 @@ impl Proc {
 
     /// `kill -TERM PID`, then `kill -9 PID` if it is still there after 5 s.
     pub fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
+        self.child.stop();
     }
 }
 

@@ -38,9 +38,9 @@ use micro_testing::greeter::greeter_client::GreeterClient;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::discovery::{self, Backend, NodeServer, Probe, Trials, ms_between, percentile, sorted};
+use crate::fixtures::{Plan, start_etcd};
 use crate::load::GREETER;
 use crate::proc::{self, Proc, free_port};
-use crate::scenarios::{Plan, start_etcd};
 use crate::servers::Flavor;
 
 /// Prefix of the lines the mDNS child and the client child print.

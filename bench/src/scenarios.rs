@@ -1,188 +1,35 @@
-//! The scenarios of issue 5 this harness runs, each as interleaved rounds.
+//! The scenarios of issue 5 on gRPC and HTTP throughput and on a crashed
+//! node (R1, R5, R3/R9 with R4, R8), each as interleaved rounds. The others
+//! have files of their own; [`crate::registry`] lists them all.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::discovery;
-use crate::load::{self, GrpcClient, Round, Timing};
+use crate::fixtures::{
+    GRPC_SHAPES, Plan, RssSampler, curl_status, grpc_compare, grpc_server, http_compare, start_etcd,
+};
+use crate::load::{self, GrpcClient, Timing};
 use crate::proc::{Proc, free_port};
-use crate::report::{self, PeerRounds, Spread};
+use crate::report;
 use crate::servers::Flavor;
+use crate::stats::Spread;
 
-/// What to run, and how long.
-#[derive(Debug)]
-pub struct Plan {
-    pub quick: bool,
-    pub exe: PathBuf,
-    pub bin_dir: PathBuf,
-    pub rounds: usize,
-    pub timing: Timing,
-    pub flavors: Vec<Flavor>,
-    only: Vec<String>,
-}
-
-impl Plan {
-    pub fn new(quick: bool, exe: PathBuf, bin_dir: PathBuf, only: &[String]) -> Plan {
-        let (rounds, timing, flavors) = if quick {
-            (
-                3,
-                Timing {
-                    warmup: Duration::from_millis(300),
-                    measure: Duration::from_millis(1000),
-                },
-                vec![Flavor::Multi],
-            )
-        } else {
-            (
-                5,
-                Timing {
-                    warmup: Duration::from_millis(400),
-                    measure: Duration::from_millis(2000),
-                },
-                vec![Flavor::Multi, Flavor::CurrentThread],
-            )
-        };
-        Plan {
-            quick,
-            exe,
-            bin_dir,
-            rounds,
-            timing,
-            flavors,
-            only: only.iter().map(|s| s.to_lowercase()).collect(),
-        }
-    }
-
-    pub(crate) fn wants(&self, scenario: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
-    }
-}
-
-/// Runs every selected scenario; returns the markdown report.
-pub fn run(plan: &Plan) -> String {
-    let started = Instant::now();
+/// R1 once per runtime flavor of the plan.
+pub(crate) fn r1(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "## Results ({} mode: {} interleaved rounds of {:?} warm-up + {:?} measured per peer and load)\n",
-        if plan.quick { "quick" } else { "full" },
-        plan.rounds,
-        plan.timing.warmup,
-        plan.timing.measure
-    );
-    if plan.wants("r1") {
-        for &flavor in &plan.flavors {
-            out.push_str(&r1(plan, flavor));
-        }
+    for &flavor in &plan.flavors {
+        out.push_str(&r1_flavor(plan, flavor));
     }
-    if plan.wants("r2") {
-        out.push_str(&crate::r2::r2(plan));
-    }
-    if plan.wants("r5") {
-        out.push_str(&r5(plan));
-    }
-    if plan.wants("r3") || plan.wants("r9") || plan.wants("r4") {
-        out.push_str(&r3_r9(plan));
-    }
-    if plan.wants("r8") {
-        out.push_str(&r8(plan));
-    }
-    if plan.wants("r10") {
-        out.push_str(&crate::gray::r10(plan));
-    }
-    if plan.wants("r11") {
-        out.push_str(&crate::gray::r11(plan));
-    }
-    if plan.wants("r12") {
-        out.push_str(&crate::gray::r12(plan));
-    }
-    // Telemetry overhead runs only when asked for by name (`--only ops`).
-    if plan.only.iter().any(|s| s == "ops") {
-        out.push_str(&crate::ops::ops(plan));
-    }
-    // Cost at scale runs only when asked for by name (`--only r13`).
-    if plan.only.iter().any(|s| s == "r13") {
-        out.push_str(&crate::scale::r13(plan));
-    }
-    if plan.wants("r6") {
-        out.push_str(&discovery::r6(plan));
-    }
-    if plan.wants("r7") {
-        out.push_str(&discovery::r7(plan));
-    }
-    // Hot paths have their own command; quick mode leaves them out unless
-    // asked for by name.
-    if (!plan.quick && plan.only.is_empty()) || plan.only.iter().any(|s| s == "hotpaths") {
-        out.push_str(&crate::hotpaths::run(&plan.exe, &[], false));
-    }
-    let _ = writeln!(out, "Total wall time: {:.0?}\n", started.elapsed());
     out
-}
-
-/// A gRPC server child of ours; returns it with its address.
-pub(crate) fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, SocketAddr) {
-    let args = vec![
-        "serve".to_string(),
-        "--kind".into(),
-        kind.into(),
-        "--flavor".into(),
-        match flavor {
-            Flavor::Multi => "multi".into(),
-            Flavor::CurrentThread => "current-thread".into(),
-        },
-    ];
-    let mut p = Proc::spawn(kind, &plan.exe, &args, &[]);
-    let (addr, _) = p.wait_ready();
-    (p, addr)
-}
-
-pub(crate) const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
-
-/// One gRPC comparison: peers are (label, client, server address).
-pub(crate) fn grpc_compare(
-    plan: &Plan,
-    flavor: Flavor,
-    shapes: &[(usize, usize)],
-    peers: &[(&str, GrpcClient, SocketAddr)],
-) -> Vec<(String, Vec<PeerRounds>)> {
-    let mut result = Vec::new();
-    for &(conns, per_conn) in shapes {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, client, addr)) in peers.iter().enumerate() {
-                let runtime = flavor.runtime();
-                let r =
-                    runtime.block_on(load::grpc_round(client, addr, conns, per_conn, plan.timing));
-                drop(runtime);
-                eprintln!(
-                    "  c{conns}×m{per_conn} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        result.push((format!("c{conns}×m{per_conn}"), rows));
-    }
-    result
 }
 
 /// R1: toolkit server + toolkit client vs raw tonic server + raw tonic
 /// channel; a third peer (raw tonic client → toolkit server) shows which
 /// side any difference comes from.
-fn r1(plan: &Plan, flavor: Flavor) -> String {
+fn r1_flavor(plan: &Plan, flavor: Flavor) -> String {
     eprintln!("R1 ({})", flavor.label());
     let (_tonic, tonic_addr) = grpc_server(plan, "tonic", flavor);
     let (_micro, micro_addr) = grpc_server(plan, "micro", flavor);
@@ -214,7 +61,7 @@ fn r1(plan: &Plan, flavor: Flavor) -> String {
 
 /// R5: the balanced client over one backend vs a direct channel, both to
 /// the same raw tonic server.
-fn r5(plan: &Plan) -> String {
+pub(crate) fn r5(plan: &Plan) -> String {
     eprintln!("R5");
     let flavor = Flavor::Multi;
     let (_tonic, addr) = grpc_server(plan, "tonic", flavor);
@@ -240,83 +87,10 @@ fn r5(plan: &Plan) -> String {
     )
 }
 
-/// etcd on loopback, on the server core, with a throw-away data dir.
-pub(crate) struct Etcd {
-    proc: Proc,
-    pub(crate) address: String,
-    dir: PathBuf,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.proc.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub(crate) fn start_etcd() -> Etcd {
-    static STARTED: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "micro-bench-etcd-{}-{}",
-        std::process::id(),
-        STARTED.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let client = free_port();
-    let peer = free_port();
-    let args = vec![
-        "--name".to_string(),
-        "bench".into(),
-        "--data-dir".into(),
-        dir.display().to_string(),
-        "--listen-client-urls".into(),
-        format!("http://127.0.0.1:{client}"),
-        "--advertise-client-urls".into(),
-        format!("http://127.0.0.1:{client}"),
-        "--listen-peer-urls".into(),
-        format!("http://127.0.0.1:{peer}"),
-        "--initial-advertise-peer-urls".into(),
-        format!("http://127.0.0.1:{peer}"),
-        "--initial-cluster".into(),
-        format!("bench=http://127.0.0.1:{peer}"),
-    ];
-    let mut proc = Proc::spawn("etcd", std::path::Path::new("etcd"), &args, &[]);
-    proc.wait_line("ready to serve client requests", Duration::from_secs(30));
-    Etcd {
-        proc,
-        address: format!("127.0.0.1:{client}"),
-        dir,
-    }
-}
-
-/// `curl` one request; returns the HTTP status (0 when no answer).
-pub(crate) fn curl_status(method: &str, url: &str, body: Option<&str>) -> u16 {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-m",
-        "5",
-        "-X",
-        method,
-    ]);
-    if let Some(body) = body {
-        cmd.args(["-H", "Content-Type: application/json", "-d", body]);
-    }
-    cmd.arg(url);
-    cmd.output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// R3 (api handler → user-api → user-srv vs a minimal axum → tonic gateway
 /// to the same user-api, vs bare axum JSON) and R9 (RSS, start → routable),
 /// with the real binaries on an etcd registry.
-fn r3_r9(plan: &Plan) -> String {
+pub(crate) fn r3_r9(plan: &Plan) -> String {
     eprintln!("R3/R9");
     let etcd = start_etcd();
     let data = std::env::temp_dir().join(format!("micro-bench-user-{}", std::process::id()));
@@ -595,90 +369,12 @@ fn r4(plan: &Plan, common: &dyn Fn(&[&str]) -> Vec<String>, srv_port: u16) -> St
     out
 }
 
-/// Interleaved HTTP rounds of `peers` at c1 and c50. `during(i)` runs
-/// around each round of peer `i` (what it returns is dropped after it).
-pub(crate) fn http_compare<G>(
-    plan: &Plan,
-    name: &str,
-    peers: &[(&str, SocketAddr)],
-    path: &'static str,
-    body: Option<&'static str>,
-    mut during: impl FnMut(usize) -> Option<G>,
-) -> Vec<(String, Vec<PeerRounds>)> {
-    let mut shapes = Vec::new();
-    for conns in [1usize, 50] {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, addr)) in peers.iter().enumerate() {
-                let guard = during(i);
-                let runtime = Flavor::Multi.runtime();
-                let r: Round =
-                    runtime.block_on(load::http_round(addr, path, body, conns, plan.timing));
-                drop(runtime);
-                drop(guard);
-                eprintln!(
-                    "  {name} c{conns} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        shapes.push((format!("c{conns}"), rows));
-    }
-    shapes
-}
-
-/// Samples the RSS of some processes every 100 ms into `maxes` until dropped.
-pub(crate) struct RssSampler {
-    running: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pids: [u32; 3], maxes: Arc<[AtomicU64; 3]>) -> RssSampler {
-        let running = Arc::new(AtomicBool::new(true));
-        let flag = running.clone();
-        let thread = std::thread::spawn(move || {
-            while flag.load(Ordering::Relaxed) {
-                for (k, pid) in pids.into_iter().enumerate() {
-                    if let Some(kib) = crate::proc::rss_kib(pid) {
-                        maxes[k].fetch_max(kib, Ordering::Relaxed);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        RssSampler {
-            running,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.running.store(false, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// R8: three toolkit servers, one toolkit client with 10 calls in flight;
 /// one server is killed with SIGKILL a quarter into the measured window (it
 /// stays listed in the registry, as after a crash before its TTL lapses).
 /// Counts failed calls and when attempts stopped reaching the dead node, for
 /// plain calls and for calls marked idempotent (retried after any failure).
-fn r8(plan: &Plan) -> String {
+pub(crate) fn r8(plan: &Plan) -> String {
     eprintln!("R8");
     // Long enough after the kill to see whether calls reach the dead node
     // again once its first probe period (1 s) is over.

@@ -1,24 +1,16 @@
 //! The greeter-server binary as a user runs it: log lines in go-micro's shape,
 //! SIGTERM → deregister and exit 0, bad flags → one line and exit 2.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use micro_testing::process::{ChildGuard, OutputLines};
 
 const BIN: &str = env!("CARGO_BIN_EXE_greeter-server");
 
-/// Kills the child by PID if the test ends early.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Guard, mpsc::Receiver<String>) {
+/// Starts greeter-server (stopped by PID when the guard drops, also when the
+/// test ends early) and reads its stderr.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> (ChildGuard, OutputLines) {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -28,31 +20,16 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Guard, mpsc::Receiver<String>)
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().expect("spawn greeter-server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Guard(child), rx)
+    let mut child = ChildGuard::spawn(&mut command).expect("spawn greeter-server");
+    let lines = OutputLines::read(child.stderr.take().expect("stderr"));
+    (child, lines)
 }
 
-fn wait_for_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
-    loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            Err(e) => panic!("no line containing {needle:?} ({e}); saw {seen:#?}"),
-        }
-    }
+/// The next line containing `needle`, within 20 s.
+fn wait_for_line(lines: &mut OutputLines, needle: &str) -> String {
+    lines
+        .wait_for_line(needle, Instant::now() + Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `2026-11-24 16:17:07 <message>`
@@ -74,30 +51,29 @@ fn assert_go_micro_shape(line: &str, message_start: &str) {
 
 #[test]
 fn logs_like_go_micro_and_stops_cleanly_on_sigterm() {
-    let (mut child, rx) = spawn(
+    let (mut child, mut lines) = spawn(
         &["--registry", "memory", "--server_address", "127.0.0.1:0"],
         &[],
     );
-    let mut seen = Vec::new();
-    let starting = wait_for_line(&rx, "Starting [service]", &mut seen);
+    let starting = wait_for_line(&mut lines, "Starting [service]");
     assert_go_micro_shape(&starting, "Starting [service] go.micro.srv.greeter");
-    let listening = wait_for_line(&rx, "Server [grpc] Listening on", &mut seen);
+    let listening = wait_for_line(&mut lines, "Server [grpc] Listening on");
     assert_go_micro_shape(&listening, "Server [grpc] Listening on 127.0.0.1:");
-    let registering = wait_for_line(&rx, "Registering node", &mut seen);
+    let registering = wait_for_line(&mut lines, "Registering node");
     assert_go_micro_shape(
         &registering,
         "Registry [memory] Registering node: go.micro.srv.greeter-",
     );
 
-    let pid = child.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    wait_for_line(&rx, "Deregistering node", &mut seen);
-    let exit = child.0.wait().expect("wait");
-    assert_eq!(exit.code(), Some(0), "exit after SIGTERM; log: {seen:#?}");
+    child.terminate().expect("SIGTERM");
+    wait_for_line(&mut lines, "Deregistering node");
+    let exit = child.wait().expect("wait");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "exit after SIGTERM; log: {:#?}",
+        lines.log()
+    );
 }
 
 #[test]
@@ -134,7 +110,7 @@ fn bad_flags_and_variables_are_one_line_and_exit_2() {
 
 #[test]
 fn environment_variables_configure_like_flags() {
-    let (_child, rx) = spawn(
+    let (_child, mut lines) = spawn(
         &[],
         &[
             ("MICRO_REGISTRY", "memory"),
@@ -142,8 +118,7 @@ fn environment_variables_configure_like_flags() {
             ("MICRO_SERVER_NAME", "go.micro.srv.renamed"),
         ],
     );
-    let mut seen = Vec::new();
-    let line = wait_for_line(&rx, "Registering node", &mut seen);
+    let line = wait_for_line(&mut lines, "Registering node");
     assert!(
         line.contains("Registry [memory] Registering node: go.micro.srv.renamed-"),
         "{line}"

@@ -1,11 +1,12 @@
 //! The `micro` binary: flags, exit codes, and `micro api` serving until
 //! SIGTERM. Only the memory registry is used (never mDNS).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use micro_testing::http::get as http_get;
+use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
 
@@ -118,33 +119,6 @@ fn commands_on_an_empty_registry() {
     );
 }
 
-/// Kills the child by PID if a test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-}
-
 #[test]
 fn api_serves_until_sigterm_and_exits_zero() {
     api_serves_until_sigterm("auto");
@@ -187,30 +161,21 @@ fn api_serves_until_sigterm(runtime: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start micro api");
-    let mut running = Running(child);
-    let stderr = running.0.stderr.take().expect("stderr");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // Stopped by PID if the test fails before stopping it.
+    let mut running = ChildGuard::new(child);
+    let mut lines = OutputLines::read(running.stderr.take().expect("stderr"));
 
     // The address from "Server [http] Listening on ...".
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut log = Vec::new();
-    let address: SocketAddr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no listening line; log so far: {log:?}"));
-        log.push(line.clone());
-        if let Some(address) = line.split("Server [http] Listening on ").nth(1) {
-            break address.trim().parse().expect("address");
-        }
-    };
+    let line = lines
+        .wait_for_line("Server [http] Listening on ", deadline)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let address: SocketAddr = line
+        .split("Server [http] Listening on ")
+        .nth(1)
+        .map(|address| address.trim().parse().expect("address"))
+        .expect("address");
+    let log = lines.log();
     // go-micro's log shape: date, time, message.
     let starting = log
         .iter()
@@ -233,25 +198,15 @@ fn api_serves_until_sigterm(runtime: &str) {
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     assert!(missing.contains("go.micro.api.user"), "{missing}");
 
-    let pid = running.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    running.terminate().expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = running.0.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "micro api did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = running
+        .wait_until(deadline)
+        .expect("wait")
+        .unwrap_or_else(|| panic!("micro api did not stop on SIGTERM"));
     assert_eq!(exit.code(), Some(0));
-    let _ = reader.join();
-    let rest: Vec<String> = lines.try_iter().collect();
+    let rest = lines
+        .wait_for_end(deadline)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(rest.iter().any(|l| l.contains("Stopped")), "{rest:?}");
 }

@@ -4,11 +4,12 @@
 //! etcd is "reached" at a closed loopback port, `micro api` runs on the
 //! memory registry and is stopped by its PID.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use micro_testing::http::get as http_get;
+use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
 
@@ -200,34 +201,21 @@ fn subcommand_help_lists_the_shared_flags() {
     }
 }
 
-/// Kills the child by PID if a test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+/// The message of a JSON log line.
+fn message_of(line: &str) -> String {
+    let entry: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("--log_format=json ignored: {line:?} ({e})"));
+    entry["message"].as_str().unwrap_or_default().to_string()
 }
 
 /// The next JSON log line whose message contains `marker`, and its message.
-fn wait_message(lines: &mpsc::Receiver<String>, marker: &str, deadline: Instant) -> String {
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = lines.recv_timeout(left) else {
-            panic!("no log line with {marker:?}; log so far: {seen:?}");
-        };
-        let entry: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("--log_format=json ignored: {line:?} ({e})"));
-        let message = entry["message"].as_str().unwrap_or_default().to_string();
-        if message.contains(marker) {
-            return message;
-        }
-        seen.push(line);
-    }
+fn wait_message(lines: &mut OutputLines, marker: &str, deadline: Instant) -> String {
+    let line = lines
+        .wait_for(&format!("log line with {marker:?}"), deadline, |line| {
+            message_of(line).contains(marker)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    message_of(&line)
 }
 
 fn listening_address(message: &str) -> SocketAddr {
@@ -239,21 +227,6 @@ fn listening_address(message: &str) -> SocketAddr {
     address
         .parse()
         .unwrap_or_else(|e| panic!("{address:?} in {message:?}: {e}"))
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
 
 /// `micro api --handler=api --admin_address ...`: every shared flag after
@@ -280,30 +253,23 @@ fn api_takes_the_admin_and_log_flags_after_the_command() {
     for name in SHARED_ENV {
         command.env_remove(name);
     }
-    let mut running = Running(command.spawn().expect("start micro api"));
-    let stderr = running.0.stderr.take().expect("stderr");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // Stopped by PID if the test fails before stopping it.
+    let mut running = ChildGuard::spawn(&mut command).expect("start micro api");
+    let mut lines = OutputLines::read(running.stderr.take().expect("stderr"));
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    let starting = wait_message(&lines, "Starting [api]", deadline);
+    let starting = wait_message(&mut lines, "Starting [api]", deadline);
     assert!(
         starting.contains("handler api") && starting.contains("registry [memory]"),
         "{starting}"
     );
     let admin = listening_address(&wait_message(
-        &lines,
+        &mut lines,
         "Server [admin] Listening on",
         deadline,
     ));
     let gateway = listening_address(&wait_message(
-        &lines,
+        &mut lines,
         "Server [http] Listening on",
         deadline,
     ));
@@ -314,27 +280,13 @@ fn api_takes_the_admin_and_log_flags_after_the_command() {
     let root = http_get(gateway, "/");
     assert!(root.starts_with("HTTP/1.1 200"), "{root}");
 
-    let pid = running.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    running.terminate().expect("SIGTERM");
     // Its stderr closes when it exits: wait for that, bounded.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut rest = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => rest.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("micro api did not stop on SIGTERM; log: {rest:?}")
-            }
-        }
-    }
-    let exit = running.0.wait().expect("wait");
+    let rest = lines
+        .wait_for_end(deadline)
+        .unwrap_or_else(|e| panic!("micro api did not stop on SIGTERM: {e}"));
+    let exit = running.wait().expect("wait");
     assert_eq!(exit.code(), Some(0), "{rest:?}");
-    let _ = reader.join();
     assert!(rest.iter().any(|l| l.contains("Stopped")), "{rest:?}");
 }

@@ -1,103 +1,49 @@
 //! `micro web` as a binary: flags, exit codes, serving until SIGTERM with a
 //! live stream open. Only the memory registry is used (never mDNS).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use micro_testing::http::{connect_get as connect, get as http_get};
+use micro_testing::process::{ChildGuard, OutputLines};
 
 const MICRO: &str = env!("CARGO_BIN_EXE_micro");
 
-/// Kills the child by PID if a test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start(program: &str, args: &[&str]) -> (Running, mpsc::Receiver<String>) {
-    let child = Command::new(program)
-        .args(args)
-        .env_remove("MICRO_REGISTRY")
-        .env_remove("MICRO_WEB_ADDRESS")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start micro web");
-    let mut running = Running(child);
-    let stderr = running.0.stderr.take().expect("stderr");
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+fn start(program: &str, args: &[&str]) -> (ChildGuard, OutputLines) {
+    let mut running = ChildGuard::spawn(
+        Command::new(program)
+            .args(args)
+            .env_remove("MICRO_REGISTRY")
+            .env_remove("MICRO_WEB_ADDRESS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("start micro web");
+    let lines = OutputLines::read(running.stderr.take().expect("stderr"));
     (running, lines)
 }
 
-/// Log lines until one contains `marker` (at most 20 s).
-fn wait_line(lines: &mpsc::Receiver<String>, marker: &str) -> (String, Vec<String>) {
+/// Log lines until one contains `marker` (at most 20 s): that line, and
+/// every line read so far.
+fn wait_line(lines: &mut OutputLines, marker: &str) -> (String, Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut log = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no line with {marker:?}; log so far: {log:?}"));
-        log.push(line.clone());
-        if line.contains(marker) {
-            return (line, log);
-        }
-    }
+    let line = lines
+        .wait_for_line(marker, deadline)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (line, lines.log().to_vec())
 }
 
-fn connect(address: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    stream
-}
-
-fn http_get(address: SocketAddr, path: &str) -> String {
-    let mut answer = String::new();
-    let _ = connect(address, path).read_to_string(&mut answer);
-    answer
-}
-
-fn stop(running: &mut Running) -> std::process::ExitStatus {
-    let pid = running.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+fn stop(running: &mut ChildGuard) -> std::process::ExitStatus {
+    running.terminate().expect("SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(exit) = running.0.try_wait().expect("wait") {
-            return exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "micro web did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    running
+        .wait_until(deadline)
+        .expect("wait")
+        .unwrap_or_else(|| panic!("micro web did not stop on SIGTERM"))
 }
 
 #[test]
@@ -134,11 +80,11 @@ fn web_usage_errors_exit_two() {
 
 #[test]
 fn web_serves_the_page_and_stops_on_sigterm_with_a_stream_open() {
-    let (mut running, lines) = start(
+    let (mut running, mut lines) = start(
         MICRO,
         &["--registry=memory", "web", "--address", "127.0.0.1:0"],
     );
-    let (line, log) = wait_line(&lines, "Listening on http://");
+    let (line, log) = wait_line(&mut lines, "Listening on http://");
     let address: SocketAddr = line
         .split("Listening on http://")
         .nth(1)
@@ -166,14 +112,16 @@ fn web_serves_the_page_and_stops_on_sigterm_with_a_stream_open() {
     assert_eq!(exit.code(), Some(0));
     let mut rest = Vec::new();
     let _ = events.read_to_end(&mut rest);
-    let rest: Vec<String> = lines.try_iter().collect();
+    let rest = lines
+        .wait_for_end(Instant::now() + Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(rest.iter().any(|l| l.contains("Stopped")), "{rest:?}");
 }
 
 #[test]
 fn web_warns_when_not_on_loopback() {
     // In a fresh network namespace (root): every interface there is ours.
-    let (mut running, lines) = start(
+    let (mut running, mut lines) = start(
         "unshare",
         &[
             "--net",
@@ -185,12 +133,12 @@ fn web_warns_when_not_on_loopback() {
             "0.0.0.0:0",
         ],
     );
-    let (warning, _) = wait_line(&lines, "not loopback");
+    let (warning, _) = wait_line(&mut lines, "not loopback");
     assert!(
         warning.contains("WARN") || warning.contains("warn"),
         "{warning}"
     );
     assert!(warning.contains("call every service"), "{warning}");
-    wait_line(&lines, "Listening on http://0.0.0.0:");
+    wait_line(&mut lines, "Listening on http://0.0.0.0:");
     assert_eq!(stop(&mut running).code(), Some(0));
 }

@@ -6,11 +6,12 @@
 //! `MDNS_PEER` set; it talks over stdin/stdout.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use micro_registry::{Action, Node, RegisterOptions, Registry, Service, WatchOptions};
 use micro_registry_mdns::{MdnsOptions, MdnsRegistry, testing};
+use micro_testing::process::ChildGuard;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
@@ -78,33 +79,25 @@ fn peer_process() {
     });
 }
 
-/// Kills the peer by PID if the test fails half way.
+/// The peer; stopped by PID if the test fails half way.
 struct Peer {
-    child: Child,
+    child: ChildGuard,
     stdin: Option<ChildStdin>,
     lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
 }
 
 impl Peer {
     /// Starts the peer from the calling thread, so in its namespace.
     fn start(own: &str, wanted: &str, mode: &str) -> Peer {
         let exe = std::env::current_exe().expect("test binary");
-        let mut child = Command::new(exe)
-            .args(["peer_process", "--exact", "--nocapture", "--test-threads=1"])
-            .env(PEER_ENV, format!("{own} {wanted} {mode}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn peer");
+        let mut child = ChildGuard::spawn(
+            Command::new(exe)
+                .args(["peer_process", "--exact", "--nocapture", "--test-threads=1"])
+                .env(PEER_ENV, format!("{own} {wanted} {mode}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .expect("spawn peer");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::unbounded_channel();
@@ -148,14 +141,12 @@ impl Peer {
 
     fn wait(mut self) {
         let deadline = std::time::Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "peer failed: {status}");
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "peer did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self
+            .child
+            .wait_until(deadline)
+            .expect("wait")
+            .expect("peer did not exit");
+        assert!(status.success(), "peer failed: {status}");
     }
 }
 

@@ -1,7 +1,15 @@
-//! Test support: the greeter service of go-micro's examples, and servers that
-//! can be stopped gracefully or crashed on purpose.
+//! Test support: the greeter service of go-micro's examples, servers that
+//! can be stopped gracefully or crashed on purpose, child processes stopped
+//! by their PID ([`process`]), waits for a client's nodes ([`nodes`]),
+//! tasks aborted on drop ([`task`]) and a bare HTTP GET ([`http`]).
 
 pub mod api;
+pub mod http;
+pub mod nodes;
+pub mod process;
+pub mod task;
+
+pub use task::AbortOnDrop;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

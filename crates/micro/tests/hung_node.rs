@@ -10,8 +10,8 @@ use micro::client::ClientError;
 use micro::registry::memory::MemoryRegistry;
 use micro::registry::{Node, RegisterOptions, Registry, Service};
 use micro::{Client, ClientOptions};
-use micro_testing::TestServer;
 use micro_testing::greeter::{Request, greeter_client::GreeterClient};
+use micro_testing::{AbortOnDrop, TestServer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -21,14 +21,14 @@ const SERVICE: &str = "go.micro.srv.greeter";
 /// kernel does for a SIGSTOPped server. Stops (closing them all) on drop.
 struct Tarpit {
     address: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    _task: AbortOnDrop<()>,
 }
 
 impl Tarpit {
     async fn start() -> Tarpit {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop::spawn(async move {
             let mut held = Vec::new();
             // Bounded: a test opens a handful of connections.
             while held.len() < 1000 {
@@ -38,7 +38,10 @@ impl Tarpit {
                 }
             }
         });
-        Tarpit { address, task }
+        Tarpit {
+            address,
+            _task: task,
+        }
     }
 
     async fn register(&self, registry: &MemoryRegistry) {
@@ -48,12 +51,6 @@ impl Tarpit {
             .register(&service, RegisterOptions::default())
             .await
             .expect("register the tarpit");
-    }
-}
-
-impl Drop for Tarpit {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -16,9 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use micro_api::{ApiOptions, Gateway};
 use micro_client::{Client, ClientOptions};
 use micro_registry::SharedRegistry;
+use micro_testing::AbortOnDrop;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 /// A gateway serving on a real socket; stopped by `stop` (or when dropped,
@@ -27,7 +26,7 @@ pub struct RunningGateway {
     pub gateway: Gateway,
     pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<AbortOnDrop<std::io::Result<()>>>,
 }
 
 impl RunningGateway {
@@ -57,7 +56,7 @@ impl RunningGateway {
         let address = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop::spawn(async move {
             serving
                 .serve(listener, async {
                     let _ = stopped.await;
@@ -86,14 +85,6 @@ impl RunningGateway {
                 .expect("gateway stops")
                 .expect("gateway task")
                 .expect("gateway serve");
-        }
-    }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }
@@ -166,11 +157,16 @@ pub async fn oneshot(router: axum::Router, request: Request<Body>) -> Reply {
 
 /// Waits (10 s at most) until `client` knows `n` nodes of `service`.
 pub async fn wait_for_nodes(client: &Client, service: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.nodes(service).await.len() != n {
-        assert!(Instant::now() < deadline, "{service}: {n} nodes never seen");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let wanted = format!("{service}: {n} nodes");
+    micro_testing::nodes::wait_for_nodes(
+        &wanted,
+        deadline,
+        || client.nodes(service),
+        |nodes| nodes.len() == n,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Asserts `reply` is go-micro error JSON with `code` as status and code.

@@ -3,7 +3,9 @@
 //! quick with etcd unreachable from the start or gone after registering.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use micro_testing::process::{ChildGuard, OutputLines};
 
 fn user_srv(args: &[&str]) -> (i32, String, std::time::Duration) {
     let started = Instant::now();
@@ -52,63 +54,52 @@ fn a_corrupt_store_is_one_line_at_once() {
     eprintln!("corrupt store: exit 1 after {took:?}: {}", lines[0]);
 }
 
+/// All that `lines` read once its process has exited (10 s at most for the
+/// end of its output), a line each.
+fn whole_log(lines: &mut OutputLines) -> String {
+    let _ = lines.wait_for_end(Instant::now() + Duration::from_secs(10));
+    lines.log().iter().map(|line| format!("{line}\n")).collect()
+}
+
 #[test]
 fn sigterm_is_quick_with_the_registry_unreachable() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    use std::time::Duration;
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
-        .args([
-            "--registry=etcd",
-            // Nothing listens on port 1: etcd unreachable from the start.
-            "--registry_address=127.0.0.1:1",
-            "--server_address=127.0.0.1:0",
-            "--data_dir",
-            data.to_str().expect("utf-8"),
-        ])
-        .env_remove("MICRO_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start user-srv");
+    // Stopped by PID (SIGKILL, as it is not asked twice) if the test stops
+    // before it exits.
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_user-srv"))
+            .args([
+                "--registry=etcd",
+                // Nothing listens on port 1: etcd unreachable from the start.
+                "--registry_address=127.0.0.1:1",
+                "--server_address=127.0.0.1:0",
+                "--data_dir",
+                data.to_str().expect("utf-8"),
+            ])
+            .env_remove("MICRO_DATABASE_URL")
+            .stderr(Stdio::piped()),
+    )
+    .expect("start user-srv")
+    .with_grace(Duration::ZERO);
     // Serving (and trying to register) once it says so.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("Registering node") {
-                let _ = tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let ready = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    let mut lines = OutputLines::read(child.stderr.take().expect("stderr"));
+    let ready = lines
+        .wait_for_line("Registering node", Instant::now() + Duration::from_secs(20))
+        .is_ok();
     let started = Instant::now();
-    if ready {
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
     let mut exited = false;
-    while ready && started.elapsed() < Duration::from_secs(10) {
-        if child.try_wait().expect("wait").is_some() {
-            exited = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if ready {
+        child.terminate().expect("SIGTERM");
+        exited = child
+            .wait_until(started + Duration::from_secs(10))
+            .expect("wait")
+            .is_some();
     }
     let took = started.elapsed();
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().expect("wait");
-    let log = reader.join().expect("reader");
+    let status = child.stop().expect("wait");
+    let log = whole_log(&mut lines);
     assert!(ready, "user-srv did not start within 20 s:\n{log}");
     assert!(exited, "still running 10 s after SIGTERM:\n{log}");
     assert!(status.success(), "{status:?}\n{log}");
@@ -119,50 +110,29 @@ fn sigterm_is_quick_with_the_registry_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
     use micro::Registry;
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    use std::time::Duration;
 
     let mut etcd = micro_registry_etcd::testing::EtcdCluster::single()
         .await
         .expect("start etcd");
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
-        .args([
-            "--registry=etcd",
-            &format!("--registry_address={}", etcd.addresses()),
-            "--server_address=127.0.0.1:0",
-            "--data_dir",
-            data.to_str().expect("utf-8"),
-        ])
-        .env_remove("MICRO_DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start user-srv");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    };
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_user-srv"))
+            .args([
+                "--registry=etcd",
+                &format!("--registry_address={}", etcd.addresses()),
+                "--server_address=127.0.0.1:0",
+                "--data_dir",
+                data.to_str().expect("utf-8"),
+            ])
+            .env_remove("MICRO_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
+    )
+    .expect("start user-srv")
+    .with_grace(Duration::ZERO);
+    let mut lines = OutputLines::read(child.stderr.take().expect("stderr"));
 
     // Registered: the node is in etcd.
     let registry = etcd.registry().await;
@@ -179,14 +149,13 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
     }
     // etcd goes away (killed by PID); user-srv's own watch notices.
     etcd.kill(0);
-    let noticed = registered && wait_for("broke");
+    let noticed = registered
+        && lines
+            .wait_for_line("broke", Instant::now() + Duration::from_secs(20))
+            .is_ok();
     let started = Instant::now();
     if noticed {
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        child.terminate().expect("SIGTERM");
     }
     let mut exited = false;
     while noticed && started.elapsed() < Duration::from_secs(10) {
@@ -197,12 +166,8 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = started.elapsed();
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().expect("wait");
-    drop(rx);
-    let log = reader.join().expect("reader");
+    let status = child.stop().expect("wait");
+    let log = whole_log(&mut lines);
     assert!(registered, "user-srv never registered:\n{log}");
     assert!(noticed, "user-srv never saw etcd go:\n{log}");
     assert!(exited, "still running 10 s after SIGTERM:\n{log}");

@@ -5,22 +5,13 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use micro_testing::process::ChildGuard;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// user-srv as a child process, killed by PID on drop.
-struct UserSrv(Child);
-
-impl Drop for UserSrv {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -73,25 +64,26 @@ async fn not_ready_while_postgres_is_down() {
     let url = pg.database("readiness").await;
     let grpc = free_port();
     let admin = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_user-srv"))
-        .args([
-            "--registry=memory",
-            &format!("--server_address=127.0.0.1:{grpc}"),
-            &format!("--admin_address=127.0.0.1:{admin}"),
-            "--database_url",
-            &url,
-        ])
-        .env(
-            "MICRO_AUTH_SECRET",
-            "a-secret-of-at-least-thirty-two-bytes!",
-        )
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn user-srv");
-    let _srv = UserSrv(child);
+    // user-srv as a child process, stopped by PID on drop.
+    let _srv = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_user-srv"))
+            .args([
+                "--registry=memory",
+                &format!("--server_address=127.0.0.1:{grpc}"),
+                &format!("--admin_address=127.0.0.1:{admin}"),
+                "--database_url",
+                &url,
+            ])
+            .env(
+                "MICRO_AUTH_SECRET",
+                "a-secret-of-at-least-thirty-two-bytes!",
+            )
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("spawn user-srv");
 
     until("ready", Duration::from_secs(30), || async {
         get(admin, "/health/ready").is_some_and(|(status, _)| status == 200)

@@ -43,14 +43,9 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> i32 {
 /// from its registry watch, a moment after the registry does.
 async fn wait_for(client: &Client, what: &str, seen: impl Fn(&[micro::registry::Node]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let nodes = client.nodes(SRV_NAME).await;
-        if seen(&nodes) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} never seen: {nodes:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    micro_testing::nodes::wait_for_nodes(what, deadline, || client.nodes(SRV_NAME), seen)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Waits until `client` knows `n` user-srv nodes.

@@ -2,12 +2,14 @@
 //! directory, a free loopback port; stopped by PID and removed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use micro_testing::process::{ChildGuard, Signal};
 
 #[derive(Debug)]
 pub struct Postgres {
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     dir: tempfile::TempDir,
     pub port: u16,
 }
@@ -86,25 +88,28 @@ impl Postgres {
         let mut last_error = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let child = as_postgres(&bin.join("postgres"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn postgres");
+            let child = ChildGuard::spawn(
+                as_postgres(&bin.join("postgres"))
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-p", &port.to_string(), "-k"])
+                    .arg(dir.path())
+                    .args([
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .expect("spawn postgres")
+            // Stopped with SIGINT by `stop`; SIGKILL at once if that failed.
+            .with_grace(Duration::ZERO);
             let mut server = Postgres {
                 child: Some(child),
                 dir,
@@ -158,25 +163,15 @@ impl Postgres {
         }
     }
 
-    /// Stops the server (SIGINT, bounded wait), as an outage would.
+    /// Stops the server (SIGINT, bounded wait; then SIGKILL), as an outage
+    /// would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGINT: PostgreSQL's fast shutdown.
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    _ if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(20)),
-                }
+            if child.signal(Signal::SIGINT).is_ok() {
+                let _ = child.wait_until(Instant::now() + Duration::from_secs(10));
             }
+            // Dropped: SIGKILL if still running, and reaped.
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use micro::registry::memory::MemoryRegistry;
 use micro::{Server, ServerOptions, SharedRegistry};
+use micro_testing::AbortOnDrop;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use user_srv::password::Hasher;
 use user_srv::proto::post::post_server::PostServer;
 use user_srv::proto::user::user_server::UserServer;
@@ -29,11 +29,11 @@ pub fn options() -> ServerOptions {
     }
 }
 
-/// A running server and how to stop it.
+/// A running server and how to stop it (aborted if dropped unstopped).
 pub struct Running {
     pub address: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<AbortOnDrop<()>>,
 }
 
 impl Running {
@@ -42,7 +42,7 @@ impl Running {
         let address = server.local_addr();
         let mut registered = server.registered();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop::spawn(async move {
             server
                 .run_until(async {
                     let _ = stopped.await;
@@ -67,14 +67,6 @@ impl Running {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }
