@@ -42,6 +42,12 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// take, and credits the node (in its pool) with how it went.
 #[derive(Clone, Debug)]
 pub struct Attempt {
+    /// One pointer: the stage is cloned into every call's future.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     set: Arc<NodeSet>,
     /// Time for one attempt on one node.
     timeout: Duration,
@@ -57,10 +63,12 @@ impl Attempt {
     /// nodes are dialled over TLS.
     pub fn new(set: Arc<NodeSet>, timeout: Duration, tls: bool) -> Self {
         Attempt {
-            set,
-            timeout,
-            tls,
-            full: timeout::encode(timeout),
+            shared: Arc::new(Shared {
+                set,
+                timeout,
+                tls,
+                full: timeout::encode(timeout),
+            }),
         }
     }
 }
@@ -88,7 +96,7 @@ impl Service<http::Request<Body>> for Attempt {
         else {
             return AttemptFuture::without_node(self);
         };
-        let attempt_timeout = self.timeout;
+        let attempt_timeout = self.shared.timeout;
         let until = if bounded {
             (started + attempt_timeout).min(deadline)
         } else {
@@ -98,15 +106,13 @@ impl Service<http::Request<Body>> for Attempt {
         request.headers_mut().insert(
             timeout::GRPC_TIMEOUT,
             if left == attempt_timeout {
-                self.full.clone()
+                self.shared.full.clone()
             } else {
                 timeout::encode(left)
             },
         );
         AttemptFuture {
-            set: self.set.clone(),
-            timeout: self.timeout,
-            tls: self.tls,
+            shared: self.shared.clone(),
             stage: Stage::Start {
                 node,
                 request,
@@ -146,9 +152,7 @@ pin_project! {
     /// the caller gave up), it only ends the node's in-flight count.
     #[project = AttemptProj]
     pub struct AttemptFuture {
-        set: Arc<NodeSet>,
-        timeout: Duration,
-        tls: bool,
+        shared: Arc<Shared>,
         stage: Stage,
         // Whether running out of time is the attempt's limit (the node is
         // slow) rather than the call's (the caller's deadline).
@@ -190,9 +194,7 @@ impl Drop for InFlight {
 impl AttemptFuture {
     fn without_node(attempt: &Attempt) -> Self {
         AttemptFuture {
-            set: attempt.set.clone(),
-            timeout: attempt.timeout,
-            tls: attempt.tls,
+            shared: attempt.shared.clone(),
             stage: Stage::NoNode,
             attempt_bound: false,
             response: None,
@@ -205,7 +207,7 @@ impl AttemptFuture {
 impl std::fmt::Debug for AttemptFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttemptFuture")
-            .field("service", &self.set.service())
+            .field("service", &self.shared.set.service())
             .finish_non_exhaustive()
     }
 }
@@ -296,9 +298,9 @@ fn end(
     this.timer.set(None);
     let in_flight = this.in_flight.take().expect("set when started");
     Poll::Ready(Ok(judge(
-        this.set,
-        *this.timeout,
-        *this.tls,
+        &this.shared.set,
+        this.shared.timeout,
+        this.shared.tls,
         in_flight,
         *this.attempt_bound,
         result,

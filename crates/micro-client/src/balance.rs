@@ -34,10 +34,8 @@ use crate::pool::NodeSet;
 /// Chooses a node for each attempt and hands the request to the stage
 /// below it.
 pub struct Balance<S> {
-    set: Arc<NodeSet>,
-    selector: Arc<Selector>,
-    /// How long readiness waits for the registry's first answer.
-    wait: Duration,
+    /// One pointer: the stage is cloned into every call's future.
+    shared: Arc<Shared>,
     inner: S,
     /// While the first registry answer is awaited in `poll_ready`. (In a
     /// mutex only so that the service is `Sync`, as tonic's `Channel` is;
@@ -47,11 +45,19 @@ pub struct Balance<S> {
 
 type Resolving = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+#[derive(Debug)]
+struct Shared {
+    set: Arc<NodeSet>,
+    selector: Arc<Selector>,
+    /// How long readiness waits for the registry's first answer.
+    wait: Duration,
+}
+
 impl<S> fmt::Debug for Balance<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
-            .field("service", &self.set.service())
-            .field("selector", &self.selector.strategy())
+            .field("service", &self.shared.set.service())
+            .field("selector", &self.shared.selector.strategy())
             .finish_non_exhaustive()
     }
 }
@@ -59,9 +65,7 @@ impl<S> fmt::Debug for Balance<S> {
 impl<S: Clone> Clone for Balance<S> {
     fn clone(&self) -> Self {
         Balance {
-            set: self.set.clone(),
-            selector: self.selector.clone(),
-            wait: self.wait,
+            shared: self.shared.clone(),
             inner: self.inner.clone(),
             resolving: Mutex::new(None),
         }
@@ -72,17 +76,17 @@ impl<S: Clone> Clone for Balance<S> {
 /// readiness waits at most `wait` for the registry's first answer.
 #[derive(Clone, Debug)]
 pub struct BalanceLayer {
-    set: Arc<NodeSet>,
-    selector: Arc<Selector>,
-    wait: Duration,
+    shared: Arc<Shared>,
 }
 
 impl BalanceLayer {
     pub fn new(set: Arc<NodeSet>, selector: Arc<Selector>, wait: Duration) -> Self {
         BalanceLayer {
-            set,
-            selector,
-            wait,
+            shared: Arc::new(Shared {
+                set,
+                selector,
+                wait,
+            }),
         }
     }
 }
@@ -92,9 +96,7 @@ impl<S> Layer<S> for BalanceLayer {
 
     fn layer(&self, inner: S) -> Balance<S> {
         Balance {
-            set: self.set.clone(),
-            selector: self.selector.clone(),
-            wait: self.wait,
+            shared: self.shared.clone(),
             inner,
             resolving: Mutex::new(None),
         }
@@ -103,7 +105,7 @@ impl<S> Layer<S> for BalanceLayer {
 
 impl<S> NodeCount for Balance<S> {
     fn node_count(&self) -> usize {
-        self.set.len()
+        self.shared.set.len()
     }
 }
 
@@ -141,15 +143,15 @@ where
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Not pending, and nodes to choose from: ready.
-        if !self.set.is_pending() && !self.set.is_empty() {
+        if !self.shared.set.is_pending() && !self.shared.set.is_empty() {
             *resolving = None;
             return match ready!(self.inner.poll_ready(cx)) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(never) => match never {},
             };
         }
-        let set = self.set.clone();
-        let wait = self.wait;
+        let set = self.shared.set.clone();
+        let wait = self.shared.wait;
         // Waits for the registry's first answer, or, with no node, asks it
         // whether a node is on its way (see `NodeSet::catch_up`).
         let future = resolving.get_or_insert_with(|| {
@@ -172,22 +174,21 @@ where
     /// Chooses the node now; the attempt starts when the future is first
     /// polled ([`Picked::node`] tells which node it will be).
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if self.set.is_pending() {
+        if self.shared.set.is_pending() {
             // Readiness waited as long as it may for the registry.
             return BalanceFuture::none(ClientError::RegistryTimeout {
-                service: self.set.service().to_string(),
-                registry: self.set.registry_name().to_string(),
-                budget: self.wait,
+                service: self.shared.set.service().to_string(),
+                registry: self.shared.set.registry_name().to_string(),
+                budget: self.shared.wait,
             });
         }
-        let picked = match request.extensions().get::<AttemptContext>() {
-            Some(context) => pick(&self.selector, &self.set, &context.tried),
-            None => pick(&self.selector, &self.set, &[]),
+        // One look-up of the context: read the nodes tried, write the pick.
+        let context = request.extensions_mut().get_mut::<AttemptContext>();
+        let tried = context.as_ref().map_or(&[][..], |c| &c.tried[..]);
+        let Some(node) = pick(&self.shared.selector, &self.shared.set, tried) else {
+            return BalanceFuture::none(self.shared.set.no_node());
         };
-        let Some(node) = picked else {
-            return BalanceFuture::none(self.set.no_node());
-        };
-        match request.extensions_mut().get_mut::<AttemptContext>() {
+        match context {
             Some(context) => context.node = Some(node.clone()),
             None => {
                 let mut context = AttemptContext::single(crate::call::CallDeadline::none().at);

@@ -48,28 +48,34 @@ pub struct RetryOptions {
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
-    service: Arc<str>,
-    budget: Arc<Budget>,
-    options: RetryOptions,
+    shared: Arc<Shared>,
     /// Every call through this stage is [`Idempotent`].
     idempotent: bool,
+}
+
+/// What every call of a [`Retry`] reads; one pointer in each call's future.
+#[derive(Debug)]
+struct Shared {
+    service: String,
+    budget: Arc<Budget>,
+    options: RetryOptions,
 }
 
 /// Puts a [`Retry`] over a service: the calls are to `service`, whose
 /// retries take from `budget`.
 #[derive(Clone, Debug)]
 pub struct RetryLayer {
-    service: Arc<str>,
-    budget: Arc<Budget>,
-    options: RetryOptions,
+    shared: Arc<Shared>,
 }
 
 impl RetryLayer {
     pub fn new(service: &str, budget: Arc<Budget>, options: RetryOptions) -> Self {
         RetryLayer {
-            service: service.into(),
-            budget,
-            options,
+            shared: Arc::new(Shared {
+                service: service.into(),
+                budget,
+                options,
+            }),
         }
     }
 }
@@ -80,9 +86,7 @@ impl<S> Layer<S> for RetryLayer {
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
             inner,
-            service: self.service.clone(),
-            budget: self.budget.clone(),
-            options: self.options.clone(),
+            shared: self.shared.clone(),
             idempotent: false,
         }
     }
@@ -124,13 +128,13 @@ where
         // rest, so they are not copied per attempt.
         parts.extensions.clear();
         let body = RequestBody::take(body).map_err(|status| ClientError::BadRequest {
-            service: self.service.to_string(),
+            service: self.shared.service.clone(),
             detail: status.message().to_string(),
         });
         // A retry goes to a node not tried yet in this call: with one node
         // there is none, and nothing needs keeping for a second attempt.
         let attempts = if self.inner.node_count() > 1 {
-            1 + self.options.retries as usize
+            1 + self.shared.options.retries as usize
         } else {
             1
         };
@@ -138,7 +142,7 @@ where
         // for its answer.
         let (body, attempts, last) = match body {
             Ok(body) => {
-                self.budget.deposit(deadline.started);
+                self.shared.budget.deposit(deadline.started);
                 (Some(body), attempts, None)
             }
             Err(error) => (None, 0, Some(Box::new(Err(error)))),
@@ -146,9 +150,7 @@ where
         RetryFuture {
             state: Attempts {
                 inner: self.inner.clone(),
-                service: self.service.clone(),
-                budget: self.budget.clone(),
-                hedge_after: self.options.hedge_after,
+                shared: self.shared.clone(),
                 observed,
                 deadline,
                 policy,
@@ -171,9 +173,7 @@ where
 /// left.
 struct Attempts<S> {
     inner: S,
-    service: Arc<str>,
-    budget: Arc<Budget>,
-    hedge_after: Option<Duration>,
+    shared: Arc<Shared>,
     /// The observer's record of the call, told of each attempt.
     observed: Option<Observed>,
     deadline: CallDeadline,
@@ -356,10 +356,10 @@ where
                 None => Err(none.clone()),
             });
         }
-        if n > 0 && !self.budget.withdraw() {
+        if n > 0 && !self.shared.budget.withdraw() {
             return Next::Done(match self.last_answer(n) {
                 Err(error) => Err(ClientError::BudgetExhausted {
-                    service: self.service.to_string(),
+                    service: self.shared.service.clone(),
                     last: Box::new(error),
                 }),
                 // The node answered with an error: that answer stands.
@@ -367,10 +367,12 @@ where
             });
         }
         if now >= self.deadline.at {
-            return Next::Done(Err(self.deadline.exceeded(&self.service, n)));
+            return Next::Done(Err(self.deadline.exceeded(&self.shared.service, n)));
         }
         self.can_retry = can_retry;
         let hedge_after = self
+            .shared
+            .options
             .hedge_after
             .filter(|_| self.policy.idempotent && can_retry && self.parts.is_some());
         Next::Attempt(attempt, hedge_after)
@@ -386,7 +388,7 @@ where
     fn last_answer(&mut self, n: usize) -> Answer {
         match self.last.take() {
             Some(answer) => *answer,
-            None => Err(self.deadline.exceeded(&self.service, n)),
+            None => Err(self.deadline.exceeded(&self.shared.service, n)),
         }
     }
 
@@ -410,10 +412,10 @@ where
             .node()
             .ok()
             .filter(|node| !Arc::ptr_eq(node, first))?;
-        if !self.budget.withdraw() {
+        if !self.shared.budget.withdraw() {
             return None;
         }
-        tracing::debug!(service = %self.service, node = %first.node.id, hedge = %node.node.id, "first attempt slow; hedging");
+        tracing::debug!(service = %self.shared.service, node = %first.node.id, hedge = %node.node.id, "first attempt slow; hedging");
         Some(second)
     }
 
@@ -521,7 +523,7 @@ where
     /// another node.
     fn judge(&mut self, outcome: Outcome, node: Arc<NodeEntry>) -> Option<Answer> {
         let attempt = self.attempt;
-        let service = &*self.service;
+        let service = &*self.shared.service;
         match outcome {
             Outcome::Deadline => Some(Err(self.deadline.exceeded(service, attempt + 1))),
             Outcome::Answered { response, status } => match status {
