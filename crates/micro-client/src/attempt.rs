@@ -29,7 +29,7 @@ use tower::Service;
 
 use crate::call::AttemptContext;
 use crate::endpoint::NodeEntry;
-use crate::error::NodeFailure;
+use crate::error::{NodeFailure, error_chain, find_rustls};
 use crate::outcome::{Outcome, Sent};
 use crate::pool::{Health, NodeSet};
 use crate::timeout;
@@ -451,24 +451,6 @@ fn classify(error: &(dyn StdError + 'static), tls: bool) -> Class {
     Class::MaybeSent
 }
 
-fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    let mut source = Some(error);
-    while let Some(err) = source {
-        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
-            return Some(rustls);
-        }
-        if let Some(rustls) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|e| e.downcast_ref::<rustls::Error>())
-        {
-            return Some(rustls);
-        }
-        source = err.source();
-    }
-    None
-}
-
 /// What went wrong in a TLS handshake, if that is how connecting failed:
 /// rustls's verdict (certificate refused, alert from the node, not TLS at
 /// all), or the node closing the connection mid-handshake.
@@ -518,19 +500,4 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value: &HeaderValue = headers.get(GRPC_STATUS)?;
     let code = value.to_str().ok()?.parse::<i32>().ok()?;
     (code != 0).then(|| Code::from_i32(code))
-}
-
-/// The whole error chain as text, for logs.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = err.source();
-    }
-    text
 }

@@ -242,6 +242,41 @@ impl ClientError {
     }
 }
 
+/// The whole error chain as text, for logs.
+pub fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// The rustls error somewhere in an error's chain (itself, or inside an
+/// I/O error), if any: how a TLS failure is told from others.
+pub fn find_rustls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
+            return Some(rustls);
+        }
+        if let Some(rustls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Some(rustls);
+        }
+        source = err.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

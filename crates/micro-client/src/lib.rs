@@ -102,7 +102,7 @@ use std::sync::{Arc, Mutex};
 pub use call::Idempotent;
 pub use channel::ServiceChannel;
 pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
-pub use error::{ClientError, NodeFailure};
+pub use error::{ClientError, NodeFailure, error_chain, find_rustls};
 use micro_registry::{Node, SharedRegistry};
 use micro_selector::Selector;
 pub use micro_selector::Strategy;

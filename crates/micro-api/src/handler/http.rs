@@ -36,7 +36,9 @@ use micro_client::balance::BalanceLayer;
 use micro_client::call::{AttemptContext, CallDeadline};
 use micro_client::outcome::{Outcome, Sent};
 use micro_client::retry::{RetryLayer, RetryOptions};
-use micro_client::{ClientOptions, Idempotent, NodeFailure, NodeSet, Pick, PickOutcome};
+use micro_client::{
+    ClientOptions, Idempotent, NodeFailure, NodeSet, Pick, PickOutcome, error_chain, find_rustls,
+};
 use tonic::Code;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -302,36 +304,7 @@ fn logged(pick: &Pick, error: &dyn std::fmt::Display) {
 
 /// The TLS handshake's verdict, if that is how connecting failed.
 fn tls_failure(error: &(dyn StdError + 'static)) -> Option<String> {
-    let mut source = Some(error);
-    while let Some(err) = source {
-        if let Some(rustls) = err.downcast_ref::<rustls::Error>() {
-            return Some(rustls.to_string());
-        }
-        if let Some(rustls) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|e| e.downcast_ref::<rustls::Error>())
-        {
-            return Some(rustls.to_string());
-        }
-        source = err.source();
-    }
-    None
-}
-
-/// The whole error chain as text, for logs.
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = err.source();
-    }
-    text
+    find_rustls(error).map(ToString::to_string)
 }
 
 /// `host:port` of a registered address, if it is exactly that.
