@@ -134,11 +134,16 @@ struct ClientInner {
 }
 
 /// What every channel to one service shares: its nodes, the selector's
-/// state (the round-robin position) and its retry budget.
+/// state (the round-robin position) and its retry budget; and the channel
+/// itself, built once (callers such as the gateway ask for one per request).
 #[derive(Clone, Debug)]
 struct Service {
     picker: Picker,
     budget: Arc<Budget>,
+    channel: ServiceChannel,
+    /// References to the node set held by this entry alone: more means a
+    /// caller holds a channel or picker.
+    own: usize,
 }
 
 impl fmt::Debug for Client {
@@ -193,13 +198,7 @@ impl Client {
     ///
     /// Must be called inside a tokio runtime.
     pub fn service(&self, service: &str) -> ServiceChannel {
-        let Service { picker, budget } = self.service_state(service);
-        ServiceChannel::new(
-            &picker,
-            budget,
-            &self.inner.options,
-            self.inner.observer.clone(),
-        )
+        self.service_state(service).channel
     }
 
     /// The retry budget of `service`, shared by every channel (and proxy)
@@ -276,22 +275,35 @@ impl Client {
         // up: past a bound, forget the empty sets nobody holds.
         if services.len() >= MAX_SERVICES && !services.contains_key(service) {
             services.retain(|_, s| {
-                Arc::strong_count(&s.picker.set) > 1 || !s.picker.set.nodes().is_empty()
+                Arc::strong_count(&s.picker.set) > s.own || !s.picker.set.nodes().is_empty()
             });
         }
         let options = &self.inner.options;
         services
             .entry(service.to_string())
-            .or_insert_with(|| Service {
-                picker: Picker {
+            .or_insert_with(|| {
+                let picker = Picker {
                     set: NodeSet::spawn(
                         service.to_string(),
                         self.inner.registry.clone(),
                         options.clone(),
                     ),
                     selector: Arc::new(Selector::new(options.selector)),
-                },
-                budget: Arc::new(Budget::new(options.retry_budget)),
+                };
+                let budget = Arc::new(Budget::new(options.retry_budget));
+                let channel = ServiceChannel::new(
+                    &picker,
+                    budget.clone(),
+                    options,
+                    self.inner.observer.clone(),
+                );
+                let own = Arc::strong_count(&picker.set);
+                Service {
+                    picker,
+                    budget,
+                    channel,
+                    own,
+                }
             })
             .clone()
     }
