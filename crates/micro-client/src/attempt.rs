@@ -85,23 +85,15 @@ impl Service<http::Request<Body>> for Attempt {
     /// Nothing happens until the future is first polled: an attempt that
     /// the retry stage drops unpolled (no budget left) is not counted.
     fn call(&mut self, mut request: http::Request<Body>) -> AttemptFuture {
-        let context = request.extensions_mut().remove::<AttemptContext>();
-        let Some(AttemptContext {
-            node: Some(node),
-            started,
-            deadline,
-            bounded,
-            ..
-        }) = context
-        else {
+        let Some(mut context) = request.extensions_mut().remove::<AttemptContext>() else {
+            return AttemptFuture::without_node(self);
+        };
+        let Some(node) = context.node.take() else {
             return AttemptFuture::without_node(self);
         };
         let attempt_timeout = self.shared.timeout;
-        let until = if bounded {
-            (started + attempt_timeout).min(deadline)
-        } else {
-            deadline
-        };
+        let (started, deadline) = (context.started, context.deadline);
+        let until = context.until(attempt_timeout);
         let left = until - started;
         request.headers_mut().insert(
             timeout::GRPC_TIMEOUT,

@@ -105,6 +105,16 @@ pub struct AttemptContext {
 }
 
 impl AttemptContext {
+    /// When the attempt's time runs out: `timeout` after it starts when the
+    /// attempt timeout bounds it, never after the call's deadline.
+    pub fn until(&self, timeout: Duration) -> Instant {
+        if self.bounded {
+            (self.started + timeout).min(self.deadline)
+        } else {
+            self.deadline
+        }
+    }
+
     /// A single attempt bounded by the attempt timeout, starting now: what
     /// a stage finds when no retry stage is above it.
     pub fn single(deadline: Instant) -> AttemptContext {

@@ -47,6 +47,38 @@ use crate::pick::Picker;
 use crate::pool::NodeSet;
 use crate::retry::{Budget, Retry, RetryLayer, RetryOptions};
 
+/// The retry and balance stages of one service, built once by the
+/// [`Client`](crate::Client) and shared by its gRPC channel and by callers
+/// that put them over another attempt stage (the gateway's HTTP proxy):
+/// one retry budget and one selector per service, whatever the transport.
+#[derive(Clone, Debug)]
+pub struct ServiceLayers {
+    pub set: Arc<NodeSet>,
+    pub retry: RetryLayer,
+    pub balance: BalanceLayer,
+}
+
+impl ServiceLayers {
+    pub(crate) fn new(picker: &Picker, budget: Arc<Budget>, options: &ClientOptions) -> Self {
+        ServiceLayers {
+            set: picker.set.clone(),
+            retry: RetryLayer::new(
+                picker.set.service(),
+                budget,
+                RetryOptions {
+                    retries: options.retries,
+                    hedge_after: options.hedge_after,
+                },
+            ),
+            balance: BalanceLayer::new(
+                picker.set.clone(),
+                picker.selector.clone(),
+                options.request_timeout,
+            ),
+        }
+    }
+}
+
 /// The stages of a call, outermost first.
 type Stack = Observe<WithDeadline<Retry<Balance<Attempt>>>>;
 
@@ -72,28 +104,16 @@ impl ServiceChannel {
     /// The stack over the nodes of `picker`, whose retries take from
     /// `budget`.
     pub(crate) fn new(
-        picker: &Picker,
-        budget: Arc<Budget>,
+        layers: &ServiceLayers,
         options: &ClientOptions,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Self {
-        let set = picker.set.clone();
+        let set = layers.set.clone();
         let stack = ServiceBuilder::new()
             .layer(ObserveLayer::new(set.clone(), observer))
             .layer(DeadlineLayer::new(options.request_timeout))
-            .layer(RetryLayer::new(
-                set.service(),
-                budget,
-                RetryOptions {
-                    retries: options.retries,
-                    hedge_after: options.hedge_after,
-                },
-            ))
-            .layer(BalanceLayer::new(
-                set.clone(),
-                picker.selector.clone(),
-                options.request_timeout,
-            ))
+            .layer(layers.retry.clone())
+            .layer(layers.balance.clone())
             .service(Attempt::new(
                 set.clone(),
                 options.attempt_timeout,

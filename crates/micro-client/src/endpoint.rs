@@ -152,6 +152,12 @@ impl NodeEntry {
         &self.shared.load
     }
 
+    /// Why no attempt on this node can succeed with this client's
+    /// settings (it serves TLS and the client has none), if so.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
     pub fn state(&self) -> NodeState {
         let health = self.health();
         if health.down {

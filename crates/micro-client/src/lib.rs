@@ -100,7 +100,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 pub use call::Idempotent;
-pub use channel::ServiceChannel;
+pub use channel::{ServiceChannel, ServiceLayers};
 pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure, error_chain, find_rustls};
 use micro_registry::{Node, SharedRegistry};
@@ -140,6 +140,7 @@ struct ClientInner {
 struct Service {
     picker: Picker,
     budget: Arc<Budget>,
+    layers: ServiceLayers,
     channel: ServiceChannel,
     /// References to the node set held by this entry alone: more means a
     /// caller holds a channel or picker.
@@ -199,6 +200,12 @@ impl Client {
     /// Must be called inside a tokio runtime.
     pub fn service(&self, service: &str) -> ServiceChannel {
         self.service_state(service).channel
+    }
+
+    /// The retry and balance stages of `service`, for another transport's
+    /// attempt stage to go under (see [`ServiceLayers`]).
+    pub fn layers(&self, service: &str) -> ServiceLayers {
+        self.service_state(service).layers
     }
 
     /// The retry budget of `service`, shared by every channel (and proxy)
@@ -291,16 +298,13 @@ impl Client {
                     selector: Arc::new(Selector::new(options.selector)),
                 };
                 let budget = Arc::new(Budget::new(options.retry_budget));
-                let channel = ServiceChannel::new(
-                    &picker,
-                    budget.clone(),
-                    options,
-                    self.inner.observer.clone(),
-                );
+                let layers = ServiceLayers::new(&picker, budget.clone(), options);
+                let channel = ServiceChannel::new(&layers, options, self.inner.observer.clone());
                 let own = Arc::strong_count(&picker.set);
                 Service {
                     picker,
                     budget,
+                    layers,
                     channel,
                     own,
                 }

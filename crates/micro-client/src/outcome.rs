@@ -36,18 +36,6 @@ pub enum Outcome {
     Deadline,
 }
 
-impl Outcome {
-    /// Whether the node failed (no answer, or `Unavailable`): what its
-    /// load estimate counts as a failure.
-    pub fn node_failed(&self) -> bool {
-        match self {
-            Outcome::Answered { status, .. } => *status == Some(Code::Unavailable),
-            Outcome::Failed { .. } => true,
-            Outcome::Deadline => false,
-        }
-    }
-}
-
 /// An attempt's outcome and the node it ran on.
 #[derive(Debug)]
 pub struct Attempted {

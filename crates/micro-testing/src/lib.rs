@@ -4,6 +4,7 @@
 //! tasks aborted on drop ([`task`]) and a bare HTTP GET ([`http`]).
 
 pub mod api;
+pub mod cargo;
 pub mod http;
 pub mod nodes;
 pub mod process;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use micro_client::ClientOptions;
+use micro_client::{ClientOptions, error_chain};
 use tonic_health::pb::HealthCheckRequest;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -41,19 +41,4 @@ pub async fn check(
     tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
-}
-
-/// The error and its causes, one line (a TLS failure is in the causes).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = err.source();
-    }
-    text
 }

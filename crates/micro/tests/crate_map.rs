@@ -9,8 +9,7 @@
 //! depending on it would get it: `cargo tree -e normal -p <package>`
 //! (normal dependencies only, no dev- or build-dependencies).
 
-use std::path::Path;
-use std::process::Command;
+use micro_testing::cargo::linked;
 
 /// `(package, extra cargo tree arguments, crates it must not link)`.
 const RULES: &[(&str, &[&str], &[&str])] = &[
@@ -71,33 +70,6 @@ const ABOVE_REGISTRY_BACKENDS: [&str; 7] = [
     "opentelemetry",
     "tonic-health",
 ];
-
-/// The names of the crates `package` links, from `cargo tree`.
-fn linked(package: &str, extra: &[&str]) -> Vec<String> {
-    let output = Command::new(env!("CARGO"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .args(["tree", "-e", "normal", "--locked", "--offline"])
-        .args(["--prefix", "none", "--format", "{p}", "-p", package])
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo tree: {e}"));
-    assert!(
-        output.status.success(),
-        "cargo tree -p {package} {extra:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let names: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
-    assert!(
-        names.first().is_some_and(|name| name == package),
-        "cargo tree -p {package} printed:\n{text}"
-    );
-    names
-}
 
 /// `forbidden` itself or one of its family (`opentelemetry_sdk`, `opentelemetry-otlp`).
 fn is(name: &str, forbidden: &str) -> bool {

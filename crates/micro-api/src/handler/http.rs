@@ -32,10 +32,8 @@ use http::{HeaderMap, HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use micro_client::balance::BalanceLayer;
 use micro_client::call::{AttemptContext, CallDeadline};
 use micro_client::outcome::{Outcome, Sent};
-use micro_client::retry::{RetryLayer, RetryOptions};
 use micro_client::{
     ClientOptions, Idempotent, NodeFailure, NodeSet, Pick, PickOutcome, error_chain, find_rustls,
 };
@@ -76,7 +74,8 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &service, deadline).await?;
 
-    let picker = inner
+    // Waits for the registry's first answer (and a node on its way).
+    inner
         .client
         .node_set_ready(&service, deadline)
         .await
@@ -86,27 +85,16 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
                 format!("service {service}: registry did not answer in time"),
             )
         })?;
-    let options = inner.client.options();
-    let set = picker.node_set().clone();
+    // The service's own retry and balance stages (its budget, selector and
+    // node health, shared with gRPC calls), over the HTTP attempt.
+    let layers = inner.client.layers(&service);
     let mut stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(
-            &service,
-            inner.client.budget(&service),
-            RetryOptions {
-                retries: options.retries,
-                hedge_after: options.hedge_after,
-            },
-        ))
-        .layer(BalanceLayer::new(
-            set.clone(),
-            picker.selector().clone(),
-            options.request_timeout,
-        ))
+        .layer(layers.retry)
+        .layer(layers.balance)
         .service(HttpAttempt {
             client: inner.proxy.clone(),
-            set,
-            timeout: options.attempt_timeout,
-            tls: options.tls.is_some(),
+            set: layers.set,
+            timeout: inner.client.options().attempt_timeout,
         });
 
     let path = parts
@@ -148,8 +136,6 @@ pub(crate) struct HttpAttempt {
     client: ProxyClient,
     set: Arc<NodeSet>,
     timeout: Duration,
-    /// Whether the client has TLS settings for `secure=true` nodes.
-    tls: bool,
 }
 
 impl Service<http::Request<tonic::body::Body>> for HttpAttempt {
@@ -169,16 +155,11 @@ impl Service<http::Request<tonic::body::Body>> for HttpAttempt {
         let client = self.client.client.clone();
         let set = self.set.clone();
         let timeout = self.timeout;
-        let tls = self.tls;
         Box::pin(async move {
-            let Some(AttemptContext {
-                node: Some(node),
-                started,
-                deadline,
-                bounded,
-                ..
-            }) = context
-            else {
+            let Some(mut context) = context else {
+                return Ok(not_sent("no node was chosen for the attempt".into()));
+            };
+            let Some(node) = context.node.take() else {
                 return Ok(not_sent("no node was chosen for the attempt".into()));
             };
             let Some(authority) = node_authority(&node.node.address) else {
@@ -187,21 +168,18 @@ impl Service<http::Request<tonic::body::Body>> for HttpAttempt {
                     node.node.address
                 )));
             };
+            // The pool already knows a TLS node this client cannot dial.
+            if let Some(reason) = node.refusal() {
+                return Ok(Outcome::Failed {
+                    failure: NodeFailure::Tls(reason.to_string()),
+                    sent: Sent::No,
+                });
+            }
             let secure = node
                 .node
                 .metadata
                 .get(micro_tls::SECURE_METADATA)
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            if secure && !tls {
-                return Ok(Outcome::Failed {
-                    failure: NodeFailure::Tls(
-                        "the node serves TLS (registered secure=true) and the gateway has no \
-                         client TLS; set --client_tls_ca (MICRO_CLIENT_TLS_CA)"
-                            .into(),
-                    ),
-                    sent: Sent::No,
-                });
-            }
             let path = request
                 .uri()
                 .path_and_query()
@@ -217,11 +195,7 @@ impl Service<http::Request<tonic::body::Body>> for HttpAttempt {
                 Err(e) => return Ok(not_sent(e.to_string())),
             }
             let pick = Pick::start(set, node);
-            let until = if bounded {
-                (started + timeout).min(deadline)
-            } else {
-                deadline
-            };
+            let (until, deadline) = (context.until(timeout), context.deadline);
             Ok(
                 match tokio::time::timeout_at(until, client.request(request)).await {
                     Err(_) if until < deadline => {

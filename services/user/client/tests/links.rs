@@ -4,32 +4,11 @@
 //! or jsonwebtoken back to user-client, directly or through a dependency,
 //! fails here.
 
-use std::collections::BTreeSet;
-use std::process::Command;
-
-/// Every package in `package`'s normal (non-dev, non-build) dependency tree.
-fn linked(package: &str) -> BTreeSet<String> {
-    let output = Command::new(env!("CARGO"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["tree", "-e", "normal", "--locked", "--offline"])
-        .args(["--prefix", "none", "--format", "{p}", "-p", package])
-        .output()
-        .expect("run cargo tree");
-    assert!(
-        output.status.success(),
-        "cargo tree -p {package}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8(output.stdout).expect("utf-8");
-    tree.lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(String::from)
-        .collect()
-}
+use micro_testing::cargo::linked;
 
 #[test]
 fn user_client_links_no_store_hashing_or_tokens() {
-    let linked = linked("user-client");
+    let linked = linked("user-client", &[]);
     assert!(linked.contains("user-proto"), "{linked:?}");
     assert!(linked.contains("micro"), "{linked:?}");
     for name in ["sqlx", "argon2", "jsonwebtoken", "user-srv"] {
