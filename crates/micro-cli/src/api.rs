@@ -332,7 +332,7 @@ pub async fn run(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
         "http"
     };
     let _trace = micro::telemetry::trace::init("go.micro.api").map_err(CliError::Usage)?;
-    let readiness = micro::telemetry::health::Readiness::new();
+    let readiness = micro::Readiness::new();
     // Not ready until the catalog's first listing: set before the admin
     // listener answers, not by the task that follows the catalog later.
     readiness.set("registry", Err(waiting_for(registry.name())));
@@ -382,7 +382,7 @@ fn waiting_for(registry: &str) -> String {
 async fn follow_registry(
     mut view: tokio::sync::watch::Receiver<micro_api::catalog::View>,
     registry: String,
-    readiness: micro::telemetry::health::Readiness,
+    readiness: micro::Readiness,
 ) {
     use micro_api::catalog::View;
     let mut listed = false;

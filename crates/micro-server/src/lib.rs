@@ -23,6 +23,12 @@
 //! as well as protobuf, transcoded through the same descriptors (see
 //! [`SUPPORTED_CONTENT_TYPES`]).
 //!
+//! It serves `grpc.health.v1.Health` from its [`Readiness`] (registered,
+//! dependency checks passing, not stopping; see [`health`]), and shows every
+//! call of a registered endpoint to a [`ServerObserver`] if given one
+//! ([`ServerBuilder::observer`]): the hook metrics and tracing plug into
+//! (see [`observer`]).
+//!
 //! ```no_run
 //! # async fn demo(greeter: impl tonic::server::NamedService + Clone + Send + Sync + 'static
 //! #     + tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible, Future: Send>,
@@ -46,6 +52,8 @@
 mod address;
 mod codecs;
 mod endpoints;
+pub mod health;
+pub mod observer;
 mod ops;
 mod paths;
 pub mod tls;
@@ -62,7 +70,6 @@ use std::time::Duration;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
-pub use micro_telemetry::health::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -74,6 +81,8 @@ use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
 
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
+pub use crate::health::Readiness;
+pub use crate::observer::ServerObserver;
 pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
@@ -159,6 +168,7 @@ pub struct ServerBuilder {
     descriptors: Vec<Vec<u8>>,
     reflection: bool,
     readiness: Option<Readiness>,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -168,6 +178,7 @@ impl fmt::Debug for ServerBuilder {
             .field("version", &self.version)
             .field("services", &self.services)
             .field("options", &self.options)
+            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +211,14 @@ impl ServerBuilder {
     /// listener over `/health/ready`); a fresh one if not set.
     pub fn readiness(mut self, readiness: Readiness) -> Self {
         self.readiness = Some(readiness);
+        self
+    }
+
+    /// What sees every call of a registered endpoint: metrics and traces
+    /// plug in here (`micro_telemetry::server::ServerTelemetry`; the `micro`
+    /// facade's servers have it). None by default.
+    pub fn observer(mut self, observer: Arc<dyn ServerObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -287,7 +306,10 @@ impl ServerBuilder {
 
         let readiness = self.readiness.unwrap_or_default();
         readiness.set("registry", Err(ops::NOT_REGISTERED.into()));
-        let telemetry = ops::telemetry_layer(&self.name, &pool, &self.services);
+        let observe = self
+            .observer
+            .as_deref()
+            .map(|observer| ops::observe_layer(observer, &self.name, &pool, &self.services));
         let mut routes = self.routes;
         routes.add_service(ops::health_service(&readiness, &self.name, &self.services));
         if self.reflection && !self.descriptors.is_empty() {
@@ -397,7 +419,7 @@ impl ServerBuilder {
             paths: HandlerPaths::new(by_handler),
             codecs: Codecs::new(&pool, &self.services),
             readiness,
-            telemetry,
+            observe,
         })
     }
 }
@@ -414,7 +436,7 @@ pub struct Server {
     paths: HandlerPaths,
     codecs: Codecs,
     readiness: Readiness,
-    telemetry: micro_telemetry::server::ServerLayer,
+    observe: Option<observer::ObserveLayer>,
 }
 
 impl fmt::Debug for Server {
@@ -442,6 +464,7 @@ impl Server {
             descriptors: Vec::new(),
             reflection: true,
             readiness: None,
+            observer: None,
         }
     }
 
@@ -492,7 +515,7 @@ impl Server {
             paths,
             codecs,
             readiness,
-            telemetry,
+            observe,
         } = self;
 
         let (stop, stopped) = oneshot::channel::<()>();
@@ -507,7 +530,7 @@ impl Server {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(paths)
-                    .layer(telemetry)
+                    .option_layer(observe)
                     .layer(codecs),
             )
             .serve_with_incoming_shutdown(routes, incoming, async {

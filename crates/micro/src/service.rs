@@ -4,7 +4,7 @@ use micro_client::Client;
 use micro_config::{MicroArgs, RegistryArgs, RegistryKind};
 use micro_registry::SharedRegistry;
 use micro_registry::memory::MemoryRegistry;
-use micro_server::{Server, ServerBuilder, ServerOptions};
+use micro_server::{Readiness, Server, ServerBuilder, ServerOptions};
 
 /// Why a service could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +32,6 @@ impl Error {
     }
 }
 
-/// Builds the registry the flags name; its operations are counted
-/// (`micro_registry_operations_total`).
 /// A client whose calls are counted (`micro_client_*` metrics) and carry the
 /// current trace context: the one every service and the gateway use.
 pub fn telemetry_client(registry: SharedRegistry, options: micro_client::ClientOptions) -> Client {
@@ -44,6 +42,15 @@ pub fn telemetry_client(registry: SharedRegistry, options: micro_client::ClientO
     )
 }
 
+/// A server builder whose registered endpoints' calls are counted
+/// (`micro_server_*` metrics) and continue the caller's trace: what
+/// [`Service::server`] starts from.
+pub fn telemetry_server(name: impl Into<String>) -> ServerBuilder {
+    Server::builder(name).observer(Arc::new(micro_telemetry::server::ServerTelemetry))
+}
+
+/// Builds the registry the flags name; its operations are counted
+/// (`micro_registry_operations_total`).
 pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
     connect_backend(args)
         .await
@@ -121,7 +128,7 @@ pub struct Service {
 /// the admin listener), the admin listener, the trace exporter.
 #[derive(Clone, Debug)]
 struct Ops {
-    readiness: micro_telemetry::health::Readiness,
+    readiness: Readiness,
     admin: Option<Arc<AbortOnDrop>>,
     _trace: Arc<micro_telemetry::trace::TraceGuard>,
 }
@@ -136,8 +143,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Not ready until the server has registered (its own readiness says so).
-fn not_registered() -> micro_telemetry::health::Readiness {
-    let readiness = micro_telemetry::health::Readiness::new();
+fn not_registered() -> Readiness {
+    let readiness = Readiness::new();
     readiness.set("registry", Err("not registered yet".into()));
     readiness
 }
@@ -211,7 +218,7 @@ impl Service {
     /// This service's readiness: what gRPC health and `/health/ready`
     /// report. Add dependency checks with
     /// [`ServerBuilder::readiness_check`](micro_server::ServerBuilder::readiness_check).
-    pub fn readiness(&self) -> &micro_telemetry::health::Readiness {
+    pub fn readiness(&self) -> &Readiness {
         &self.ops.readiness
     }
 
@@ -236,9 +243,10 @@ impl Service {
     }
 
     /// A server builder with this service's name, version, registry and
-    /// server flags; add handlers, then `bind().await?.run().await`.
+    /// server flags, and telemetry (see [`telemetry_server`]); add
+    /// handlers, then `bind().await?.run().await`.
     pub fn server(&self) -> ServerBuilder {
-        Server::builder(&self.name)
+        telemetry_server(&self.name)
             .version(&self.version)
             .registry(self.registry.clone())
             .options(self.server_options.clone())
