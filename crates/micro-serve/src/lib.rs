@@ -28,6 +28,7 @@
 //! ```
 
 mod conns;
+mod task;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,6 +50,7 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::conns::{Busy, Conn, Connections, Refused};
+pub use crate::task::AbortOnDrop;
 
 /// The peer of a request, set by [`serve`]. Insert it yourself when
 /// driving a router directly.

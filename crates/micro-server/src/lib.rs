@@ -70,6 +70,7 @@ use std::time::Duration;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
+use micro_serve::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -538,35 +539,33 @@ impl Server {
             });
         // If this future is dropped (the caller gave up on it, or crashed),
         // the tasks below must not outlive it.
-        let mut serving = AbortOnDrop(tokio::spawn(serve));
-        let _follow = AbortOnDrop(tokio::spawn(ops::follow_registration(
+        let mut serving = AbortOnDrop::spawn(serve);
+        let _follow = AbortOnDrop::spawn(ops::follow_registration(
             readiness.clone(),
             registered.subscribe(),
-        )));
+        ));
         let _checks = readiness.has_checks().then(|| {
-            AbortOnDrop(tokio::spawn(
-                readiness.clone().run_checks(options.health_check_interval),
-            ))
+            AbortOnDrop::spawn(readiness.clone().run_checks(options.health_check_interval))
         });
         let unreachable = Arc::new(AtomicBool::new(false));
-        let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
+        let mut registrar = AbortOnDrop::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
             options.clone(),
             registered.clone(),
             unreachable.clone(),
-        )));
+        ));
 
         tokio::pin!(shutdown);
         let early_exit = tokio::select! {
             () = &mut shutdown => None,
-            result = &mut serving.0 => Some(result),
+            result = &mut serving => Some(result),
         };
 
         // NOT_SERVING before deregistering: probes and callers drain first.
         readiness.begin_stop();
-        registrar.0.abort();
-        let _ = (&mut registrar.0).await;
+        registrar.abort();
+        let _ = (&mut registrar).await;
         // Not registered (the registry unreachable since start, or renewals
         // failing), or the registry already found unreachable: one short
         // best-effort attempt, so that stopping stays quick.
@@ -603,7 +602,7 @@ impl Server {
         // the graceful stop open.
         readiness.close();
         let _ = stop.send(());
-        match tokio::time::timeout(options.shutdown_grace, &mut serving.0).await {
+        match tokio::time::timeout(options.shutdown_grace, &mut serving).await {
             Ok(Ok(Ok(()))) => {
                 tracing::info!("Server [grpc] Stopped");
                 Ok(())
@@ -611,7 +610,7 @@ impl Server {
             Ok(Ok(Err(e))) => Err(ServerError::Serve(e)),
             Ok(Err(join)) => Err(ServerError::Task(join)),
             Err(_) => {
-                serving.0.abort();
+                serving.abort();
                 tracing::warn!(
                     "Server [grpc] calls still in flight after {:?}; stopping anyway",
                     options.shutdown_grace
@@ -619,15 +618,6 @@ impl Server {
                 Ok(())
             }
         }
-    }
-}
-
-/// A task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -651,13 +641,13 @@ async fn keep_registered(
     let node_id = registration.nodes[0].id.clone();
     let name = registry.name().to_string();
     let lost = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDrop(tokio::spawn(watch_own_node(
+    let _watch = AbortOnDrop::spawn(watch_own_node(
         registry.clone(),
         registration.name.clone(),
         node_id.clone(),
         lost.clone(),
         unreachable.clone(),
-    )));
+    ));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut retry = Backoff::new(REGISTER_RETRY_MIN, REGISTER_RETRY_MAX);

@@ -4,6 +4,7 @@ use micro_client::Client;
 use micro_config::{MicroArgs, RegistryArgs, RegistryKind};
 use micro_registry::SharedRegistry;
 use micro_registry::memory::MemoryRegistry;
+use micro_serve::AbortOnDrop;
 use micro_server::{Readiness, Server, ServerBuilder, ServerOptions};
 
 /// Why a service could not be set up.
@@ -129,17 +130,16 @@ pub struct Service {
 #[derive(Clone, Debug)]
 struct Ops {
     readiness: Readiness,
-    admin: Option<Arc<AbortOnDrop>>,
+    admin: Option<Arc<Admin>>,
     _trace: Arc<micro_telemetry::trace::TraceGuard>,
 }
 
+/// The admin listener's task (stopped with the last clone of the service)
+/// and its address.
 #[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>, std::net::SocketAddr);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+struct Admin {
+    _task: AbortOnDrop<()>,
+    address: std::net::SocketAddr,
 }
 
 /// Not ready until the server has registered (its own readiness says so).
@@ -158,8 +158,11 @@ async fn start_ops(name: &str, args: &MicroArgs) -> Result<Ops, Error> {
             let admin = micro_telemetry::admin::AdminServer::bind(address, readiness.clone())
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let addr = admin.local_addr();
-            Some(Arc::new(AbortOnDrop(admin.spawn(), addr)))
+            let address = admin.local_addr();
+            Some(Arc::new(Admin {
+                _task: AbortOnDrop::new(admin.spawn()),
+                address,
+            }))
         }
         None => None,
     };
@@ -224,7 +227,7 @@ impl Service {
 
     /// Where the admin listener (`--admin_address`) listens, if it does.
     pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
-        self.ops.admin.as_ref().map(|a| a.1)
+        self.ops.admin.as_ref().map(|a| a.address)
     }
 
     pub fn registry(&self) -> &SharedRegistry {
