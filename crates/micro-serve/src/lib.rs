@@ -18,6 +18,9 @@
 //! accepting, then lets requests in flight finish, for at most
 //! `shutdown_grace`.
 //!
+//! [`AbortOnDrop`] guards the background tasks of listeners and servers:
+//! dropped, it aborts its task.
+//!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! let router = axum::Router::new();
