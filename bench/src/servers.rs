@@ -141,6 +141,7 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gra
                 let _trace =
                     micro_telemetry::trace::init("go.micro.srv.greeter").expect("tracing set up");
                 let builder = Server::builder("go.micro.srv.greeter")
+                    .observer(Arc::new(micro_telemetry::server::ServerTelemetry))
                     .registry(Arc::new(MemoryRegistry::new()))
                     .options(ServerOptions {
                         address: "127.0.0.1:0".into(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use micro::config::MicroArgs;
 use micro_api::{ApiOptions, Gateway, HandlerKind};
+use micro_serve::AbortOnDrop;
 
 use crate::CliError;
 
@@ -332,7 +333,7 @@ pub async fn run(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
         "http"
     };
     let _trace = micro::telemetry::trace::init("go.micro.api").map_err(CliError::Usage)?;
-    let readiness = micro::telemetry::health::Readiness::new();
+    let readiness = micro::Readiness::new();
     // Not ready until the catalog's first listing: set before the admin
     // listener answers, not by the task that follows the catalog later.
     readiness.set("registry", Err(waiting_for(registry.name())));
@@ -347,16 +348,16 @@ pub async fn run(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
             let admin = micro::telemetry::admin::AdminServer::bind(admin, readiness.clone())
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
-            Some(AbortOnDrop(admin.spawn()))
+            Some(AbortOnDrop::new(admin.spawn()))
         }
         None => None,
     };
     let gateway = Gateway::new(client, options);
-    let _registry_readiness = AbortOnDrop(tokio::spawn(follow_registry(
+    let _registry_readiness = AbortOnDrop::spawn(follow_registry(
         gateway.catalog().view(),
         registry.name().to_string(),
         readiness.clone(),
-    )));
+    ));
     tracing::info!("Server [{scheme}] Listening on {local}");
     let stopping = readiness.clone();
     gateway
@@ -382,7 +383,7 @@ fn waiting_for(registry: &str) -> String {
 async fn follow_registry(
     mut view: tokio::sync::watch::Receiver<micro_api::catalog::View>,
     registry: String,
-    readiness: micro::telemetry::health::Readiness,
+    readiness: micro::Readiness,
 ) {
     use micro_api::catalog::View;
     let mut listed = false;
@@ -414,14 +415,5 @@ async fn follow_registry(
         if view.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -18,6 +18,9 @@
 //! accepting, then lets requests in flight finish, for at most
 //! `shutdown_grace`.
 //!
+//! [`AbortOnDrop`] guards the background tasks of listeners and servers:
+//! dropped, it aborts its task.
+//!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! let router = axum::Router::new();
@@ -28,6 +31,7 @@
 //! ```
 
 mod conns;
+mod task;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,6 +53,7 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::conns::{Busy, Conn, Connections, Refused};
+pub use crate::task::AbortOnDrop;
 
 /// The peer of a request, set by [`serve`]. Insert it yourself when
 /// driving a router directly.

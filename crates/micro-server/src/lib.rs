@@ -23,6 +23,12 @@
 //! as well as protobuf, transcoded through the same descriptors (see
 //! [`SUPPORTED_CONTENT_TYPES`]).
 //!
+//! It serves `grpc.health.v1.Health` from its [`Readiness`] (registered,
+//! dependency checks passing, not stopping; see [`health`]), and shows every
+//! call of a registered endpoint to a [`ServerObserver`] if given one
+//! ([`ServerBuilder::observer`]): the hook metrics and tracing plug into
+//! (see [`observer`]).
+//!
 //! ```no_run
 //! # async fn demo(greeter: impl tonic::server::NamedService + Clone + Send + Sync + 'static
 //! #     + tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible, Future: Send>,
@@ -46,6 +52,8 @@
 mod address;
 mod codecs;
 mod endpoints;
+pub mod health;
+pub mod observer;
 mod ops;
 mod paths;
 pub mod tls;
@@ -62,7 +70,7 @@ use std::time::Duration;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
-pub use micro_telemetry::health::Readiness;
+use micro_serve::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -74,6 +82,8 @@ use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
 
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
+pub use crate::health::Readiness;
+pub use crate::observer::ServerObserver;
 pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
@@ -159,6 +169,7 @@ pub struct ServerBuilder {
     descriptors: Vec<Vec<u8>>,
     reflection: bool,
     readiness: Option<Readiness>,
+    observer: Option<Arc<dyn ServerObserver>>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -168,6 +179,7 @@ impl fmt::Debug for ServerBuilder {
             .field("version", &self.version)
             .field("services", &self.services)
             .field("options", &self.options)
+            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +212,14 @@ impl ServerBuilder {
     /// listener over `/health/ready`); a fresh one if not set.
     pub fn readiness(mut self, readiness: Readiness) -> Self {
         self.readiness = Some(readiness);
+        self
+    }
+
+    /// What sees every call of a registered endpoint: metrics and traces
+    /// plug in here (`micro_telemetry::server::ServerTelemetry`; the `micro`
+    /// facade's servers have it). None by default.
+    pub fn observer(mut self, observer: Arc<dyn ServerObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -287,7 +307,10 @@ impl ServerBuilder {
 
         let readiness = self.readiness.unwrap_or_default();
         readiness.set("registry", Err(ops::NOT_REGISTERED.into()));
-        let telemetry = ops::telemetry_layer(&self.name, &pool, &self.services);
+        let observe = self
+            .observer
+            .as_deref()
+            .map(|observer| ops::observe_layer(observer, &self.name, &pool, &self.services));
         let mut routes = self.routes;
         routes.add_service(ops::health_service(&readiness, &self.name, &self.services));
         if self.reflection && !self.descriptors.is_empty() {
@@ -397,7 +420,7 @@ impl ServerBuilder {
             paths: HandlerPaths::new(by_handler),
             codecs: Codecs::new(&pool, &self.services),
             readiness,
-            telemetry,
+            observe,
         })
     }
 }
@@ -414,7 +437,7 @@ pub struct Server {
     paths: HandlerPaths,
     codecs: Codecs,
     readiness: Readiness,
-    telemetry: micro_telemetry::server::ServerLayer,
+    observe: Option<observer::ObserveLayer>,
 }
 
 impl fmt::Debug for Server {
@@ -442,6 +465,7 @@ impl Server {
             descriptors: Vec::new(),
             reflection: true,
             readiness: None,
+            observer: None,
         }
     }
 
@@ -492,7 +516,7 @@ impl Server {
             paths,
             codecs,
             readiness,
-            telemetry,
+            observe,
         } = self;
 
         let (stop, stopped) = oneshot::channel::<()>();
@@ -507,7 +531,7 @@ impl Server {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(paths)
-                    .layer(telemetry)
+                    .option_layer(observe)
                     .layer(codecs),
             )
             .serve_with_incoming_shutdown(routes, incoming, async {
@@ -515,35 +539,33 @@ impl Server {
             });
         // If this future is dropped (the caller gave up on it, or crashed),
         // the tasks below must not outlive it.
-        let mut serving = AbortOnDrop(tokio::spawn(serve));
-        let _follow = AbortOnDrop(tokio::spawn(ops::follow_registration(
+        let mut serving = AbortOnDrop::spawn(serve);
+        let _follow = AbortOnDrop::spawn(ops::follow_registration(
             readiness.clone(),
             registered.subscribe(),
-        )));
+        ));
         let _checks = readiness.has_checks().then(|| {
-            AbortOnDrop(tokio::spawn(
-                readiness.clone().run_checks(options.health_check_interval),
-            ))
+            AbortOnDrop::spawn(readiness.clone().run_checks(options.health_check_interval))
         });
         let unreachable = Arc::new(AtomicBool::new(false));
-        let mut registrar = AbortOnDrop(tokio::spawn(keep_registered(
+        let mut registrar = AbortOnDrop::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
             options.clone(),
             registered.clone(),
             unreachable.clone(),
-        )));
+        ));
 
         tokio::pin!(shutdown);
         let early_exit = tokio::select! {
             () = &mut shutdown => None,
-            result = &mut serving.0 => Some(result),
+            result = &mut serving => Some(result),
         };
 
         // NOT_SERVING before deregistering: probes and callers drain first.
         readiness.begin_stop();
-        registrar.0.abort();
-        let _ = (&mut registrar.0).await;
+        registrar.abort();
+        let _ = (&mut registrar).await;
         // Not registered (the registry unreachable since start, or renewals
         // failing), or the registry already found unreachable: one short
         // best-effort attempt, so that stopping stays quick.
@@ -580,7 +602,7 @@ impl Server {
         // the graceful stop open.
         readiness.close();
         let _ = stop.send(());
-        match tokio::time::timeout(options.shutdown_grace, &mut serving.0).await {
+        match tokio::time::timeout(options.shutdown_grace, &mut serving).await {
             Ok(Ok(Ok(()))) => {
                 tracing::info!("Server [grpc] Stopped");
                 Ok(())
@@ -588,7 +610,7 @@ impl Server {
             Ok(Ok(Err(e))) => Err(ServerError::Serve(e)),
             Ok(Err(join)) => Err(ServerError::Task(join)),
             Err(_) => {
-                serving.0.abort();
+                serving.abort();
                 tracing::warn!(
                     "Server [grpc] calls still in flight after {:?}; stopping anyway",
                     options.shutdown_grace
@@ -596,15 +618,6 @@ impl Server {
                 Ok(())
             }
         }
-    }
-}
-
-/// A task that is aborted when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -628,13 +641,13 @@ async fn keep_registered(
     let node_id = registration.nodes[0].id.clone();
     let name = registry.name().to_string();
     let lost = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDrop(tokio::spawn(watch_own_node(
+    let _watch = AbortOnDrop::spawn(watch_own_node(
         registry.clone(),
         registration.name.clone(),
         node_id.clone(),
         lost.clone(),
         unreachable.clone(),
-    )));
+    ));
     tracing::info!("Registry [{name}] Registering node: {node_id}");
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut retry = Backoff::new(REGISTER_RETRY_MIN, REGISTER_RETRY_MAX);

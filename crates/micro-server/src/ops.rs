@@ -1,11 +1,12 @@
 //! What a server adds for operators: the gRPC health service over the
-//! server's [`Readiness`], the metrics and tracing layer over its registered
+//! server's [`Readiness`], the observer's layer over its registered
 //! endpoints, and the task that keeps the `registry` condition in step with
 //! the registration.
 
-use micro_telemetry::health::{HealthService, Readiness};
-use micro_telemetry::server::ServerLayer;
 use prost_reflect::DescriptorPool;
+
+use crate::health::{HealthService, Readiness};
+use crate::observer::{ObserveLayer, ServerObserver};
 
 /// The health service name clients ask for.
 pub(crate) const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -24,12 +25,13 @@ pub(crate) fn health_service(
     HealthService::new(readiness.clone(), names).into_server()
 }
 
-/// The metrics layer: every method of every served proto service.
-pub(crate) fn telemetry_layer(
+/// The observer's layer: every method of every served proto service.
+pub(crate) fn observe_layer(
+    observer: &dyn ServerObserver,
     name: &str,
     pool: &DescriptorPool,
     services: &[&'static str],
-) -> ServerLayer {
+) -> ObserveLayer {
     let mut endpoints = Vec::new();
     for full_name in services {
         if let Some(service) = pool.get_service_by_name(full_name) {
@@ -41,7 +43,7 @@ pub(crate) fn telemetry_layer(
             }
         }
     }
-    ServerLayer::new(name, endpoints)
+    ObserveLayer::new(observer, name, endpoints)
 }
 
 /// Keeps readiness's `registry` condition equal to the registration state

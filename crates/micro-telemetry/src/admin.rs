@@ -15,7 +15,7 @@ use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
-use crate::health::Readiness;
+use micro_server::Readiness;
 
 /// A bound admin listener; [`spawn`](AdminServer::spawn) serves it.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! A response body that reports the call's gRPC code when it ends.
+//! A response body that reports the client call's gRPC code when it ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,6 +25,18 @@ pub(crate) fn grpc_code(headers: &HeaderMap) -> Option<Code> {
         other => std::str::from_utf8(other).ok()?.parse::<i32>().ok()?,
     };
     Some(Code::from_i32(code))
+}
+
+/// Reports at once for a trailers-only response, else when the body ends.
+pub(crate) fn observe<F: Finish + Unpin>(
+    response: http::Response<tonic::body::Body>,
+    finish: F,
+) -> http::Response<tonic::body::Body> {
+    if let Some(code) = grpc_code(response.headers()) {
+        finish.finish(Some(code));
+        return response;
+    }
+    response.map(|body| tonic::body::Body::new(Observed::new(body, finish)))
 }
 
 /// Wraps a body: reports the code of its trailers (or `Unknown` if it ends

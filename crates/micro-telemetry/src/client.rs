@@ -251,7 +251,7 @@ impl CallRecord {
             endpoint.counter(code).inc();
         }
         if let Some(cx) = &self.span {
-            crate::server::end_span(cx, code);
+            crate::trace::end_span(cx, code);
         }
     }
 }
@@ -264,7 +264,7 @@ impl CallRecord {
         result: Result<http::Response<Body>, Status>,
     ) -> Result<http::Response<Body>, Status> {
         match result {
-            Ok(response) => Ok(crate::server::observe(response, self)),
+            Ok(response) => Ok(crate::body::observe(response, self)),
             Err(status) => {
                 Finish::finish(self, Some(status.code()));
                 Err(status)
@@ -316,7 +316,7 @@ impl micro_client::CallEnd for CallRecord {
     }
 
     fn answered(self: Arc<Self>, response: http::Response<Body>) -> http::Response<Body> {
-        crate::server::observe(response, self)
+        crate::body::observe(response, self)
     }
 
     fn failed(self: Arc<Self>, error: &micro_client::ClientError) {

@@ -1,29 +1,45 @@
-//! The server side: a tower layer in front of a gRPC server's routes that
-//! counts and times every call of a registered endpoint and continues the
-//! caller's trace.
+//! The server side: [`ServerTelemetry`], the server's
+//! [`ServerObserver`](micro_server::ServerObserver), counts and times every
+//! call of a registered endpoint and continues the caller's trace.
 //!
-//! Calls of paths that are not registered endpoints (health checks,
-//! reflection, unknown methods) pass through untouched, so the labels stay
-//! bounded and probes do not drown the request counts.
+//! `Server::builder(name).observer(Arc::new(ServerTelemetry))` (the `micro`
+//! facade's servers have it). Calls of paths that are not registered
+//! endpoints (health checks, reflection, unknown methods) are not shown to
+//! it, so the labels stay bounded and probes do not drown the request
+//! counts.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use futures::future::BoxFuture;
-use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanKind, Status as SpanStatus, TraceContextExt, Tracer,
-};
+use http::HeaderMap;
+use micro_server::observer::{EndpointObserver, ServerCall, ServerObserver};
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use prometheus::{Histogram, IntCounter};
 use tonic::Code;
-use tonic::body::Body;
-use tower::{Layer, Service};
 
-use crate::body::{Finish, Observed, grpc_code};
 use crate::metrics::{code_name, metrics};
 use crate::trace;
+
+/// Metrics and trace continuation for every call of a
+/// [`micro_server::Server`]'s registered endpoints: give it to
+/// `ServerBuilder::observer`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerTelemetry;
+
+impl ServerObserver for ServerTelemetry {
+    fn endpoint(&self, service: &str, _path: &str, endpoint: &str) -> Arc<dyn EndpointObserver> {
+        Arc::new(EndpointInfo {
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+            span_name: format!("{service}/{endpoint}"),
+            duration: metrics()
+                .server_duration
+                .with_label_values(&[service, endpoint]),
+            codes: Default::default(),
+        })
+    }
+}
 
 /// One endpoint's metrics, resolved once.
 #[derive(Debug)]
@@ -48,173 +64,142 @@ impl EndpointInfo {
     }
 }
 
-/// Layer for the routes of the server of `service`; see the module docs.
-#[derive(Clone, Debug)]
-pub struct ServerLayer {
-    endpoints: Arc<Endpoints>,
-}
-
-/// By gRPC path. Looked up on every call with a key the caller sends, but
-/// only ever holding the server's own paths: a fast hash will do (no
-/// caller can grow the map to make collisions).
-type Endpoints = HashMap<String, Arc<EndpointInfo>, foldhash::fast::RandomState>;
-
-impl ServerLayer {
-    /// `endpoints`: (gRPC path, `Handler.Method`), e.g.
-    /// (`/go.micro.srv.user.User/QueryUserByName`, `User.QueryUserByName`).
-    pub fn new(service: &str, endpoints: impl IntoIterator<Item = (String, String)>) -> Self {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|(path, endpoint)| {
-                let info = EndpointInfo {
-                    service: service.to_string(),
-                    span_name: format!("{service}/{endpoint}"),
-                    duration: metrics()
-                        .server_duration
-                        .with_label_values(&[service, &endpoint]),
-                    endpoint,
-                    codes: Default::default(),
-                };
-                (path, Arc::new(info))
-            })
-            .collect();
-        ServerLayer {
-            endpoints: Arc::new(endpoints),
-        }
-    }
-}
-
-impl<S> Layer<S> for ServerLayer {
-    type Service = ServerTelemetry<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ServerTelemetry {
-            inner,
-            endpoints: self.endpoints.clone(),
-        }
-    }
-}
-
-/// The service [`ServerLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct ServerTelemetry<S> {
-    inner: S,
-    endpoints: Arc<Endpoints>,
-}
-
-struct ServerFinish {
-    info: Arc<EndpointInfo>,
-    started: Instant,
-    span: Option<Context>,
-}
-
-impl Finish for ServerFinish {
-    fn finish(self, code: Option<Code>) {
-        let code = code.unwrap_or(Code::Cancelled);
-        if crate::metrics::enabled() {
-            self.info.counter(code).inc();
-            self.info
-                .duration
-                .observe(self.started.elapsed().as_secs_f64());
-        }
-        if let Some(cx) = self.span {
-            end_span(&cx, code);
-        }
-    }
-}
-
-/// Ends the span of `cx` with the call's code (server-side failures are errors).
-pub(crate) fn end_span(cx: &Context, code: Code) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
-    if matches!(
-        code,
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-    ) {
-        span.set_status(SpanStatus::error(code_name(code)));
-    }
-    span.end();
-}
-
-impl<S, B> Service<http::Request<B>> for ServerTelemetry<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+impl EndpointObserver for EndpointInfo {
+    fn start(self: Arc<Self>, headers: &HeaderMap) -> Option<Box<dyn ServerCall>> {
+        let parent = trace::extract(headers);
         if !crate::metrics::enabled() && !trace::enabled() {
             // Nothing recorded: only pass the caller's trace context on.
-            return match trace::extract(request.headers()) {
-                Some(cx) => Box::pin(self.inner.call(request).with_context(cx)),
-                None => Box::pin(self.inner.call(request)),
-            };
+            return parent.map(|context| Box::new(Continued(context)) as Box<dyn ServerCall>);
         }
-        let Some(info) = self.endpoints.get(request.uri().path()).cloned() else {
-            return Box::pin(self.inner.call(request));
-        };
-        let started = Instant::now();
-        let parent = trace::extract(request.headers());
         // A span the sampler would drop is not made: the caller's context
         // is continued as is.
         let traced = trace::enabled() && !trace::certainly_dropped_under(parent.as_ref());
-        let (context, span) = if traced {
+        let context = if traced {
             let parent = parent.unwrap_or_default();
             let tracer = trace::tracer();
             let mut span = tracer
-                .span_builder(info.span_name.clone())
+                .span_builder(self.span_name.clone())
                 .with_kind(SpanKind::Server)
                 .start_with_context(&*tracer, &parent);
             // Attributes only on spans that are kept.
             if span.is_recording() {
                 span.set_attributes([
                     KeyValue::new("rpc.system", "grpc"),
-                    KeyValue::new("rpc.service", info.service.clone()),
-                    KeyValue::new("rpc.method", info.endpoint.clone()),
+                    KeyValue::new("rpc.service", self.service.clone()),
+                    KeyValue::new("rpc.method", self.endpoint.clone()),
                 ]);
             }
-            let cx = parent.with_span(span);
-            (Some(cx.clone()), Some(cx))
+            Some(parent.with_span(span))
         } else {
-            (parent, None)
+            parent
         };
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = match context {
-                Some(cx) => future.with_context(cx).await,
-                None => future.await,
-            }?;
-            let finish = ServerFinish {
-                info,
-                started,
-                span,
-            };
-            Ok(observe(response, finish))
-        })
+        Some(Box::new(ServerRecord {
+            info: self,
+            context,
+            traced,
+        }))
     }
 }
 
-/// Reports at once for a trailers-only response, else when the body ends.
-pub(crate) fn observe<F: Finish + Unpin>(
-    response: http::Response<Body>,
-    finish: F,
-) -> http::Response<Body> {
-    if let Some(code) = grpc_code(response.headers()) {
-        finish.finish(Some(code));
-        return response;
+/// A call only continued in the caller's trace context.
+struct Continued(Context);
+
+impl ServerCall for Continued {
+    fn enter(&self, poll: &mut dyn FnMut()) {
+        let _attached = self.0.clone().attach();
+        poll();
     }
-    response.map(|body| Body::new(Observed::new(body, finish)))
+
+    fn end(self: Box<Self>, _code: Code, _elapsed: Duration) {}
+}
+
+/// One call being recorded.
+struct ServerRecord {
+    info: Arc<EndpointInfo>,
+    /// The context the handler runs in: the call's span, or the caller's
+    /// context continued.
+    context: Option<Context>,
+    /// Whether `context` holds a span of this call, to end.
+    traced: bool,
+}
+
+impl ServerCall for ServerRecord {
+    fn enter(&self, poll: &mut dyn FnMut()) {
+        match &self.context {
+            Some(cx) => {
+                let _attached = cx.clone().attach();
+                poll();
+            }
+            None => poll(),
+        }
+    }
+
+    fn end(self: Box<Self>, code: Code, elapsed: Duration) {
+        if crate::metrics::enabled() {
+            self.info.counter(code).inc();
+            self.info.duration.observe(elapsed.as_secs_f64());
+        }
+        if let (true, Some(cx)) = (self.traced, &self.context) {
+            trace::end_span(cx, code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use micro_server::observer::ObserveLayer;
+    use tonic::body::Body;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    async fn call(path: &str, status: &'static str) {
+        let layer = ObserveLayer::new(
+            &ServerTelemetry,
+            "go.micro.srv.s",
+            [("/s.S/Get".to_string(), "S.Get".to_string())],
+        );
+        let service = layer.layer(tower::service_fn(
+            move |_: http::Request<Body>| async move {
+                let response = http::Response::builder()
+                    .header("grpc-status", status)
+                    .body(Body::empty())
+                    .expect("response");
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        let request = http::Request::builder()
+            .uri(format!("http://s{path}"))
+            .body(Body::empty())
+            .expect("request");
+        service.oneshot(request).await.expect("answered");
+    }
+
+    #[tokio::test]
+    async fn registered_calls_are_counted_by_code_and_timed() {
+        assert!(
+            crate::metrics::enabled(),
+            "MICRO_METRICS=off in the environment"
+        );
+        call("/s.S/Get", "0").await;
+        call("/s.S/Get", "5").await;
+        // Not a registered endpoint: not counted.
+        call("/grpc.health.v1.Health/Check", "0").await;
+        let m = metrics();
+        let count = |code| {
+            m.server_requests
+                .with_label_values(&["go.micro.srv.s", "S.Get", code])
+                .get()
+        };
+        assert_eq!((count("OK"), count("NotFound")), (1, 1));
+        assert_eq!(
+            m.server_duration
+                .with_label_values(&["go.micro.srv.s", "S.Get"])
+                .get_sample_count(),
+            2
+        );
+        assert!(!crate::metrics::encode().contains("Health"));
+    }
 }

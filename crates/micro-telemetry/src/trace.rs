@@ -219,6 +219,29 @@ fn traceparent(trace_id: TraceId, span_id: SpanId, flags: u8) -> [u8; 55] {
     out
 }
 
+/// Ends the span of `cx` with the call's code (server-side failures are
+/// errors): the end of a server or client call's span.
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) fn end_span(cx: &Context, code: tonic::Code) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::Status as SpanStatus;
+    use tonic::Code;
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+    if matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    ) {
+        span.set_status(SpanStatus::error(crate::metrics::code_name(code)));
+    }
+    span.end();
+}
+
 /// The trace id of the current context, if there is one (for log lines).
 pub fn current_trace_id() -> Option<TraceId> {
     let cx = Context::current();

@@ -37,7 +37,8 @@ fn client_traceparent(parent: Option<&str>) -> Option<String> {
 
 /// The span context a server handler runs under, for a call carrying `traceparent`.
 async fn server_context(traceparent: &str) -> String {
-    let layer = micro_telemetry::server::ServerLayer::new(
+    let layer = micro_server::observer::ObserveLayer::new(
+        &micro_telemetry::server::ServerTelemetry,
         "go.micro.srv.t",
         [("/t.T/Get".to_string(), "T.Get".to_string())],
     );

@@ -1,16 +1,16 @@
 //! Test support: the greeter service of go-micro's examples, servers that
 //! can be stopped gracefully or crashed on purpose, child processes stopped
 //! by their PID ([`process`]), waits for a client's nodes ([`nodes`]),
-//! tasks aborted on drop ([`task`]) and a bare HTTP GET ([`http`]).
+//! tasks aborted on drop ([`AbortOnDrop`], `micro-serve`'s) and a bare HTTP
+//! GET ([`http`]).
 
 pub mod api;
 pub mod cargo;
 pub mod http;
 pub mod nodes;
 pub mod process;
-pub mod task;
 
-pub use task::AbortOnDrop;
+pub use micro_serve::AbortOnDrop;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

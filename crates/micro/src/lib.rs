@@ -54,5 +54,5 @@ pub use micro_telemetry as telemetry;
 
 pub use micro_client::{Client, ClientOptions, Idempotent, ServiceChannel};
 pub use micro_registry::{Registry, SharedRegistry};
-pub use micro_server::{Server, ServerBuilder, ServerOptions};
-pub use service::{Error, Service, connect_registry, telemetry_client};
+pub use micro_server::{Readiness, Server, ServerBuilder, ServerOptions};
+pub use service::{Error, Service, connect_registry, telemetry_client, telemetry_server};

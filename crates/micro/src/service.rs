@@ -4,7 +4,8 @@ use micro_client::Client;
 use micro_config::{MicroArgs, RegistryArgs, RegistryKind};
 use micro_registry::SharedRegistry;
 use micro_registry::memory::MemoryRegistry;
-use micro_server::{Server, ServerBuilder, ServerOptions};
+use micro_serve::AbortOnDrop;
+use micro_server::{Readiness, Server, ServerBuilder, ServerOptions};
 
 /// Why a service could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +33,6 @@ impl Error {
     }
 }
 
-/// Builds the registry the flags name; its operations are counted
-/// (`micro_registry_operations_total`).
 /// A client whose calls are counted (`micro_client_*` metrics) and carry the
 /// current trace context: the one every service and the gateway use.
 pub fn telemetry_client(registry: SharedRegistry, options: micro_client::ClientOptions) -> Client {
@@ -44,6 +43,15 @@ pub fn telemetry_client(registry: SharedRegistry, options: micro_client::ClientO
     )
 }
 
+/// A server builder whose registered endpoints' calls are counted
+/// (`micro_server_*` metrics) and continue the caller's trace: what
+/// [`Service::server`] starts from.
+pub fn telemetry_server(name: impl Into<String>) -> ServerBuilder {
+    Server::builder(name).observer(Arc::new(micro_telemetry::server::ServerTelemetry))
+}
+
+/// Builds the registry the flags name; its operations are counted
+/// (`micro_registry_operations_total`).
 pub async fn connect_registry(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
     connect_backend(args)
         .await
@@ -121,23 +129,22 @@ pub struct Service {
 /// the admin listener), the admin listener, the trace exporter.
 #[derive(Clone, Debug)]
 struct Ops {
-    readiness: micro_telemetry::health::Readiness,
-    admin: Option<Arc<AbortOnDrop>>,
+    readiness: Readiness,
+    admin: Option<Arc<Admin>>,
     _trace: Arc<micro_telemetry::trace::TraceGuard>,
 }
 
+/// The admin listener's task (stopped with the last clone of the service)
+/// and its address.
 #[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>, std::net::SocketAddr);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+struct Admin {
+    _task: AbortOnDrop<()>,
+    address: std::net::SocketAddr,
 }
 
 /// Not ready until the server has registered (its own readiness says so).
-fn not_registered() -> micro_telemetry::health::Readiness {
-    let readiness = micro_telemetry::health::Readiness::new();
+fn not_registered() -> Readiness {
+    let readiness = Readiness::new();
     readiness.set("registry", Err("not registered yet".into()));
     readiness
 }
@@ -151,8 +158,11 @@ async fn start_ops(name: &str, args: &MicroArgs) -> Result<Ops, Error> {
             let admin = micro_telemetry::admin::AdminServer::bind(address, readiness.clone())
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let addr = admin.local_addr();
-            Some(Arc::new(AbortOnDrop(admin.spawn(), addr)))
+            let address = admin.local_addr();
+            Some(Arc::new(Admin {
+                _task: AbortOnDrop::new(admin.spawn()),
+                address,
+            }))
         }
         None => None,
     };
@@ -211,13 +221,13 @@ impl Service {
     /// This service's readiness: what gRPC health and `/health/ready`
     /// report. Add dependency checks with
     /// [`ServerBuilder::readiness_check`](micro_server::ServerBuilder::readiness_check).
-    pub fn readiness(&self) -> &micro_telemetry::health::Readiness {
+    pub fn readiness(&self) -> &Readiness {
         &self.ops.readiness
     }
 
     /// Where the admin listener (`--admin_address`) listens, if it does.
     pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
-        self.ops.admin.as_ref().map(|a| a.1)
+        self.ops.admin.as_ref().map(|a| a.address)
     }
 
     pub fn registry(&self) -> &SharedRegistry {
@@ -236,9 +246,10 @@ impl Service {
     }
 
     /// A server builder with this service's name, version, registry and
-    /// server flags; add handlers, then `bind().await?.run().await`.
+    /// server flags, and telemetry (see [`telemetry_server`]); add
+    /// handlers, then `bind().await?.run().await`.
     pub fn server(&self) -> ServerBuilder {
-        Server::builder(&self.name)
+        telemetry_server(&self.name)
             .version(&self.version)
             .registry(self.registry.clone())
             .options(self.server_options.clone())

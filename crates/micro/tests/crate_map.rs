@@ -1,9 +1,10 @@
 //! The crate map's arrows (README, "Architecture"): crates low in the map do
 //! not link what sits above them or beside them. Telemetry plugs into the
 //! client (`micro_client::CallObserver`, with micro-telemetry's `client`
-//! feature) and the registry backends count skipped entries in
+//! feature) and the server (`micro_server::ServerObserver`, with its
+//! `server` feature), and the registry backends count skipped entries in
 //! `micro_registry::skipped`; so the backends link neither the client nor a
-//! metrics library, and the server does not link the client.
+//! metrics library, and the server links neither the client nor telemetry.
 //!
 //! Each package is resolved alone, with its default features, as a program
 //! depending on it would get it: `cargo tree -e normal -p <package>`
@@ -34,7 +35,14 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
     (
         "micro-server",
         &[],
-        &["micro-client", "micro-config", "micro-selector"],
+        &[
+            "micro-telemetry",
+            "prometheus",
+            "opentelemetry",
+            "micro-client",
+            "micro-config",
+            "micro-selector",
+        ],
     ),
     (
         "micro-telemetry",

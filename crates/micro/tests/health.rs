@@ -246,7 +246,9 @@ async fn calls_are_counted_on_both_sides() {
     const COUNTED: &str = "go.micro.srv.counted";
     let registry = Arc::new(MemoryRegistry::new());
     let server = Crashable::start(registry.clone(), COUNTED, options(), |builder| {
+        // What `micro::telemetry_server` and `Service::server` plug in.
         builder
+            .observer(Arc::new(micro::telemetry::server::ServerTelemetry))
             .file_descriptor_set(FILE_DESCRIPTOR_SET)
             .add_service(GreeterServer::new(TestGreeter::new("counted")))
     });

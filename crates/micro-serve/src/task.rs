@@ -1,4 +1,5 @@
-//! Tasks that end with the test that spawned them.
+//! Background tasks that end with whatever holds them: a server's
+//! registration loop, an admin listener, a test's server.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,8 +7,9 @@ use std::task::{Context, Poll};
 
 use tokio::task::{JoinError, JoinHandle};
 
-/// A spawned task that is aborted when this handle is dropped (a test that
-/// panics half way leaves no server running on its runtime).
+/// A spawned task that is aborted when this handle is dropped: a server
+/// whose `run` future is dropped leaves no registration loop behind, a test
+/// that panics half way leaves no server running on its runtime.
 ///
 /// Awaiting it waits for the task, as awaiting its [`JoinHandle`] does; a
 /// wait given up (a `timeout` that lapsed) aborts it too.

@@ -8,7 +8,7 @@
 //! listener's `/health/ready` both answer from it, so the two never disagree.
 //!
 //! ```
-//! use micro_telemetry::health::Readiness;
+//! use micro_server::Readiness;
 //! let readiness = Readiness::new();
 //! readiness.set("registry", Err("not registered yet".into()));
 //! assert!(!readiness.report().ready());
