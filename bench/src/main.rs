@@ -25,6 +25,7 @@ mod load;
 mod ops;
 mod proc;
 mod r2;
+mod recovery;
 mod registry;
 mod report;
 mod scale;
@@ -47,8 +48,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// r10, r11, r12, hotpaths; ops (telemetry overhead) and r13 (cost at
-    /// scale) only when named.
+    /// r10, r11, r12, hotpaths; ops (telemetry overhead), r13 (cost at
+    /// scale) and r14 (etcd registry recovery) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::fixtures::Plan;
-use crate::{discovery, gray, hotpaths, ops, r2, scale, scenarios};
+use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios};
 
 /// When a scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +96,12 @@ const SCENARIOS: &[Scenario] = &[
         names: &["r13"],
         runs: When::ByName,
         report: scale::r13,
+    },
+    // etcd recovery times restart etcd many times: only when named (`--only r14`).
+    Scenario {
+        names: &["r14"],
+        runs: When::ByName,
+        report: recovery::r14,
     },
     Scenario {
         names: &["r6"],

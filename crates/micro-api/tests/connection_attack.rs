@@ -268,18 +268,25 @@ async fn one_address_holds_at_most_its_share() {
     gateway.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_keep_alive_connections_are_closed() {
-    let registry = Arc::new(MemoryRegistry::new());
-    let gateway = RunningGateway::start(
-        registry,
+/// The idle timeout of the two tests below: long enough that a close right
+/// after the answer (no keep-alive at all) is told apart from the timeout.
+const IDLE: Duration = Duration::from_millis(500);
+
+async fn idle_gateway() -> RunningGateway {
+    RunningGateway::start(
+        Arc::new(MemoryRegistry::new()),
         ApiOptions {
-            idle_timeout: Duration::from_millis(500),
+            idle_timeout: IDLE,
             ..ApiOptions::default()
         },
     )
-    .await;
-    // HTTP/1: one request, keep-alive, then nothing.
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_keep_alive_connection_is_closed() {
+    let gateway = idle_gateway().await;
+    // One request, keep-alive, then nothing.
     let mut h1 = TcpStream::connect(gateway.address).await.expect("connect");
     h1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -290,10 +297,21 @@ async fn idle_keep_alive_connections_are_closed() {
         .await
         .expect("closed within 5 s")
         .expect("read");
+    let took = started.elapsed();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Kept open until the idle timeout (timers never fire early), not
+    // closed with the answer.
+    assert!(
+        took >= IDLE - Duration::from_millis(100),
+        "closed after {took:?}"
+    );
+    gateway.stop().await;
+}
 
-    // HTTP/2: one request on a connection the client keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connection_is_closed_with_goaway() {
+    let gateway = idle_gateway().await;
+    // One request on a connection the client keeps (and never uses again).
     let stream = TcpStream::connect(gateway.address).await.expect("connect");
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
@@ -311,12 +329,22 @@ async fn idle_keep_alive_connections_are_closed() {
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    drop(response);
-    // The gateway ends the connection (GOAWAY, close): the driver returns.
-    tokio::time::timeout(Duration::from_secs(5), driver)
+    let body = response.into_body().collect().await.expect("body");
+    drop(body);
+    let answered = Instant::now();
+    // The gateway ends the connection (GOAWAY, then close): the driver
+    // returns, without an error (a reset or a cut connection is one).
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver)
         .await
         .expect("h2 connection closed within 5 s")
-        .expect("driver task")
-        .ok();
+        .expect("driver task");
+    let took = answered.elapsed();
+    ended.unwrap_or_else(|e| panic!("h2 connection ended with an error after {took:?}: {e}"));
+    // Kept open until the idle timeout, not closed with the answer.
+    assert!(
+        took >= IDLE - Duration::from_millis(100),
+        "closed after {took:?}"
+    );
+    drop(sender);
     gateway.stop().await;
 }

@@ -32,16 +32,18 @@ use tokio::time::{Instant, timeout};
 pub struct Options {
     /// The longest a write may take to become visible to the reader.
     pub propagation: Duration,
-    /// The shortest TTL the backend honours, for the expiry case; `None` skips it
-    /// (a backend without TTL expiry, e.g. mDNS's fixed record TTL).
-    pub ttl: Option<Duration>,
+    /// The shortest TTL the backend honours, for the expiry case. Every
+    /// backend must honour one (go-micro's servers re-register within their
+    /// TTL and rely on it): etcd as a lease, memory as a deadline, mDNS as a
+    /// goodbye when a registration is not renewed in time.
+    pub ttl: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             propagation: Duration::from_secs(5),
-            ttl: Some(Duration::from_secs(2)),
+            ttl: Duration::from_secs(2),
         }
     }
 }
@@ -417,7 +419,7 @@ pub async fn watch_filters_by_service(setup: &Setup, options: &Options) {
 /// A node registered with a TTL and never refreshed disappears, and watchers
 /// are told.
 pub async fn ttl_expiry_removes_node(setup: &Setup, options: &Options) {
-    let Some(ttl) = options.ttl else { return };
+    let ttl = options.ttl;
     let name = unique("ttl");
     let mut watcher = setup
         .reader

@@ -18,7 +18,7 @@ fn options() -> Options {
     Options {
         propagation: Duration::from_secs(5),
         // etcd's shortest lease with its default election timeout (1 s).
-        ttl: Some(Duration::from_secs(2)),
+        ttl: Duration::from_secs(2),
     }
 }
 

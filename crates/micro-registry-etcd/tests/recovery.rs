@@ -1,6 +1,9 @@
 //! Outages: etcd unreachable, restarted on empty data, a key deleted by
-//! hand, a watch whose etcd goes away. Also measures how fast registrations
-//! reach a watcher.
+//! hand, a watch whose etcd goes away; registrations reach a watcher.
+//!
+//! Bounds here only tell "recovered" (or "delivered") from "never": how fast
+//! is measured by `micro-bench --only r14` (p50/p99 of register → watch and
+//! of etcd back → registered again).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
@@ -96,7 +99,8 @@ async fn lost_lease_is_granted_again_after_etcd_restarts_empty() {
         reader.get_service("restarted").await.is_err(),
         "etcd came back empty"
     );
-    // The heartbeat: at most a few attempts while the client reconnects.
+    // The heartbeat: at most a few attempts (each bounded by the 2 s
+    // request timeout) while the client reconnects; never recovering fails.
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -106,11 +110,9 @@ async fn lost_lease_is_granted_again_after_etcd_restarts_empty() {
             Err(e) => panic!("not re-registered after {attempts} heartbeats: {e}"),
         }
     }
-    let took = answering.elapsed();
-    eprintln!("etcd answering -> re-registered: {took:?} ({attempts} heartbeat(s))");
-    assert!(
-        took < Duration::from_secs(2),
-        "re-registration took {took:?}"
+    eprintln!(
+        "etcd answering -> re-registered: {:?} ({attempts} heartbeat(s))",
+        answering.elapsed()
     );
     let lease = key_lease(&etcd, &key).await.expect("registered again");
     assert_ne!(lease, 0);
@@ -186,10 +188,12 @@ async fn watch_reports_a_dead_etcd() {
     }
 }
 
-/// Register → visible in another client's watch, over many trials.
+/// Register → visible in another client's watch, node by node: each
+/// registration is delivered, as itself, within 5 s (far beyond the
+/// milliseconds it takes; its p99 is `micro-bench --only r14`'s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_reaches_a_watcher_quickly() {
-    const TRIALS: usize = 100;
+async fn register_reaches_a_watcher() {
+    const TRIALS: usize = 20;
     let etcd = EtcdCluster::single().await.expect("start etcd");
     let writer = etcd.registry().await;
     let reader = etcd.registry().await;
@@ -198,25 +202,15 @@ async fn register_reaches_a_watcher_quickly() {
         .await
         .expect("watch");
     let ttl = RegisterOptions::with_ttl(Duration::from_secs(30));
-    let mut visible = Vec::with_capacity(TRIALS);
     for i in 0..TRIALS {
         let service = service("latency", &format!("latency-{i}"), 5000 + i as u16);
-        let started = Instant::now();
         writer.register(&service, ttl).await.expect("register");
         let event = timeout(Duration::from_secs(5), watcher.next())
             .await
-            .expect("event in time")
+            .unwrap_or_else(|_| panic!("trial {i}: no event within 5 s"))
             .expect("open")
             .expect("ok");
-        visible.push(started.elapsed());
+        assert_eq!(event.action, Action::Create, "{event:?}");
         assert_eq!(event.service.nodes[0].id, service.nodes[0].id);
     }
-    visible.sort();
-    let p50 = visible[TRIALS / 2];
-    let p99 = visible[TRIALS * 99 / 100];
-    eprintln!(
-        "register -> visible in a watcher over {TRIALS} trials: p50 {p50:?}, p99 {p99:?}, max {:?}",
-        visible[TRIALS - 1]
-    );
-    assert!(p99 < Duration::from_secs(2), "p99 {p99:?}");
 }

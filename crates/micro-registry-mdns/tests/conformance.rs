@@ -22,7 +22,7 @@ fn options() -> Options {
         // loaded 2-core machine on top.
         propagation: Duration::from_secs(5),
         // Registrations with a TTL say goodbye when not renewed.
-        ttl: Some(Duration::from_secs(1)),
+        ttl: Duration::from_secs(1),
     }
 }
 

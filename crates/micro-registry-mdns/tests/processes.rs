@@ -1,9 +1,10 @@
 //! Two processes in one private network namespace: each finds the other's
-//! service; a graceful stop (shutdown or drop) is gone from the other's cache
-//! well within a second. Prints the measured times.
+//! service; a graceful stop (shutdown or drop) says goodbye, so the other's
+//! cache drops it at once instead of after the record's 120 s TTL. Prints the
+//! measured times (R7 in `micro-bench` measures discovery times).
 //!
-//! The peer is this test binary again, running `peer_process` with
-//! `MDNS_PEER` set; it talks over stdin/stdout.
+//! The peer is this test binary again, running the ignored `peer_process`
+//! with `MDNS_PEER` set; it talks over stdin/stdout.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Command, Stdio};
@@ -17,6 +18,9 @@ use tokio::time::{Instant, timeout};
 
 const PEER_ENV: &str = "MDNS_PEER";
 const LIMIT: Duration = Duration::from_secs(15);
+/// A goodbye takes milliseconds to drop the peer; without one the record
+/// lives out its 120 s TTL. 10 s tells the two apart on a loaded machine.
+const GOODBYE_BOUND: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -34,12 +38,17 @@ fn service(name: &str, port: u16) -> Service {
 }
 
 /// The peer's side: `MDNS_PEER=<own service> <service to find> <stop mode>`.
-/// Without the variable (a normal test run) it does nothing.
+/// Not a test of its own: `two_processes_find_each_other_and_stop_gracefully`
+/// runs it (`--ignored --exact peer_process`) in a child process.
 #[test]
+#[ignore = "the peer half of two_processes_find_each_other_and_stop_gracefully, run by it"]
 fn peer_process() {
-    let Ok(spec) = std::env::var(PEER_ENV) else {
-        return;
-    };
+    let spec = std::env::var(PEER_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{PEER_ENV} is not set: peer_process is the peer that \
+             two_processes_find_each_other_and_stop_gracefully starts, not a test of its own"
+        )
+    });
     testing::ensure_only_loopback().expect("peer runs in the test's namespace");
     let parts: Vec<String> = spec.split(' ').map(str::to_string).collect();
     let [own, wanted, mode] = parts.as_slice() else {
@@ -92,7 +101,13 @@ impl Peer {
         let exe = std::env::current_exe().expect("test binary");
         let mut child = ChildGuard::spawn(
             Command::new(exe)
-                .args(["peer_process", "--exact", "--nocapture", "--test-threads=1"])
+                .args([
+                    "peer_process",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(PEER_ENV, format!("{own} {wanted} {mode}"))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped()),
@@ -194,9 +209,9 @@ async fn two_processes_find_each_other_and_stop_gracefully() {
         // Graceful stop: gone from our cache.
         peer.stop();
         let stopping = peer.expect("STOPPING").await;
-        let deleted = timeout(LIMIT, watcher.next())
+        let deleted = timeout(GOODBYE_BOUND, watcher.next())
             .await
-            .expect("peer gone in time")
+            .unwrap_or_else(|_| panic!("peer not gone within {GOODBYE_BOUND:?}: no goodbye"))
             .expect("watcher open")
             .expect("event");
         let gone_at = now_ms();
@@ -218,8 +233,8 @@ async fn two_processes_find_each_other_and_stop_gracefully() {
     println!("start → found by cold lookup ms: {found:?}");
     println!("graceful stop → gone ms: {gone:?}");
     assert!(
-        max_gone < 1000,
-        "graceful stop took {max_gone} ms to propagate"
+        max_gone < GOODBYE_BOUND.as_millis(),
+        "graceful stop took {max_gone} ms to propagate: no goodbye?"
     );
     assert!(
         visible.iter().all(|ms| *ms < 5000),

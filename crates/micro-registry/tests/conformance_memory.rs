@@ -14,7 +14,7 @@ async fn setup() -> Setup {
 fn options() -> Options {
     Options {
         propagation: Duration::from_secs(1),
-        ttl: Some(Duration::from_millis(200)),
+        ttl: Duration::from_millis(200),
     }
 }
 

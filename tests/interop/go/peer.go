@@ -17,6 +17,11 @@
 //	    JSON as received; with -check, also decodes it with jsonpb into the
 //	    generated type and prints "CHECK <go struct>". On failure prints
 //	    "ERROR <grpc code> <message>" and exits 1.
+//
+//	gopeer indent
+//	    Prints the JSON reply on stdin as go-micro v2's `micro call` prints
+//	    one (micro v2's CallService: json.Indent(&out, response, "", "\t"),
+//	    then Print's fmt.Printf("%s\n", ...)), for tests to compare with.
 package main
 
 import (
@@ -164,10 +169,25 @@ func call(args []string) {
 	fmt.Fprintf(w, "CHECK %+v\n", typed)
 }
 
+// indent: micro v2's `micro call` output for the reply on stdin.
+func indent() {
+	response, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "read:", err)
+		os.Exit(1)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, response, "", "\t"); err != nil {
+		fmt.Fprintln(os.Stderr, "indent:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("%s\n", out.String())
+}
+
 func main() {
 	encoding.RegisterCodec(jsonCodec{})
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ...")
+		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ... | gopeer indent")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -175,6 +195,8 @@ func main() {
 		serve()
 	case "call":
 		call(os.Args[2:])
+	case "indent":
+		indent()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)

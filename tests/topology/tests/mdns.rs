@@ -12,7 +12,7 @@ fn seed_topology_on_mdns() {
     // with only loopback.
     enter_private_netns().expect("a private network namespace (needs root or CAP_SYS_ADMIN)");
     let data = tempfile::tempdir().expect("tmp");
-    // Default flags: mDNS, `:0`. The TTL flags only shorten this test's wait.
+    // Default flags (mDNS, `:0`, the default TTL): no extra user-srv flags.
     let srv_flags: Vec<Vec<String>> = (0..3).map(|_| Vec::new()).collect();
     // Round robin (not the default p2c) so that the spread is exact.
     let mut topology = Topology::start(&["--selector=roundrobin"], &srv_flags, data.path());

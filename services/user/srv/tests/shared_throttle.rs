@@ -88,14 +88,15 @@ async fn two_instances_on_one_postgres_share_the_throttle() {
     let pg = support::postgres::Postgres::start().await;
     let url = pg.database("throttle").await;
     let registry = support::topology::registry();
-    let (one, _) = support::topology::user_srv(registry.clone(), &url).await;
-    let (two, _) = support::topology::user_srv(registry.clone(), &url).await;
+    let (one, _, one_served) = support::topology::user_srv_counting(registry.clone(), &url).await;
+    let (two, _, two_served) = support::topology::user_srv_counting(registry.clone(), &url).await;
     let client = round_robin(registry.clone());
     let mut users = UserClient::new(client.service(SRV_NAME));
     wait_for_nodes(&client, 2).await;
     register_alice(&mut users).await;
 
     // 40 guesses from one source, alternating between the instances.
+    let before = [one_served.calls(), two_served.calls()];
     let started = Instant::now();
     let mut codes = Vec::new();
     for i in 0..40 {
@@ -105,23 +106,42 @@ async fn two_instances_on_one_postgres_share_the_throttle() {
                 .await,
         ));
     }
+    let guesses = [
+        one_served.calls() - before[0],
+        two_served.calls() - before[1],
+    ];
     let checked = codes.iter().filter(|c| **c == 401).count();
     eprintln!(
-        "2 instances, one PostgreSQL: 40 guesses in {:?}, {checked} password checks",
+        "2 instances, one PostgreSQL: 40 guesses in {:?} (served {guesses:?}), \
+         {checked} password checks",
         started.elapsed()
     );
+    // Both instances took guesses (round robin: 20 each), or the shared
+    // count is not what stopped them. 10 tells alternation from one
+    // instance taking (nearly) all.
+    assert_eq!(guesses.iter().sum::<usize>(), 40, "{guesses:?}");
+    assert!(guesses.iter().all(|n| *n >= 10), "{guesses:?}");
     assert_eq!(checked, PAIR_FREE as usize, "{codes:?}");
     assert!(
         codes[PAIR_FREE as usize..].iter().all(|c| *c == 429),
         "{codes:?}"
     );
-    // The owner, elsewhere, logs in through either instance.
+    // The owner, elsewhere, logs in through each instance.
+    let before = [one_served.calls(), two_served.calls()];
     for _ in 0..2 {
         let ok = users
             .login(login("the owner's long password", Some("10.0.0.7")))
             .await;
         assert_eq!(code(ok), 200);
     }
+    assert_eq!(
+        [
+            one_served.calls() - before[0],
+            two_served.calls() - before[1]
+        ],
+        [1, 1],
+        "one login through each instance"
+    );
     one.stop().await;
     two.stop().await;
 }

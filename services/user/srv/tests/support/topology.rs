@@ -3,6 +3,7 @@
 //! include this file).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use micro::registry::memory::MemoryRegistry;
@@ -83,6 +84,67 @@ pub async fn user_srv_trusting(
     store_url: &str,
     trusted: TrustedProxies,
 ) -> (Running, Store) {
+    let (running, store, _) = start_user_srv(registry, store_url, trusted, false).await;
+    (running, store)
+}
+
+/// Starts one user-srv instance on `store_url` that counts the `User` calls
+/// it serves (a counting layer in front of its handler).
+pub async fn user_srv_counting(
+    registry: SharedRegistry,
+    store_url: &str,
+) -> (Running, Store, Served) {
+    start_user_srv(registry, store_url, TrustedProxies::default(), true).await
+}
+
+/// How many `User` calls one instance has served.
+#[derive(Clone, Debug, Default)]
+pub struct Served(Arc<AtomicUsize>);
+
+impl Served {
+    pub fn calls(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A gRPC service that counts the calls it is given.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    served: Served,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Counted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, R> tonic::codegen::Service<R> for Counted<S>
+where
+    S: tonic::codegen::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.served.0.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
+
+async fn start_user_srv(
+    registry: SharedRegistry,
+    store_url: &str,
+    trusted: TrustedProxies,
+    counting: bool,
+) -> (Running, Store, Served) {
     let store = Store::open(store_url).await.expect("open store");
     let service = UserService::new(
         store.clone(),
@@ -90,16 +152,25 @@ pub async fn user_srv_trusting(
         Tokens::new(SECRET, Duration::from_secs(3600)),
     )
     .with_trusted_proxies(trusted);
-    let server = Server::builder(SRV_NAME)
+    let served = Served::default();
+    let builder = Server::builder(SRV_NAME)
         .registry(registry)
         .options(options())
-        .file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .add_service(UserServer::new(service.user_handler()))
+        .file_descriptor_set(FILE_DESCRIPTOR_SET);
+    let builder = if counting {
+        builder.add_service(Counted {
+            inner: UserServer::new(service.user_handler()),
+            served: served.clone(),
+        })
+    } else {
+        builder.add_service(UserServer::new(service.user_handler()))
+    };
+    let server = builder
         .add_service(PostServer::new(service.post_handler()))
         .bind()
         .await
         .expect("bind user-srv");
-    (Running::start(server).await, store)
+    (Running::start(server).await, store, served)
 }
 
 /// A memory registry shared by the topology.
