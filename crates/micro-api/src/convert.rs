@@ -19,8 +19,10 @@
 //! The reply: `statusCode` 0 means 200; its headers are set (hop-by-hop ones
 //! and invalid ones are dropped); `Content-Type` defaults to `application/json`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -191,58 +193,22 @@ pub fn encode_api_request(
     body: &[u8],
     remote: Option<SocketAddr>,
 ) -> Vec<u8> {
-    use std::borrow::Cow;
     let uri = &parts.uri;
+    let headers = &parts.headers;
     let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
     let url: Cow<'_, str> = match (uri.scheme(), uri.path_and_query()) {
         (None, Some(target)) if uri.authority().is_none() => Cow::Borrowed(target.as_str()),
         _ => Cow::Owned(uri.to_string()),
     };
-    fn lossy(value: &HeaderValue) -> Cow<'_, str> {
-        String::from_utf8_lossy(value.as_bytes())
-    }
-
-    // The header pairs: every name once (a `HeaderMap` key is unique, and
-    // so is its canonical form), its values in order.
-    let mut header: Vec<(Cow<'static, str>, Vec<Cow<'_, str>>)> =
-        Vec::with_capacity(parts.headers.keys_len() + 2);
-    let mut forwarded = None;
-    for name in parts.headers.keys() {
-        if name == header::HOST {
-            continue;
-        }
-        let values = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| lossy(v))
-            .collect();
-        if name.as_str() == "x-forwarded-for" {
-            forwarded = Some(header.len());
-        }
-        header.push((Cow::Owned(canonical_header(name.as_str())), values));
-    }
-    if let Some(remote) = remote {
-        let ip = remote.ip().to_string();
-        match forwarded {
-            Some(i) if !header[i].1.is_empty() => {
-                let joined = format!("{}, {ip}", header[i].1.join(", "));
-                header[i].1 = vec![Cow::Owned(joined)];
-            }
-            _ => header.push((Cow::Borrowed("X-Forwarded-For"), vec![Cow::Owned(ip)])),
-        }
-    }
-    if parts.method == Method::GET && !parts.headers.contains_key(header::CONTENT_TYPE) {
-        header.push((
-            Cow::Borrowed("Content-Type"),
-            vec![Cow::Borrowed(GET_CONTENT_TYPE)],
-        ));
-    }
-    let host = match parts.headers.get(header::HOST) {
-        Some(value) => lossy(value),
-        None => Cow::Owned(uri.authority().map(|a| a.to_string()).unwrap_or_default()),
-    };
-    header.push((Cow::Borrowed("Host"), vec![host]));
+    // The peer's address as text, without an allocation.
+    let mut ip_buf = [0u8; 64];
+    let ip = remote.map(|remote| {
+        let mut cursor = std::io::Cursor::new(&mut ip_buf[..]);
+        // An IP address (at most 45 bytes) always fits.
+        let _ = write!(cursor, "{}", remote.ip());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        std::str::from_utf8(&ip_buf[..len]).unwrap_or("")
+    });
 
     // The query and form maps: rare and unbounded, so built as before.
     let mut get = HashMap::new();
@@ -252,8 +218,8 @@ pub fn encode_api_request(
         }
     }
     let mut post = HashMap::new();
-    let form = is_form(&parts.headers)
-        && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    let form =
+        is_form(headers) && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
     let text_body = if form {
         for (key, value) in form_urlencoded::parse(body) {
             push(&mut post, key.into_owned(), value.into_owned());
@@ -263,14 +229,17 @@ pub fn encode_api_request(
         String::from_utf8_lossy(body)
     };
 
-    let headers_len: usize = header
+    // Room for everything in one allocation: each header costs its name
+    // twice (map key and pair key), its value and a few bytes of framing.
+    let header_bytes: usize = headers
         .iter()
-        .map(|(key, values)| map_entry_len(key, values))
+        .map(|(name, value)| 2 * name.as_str().len() + value.len() + 12)
         .sum();
     let mut out = Vec::with_capacity(
         string_field_len(1, parts.method.as_str())
             + string_field_len(2, &path)
-            + headers_len
+            + header_bytes
+            + 128
             + pair_map_len(4, &get)
             + pair_map_len(5, &post)
             + string_field_len(6, &text_body)
@@ -278,14 +247,142 @@ pub fn encode_api_request(
     );
     put_string_field(&mut out, 1, parts.method.as_str());
     put_string_field(&mut out, 2, &path);
-    for (key, values) in &header {
-        put_map_entry(&mut out, 3, key, values);
+
+    // The header map, entry by entry, straight from the `HeaderMap`: every
+    // name once (a `HeaderMap` key is unique, and so is its canonical
+    // form), its values in order.
+    let mut forwarded = false;
+    for name in headers.keys() {
+        if name == header::HOST {
+            continue;
+        }
+        let key = HeaderKey::Canonical(name.as_str());
+        match ip {
+            Some(ip) if name.as_str() == "x-forwarded-for" => {
+                // The peer appended to the list it was sent.
+                forwarded = true;
+                let mut joined = String::new();
+                for value in headers.get_all(name) {
+                    joined.push_str(&value_text(value));
+                    joined.push_str(", ");
+                }
+                joined.push_str(ip);
+                put_header_entry(&mut out, key, &[joined.as_str()]);
+            }
+            _ => {
+                let values = headers.get_all(name);
+                let single = {
+                    let mut iter = values.iter();
+                    match (iter.next(), iter.next()) {
+                        (Some(value), None) => Some(value),
+                        _ => None,
+                    }
+                };
+                match single {
+                    // The common case: one value, no `Vec`.
+                    Some(value) => put_header_entry(&mut out, key, &[value_text(value)]),
+                    None => {
+                        let all: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
+                        put_header_entry(&mut out, key, &all);
+                    }
+                }
+            }
+        }
     }
+    if let (Some(ip), false) = (ip, forwarded) {
+        put_header_entry(&mut out, HeaderKey::Exact("X-Forwarded-For"), &[ip]);
+    }
+    if parts.method == Method::GET && !headers.contains_key(header::CONTENT_TYPE) {
+        put_header_entry(
+            &mut out,
+            HeaderKey::Exact("Content-Type"),
+            &[GET_CONTENT_TYPE],
+        );
+    }
+    let host = match headers.get(header::HOST) {
+        Some(value) => value_text(value),
+        None => Cow::Owned(uri.authority().map(|a| a.to_string()).unwrap_or_default()),
+    };
+    put_header_entry(&mut out, HeaderKey::Exact("Host"), &[host]);
+
     put_pair_map(&mut out, 4, &get);
     put_pair_map(&mut out, 5, &post);
     put_string_field(&mut out, 6, &text_body);
     put_string_field(&mut out, 7, &url);
     out
+}
+
+/// A header value as `go.api` text: borrowed when it is UTF-8 (nearly
+/// always), invalid sequences replaced otherwise.
+fn value_text(value: &HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(value.as_bytes())
+}
+
+/// The key of a `go.api` header entry.
+#[derive(Clone, Copy)]
+enum HeaderKey<'a> {
+    /// A `HeaderMap` name (lower case), written in Go's canonical form.
+    Canonical(&'a str),
+    /// Written as is.
+    Exact(&'a str),
+}
+
+impl HeaderKey<'_> {
+    fn len(self) -> usize {
+        match self {
+            HeaderKey::Canonical(name) | HeaderKey::Exact(name) => name.len(),
+        }
+    }
+
+    /// A string field holding the key.
+    fn put(self, out: &mut Vec<u8>, tag: u32) {
+        match self {
+            HeaderKey::Exact(name) => put_string_field(out, tag, name),
+            HeaderKey::Canonical(name) => {
+                if name.is_empty() {
+                    return;
+                }
+                put_delimited(out, tag, name.len());
+                // Go's `CanonicalMIMEHeaderKey` (see `canonical_header`):
+                // only ASCII letters change, so the length stays.
+                let mut upper = true;
+                out.extend(name.bytes().map(|b| {
+                    let b = if upper {
+                        b.to_ascii_uppercase()
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
+                    upper = b == b'-';
+                    b
+                }));
+            }
+        }
+    }
+}
+
+/// One `map<string, Pair>` entry of the header map:
+/// `{1: key, 2: Pair { 1: key, 2: values }}`.
+fn put_header_entry<V: AsRef<str>>(out: &mut Vec<u8>, key: HeaderKey<'_>, values: &[V]) {
+    let key_len = if key.len() == 0 {
+        0
+    } else {
+        delimited_len(key.len())
+    };
+    let pair = key_len
+        + values
+            .iter()
+            .map(|v| delimited_len(v.as_ref().len()))
+            .sum::<usize>();
+    put_delimited(out, 3, key_len + delimited_len(pair));
+    key.put(out, 1);
+    put_delimited(out, 2, pair);
+    key.put(out, 1);
+    for value in values {
+        // Repeated: every value written, empty ones too.
+        let value = value.as_ref();
+        put_delimited(out, 2, value.len());
+        out.extend_from_slice(value.as_bytes());
+    }
 }
 
 /// A length-delimited field: key, length, bytes (tags here are < 16: one
@@ -315,16 +412,6 @@ fn put_string_field(out: &mut Vec<u8>, tag: u32, value: &str) {
     }
 }
 
-/// A `Pair { key, values }`'s encoded length.
-fn pair_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
-    string_field_len(1, key)
-        + values
-            .iter()
-            .map(|v| delimited_len(v.as_ref().len()))
-            .sum::<usize>()
-}
-
-/// One `map<string, Pair>` entry: `{1: key, 2: Pair { key, values }}`.
 /// The encoded length of a `map<string, Pair>` field (`get`, `post`).
 fn pair_map_len(tag: u32, map: &HashMap<String, Pair>) -> usize {
     prost::encoding::hash_map::encoded_len(
@@ -346,24 +433,6 @@ fn put_pair_map(out: &mut Vec<u8>, tag: u32, map: &HashMap<String, Pair>) {
         map,
         out,
     );
-}
-
-fn map_entry_len<V: AsRef<str>>(key: &str, values: &[V]) -> usize {
-    delimited_len(string_field_len(1, key) + delimited_len(pair_len(key, values)))
-}
-
-fn put_map_entry<V: AsRef<str>>(out: &mut Vec<u8>, tag: u32, key: &str, values: &[V]) {
-    let pair = pair_len(key, values);
-    put_delimited(out, tag, string_field_len(1, key) + delimited_len(pair));
-    put_string_field(out, 1, key);
-    put_delimited(out, 2, pair);
-    put_string_field(out, 1, key);
-    for value in values {
-        // Repeated: every value written, empty ones too.
-        let value = value.as_ref();
-        put_delimited(out, 2, value.len());
-        out.extend_from_slice(value.as_bytes());
-    }
 }
 
 /// The HTTP response for a `go.api.Response`.

@@ -82,7 +82,6 @@ impl Connections {
                 requests: 0,
             }),
             close: Notify::new(),
-            idle: Notify::new(),
         });
         table.open.insert(conn.id, conn.clone());
         *table.per_ip.entry(ip).or_insert(0) += 1;
@@ -140,8 +139,6 @@ pub(crate) struct Conn {
     state: Mutex<ConnState>,
     /// Notified when the connection lost its slot to a newer one.
     pub(crate) close: Notify,
-    /// Notified when the connection became idle (its deadline moved).
-    pub(crate) idle: Notify,
 }
 
 #[derive(Debug)]
@@ -202,7 +199,6 @@ impl Drop for Busy {
         let mut state = self.0.state();
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             state.idle_since = Instant::now();
-            self.0.idle.notify_one();
         }
     }
 }

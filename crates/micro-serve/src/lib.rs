@@ -177,6 +177,9 @@ pub async fn serve(
     Ok(())
 }
 
+/// hyper's own cap on request headers (HTTP/1), when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     if !options.http2 {
@@ -185,8 +188,14 @@ fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_headers(options.max_headers)
+        .header_read_timeout(options.header_read_timeout);
+    // hyper parses up to 100 headers on the stack; a cap set explicitly,
+    // even to 100, makes it fill a 100-entry buffer on every request head.
+    if options.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(options.max_headers);
+    }
+    builder
+        .http1()
         .max_buf_size((options.max_header_bytes + 4096).max(8192));
     builder
         .http2()
@@ -258,28 +267,38 @@ impl Shared {
         let connection = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let (head, idle) = (self.options.header_read_timeout, self.options.idle_timeout);
+        // The deadline is checked lazily: one timer, re-armed only when it
+        // fires (not on every request), at most `step` apart, so a deadline
+        // that moved earlier (the idle timeout after the first request being
+        // shorter than the head timeout) is late by at most `step`.
+        let step = head.min(idle).max(Duration::from_millis(1));
+        let mut check_at = tokio::time::Instant::now() + step;
+        let close = conn.close.notified();
+        let stop = stop_signal.wait_for(|stop| *stop);
+        tokio::pin!(close, stop);
         let reason = loop {
-            let check_at = conn
-                .close_at(head, idle)
-                .unwrap_or_else(|| tokio::time::Instant::now() + idle);
+            let timer = tokio::time::sleep_until(check_at);
+            tokio::pin!(timer);
             tokio::select! {
+                // Polled in this order on every wake: the connection first,
+                // and no random start (select!'s default), which costs.
+                biased;
                 ended = connection.as_mut() => {
                     if let Err(e) = ended {
                         tracing::debug!(%remote, "connection ended: {e}");
                     }
                     return;
                 }
-                () = conn.close.notified() => break Close::Evicted,
-                () = conn.idle.notified() => {}
-                _ = stop_signal.wait_for(|stop| *stop) => break Close::Shutdown,
-                () = tokio::time::sleep_until(check_at) => {
-                    if conn
-                        .close_at(head, idle)
-                        .is_some_and(|at| at <= tokio::time::Instant::now())
-                    {
-                        break Close::Deadline;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    match conn.close_at(head, idle) {
+                        Some(at) if at <= now => break Close::Deadline,
+                        Some(at) => check_at = at.min(now + step),
+                        None => check_at = now + step,
                     }
                 }
+                () = &mut close => break Close::Evicted,
+                _ = &mut stop => break Close::Shutdown,
             }
         };
         tracing::debug!(%remote, "closing connection: {reason:?}");
@@ -307,16 +326,39 @@ struct ConnService {
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         let busy = self.conn.begin();
         request.extensions_mut().insert(RemoteAddr(self.remote));
-        let answer = self.router.clone().oneshot(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|body| Body::new(Tracked { body, _busy: busy })))
-        })
+        Answer {
+            inner: self.router.clone().oneshot(request),
+            busy: Some(busy),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's answer to one request, its body tracked (a named
+    /// future: this runs on every request, and a boxed one costs an
+    /// allocation).
+    struct Answer {
+        #[pin]
+        inner: tower::util::Oneshot<axum::Router, http::Request<Incoming>>,
+        busy: Option<Busy>,
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let busy = this.busy.take().expect("Answer polled after it completed");
+        Poll::Ready(Ok(
+            response.map(|body| Body::new(Tracked { body, _busy: busy }))
+        ))
     }
 }
 
