@@ -345,16 +345,17 @@ impl HeaderKey<'_> {
                 put_delimited(out, tag, name.len());
                 // Go's `CanonicalMIMEHeaderKey` (see `canonical_header`):
                 // only ASCII letters change, so the length stays.
+                let start = out.len();
+                out.extend_from_slice(name.as_bytes());
                 let mut upper = true;
-                out.extend(name.bytes().map(|b| {
-                    let b = if upper {
+                for b in &mut out[start..] {
+                    *b = if upper {
                         b.to_ascii_uppercase()
                     } else {
                         b.to_ascii_lowercase()
                     };
-                    upper = b == b'-';
-                    b
-                }));
+                    upper = *b == b'-';
+                }
             }
         }
     }
