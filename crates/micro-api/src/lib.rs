@@ -251,18 +251,20 @@ impl Gateway {
     /// path goes to the configured handler; limits, CORS and the request
     /// deadline apply to all.
     pub fn router(&self) -> axum::Router {
-        axum::Router::new()
-            .route("/", axum::routing::any(handler::version))
-            .fallback(handler::dispatch)
-            .with_state(self.inner.clone())
-            // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(edge::EdgeLayer(self.inner.clone()))
+        // One service behind the router, its layers plain tower layers: a
+        // layer added with `Router::layer` would box and clone its route
+        // (and the route's future) once more on every request.
+        let stack = tower::ServiceBuilder::new()
             // Outermost: counts every answer (limits and timeouts included)
             // and continues the caller's trace.
             .layer(micro_telemetry::api::ApiLayer::new(
                 "go.micro.api",
                 self.inner.options.handler.as_str(),
             ))
+            // Edge checks, then rate limits, then auth (all in `edge`).
+            .layer(edge::EdgeLayer(self.inner.clone()))
+            .service(handler::Dispatch(self.inner.clone()));
+        axum::Router::new().fallback_service(stack)
     }
 
     /// Serves the router on `listener` until `shutdown` completes, then stops

@@ -6,13 +6,16 @@ mod dial;
 pub(crate) mod http;
 pub(crate) mod rpc;
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::http::{HeaderValue, Method, header};
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 
@@ -31,8 +34,33 @@ pub(crate) async fn version() -> Response {
     response
 }
 
+/// The gateway's innermost service: `/` answers [`version`], every other
+/// path goes to the configured handler.
+#[derive(Clone)]
+pub(crate) struct Dispatch(pub(crate) Arc<Inner>);
+
+impl tower::Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            if request.uri().path() == "/" {
+                return Ok(version().await);
+            }
+            Ok(dispatch(inner, request).await)
+        })
+    }
+}
+
 /// Every other path: the configured handler.
-pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, request: Request) -> Response {
+async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
     let result = match inner.options.handler {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
