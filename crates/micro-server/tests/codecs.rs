@@ -107,6 +107,7 @@ async fn json_and_protobuf_reach_the_same_method() {
     let reply = client
         .hello(micro_testing::greeter::Request {
             name: "proto".into(),
+            ..Default::default()
         })
         .await
         .expect("protobuf call");

@@ -73,7 +73,9 @@ func (jsonCodec) Unmarshal(data []byte, v interface{}) error {
 
 func (jsonCodec) Name() string { return "json" }
 
-type hello struct{}
+type hello struct {
+	*greeter.UnimplementedGreeterServer
+}
 
 func (hello) Hello(ctx context.Context, req *greeter.Request) (*greeter.Response, error) {
 	msg := "Hello " + req.Name + " from go"
