@@ -275,6 +275,24 @@ impl Greeter for FirstCallGreeter {
             msg: format!("Hello {name}"),
         }))
     }
+
+    type StreamStream = micro_testing::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        micro_testing::stream_replies(request.into_inner(), "")
+    }
+
+    type PingPongStream = micro_testing::ReplyStream;
+
+    async fn ping_pong(
+        &self,
+        request: tonic::Request<tonic::Streaming<Request>>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        Ok(micro_testing::ping_pong(request.into_inner()))
+    }
 }
 
 /// A toolkit server on its own thread and runtime, pinned to the server core.
@@ -481,6 +499,7 @@ pub(crate) async fn run_trials(
                 let ok = greeter
                     .hello(Request {
                         name: "huohuo".into(),
+                        ..Default::default()
                     })
                     .await
                     .is_ok();

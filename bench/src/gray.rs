@@ -79,6 +79,7 @@ async fn run(
                     greeter
                         .hello(Request {
                             name: "huohuo".into(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok()

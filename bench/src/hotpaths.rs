@@ -212,6 +212,7 @@ pub fn run_workload(workload: Workload, ops: u64, server: Option<SocketAddr>) {
             let request = move || {
                 let mut request = tonic::Request::new(Request {
                     name: "huohuo".into(),
+                    ..Default::default()
                 });
                 if deadline {
                     request.set_timeout(Duration::from_secs(5));

@@ -216,6 +216,7 @@ where
         let mut c = client.clone();
         c.hello(Request {
             name: "huohuo".into(),
+            ..Default::default()
         })
         .await
         .expect("first call answers");
@@ -229,6 +230,7 @@ where
                 async move {
                     let mut request = tonic::Request::new(Request {
                         name: "huohuo".into(),
+                        ..Default::default()
                     });
                     if let Some(deadline) = deadline {
                         request.set_timeout(deadline);
@@ -314,6 +316,7 @@ pub async fn kill_round(
             .clone()
             .hello(Request {
                 name: "huohuo".into(),
+                ..Default::default()
             })
             .await
             .expect("warm-up call");
@@ -359,6 +362,7 @@ pub async fn kill_round(
                     greeter
                         .hello(Request {
                             name: "huohuo".into(),
+                            ..Default::default()
                         })
                         .await
                         .is_ok()

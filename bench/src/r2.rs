@@ -111,6 +111,7 @@ async fn hello(addr: SocketAddr) -> String {
     client
         .hello(Request {
             name: "huohuo".into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("Hello on {addr}: {e}"))

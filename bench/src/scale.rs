@@ -639,6 +639,7 @@ pub fn client_child(registry: &str, registry_address: Option<&str>) {
             let answer = greeter
                 .hello(Request {
                     name: "scale".into(),
+                    ..Default::default()
                 })
                 .await;
             if answer.is_ok() {

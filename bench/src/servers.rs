@@ -34,6 +34,24 @@ impl Greeter for BenchGreeter {
             msg: format!("Hello {name}"),
         }))
     }
+
+    type StreamStream = micro_testing::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        micro_testing::stream_replies(request.into_inner(), "")
+    }
+
+    type PingPongStream = micro_testing::ReplyStream;
+
+    async fn ping_pong(
+        &self,
+        request: tonic::Request<tonic::Streaming<Request>>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        Ok(micro_testing::ping_pong(request.into_inner()))
+    }
 }
 
 /// A greeter that is slow (`delay`) or flaky (answers `Unavailable` to a
@@ -69,6 +87,24 @@ impl Greeter for GrayGreeter {
             return Err(tonic::Status::unavailable("flaky on purpose"));
         }
         BenchGreeter.hello(request).await
+    }
+
+    type StreamStream = micro_testing::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        micro_testing::stream_replies(request.into_inner(), "")
+    }
+
+    type PingPongStream = micro_testing::ReplyStream;
+
+    async fn ping_pong(
+        &self,
+        request: tonic::Request<tonic::Streaming<Request>>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        Ok(micro_testing::ping_pong(request.into_inner()))
     }
 }
 

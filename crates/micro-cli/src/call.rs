@@ -119,27 +119,7 @@ pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliEr
         .map_err(|e| CliError::Usage(format!("request is not JSON: {e}")))?;
     let metadata = parse_metadata(&args.metadata)?;
 
-    let dynamic = match &args.address {
-        Some(address) => {
-            let channel = direct_channel(address, client.options())?;
-            DynamicClient::to_address(channel, 1, Duration::from_secs(60))
-        }
-        None => {
-            let registry = client.registry();
-            match registry.get_service(service).await {
-                Ok(found) if found.iter().any(|s| !s.nodes.is_empty()) => {}
-                Ok(_) => return Err(not_found(registry.as_ref(), service)),
-                Err(e) if e.is_not_found() => return Err(not_found(registry.as_ref(), service)),
-                Err(e) => {
-                    return Err(CliError::Failed(format!(
-                        "Registry [{}] get service {service}: {e}",
-                        registry.name()
-                    )));
-                }
-            }
-            DynamicClient::new(client.clone(), 1, Duration::from_secs(60))
-        }
-    };
+    let dynamic = dynamic_client(client, service, args.address.as_deref()).await?;
     let options = CallOptions {
         timeout: client.options().request_timeout,
         idempotent: false,
@@ -167,6 +147,40 @@ pub async fn call_with(client: &Client, args: &CallArgs) -> Result<String, CliEr
             Ok(text)
         }
     }
+}
+
+/// The JSON client for `service`: to the node at `address`, or to the
+/// service's nodes in the registry (which must have some).
+pub(crate) async fn dynamic_client(
+    client: &Client,
+    service: &str,
+    address: Option<&str>,
+) -> Result<DynamicClient, CliError> {
+    if let Some(address) = address {
+        let channel = direct_channel(address, client.options())?;
+        return Ok(DynamicClient::to_address(
+            channel,
+            1,
+            Duration::from_secs(60),
+        ));
+    }
+    let registry = client.registry();
+    match registry.get_service(service).await {
+        Ok(found) if found.iter().any(|s| !s.nodes.is_empty()) => {}
+        Ok(_) => return Err(not_found(registry.as_ref(), service)),
+        Err(e) if e.is_not_found() => return Err(not_found(registry.as_ref(), service)),
+        Err(e) => {
+            return Err(CliError::Failed(format!(
+                "Registry [{}] get service {service}: {e}",
+                registry.name()
+            )));
+        }
+    }
+    Ok(DynamicClient::new(
+        client.clone(),
+        1,
+        Duration::from_secs(60),
+    ))
 }
 
 /// `--metadata k=v` flags as gRPC metadata (keys lowercased, as HTTP/2 sends them).

@@ -7,6 +7,7 @@
 //! micro call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
 //! micro call --metadata authorization='Bearer t' --address 10.0.0.5:50051 --output text \
 //!     go.micro.srv.user User.ChangePassword '{...}'
+//! micro stream go.micro.srv.greeter Greeter.Stream '{"name": "John", "count": 3}'
 //! micro health go.micro.srv.user
 //! micro web [--address 127.0.0.1:8082]
 //! micro new [--type service|api] hello
@@ -30,6 +31,7 @@
 //! | `micro list services` | [`list`] | [`list::run`] |
 //! | `micro get service NAME` | [`get`] | [`get::run`] |
 //! | `micro call SERVICE ENDPOINT JSON` | [`call`](mod@call) | [`call::run`] |
+//! | `micro stream SERVICE ENDPOINT [JSON]` | [`stream`](mod@stream) | [`stream::run`] |
 //! | `micro health SERVICE` | [`health`](mod@health) | [`health::run`] |
 //! | `micro web` | [`web`] | [`web::run`] |
 //! | `micro new DIR` | [`new`] | [`new::run`] |
@@ -45,6 +47,7 @@ pub mod get;
 pub mod health;
 pub mod list;
 pub mod new;
+pub mod stream;
 pub mod web;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -56,6 +59,7 @@ pub use call::{CallArgs, Output, call, call_with, parse_metadata};
 pub use get::{GetWhat, format_service, get_service};
 pub use health::health;
 pub use list::{ListWhat, list_services};
+pub use stream::{StreamArgs, stream_with};
 
 /// `micro`: run the API gateway, inspect the registry, call services.
 //
@@ -141,6 +145,8 @@ pub enum Command {
     },
     /// Call an endpoint with JSON: `micro call go.micro.srv.greeter Greeter.Hello '{"name":"John"}'`
     Call(CallArgs),
+    /// Stream from an endpoint, one JSON reply a line; more requests from stdin: `micro stream go.micro.srv.greeter Greeter.Stream '{"name":"John","count":3}'`
+    Stream(StreamArgs),
     /// Create a service crate: `micro new hello` (go.micro.srv.hello), `micro new --type api NAME`
     New(new::NewArgs),
     /// Check every node of a service over gRPC health: `micro health go.micro.srv.user`
@@ -156,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::List { what } => list::run(&cli.micro, what).await,
         Command::Get { what } => get::run(&cli.micro, what).await,
         Command::Call(args) => call::run(&cli.micro, args).await,
+        Command::Stream(args) => stream::run(&cli.micro, args).await,
         Command::New(args) => new::run(args),
         Command::Health(args) => health::run(&cli.micro, args).await,
         Command::Web(args) => web::run(&cli.micro, args).await.map(|()| String::new()),
@@ -212,11 +219,12 @@ mod tests {
 
     /// One command line per command; `every_command_is_covered` keeps the
     /// list whole.
-    const COMMANDS: [&[&str]; 7] = [
+    const COMMANDS: [&[&str]; 8] = [
         &["api", "--handler=api"],
         &["list", "services"],
         &["get", "service", "go.micro.srv.greeter"],
         &["call", "go.micro.srv.greeter", "Greeter.Hello", "{}"],
+        &["stream", "go.micro.srv.greeter", "Greeter.Stream", "{}"],
         &["health", "go.micro.srv.user"],
         &["web"],
         &["new", "hello"],

@@ -33,8 +33,11 @@ async fn list_get_and_call_a_running_service() {
         format!("{}\t{}\t", server.node_id, server.address),
         "protocol=grpc".to_string(),
         "\nEndpoint: Greeter.Hello\n".to_string(),
-        "Request: {\n\tname string\n}\n".to_string(),
+        "Request: {\n\tname string\n\tcount int32\n}\n".to_string(),
         "\nResponse: {\n\tmsg string\n}\n".to_string(),
+        // Streaming endpoints say so, as go-micro's do.
+        "\nEndpoint: Greeter.Stream\nMetadata: stream=true\n".to_string(),
+        "\nEndpoint: Greeter.PingPong\nMetadata: stream=true\n".to_string(),
     ] {
         assert!(
             described.contains(&expected),

@@ -327,6 +327,7 @@ async fn measure_call_latency_plaintext_vs_tls() {
         let mut greeter = GreeterClient::new(client.service(SERVICE));
         let request = || Hello {
             name: "bench".into(),
+            ..Default::default()
         };
         for _ in 0..200 {
             greeter.hello(request()).await.expect("warm-up call");

@@ -25,7 +25,7 @@
 //! let client = Client::new(Arc::new(MemoryRegistry::new()), ClientOptions::default());
 //! let channel = client.service("go.micro.srv.greeter");
 //! // let mut greeter = GreeterClient::new(channel);
-//! // greeter.hello(Request { name: "huohuo".into() }).await?;
+//! // greeter.hello(Request { name: "huohuo".into(), ..Default::default() }).await?;
 //! # let _ = channel;
 //! # }
 //! ```

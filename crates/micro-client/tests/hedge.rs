@@ -86,6 +86,24 @@ impl Greeter for Gated {
             msg: format!("Hello {} from {}", request.into_inner().name, self.name),
         }))
     }
+
+    type StreamStream = micro_testing::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        micro_testing::stream_replies(request.into_inner(), "")
+    }
+
+    type PingPongStream = micro_testing::ReplyStream;
+
+    async fn ping_pong(
+        &self,
+        request: tonic::Request<tonic::Streaming<Request>>,
+    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
+        Ok(micro_testing::ping_pong(request.into_inner()))
+    }
 }
 
 /// Gated greeters `a`, `b`, … registered as one service.
@@ -247,7 +265,14 @@ type Call = tokio::task::JoinHandle<Result<tonic::Response<Response>, tonic::Sta
 fn call(channel: &ServiceChannel, name: &str) -> Call {
     let mut greeter = GreeterClient::new(channel.clone());
     let name = name.to_string();
-    tokio::spawn(async move { greeter.hello(Request { name }).await })
+    tokio::spawn(async move {
+        greeter
+            .hello(Request {
+                name,
+                ..Default::default()
+            })
+            .await
+    })
 }
 
 async fn answer(call: Call) -> String {

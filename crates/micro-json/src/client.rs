@@ -172,6 +172,50 @@ impl DynamicClient {
             .await
     }
 
+    /// A streaming call (server-, client- or bidi-streaming) in JSON, as
+    /// go-micro's `micro stream` and its gateway open one: every message
+    /// goes out as it is, `application/grpc+json` (which toolkit and go-micro
+    /// servers both take on streams, no schema needed), and the replies come
+    /// back as the service wrote them. The call ends the sending side when
+    /// `requests` ends; `options.timeout` bounds the whole stream.
+    ///
+    /// Messages are not checked here: the caller checks what it reads.
+    pub async fn stream_endpoint<S>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        requests: S,
+        options: CallOptions,
+    ) -> Result<JsonStream, Error>
+    where
+        S: futures::Stream<Item = Vec<u8>> + Send + 'static,
+    {
+        let (handler, method) = split_endpoint(endpoint).ok_or_else(|| {
+            Error::bad_input(format!(
+                "endpoint {endpoint:?} is not Handler.Method (e.g. Greeter.Hello)"
+            ))
+        })?;
+        let path = PathAndQuery::try_from(format!("/{service}.{handler}/{method}"))
+            .map_err(|_| Error::bad_input(format!("cannot call {service} {endpoint}")))?;
+        let mut request =
+            tonic::Request::from_parts(options.metadata, Default::default(), requests);
+        set_timeout(&mut request, options.timeout);
+        let mut grpc = tonic::client::Grpc::new(self.target.channel(service, true));
+        grpc.ready()
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unavailable, format!("service {service}: {e}")))?;
+        let replies = grpc
+            .streaming(request, path, RawJsonCodec)
+            .await
+            .map_err(|status| Error::call(status, service, endpoint))?
+            .into_inner();
+        Ok(JsonStream {
+            replies,
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+        })
+    }
+
     /// Calls `service` endpoint `handler.method` with `input`; the reply as
     /// JSON (see the module docs for which form).
     pub async fn call_json(
@@ -287,6 +331,41 @@ impl DynamicClient {
             )
         })?;
         Ok(reply)
+    }
+}
+
+/// The replies of a [`DynamicClient::stream_endpoint`] call. Dropping it
+/// cancels the call.
+#[derive(Debug)]
+pub struct JsonStream {
+    replies: tonic::Streaming<Vec<u8>>,
+    service: String,
+    endpoint: String,
+}
+
+impl JsonStream {
+    /// The next reply as the service wrote it; `None` at the normal end,
+    /// an error (the call's status, or a reply that is not JSON) otherwise.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(reply) = self
+            .replies
+            .message()
+            .await
+            .map_err(|status| Error::call(status, &self.service, &self.endpoint))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice::<serde::de::IgnoredAny>(&reply).map_err(|e| {
+            Error::of_service(
+                ErrorKind::BadReply,
+                &self.service,
+                format!(
+                    "service {} answered {} with something not JSON: {e}",
+                    self.service, self.endpoint
+                ),
+            )
+        })?;
+        Ok(Some(reply))
     }
 }
 

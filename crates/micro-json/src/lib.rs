@@ -34,7 +34,8 @@ pub mod transcode;
 
 #[cfg(feature = "client")]
 pub use client::{
-    CallOptions, DynamicClient, GRPC_JSON, JsonInput, call_metadata, set_timeout, split_endpoint,
+    CallOptions, DynamicClient, GRPC_JSON, JsonInput, JsonStream, call_metadata, set_timeout,
+    split_endpoint,
 };
 pub use codec::{DynamicCodec, RawJsonCodec};
 pub use error::{Error, ErrorKind};

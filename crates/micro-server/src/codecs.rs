@@ -1,6 +1,6 @@
-//! go-micro's codecs on every unary method: a [`Codecs`] layer in front of
-//! the routes reads the request's content-subtype, as go-micro's
-//! `server/grpc/codec.go` does.
+//! go-micro's codecs on every method, unary and streaming: a [`Codecs`]
+//! layer in front of the routes reads the request's content-subtype, as
+//! go-micro's `server/grpc/codec.go` does.
 //!
 //! - `application/grpc`, `application/grpc+proto`: protobuf, passed through
 //!   untouched (one header comparison per call);
@@ -12,6 +12,12 @@
 //!   reply says `application/grpc+json`. Input may use proto or JSON field
 //!   names.
 //! - any other `application/grpc+…`: `Unimplemented`, naming the supported ones.
+//!
+//! Streaming methods (server-, client- and bidi-streaming) are transcoded
+//! one message at a time as the messages arrive ([`Messages`]). A
+//! server-streaming request ends after its one message, whatever the codec:
+//! go-micro's clients never half-close it, and tonic waits for the end of
+//! the request before calling the method.
 //!
 //! The services themselves see protobuf only, so they need no change.
 
@@ -30,6 +36,8 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use crate::messages::{Failure, Messages, Rewrite};
+
 /// The content-types a server accepts.
 pub const SUPPORTED: &str = "application/grpc, application/grpc+proto, application/grpc+json";
 const GRPC_JSON: HeaderValue = HeaderValue::from_static("application/grpc+json");
@@ -42,13 +50,27 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 struct Method {
     input: MessageDescriptor,
     output: MessageDescriptor,
-    streaming: bool,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+impl Method {
+    fn streaming(&self) -> bool {
+        self.client_streaming || self.server_streaming
+    }
+
+    /// One request message, then the stream of replies.
+    fn server_streaming_only(&self) -> bool {
+        self.server_streaming && !self.client_streaming
+    }
 }
 
 /// The layer: the descriptors of every method, by gRPC path.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Codecs {
     methods: Arc<HashMap<String, Method>>,
+    /// Whether a protobuf request may need its body cut after one message.
+    any_server_streaming: bool,
 }
 
 impl Codecs {
@@ -65,13 +87,16 @@ impl Codecs {
                     Method {
                         input: method.input(),
                         output: method.output(),
-                        streaming: method.is_client_streaming() || method.is_server_streaming(),
+                        client_streaming: method.is_client_streaming(),
+                        server_streaming: method.is_server_streaming(),
                     },
                 );
             }
         }
+        let any_server_streaming = methods.values().any(Method::server_streaming_only);
         Codecs {
             methods: Arc::new(methods),
+            any_server_streaming,
         }
     }
 }
@@ -83,6 +108,7 @@ impl<S> Layer<S> for Codecs {
         CodecService {
             inner,
             methods: self.methods.clone(),
+            any_server_streaming: self.any_server_streaming,
         }
     }
 }
@@ -92,6 +118,7 @@ impl<S> Layer<S> for Codecs {
 pub(crate) struct CodecService<S> {
     inner: S,
     methods: Arc<HashMap<String, Method>>,
+    any_server_streaming: bool,
 }
 
 /// What a request's content-type asks for.
@@ -143,7 +170,25 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         match subtype(request.headers()) {
-            Subtype::PassThrough => Either::Left(self.inner.call(request)),
+            Subtype::PassThrough => {
+                let one_message = self.any_server_streaming
+                    && self
+                        .methods
+                        .get(request.uri().path())
+                        .is_some_and(Method::server_streaming_only);
+                if !one_message {
+                    return Either::Left(self.inner.call(request));
+                }
+                // The one message is held until whole: bounded as tonic
+                // bounds a request message by default.
+                let request = request.map(|body| {
+                    let keep: Rewrite = Box::new(Ok);
+                    Body::new(
+                        Messages::new(body, keep, Failure::BodyError, MAX_MESSAGE).first_only(),
+                    )
+                });
+                Either::Left(self.inner.call(request))
+            }
             Subtype::Unsupported => {
                 let asked =
                     String::from_utf8_lossy(request.headers()[header::CONTENT_TYPE].as_bytes())
@@ -191,11 +236,8 @@ where
             request.uri().path()
         )));
     };
-    if method.streaming {
-        return fail(Status::unimplemented(format!(
-            "{} streams; streaming methods take application/grpc only",
-            request.uri().path()
-        )));
+    if method.streaming() {
+        return json_stream(inner, method, request).await;
     }
     let (mut parts, body) = request.into_parts();
     let collected = match Limited::new(body, MAX_MESSAGE + 5).collect().await {
@@ -254,6 +296,55 @@ where
     }
     let body = Body::new(StreamBody::new(futures::stream::iter(frames)));
     Ok(http::Response::from_parts(parts, body))
+}
+
+/// A streaming call in JSON: each request message becomes protobuf and each
+/// reply message JSON as they come.
+async fn json_stream<S>(
+    mut inner: S,
+    method: &Method,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, S::Error>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    let input = method.input.clone();
+    let to_protobuf: Rewrite = Box::new(move |message| {
+        let json = payload(message)?;
+        json_to_protobuf(input.clone(), &json)
+            .map(|protobuf| frame(&protobuf))
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    });
+    let (mut parts, body) = request.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, GRPC_PROTO);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut body = Messages::new(body, to_protobuf, Failure::BodyError, MAX_MESSAGE);
+    if method.server_streaming_only() {
+        body = body.first_only();
+    }
+    let request = http::Request::from_parts(parts, Body::new(body));
+
+    let response = inner.call(request).await?;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, GRPC_JSON);
+    if parts.headers.contains_key("grpc-status") {
+        // Trailers-only: an error, nothing to transcode.
+        return Ok(http::Response::from_parts(parts, body));
+    }
+    let output = method.output.clone();
+    let to_json: Rewrite = Box::new(move |message| {
+        let protobuf = payload(message)?;
+        protobuf_to_json(output.clone(), &protobuf, JsonForm::GoMicro)
+            .map(|json| frame(&json))
+            .map_err(|e| Status::internal(e.to_string()))
+    });
+    let body = Messages::new(body, to_json, Failure::Trailers, usize::MAX);
+    Ok(http::Response::from_parts(parts, Body::new(body)))
+}
+
+/// The payload of one whole length-prefixed message.
+fn payload(mut message: Bytes) -> Result<Bytes, Status> {
+    next_message(&mut message)
 }
 
 /// One length-prefixed gRPC message.

@@ -53,6 +53,7 @@ mod address;
 mod codecs;
 mod endpoints;
 pub mod health;
+mod messages;
 pub mod observer;
 mod ops;
 mod paths;

@@ -33,6 +33,47 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("micr
 
 use greeter::greeter_server::{Greeter, GreeterServer};
 
+/// The reply stream of the greeter's `Stream` and `PingPong`.
+pub type ReplyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<greeter::Response, Status>> + Send>>;
+
+/// Most replies one `Stream` call sends: a bound on what a request can ask.
+pub const MAX_STREAM_COUNT: i32 = 10_000;
+
+/// The greeter's `Stream` as go-micro's example answers it: `count`
+/// replies `Hello <name> <i>`, i = 1…count, each with `suffix` appended
+/// (e.g. ` from <instance>`; empty for go-micro's exact text).
+pub fn stream_replies(
+    request: greeter::Request,
+    suffix: &str,
+) -> Result<Response<ReplyStream>, Status> {
+    if !(0..=MAX_STREAM_COUNT).contains(&request.count) {
+        return Err(Status::invalid_argument(format!(
+            "count must be between 0 and {MAX_STREAM_COUNT}, not {}",
+            request.count
+        )));
+    }
+    let (name, suffix) = (request.name, suffix.to_string());
+    let replies = (1..=request.count).map(move |i| {
+        Ok(greeter::Response {
+            msg: format!("Hello {name} {i}{suffix}"),
+        })
+    });
+    Ok(Response::new(Box::pin(futures::stream::iter(replies))))
+}
+
+/// The greeter's `PingPong`: `pong <name>` for each request, until the
+/// caller half-closes; a broken request stream ends the call with its error.
+pub fn ping_pong(requests: tonic::Streaming<greeter::Request>) -> Response<ReplyStream> {
+    use futures::StreamExt;
+    let replies = requests.map(|request| {
+        request.map(|request| greeter::Response {
+            msg: format!("pong {}", request.name),
+        })
+    });
+    Response::new(Box::pin(replies))
+}
+
 /// A greeter that counts its calls, can be slow, and remembers the deadline
 /// each call arrived with.
 #[derive(Clone, Debug)]
@@ -123,6 +164,47 @@ impl Greeter for TestGreeter {
         Ok(Response::new(greeter::Response {
             msg: format!("Hello {name} from {}", self.instance),
         }))
+    }
+
+    type StreamStream = ReplyStream;
+
+    /// [`stream_replies`]; the name `fail` gets one reply, then an
+    /// `Internal` error.
+    async fn stream(
+        &self,
+        request: Request<greeter::Request>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.metadata().clone());
+        let request = request.into_inner();
+        if request.name == "fail" {
+            let failure = Status::internal(format!("{} failed on purpose", self.instance));
+            let replies = [
+                Ok(greeter::Response {
+                    msg: "Hello fail 1".into(),
+                }),
+                Err(failure),
+            ];
+            return Ok(Response::new(Box::pin(futures::stream::iter(replies))));
+        }
+        stream_replies(request, "")
+    }
+
+    type PingPongStream = ReplyStream;
+
+    async fn ping_pong(
+        &self,
+        request: Request<tonic::Streaming<greeter::Request>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.metadata().clone());
+        Ok(ping_pong(request.into_inner()))
     }
 }
 

@@ -679,7 +679,7 @@ mod tests {
             .iter()
             .find(|e| e["name"] == "Greeter.Hello")
             .expect("Greeter.Hello listed");
-        assert_eq!(hello["template"], json!({"name": ""}));
+        assert_eq!(hello["template"], json!({"name": "", "count": 0}));
         assert_eq!(hello["request"]["values"][0]["name"], "name");
         // Percent-encoded names are decoded.
         let (status, _) = send(&web, get("/api/services/go%2Emicro.srv.greeter")).await;

@@ -37,6 +37,7 @@ async fn slow_handler_yields_deadline_exceeded_at_the_client_timeout() {
     let err = greeter
         .hello(Request {
             name: "huohuo".into(),
+            ..Default::default()
         })
         .await
         .expect_err("times out");
@@ -72,7 +73,10 @@ async fn a_callers_own_timeout_wins() {
     );
     let client = Client::new(registry.clone(), ClientOptions::default());
     let mut greeter = GreeterClient::new(client.service(SERVICE));
-    let mut request = tonic::Request::new(Request { name: "x".into() });
+    let mut request = tonic::Request::new(Request {
+        name: "x".into(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let err = greeter.hello(request).await.expect_err("times out");

@@ -37,6 +37,7 @@ async fn reregisters_within_2s_of_an_empty_etcd_answering_and_calls_never_fail()
     greeter
         .hello(Request {
             name: "warm".into(),
+            ..Default::default()
         })
         .await
         .expect("first call");
@@ -51,7 +52,13 @@ async fn reregisters_within_2s_of_an_empty_etcd_answering_and_calls_never_fail()
         tokio::spawn(async move {
             while running.load(Ordering::SeqCst) {
                 calls.fetch_add(1, Ordering::SeqCst);
-                if let Err(e) = greeter.hello(Request { name: "x".into() }).await {
+                if let Err(e) = greeter
+                    .hello(Request {
+                        name: "x".into(),
+                        ..Default::default()
+                    })
+                    .await
+                {
                     eprintln!("failed call: {e:?}");
                     failures.fetch_add(1, Ordering::SeqCst);
                 }

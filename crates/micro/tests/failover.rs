@@ -39,6 +39,7 @@ async fn killing_one_of_three_fails_no_idempotent_call() {
         if let Err(status) = greeter
             .hello(Request {
                 name: format!("{i}"),
+                ..Default::default()
             })
             .await
         {
@@ -90,6 +91,7 @@ async fn non_idempotent_calls_are_retried_only_when_never_sent() {
     let err = plain
         .hello(Request {
             name: "fail".into(),
+            ..Default::default()
         })
         .await
         .expect_err("fails");
@@ -101,6 +103,7 @@ async fn non_idempotent_calls_are_retried_only_when_never_sent() {
     let mut retried = GreeterClient::new(client.service(SERVICE));
     let mut request = tonic::Request::new(Request {
         name: "fail".into(),
+        ..Default::default()
     });
     request.extensions_mut().insert(micro::Idempotent);
     let err = retried.hello(request).await.expect_err("fails");
@@ -145,6 +148,7 @@ async fn a_crashed_node_gets_no_calls_until_it_accepts_connections_again() {
         greeter
             .hello(Request {
                 name: format!("{calls}"),
+                ..Default::default()
             })
             .await
             .expect("a refused connection is retried on the live node");
@@ -178,6 +182,7 @@ async fn a_crashed_node_gets_no_calls_until_it_accepts_connections_again() {
         greeter
             .hello(Request {
                 name: format!("{i}"),
+                ..Default::default()
             })
             .await
             .expect("call answers");

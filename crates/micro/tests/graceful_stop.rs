@@ -70,6 +70,7 @@ async fn deregisters_before_it_stops_accepting_and_drains_in_flight_calls() {
         greeter_client
             .hello(Request {
                 name: "in-flight".into(),
+                ..Default::default()
             })
             .await
     });

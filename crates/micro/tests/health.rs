@@ -257,13 +257,17 @@ async fn calls_are_counted_on_both_sides() {
     let mut greeter = GreeterClient::new(client.service(COUNTED));
     for _ in 0..3 {
         greeter
-            .hello(Request { name: "a".into() })
+            .hello(Request {
+                name: "a".into(),
+                ..Default::default()
+            })
             .await
             .expect("hello");
     }
     let failed = greeter
         .hello(Request {
             name: "fail".into(),
+            ..Default::default()
         })
         .await
         .expect_err("fails on purpose");

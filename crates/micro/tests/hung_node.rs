@@ -84,6 +84,7 @@ async fn idempotent_calls_get_past_a_hung_node_and_it_leaves_the_rotation() {
                 if let Err(status) = greeter
                     .hello(Request {
                         name: format!("{c}-{i}"),
+                        ..Default::default()
                     })
                     .await
                 {
@@ -128,7 +129,10 @@ async fn a_call_that_is_not_idempotent_fails_fast_with_a_clear_error() {
     let mut greeter = GreeterClient::new(client.service(SERVICE));
     let started = Instant::now();
     let status = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("the only node hangs");
     let took = started.elapsed();

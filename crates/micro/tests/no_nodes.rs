@@ -14,7 +14,10 @@ async fn unknown_service_is_an_immediate_clear_error() {
     let mut greeter = GreeterClient::new(client.service("go.micro.srv.nobody"));
     let started = Instant::now();
     let err = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("no nodes");
     assert!(
@@ -57,7 +60,10 @@ async fn unusable_registered_addresses_are_never_dialled() {
     assert!(client.nodes("go.micro.srv.poisoned").await.is_empty());
     let mut greeter = GreeterClient::new(client.service("go.micro.srv.poisoned"));
     let err = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("no usable nodes");
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -126,7 +132,10 @@ async fn a_registry_that_never_answers_is_a_timeout_naming_it() {
     let mut greeter = GreeterClient::new(client.service("go.micro.srv.greeter"));
     let started = Instant::now();
     let err = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("the registry never answered");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
@@ -152,7 +161,10 @@ async fn a_service_registered_a_moment_ago_is_called_not_answered_no_node() {
     let channel = client.service(SERVICE);
     let mut greeter = GreeterClient::new(channel.clone());
     let err = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("nobody yet");
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -166,7 +178,10 @@ async fn a_service_registered_a_moment_ago_is_called_not_answered_no_node() {
     );
     assert!(channel.node_set().is_empty(), "the race is set up");
     let reply = greeter
-        .hello(Request { name: "x".into() })
+        .hello(Request {
+            name: "x".into(),
+            ..Default::default()
+        })
         .await
         .expect("the new node is called");
     assert_eq!(reply.into_inner().msg, "Hello x from late");
@@ -204,7 +219,10 @@ fn under_load_no_call_after_a_registration_is_answered_no_node() {
             let client = Client::new(registry.clone(), ClientOptions::default());
             let mut greeter = GreeterClient::new(client.service(&service));
             greeter
-                .hello(Request { name: "x".into() })
+                .hello(Request {
+                    name: "x".into(),
+                    ..Default::default()
+                })
                 .await
                 .expect_err("nobody yet");
             let name = service.clone();
@@ -218,7 +236,13 @@ fn under_load_no_call_after_a_registration_is_answered_no_node() {
             })
             .await
             .expect("started");
-            if let Err(status) = greeter.hello(Request { name: "x".into() }).await {
+            if let Err(status) = greeter
+                .hello(Request {
+                    name: "x".into(),
+                    ..Default::default()
+                })
+                .await
+            {
                 failures.push(format!("round {round}: {status}"));
             }
             tokio::task::spawn_blocking(move || server.stop())

@@ -27,6 +27,7 @@ async fn proto_package_path_reaches_the_handler() {
     let reply = plain
         .hello(Request {
             name: "huohuo".into(),
+            ..Default::default()
         })
         .await
         .expect("call by /go.micro.srv.greeter.Greeter/Hello");
@@ -57,7 +58,10 @@ async fn go_micro_paths_reach_the_handler() {
         grpc.ready().await.expect("ready");
         let reply: tonic::Response<Response> = grpc
             .unary(
-                tonic::Request::new(Request { name: "x".into() }),
+                tonic::Request::new(Request {
+                    name: "x".into(),
+                    ..Default::default()
+                }),
                 http::uri::PathAndQuery::from_static(path),
                 tonic_prost::ProstCodec::default(),
             )
@@ -70,7 +74,10 @@ async fn go_micro_paths_reach_the_handler() {
     grpc.ready().await.expect("ready");
     let err = grpc
         .unary::<Request, Response, _>(
-            tonic::Request::new(Request { name: "x".into() }),
+            tonic::Request::new(Request {
+                name: "x".into(),
+                ..Default::default()
+            }),
             http::uri::PathAndQuery::from_static("/acme.greeter.service.Nope/Hello"),
             tonic_prost::ProstCodec::default(),
         )

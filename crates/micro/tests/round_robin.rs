@@ -25,6 +25,7 @@ async fn four_instances_share_100_calls_evenly() {
         let reply = greeter
             .hello(Request {
                 name: format!("call-{i}"),
+                ..Default::default()
             })
             .await
             .expect("call succeeds");
@@ -59,6 +60,7 @@ async fn clones_of_a_channel_share_the_rotation() {
         greeter
             .hello(Request {
                 name: format!("{i}"),
+                ..Default::default()
             })
             .await
             .expect("call succeeds");

@@ -38,6 +38,7 @@ async fn main() {
         match greeter
             .hello(Request {
                 name: cli.name.clone(),
+                ..Default::default()
             })
             .await
         {

@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let reply = greeter
             .hello(Request {
                 name: format!("call {i}"),
+                ..Default::default()
             })
             .await?;
         println!("{}", reply.into_inner().msg);
@@ -62,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let reply = greeter
             .hello(Request {
                 name: format!("call {i}"),
+                ..Default::default()
             })
             .await?;
         println!("{}", reply.into_inner().msg);

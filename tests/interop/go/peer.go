@@ -4,7 +4,8 @@
 // content-subtype "json"), built at test time in GOPATH mode, offline.
 //
 //	gopeer greeter
-//	    Serves go.micro.srv.greeter Greeter.Hello on 127.0.0.1:0 WITHOUT
+//	    Serves go.micro.srv.greeter Greeter.Hello, Stream and PingPong
+//	    (the shapes of go-micro's example service) on 127.0.0.1:0 WITHOUT
 //	    gRPC reflection, as every go-micro v2 service: JSON callers reach it
 //	    only with application/grpc+json. Prints "READY <address>"; exits when
 //	    stdin closes. The reply names the caller's authorization metadata,
@@ -17,6 +18,14 @@
 //	    JSON as received; with -check, also decodes it with jsonpb into the
 //	    generated type and prints "CHECK <go struct>". On failure prints
 //	    "ERROR <grpc code> <message>" and exits 1.
+//
+//	gopeer stream -address A -path P -body JSON [-send JSON]... [-close]
+//	    Opens a stream as go-micro v2's grpc client does (every stream
+//	    bidirectional, content-type application/grpc+json), sends the body
+//	    and each -send message, half-closes only with -close (go-micro's
+//	    client never does), and prints each reply JSON as received, one a
+//	    line, then "END OK"; on an error status "ERROR <code> <message>" and
+//	    exits 1.
 //
 //	gopeer indent
 //	    Prints the JSON reply on stdin as go-micro v2's `micro call` prints
@@ -40,6 +49,7 @@ import (
 	"github.com/golang/protobuf/jsonpb"
 	"github.com/golang/protobuf/proto"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -73,7 +83,9 @@ func (jsonCodec) Unmarshal(data []byte, v interface{}) error {
 
 func (jsonCodec) Name() string { return "json" }
 
-type hello struct{}
+type hello struct {
+	*greeter.UnimplementedGreeterServer
+}
 
 func (hello) Hello(ctx context.Context, req *greeter.Request) (*greeter.Response, error) {
 	msg := "Hello " + req.Name + " from go"
@@ -83,6 +95,35 @@ func (hello) Hello(ctx context.Context, req *greeter.Request) (*greeter.Response
 		}
 	}
 	return &greeter.Response{Msg: msg}, nil
+}
+
+// Stream answers count messages "Hello <name> <i>", as go-micro's example.
+func (hello) Stream(req *greeter.Request, srv greeter.Greeter_StreamServer) error {
+	if req.Count < 0 || req.Count > 10000 {
+		return status.Errorf(codes.InvalidArgument, "count must be between 0 and 10000, not %d", req.Count)
+	}
+	for i := int32(1); i <= req.Count; i++ {
+		if err := srv.Send(&greeter.Response{Msg: fmt.Sprintf("Hello %s %d", req.Name, i)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PingPong answers each request with "pong <name>" until the caller half-closes.
+func (hello) PingPong(srv greeter.Greeter_PingPongServer) error {
+	for {
+		req, err := srv.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := srv.Send(&greeter.Response{Msg: "pong " + req.Name}); err != nil {
+			return err
+		}
+	}
 }
 
 func serve() {
@@ -169,6 +210,57 @@ func call(args []string) {
 	fmt.Fprintf(w, "CHECK %+v\n", typed)
 }
 
+func stream(args []string) {
+	fs := flag.NewFlagSet("stream", flag.ExitOnError)
+	address := fs.String("address", "", "host:port")
+	path := fs.String("path", "", "/service.Handler/Method")
+	body := fs.String("body", "{}", "the first JSON message")
+	closeSend := fs.Bool("close", false, "half-close after the messages")
+	var more headers
+	fs.Var(&more, "send", "a further JSON message (repeatable)")
+	_ = fs.Parse(args)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := grpc.DialContext(ctx, *address, grpc.WithInsecure(), grpc.WithBlock())
+	if err != nil {
+		fmt.Println("ERROR dial", err)
+		os.Exit(1)
+	}
+	defer conn.Close()
+	// gm:client/grpc/grpc.go stream(): every stream bidirectional.
+	desc := &grpc.StreamDesc{StreamName: *path, ClientStreams: true, ServerStreams: true}
+	st, err := conn.NewStream(ctx, desc, *path, grpc.CallContentSubtype("json"))
+	if err != nil {
+		s := status.Convert(err)
+		fmt.Printf("ERROR %s %s\n", s.Code(), s.Message())
+		os.Exit(1)
+	}
+	for _, m := range append([]string{*body}, more...) {
+		// A failed send shows as the status RecvMsg returns.
+		if err := st.SendMsg(json.RawMessage(m)); err != nil {
+			break
+		}
+	}
+	if *closeSend {
+		_ = st.CloseSend()
+	}
+	for {
+		var out json.RawMessage
+		err := st.RecvMsg(&out)
+		if err == io.EOF {
+			fmt.Println("END OK")
+			return
+		}
+		if err != nil {
+			s := status.Convert(err)
+			fmt.Printf("ERROR %s %s\n", s.Code(), s.Message())
+			os.Exit(1)
+		}
+		fmt.Println(string(out))
+	}
+}
+
 // indent: micro v2's `micro call` output for the reply on stdin.
 func indent() {
 	response, err := io.ReadAll(os.Stdin)
@@ -187,7 +279,7 @@ func indent() {
 func main() {
 	encoding.RegisterCodec(jsonCodec{})
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ... | gopeer indent")
+		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ... | gopeer stream ... | gopeer indent")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -195,6 +287,8 @@ func main() {
 		serve()
 	case "call":
 		call(os.Args[2:])
+	case "stream":
+		stream(os.Args[2:])
 	case "indent":
 		indent()
 	default:

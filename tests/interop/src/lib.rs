@@ -3,7 +3,9 @@
 //! `golang-goprotobuf-dev` in GOPATH mode, offline, with go-micro v2's json
 //! codec. It calls the toolkit's user-srv as go-micro's rpc handler and
 //! `micro call` do, and serves a greeter without reflection that `micro
-//! call` and the rpc handler must reach.
+//! call` and the rpc handler must reach. It also opens streams as go-micro's
+//! client does and serves the greeter's `Stream` and `PingPong`
+//! (`tests/streams.rs`: both ways, no registry).
 //!
 //! [`scenario`] is the whole exchange; `tests/etcd.rs` and `tests/mdns.rs`
 //! run it on each registry. A missing `go` (or anything else the peer needs)
@@ -216,6 +218,93 @@ pub fn go_call(
         ok: output.status.success(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
     }
+}
+
+/// One stream as go-micro v2's grpc client opens it (`gopeer stream`):
+/// `body` then `more` as `application/grpc+json` messages, half-closed only
+/// if `close`. `stdout` is one reply a line, then `END OK` or `ERROR ...`.
+pub fn go_stream(
+    peer: &GoPeer,
+    address: &str,
+    path: &str,
+    body: &str,
+    more: &[&str],
+    close: bool,
+) -> GoCall {
+    let mut command = Command::new(&peer.binary);
+    command.args(["stream", "-address", address, "-path", path, "-body", body]);
+    for message in more {
+        command.args(["-send", message]);
+    }
+    if close {
+        command.arg("-close");
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gopeer stream");
+    GoCall {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    }
+}
+
+/// `micro <args>` fed `lines` on stdin, each after `pause` (time passing
+/// mid-stream is the point: nothing to wait for instead), then the end of
+/// stdin: exit code, stdout, stderr.
+pub fn micro_with_stdin_paced(
+    args: &[&str],
+    lines: &[&str],
+    pause: Duration,
+) -> (Option<i32>, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary("micro"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run micro");
+    let mut input = child.stdin.take().expect("stdin");
+    for line in lines {
+        std::thread::sleep(pause);
+        // A failed write (micro already ended) shows in its exit and stderr.
+        if writeln!(input, "{line}").is_err() {
+            break;
+        }
+    }
+    drop(input);
+    let output = child.wait_with_output().expect("micro ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `micro <args>` with `stdin` as its input: exit code, stdout, stderr.
+pub fn micro_with_stdin(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary("micro"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("MICRO_REGISTRY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run micro");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    // The end of stdin: micro half-closes.
+    drop(input);
+    let output = child.wait_with_output().expect("micro ends");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// `reply` (JSON as received) printed as go-micro v2's `micro call` prints
@@ -486,6 +575,22 @@ pub fn scenario(registry: &dyn Registry) {
     );
     assert!(ok, "{out}");
     assert!(out.contains("Hello direct from go"), "{out}");
+
+    // `micro stream` through the registry: the Go greeter's PingPong lasts
+    // longer than the client's attempt timeout, which grpc-go would apply
+    // to the whole stream if it were sent as the stream's grpc-timeout.
+    let mut args = flags.clone();
+    args.extend([
+        "--client_attempt_timeout=300ms",
+        "stream",
+        "go.micro.srv.greeter",
+        "Greeter.PingPong",
+        r#"{"name":"a"}"#,
+    ]);
+    let (code, out, err) =
+        micro_with_stdin_paced(&args, &[r#"{"name":"b"}"#], Duration::from_secs(1));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "{\"msg\":\"pong a\"}\n{\"msg\":\"pong b\"}\n");
 
     // `micro call --metadata` reaches an authenticated endpoint.
     let metadata = format!("authorization=Bearer {}", login("battery staple horse"));
