@@ -1,7 +1,10 @@
 //! `micro health SERVICE`: asks every node of a service, over gRPC health
 //! (`grpc.health.v1.Health/Check`), whether it serves. One line per node:
 //! id, address, status, latency; the exit code is 0 only if every node
-//! answers SERVING.
+//! answers SERVING. With `--wait DURATION` it asks again (every 200 ms, for
+//! at most that long) until the service is registered and every node serves:
+//! a script starts services in the background, then `micro health --wait 30s
+//! go.micro.srv.user` before its first call.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -20,14 +23,44 @@ pub struct HealthArgs {
     /// Longest wait for each node (connecting included)
     #[arg(long, default_value = "3s", value_parser = micro::config::positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Ask again until the service is registered and every node serves, for
+    /// at most this long (e.g. 30s); then the last answer is the result
+    #[arg(long, value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
 }
+
+/// How often `--wait` asks again.
+const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// `micro health` with the shared flags: the registry and the client's
 /// options (TLS to the nodes).
 pub async fn run(micro: &MicroArgs, args: &HealthArgs) -> Result<String, CliError> {
     let options = micro.client.client_options().map_err(CliError::Usage)?;
     let registry = micro::connect_registry(&micro.registry).await?;
-    health_with(registry.as_ref(), args, &options).await
+    match args.wait {
+        None => health_with(registry.as_ref(), args, &options).await,
+        Some(wait) => wait_healthy(registry.as_ref(), args, &options, wait).await,
+    }
+}
+
+/// [`health_with`] until it succeeds or `wait` has passed (the last answer
+/// then): a bounded poll, since a node's serving status has no registry event.
+pub async fn wait_healthy(
+    registry: &dyn Registry,
+    args: &HealthArgs,
+    options: &ClientOptions,
+    wait: Duration,
+) -> Result<String, CliError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let answer = health_with(registry, args, options).await;
+        let next = tokio::time::Instant::now() + WAIT_POLL;
+        if answer.is_ok() || next >= deadline {
+            return answer;
+        }
+        tracing::debug!(service = %args.service, "not serving yet: {answer:?}");
+        tokio::time::sleep_until(next).await;
+    }
 }
 
 /// `micro health SERVICE`: the table, or [`CliError::Unhealthy`] with it.

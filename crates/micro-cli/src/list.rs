@@ -1,5 +1,7 @@
 //! `micro list services`: every service in the registry, one name a line,
-//! sorted (go-micro's `micro list services`).
+//! sorted (go-micro's `micro list services`). With none registered, stdout
+//! stays empty (as go-micro's, so scripts can count lines) and one line on
+//! stderr says so.
 
 use std::fmt::Write as _;
 
@@ -20,7 +22,14 @@ pub async fn run(micro: &MicroArgs, what: &ListWhat) -> Result<String, CliError>
     match what {
         ListWhat::Services => {
             let registry = micro::connect_registry(&micro.registry).await?;
-            list_services(registry.as_ref()).await
+            let names = list_services(registry.as_ref()).await?;
+            if names.is_empty() {
+                eprintln!(
+                    "micro: no services registered in registry [{}]",
+                    registry.name()
+                );
+            }
+            Ok(names)
         }
     }
 }

@@ -95,6 +95,10 @@ fn commands_on_an_empty_registry() {
     let list = micro(&["--registry=memory", "list", "services"]);
     assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
     assert!(list.stdout.is_empty());
+    assert_eq!(
+        stderr(&list).trim_end(),
+        "micro: no services registered in registry [memory]"
+    );
 
     let get = micro(&["--registry=memory", "get", "service", "go.micro.srv.nobody"]);
     assert_eq!(get.status.code(), Some(1));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use micro_cli::health::HealthArgs;
+use micro_cli::health::{HealthArgs, wait_healthy};
 use micro_cli::{CliError, health};
 use micro_registry::memory::MemoryRegistry;
 use micro_registry::{Node, RegisterOptions, Registry, Service};
@@ -17,6 +17,7 @@ fn args() -> HealthArgs {
     HealthArgs {
         service: SERVICE.into(),
         timeout: Duration::from_secs(3),
+        wait: None,
     }
 }
 
@@ -67,5 +68,55 @@ async fn every_node_is_checked_and_all_must_serve() {
         "{report}"
     );
     assert_eq!(CliError::Unhealthy(report).exit_code(), 1);
+    server.stop();
+}
+
+/// `micro health --wait`: asks again until the service is registered and
+/// serves; past the wait, the last answer (not found) is the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_once_the_service_serves_and_gives_up_in_time() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let options = micro::ClientOptions::default();
+
+    let started = std::time::Instant::now();
+    let wait = Duration::from_millis(500);
+    let missing = wait_healthy(registry.as_ref(), &args(), &options, wait).await;
+    assert!(
+        matches!(&missing, Err(CliError::Failed(m)) if m.contains("not found")),
+        "{missing:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "gave up early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "gave up late: {took:?}");
+
+    // Waiting first, then the service starts: the wait ends with its report.
+    let waiting = tokio::spawn({
+        let registry = registry.clone();
+        async move {
+            let options = micro::ClientOptions::default();
+            wait_healthy(
+                registry.as_ref(),
+                &args(),
+                &options,
+                Duration::from_secs(30),
+            )
+            .await
+        }
+    });
+    let server = TestServer::start(
+        registry.clone(),
+        SERVICE,
+        TestGreeter::new("instance-0"),
+        loopback_options(),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the wait ends within its bound")
+        .expect("the wait task")
+        .expect("serving");
+    assert!(report.contains("\tSERVING\t"), "{report}");
     server.stop();
 }

@@ -129,6 +129,7 @@ async fn a_call_over_tls_verifies_the_node_address_and_is_marked_secure() {
     let args = HealthArgs {
         service: SERVICE.into(),
         timeout: Duration::from_secs(5),
+        wait: None,
     };
     let report = health_with(registry.as_ref(), &args, tls.options())
         .await

@@ -25,7 +25,7 @@
 //! | `--server_version` | `MICRO_SERVER_VERSION` | `latest` |
 //! | `--server_address` | `MICRO_SERVER_ADDRESS` | `:0` |
 //! | `--server_advertise` | `MICRO_SERVER_ADVERTISE` | picked, logged |
-//! | `--register_ttl` | `MICRO_REGISTER_TTL` | `60s` |
+//! | `--register_ttl` | `MICRO_REGISTER_TTL` | `1m` |
 //! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
 //! | `--server_tls_cert_file`, `--server_tls_key_file` | `MICRO_SERVER_TLS_CERT_FILE`, `..._KEY_FILE` | plaintext |
 //! | `--server_tls_client_ca` | `MICRO_SERVER_TLS_CLIENT_CA` | no client certificates |

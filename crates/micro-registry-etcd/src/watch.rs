@@ -85,7 +85,9 @@ async fn next(mut state: State) -> Option<(Result<Event, Error>, State)> {
                     } else {
                         response.cancel_reason().to_string()
                     };
-                    tracing::info!(
+                    // Routine (a compaction, a member leaving): the resolution
+                    // lists again, and warns only if etcd does not answer.
+                    tracing::debug!(
                         "Registry [etcd] watch of {} cancelled by etcd: {reason}",
                         state.prefix
                     );
@@ -114,12 +116,15 @@ async fn next(mut state: State) -> Option<(Result<Event, Error>, State)> {
             }
             Err(e) => {
                 let cause = describe(&e);
-                tracing::info!("Registry [etcd] watch of {} broke: {cause}", state.prefix);
                 // The connection to etcd failed under the watch (etcd gone,
                 // or keepalive pings unanswered).
                 state
                     .reachability
                     .down(format!("watch of {} broke: {cause}", state.prefix));
+                // One member stopping breaks the watches it carried; the
+                // resolution watches again through another member, and warns
+                // (once an outage) only if no member answers.
+                tracing::debug!("Registry [etcd] watch of {} broke: {cause}", state.prefix);
                 state.stream = None;
                 state.pending.push_back(Err(Error::Unavailable {
                     registry: "etcd".into(),

@@ -130,6 +130,9 @@ pub struct Resolution {
     listed: bool,
     /// A reconnect must wait a backoff first.
     failed: bool,
+    /// The registry could not be asked at the last attempt, and that was
+    /// warned about: one warning an outage, then debug until it answers.
+    outage: bool,
     /// (service, node id) → node.
     known: BTreeMap<(String, String), Known>,
     /// How many of `known` are stale (kept past a listing): while none are,
@@ -171,6 +174,7 @@ impl Resolution {
             connected_at: None,
             listed: false,
             failed: false,
+            outage: false,
             known: BTreeMap::new(),
             stale: 0,
             queued: VecDeque::new(),
@@ -263,6 +267,9 @@ impl Resolution {
         let listing = list(&self.registry, self.target.as_deref()).await;
         match (watcher, listing) {
             (Ok(watcher), Ok(services)) => {
+                if std::mem::take(&mut self.outage) {
+                    tracing::info!(registry = self.registry.name(), target = ?self.target, "registry answers again; watching");
+                }
                 self.watcher = Some(watcher);
                 self.connected_at = Some(Instant::now());
                 self.failed = false;
@@ -271,16 +278,28 @@ impl Resolution {
             (Err(e), Ok(services)) => {
                 // A fresh listing is still worth having; the watch is tried
                 // again after a backoff.
-                tracing::warn!(registry = self.registry.name(), target = ?self.target, "registry watch failed: {e}");
+                self.warn_once(format_args!("registry watch failed: {e}"));
                 self.failed = true;
                 self.queued.push_back(Update::Unavailable(e));
                 self.reset(services)
             }
             (_, Err(e)) => {
-                tracing::warn!(registry = self.registry.name(), target = ?self.target, "registry lookup failed, keeping the nodes known: {e}");
+                self.warn_once(format_args!(
+                    "registry lookup failed, keeping the nodes known: {e}"
+                ));
                 self.failed = true;
                 Update::Unavailable(e)
             }
+        }
+    }
+
+    /// The first failure of an outage is a warning; the retries that follow
+    /// (every backoff) are debug lines, and the recovery one info line.
+    fn warn_once(&mut self, what: fmt::Arguments<'_>) {
+        if std::mem::replace(&mut self.outage, true) {
+            tracing::debug!(registry = self.registry.name(), target = ?self.target, "{what} (still)");
+        } else {
+            tracing::warn!(registry = self.registry.name(), target = ?self.target, "{what}");
         }
     }
 

@@ -100,7 +100,9 @@ async fn connect_backend(args: &RegistryArgs) -> Result<SharedRegistry, Error> {
                 });
             }
             let registry = EtcdRegistry::connect(options).await?;
-            tracing::info!(
+            // Routine: the flags say as much; `micro` commands would print it
+            // before every answer.
+            tracing::debug!(
                 "Registry [etcd] Endpoints: {}",
                 registry.endpoints().join(", ")
             );

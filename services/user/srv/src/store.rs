@@ -134,12 +134,56 @@ impl StoreError {
     }
 }
 
-/// Creates `dir` (mode 0700) for the default SQLite store, if missing.
+/// Creates `dir` (mode 0700) for the default SQLite store, if missing, and
+/// makes an existing one private (0700) too, whoever created it (a script's
+/// `mkdir -p`, a umask of 022): the store's files are 0600 in a 0700
+/// directory. If it cannot (not the owner; a shared directory with the
+/// sticky bit, such as /tmp, is left alone), it says so and goes on.
 pub fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
     create_private_dir(dir).map_err(|e| StoreError::DataDir {
         dir: dir.display().to_string(),
         reason: e,
-    })
+    })?;
+    make_dir_private(dir);
+    Ok(())
+}
+
+fn make_dir_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 == 0 {
+        return;
+    }
+    if mode & 0o1000 != 0 {
+        tracing::warn!(
+            "--data_dir {} is a shared directory (sticky bit, mode {:o}): left as it is; \
+             the store's files are 0600, but others can see their names",
+            dir.display(),
+            mode & 0o7777
+        );
+        return;
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        Ok(()) => tracing::info!(
+            "--data_dir {} was mode {:o}; made it 0700",
+            dir.display(),
+            mode & 0o7777
+        ),
+        Err(e) => tracing::warn!(
+            "--data_dir {} is mode {:o} and cannot be made 0700 ({e}): others may see \
+             the store's file names",
+            dir.display(),
+            mode & 0o7777
+        ),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), String> {
@@ -215,11 +259,9 @@ impl Store {
         let options = match backend {
             Backend::Sqlite => options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    // WAL lets several processes share the file; the busy
-                    // timeout makes writers wait for each other instead of failing.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
+                    // The file is in WAL mode already (`probe` switched it);
+                    // the busy timeout makes writers wait for each other
+                    // instead of failing.
                     sqlx::query("PRAGMA busy_timeout = 5000")
                         .execute(&mut *conn)
                         .await?;
@@ -566,8 +608,49 @@ async fn probe(url: &str, backend: Backend) -> Result<(), StoreError> {
         .execute(&mut conn)
         .await
         .map_err(unusable)?;
+    if matches!(backend, Backend::Sqlite) {
+        enable_wal(&mut conn).await.map_err(unusable)?;
+    }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Puts an SQLite file in WAL mode, which lets several processes share it.
+/// The mode is kept in the file, so this changes something once, on a new
+/// file; that change needs an exclusive lock SQLite's busy timeout does not
+/// wait for, so instances starting together on a new file would fail with
+/// "database is locked". They retry here instead, bounded (~10 s).
+async fn enable_wal(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    const ATTEMPTS: u32 = 60;
+    let mut pause = Duration::from_millis(10);
+    let mut attempt = 1;
+    loop {
+        match sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS && is_busy(&e) => {
+                tracing::debug!("another instance holds the new database file ({e}); waiting");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let primary = db
+        .code()
+        .and_then(|code| code.parse::<u32>().ok())
+        .map(|code| code & 0xff);
+    matches!(primary, Some(5 | 6)) || db.message().contains("database is locked")
 }
 
 /// Checks an SQLite URL, creates its directory (0700) and file (0600).

@@ -46,6 +46,8 @@ fn a_corrupt_store_is_one_line_at_once() {
     std::fs::write(&db, vec![0x5a_u8; 8192]).expect("garbage");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Private already: the only line is the error.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let (code, stderr, took) = user_srv(&["--data_dir", dir.path().to_str().expect("utf-8")]);
     assert_eq!(code, 1, "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -127,7 +129,9 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
                 data.to_str().expect("utf-8"),
             ])
             .env_remove("MICRO_DATABASE_URL")
-            .env("RUST_LOG", "info")
+            // A broken watch is a debug line (the resolution warns, once, only
+            // if etcd stays away): shown here, it says when the watch noticed.
+            .env("RUST_LOG", "info,micro_registry_etcd=debug")
             .stderr(Stdio::piped()),
     )
     .expect("start user-srv")
@@ -151,7 +155,11 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
     etcd.kill(0);
     let noticed = registered
         && lines
-            .wait_for_line("broke", Instant::now() + Duration::from_secs(20))
+            .wait_for(
+                "the watch breaking",
+                Instant::now() + Duration::from_secs(20),
+                |line| line.contains("watch of") && line.contains("broke"),
+            )
             .is_ok();
     let started = Instant::now();
     if noticed {
@@ -182,4 +190,84 @@ async fn sigterm_is_quick_when_etcd_went_away_after_registering() {
     // Deregistering gives up after 1 s instead of the 5 s request timeout;
     // the rest is slack for a busy machine.
     assert!(took < Duration::from_secs(3), "took {took:?}\n{log}");
+}
+
+/// A user-srv on `data` with the in-process registry (no network beyond
+/// its loopback listener), its stderr read line by line; stopped by PID.
+fn start_on(data: &std::path::Path) -> (ChildGuard, OutputLines) {
+    use std::process::Stdio;
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_user-srv"))
+            .args(["--registry=memory", "--server_address=127.0.0.1:0"])
+            .arg("--data_dir")
+            .arg(data)
+            .env_remove("MICRO_DATABASE_URL")
+            .env_remove("MICRO_DATA_DIR")
+            .env("RUST_LOG", "info")
+            .env(
+                "MICRO_AUTH_SECRET",
+                "a-secret-shared-by-the-instances-of-a-test",
+            )
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("start user-srv");
+    let lines = OutputLines::read(child.stderr.take().expect("stderr"));
+    (child, lines)
+}
+
+/// The SQLite files are 0600 in a 0700 directory, also when a script made
+/// the directory first with the usual umask (0755).
+#[test]
+fn a_data_dir_made_by_someone_else_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (mut child, mut lines) = start_on(&data);
+    let ready = lines
+        .wait_for_line("Registering node", Instant::now() + Duration::from_secs(30))
+        .is_ok();
+    let _ = child.terminate();
+    let _ = child.wait_until(Instant::now() + Duration::from_secs(10));
+    child.stop();
+    let log = whole_log(&mut lines);
+    assert!(ready, "user-srv did not start within 30 s:\n{log}");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&data), 0o700, "{log}");
+    assert_eq!(mode(&data.join("user.db")), 0o600, "{log}");
+    assert!(log.contains("was mode 755; made it 0700"), "{log}");
+}
+
+/// Instances started together on a store that does not exist yet (as
+/// `user-srv & user-srv & user-srv &` does) wait for each other: no error
+/// line, and every one serves.
+#[test]
+fn instances_started_together_on_a_new_store_all_serve_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let mut started: Vec<_> = (0..3).map(|_| start_on(&data)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready: Vec<bool> = started
+        .iter_mut()
+        .map(|(_, lines)| lines.wait_for_line("Registering node", deadline).is_ok())
+        .collect();
+    let mut logs = String::new();
+    for (child, lines) in &mut started {
+        let _ = child.terminate();
+        let _ = child.wait_until(Instant::now() + Duration::from_secs(10));
+        child.stop();
+        logs += &whole_log(lines);
+        logs += "----\n";
+    }
+    assert!(
+        ready.iter().all(|r| *r),
+        "not every instance served: {ready:?}\n{logs}"
+    );
+    for bad in ["ERROR", "locked"] {
+        assert!(!logs.contains(bad), "{bad} in the logs:\n{logs}");
+    }
 }

@@ -1,0 +1,2 @@
+//! Empty: it exists so that cargo resolves this crate's `[build-dependencies]`.
+fn main() {}
