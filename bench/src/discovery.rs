@@ -276,23 +276,7 @@ impl Greeter for FirstCallGreeter {
         }))
     }
 
-    type StreamStream = micro_testing::ReplyStream;
-
-    async fn stream(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        micro_testing::stream_replies(request.into_inner(), "")
-    }
-
-    type PingPongStream = micro_testing::ReplyStream;
-
-    async fn ping_pong(
-        &self,
-        request: tonic::Request<tonic::Streaming<Request>>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        Ok(micro_testing::ping_pong(request.into_inner()))
-    }
+    micro_testing::greeter_streams!();
 }
 
 /// A toolkit server on its own thread and runtime, pinned to the server core.

@@ -35,23 +35,7 @@ impl Greeter for BenchGreeter {
         }))
     }
 
-    type StreamStream = micro_testing::ReplyStream;
-
-    async fn stream(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        micro_testing::stream_replies(request.into_inner(), "")
-    }
-
-    type PingPongStream = micro_testing::ReplyStream;
-
-    async fn ping_pong(
-        &self,
-        request: tonic::Request<tonic::Streaming<Request>>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        Ok(micro_testing::ping_pong(request.into_inner()))
-    }
+    micro_testing::greeter_streams!();
 }
 
 /// A greeter that is slow (`delay`) or flaky (answers `Unavailable` to a
@@ -89,23 +73,7 @@ impl Greeter for GrayGreeter {
         BenchGreeter.hello(request).await
     }
 
-    type StreamStream = micro_testing::ReplyStream;
-
-    async fn stream(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        micro_testing::stream_replies(request.into_inner(), "")
-    }
-
-    type PingPongStream = micro_testing::ReplyStream;
-
-    async fn ping_pong(
-        &self,
-        request: tonic::Request<tonic::Streaming<Request>>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        Ok(micro_testing::ping_pong(request.into_inner()))
-    }
+    micro_testing::greeter_streams!();
 }
 
 /// Which server a child runs.

@@ -287,8 +287,8 @@ pub(crate) fn authenticate(inner: &Inner, request: &mut Request) -> Option<Respo
     let remote: Option<IpAddr> = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
     if let Some(ip) = remote {
         // Written on the stack, copied once into the value.
-        let mut text = [0u8; crate::convert::IP_TEXT_LEN];
-        if let Ok(value) = HeaderValue::from_str(crate::convert::ip_text(ip, &mut text)) {
+        let mut text = [0u8; crate::serve::IP_TEXT_LEN];
+        if let Ok(value) = HeaderValue::from_str(crate::serve::ip_text(ip, &mut text)) {
             request
                 .headers_mut()
                 .insert(GATEWAY_HEADERS[2].clone(), value);

@@ -22,8 +22,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -32,6 +31,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
 
 use crate::error::ApiError;
+use crate::serve::{IP_TEXT_LEN, ip_text};
 
 /// What go-micro's api handler puts in `Content-Type` for a GET without one.
 pub const GET_CONTENT_TYPE: &str = "text/plain; charset=UTF-8";
@@ -304,44 +304,6 @@ pub fn encode_api_request(
     put_string_field(&mut out, 6, &text_body);
     put_string_field(&mut out, 7, &url);
     out
-}
-
-/// Room for any IP address as text (IPv6 with an embedded IPv4 is 45 bytes).
-pub(crate) const IP_TEXT_LEN: usize = 64;
-
-/// `ip` as text in `buf`, as `Display` writes it; IPv4 without `fmt` (this
-/// runs twice on every api handler request).
-pub(crate) fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_LEN]) -> &str {
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                let (hundreds, tens, ones) = (octet / 100, octet / 10 % 10, octet % 10);
-                if hundreds > 0 {
-                    buf[len] = b'0' + hundreds;
-                    len += 1;
-                }
-                if hundreds > 0 || tens > 0 {
-                    buf[len] = b'0' + tens;
-                    len += 1;
-                }
-                buf[len] = b'0' + ones;
-                len += 1;
-            }
-            len
-        }
-        IpAddr::V6(_) => {
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            // At most 45 bytes: it always fits.
-            let _ = write!(cursor, "{ip}");
-            usize::try_from(cursor.position()).unwrap_or(0)
-        }
-    };
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// A header value as `go.api` text: borrowed when it is UTF-8 (nearly
@@ -672,30 +634,5 @@ mod tests {
         assert_eq!(names, ["accept", "authorization", "x-request-id"]);
         assert_eq!(metadata["authorization"], "Bearer abc");
         assert_eq!(metadata["accept"], "text/html,application/json");
-    }
-}
-
-#[cfg(test)]
-mod ip_text_tests {
-    use super::{IP_TEXT_LEN, ip_text};
-    use std::net::IpAddr;
-
-    #[test]
-    fn ip_text_is_what_display_writes() {
-        let mut buf = [0u8; IP_TEXT_LEN];
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "255.255.255.255",
-            "1.100.9.199",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "::ffff:192.168.100.200",
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
-        ] {
-            let ip: IpAddr = ip.parse().expect("an IP");
-            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
-        }
     }
 }

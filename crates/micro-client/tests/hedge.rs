@@ -87,23 +87,7 @@ impl Greeter for Gated {
         }))
     }
 
-    type StreamStream = micro_testing::ReplyStream;
-
-    async fn stream(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        micro_testing::stream_replies(request.into_inner(), "")
-    }
-
-    type PingPongStream = micro_testing::ReplyStream;
-
-    async fn ping_pong(
-        &self,
-        request: tonic::Request<tonic::Streaming<Request>>,
-    ) -> Result<tonic::Response<micro_testing::ReplyStream>, tonic::Status> {
-        Ok(micro_testing::ping_pong(request.into_inner()))
-    }
+    micro_testing::greeter_streams!();
 }
 
 /// Gated greeters `a`, `b`, … registered as one service.

@@ -74,6 +74,72 @@ pub fn ping_pong(requests: tonic::Streaming<greeter::Request>) -> Response<Reply
     Response::new(Box::pin(replies))
 }
 
+/// The greeter's `Stream` and `PingPong` as go-micro's example answers them
+/// ([`stream_replies`] with no suffix, [`ping_pong`]), for an
+/// `impl Greeter` whose streams have nothing of their own to add:
+///
+/// ```ignore
+/// #[tonic::async_trait]
+/// impl Greeter for MyGreeter {
+///     async fn hello(&self, request: Request<greeter::Request>) -> ... { ... }
+///     micro_testing::greeter_streams!();
+/// }
+/// ```
+#[macro_export]
+macro_rules! greeter_streams {
+    () => {
+        type StreamStream = $crate::ReplyStream;
+
+        // Written as `async_trait` expands an `async fn`: the attribute on
+        // the impl sees this macro unexpanded.
+        fn stream<'life0, 'async_trait>(
+            &'life0 self,
+            request: ::tonic::Request<$crate::greeter::Request>,
+        ) -> ::std::pin::Pin<
+            ::std::boxed::Box<
+                dyn ::std::future::Future<
+                        Output = ::std::result::Result<
+                            ::tonic::Response<$crate::ReplyStream>,
+                            ::tonic::Status,
+                        >,
+                    > + ::std::marker::Send
+                    + 'async_trait,
+            >,
+        >
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            let answer = $crate::stream_replies(request.into_inner(), "");
+            ::std::boxed::Box::pin(::std::future::ready(answer))
+        }
+
+        type PingPongStream = $crate::ReplyStream;
+
+        fn ping_pong<'life0, 'async_trait>(
+            &'life0 self,
+            request: ::tonic::Request<::tonic::Streaming<$crate::greeter::Request>>,
+        ) -> ::std::pin::Pin<
+            ::std::boxed::Box<
+                dyn ::std::future::Future<
+                        Output = ::std::result::Result<
+                            ::tonic::Response<$crate::ReplyStream>,
+                            ::tonic::Status,
+                        >,
+                    > + ::std::marker::Send
+                    + 'async_trait,
+            >,
+        >
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            let answer = $crate::ping_pong(request.into_inner());
+            ::std::boxed::Box::pin(::std::future::ready(::std::result::Result::Ok(answer)))
+        }
+    };
+}
+
 /// A greeter that counts its calls, can be slow, and remembers the deadline
 /// each call arrived with.
 #[derive(Clone, Debug)]
