@@ -43,6 +43,7 @@ mod error;
 mod handler;
 pub mod ratelimit;
 pub mod resolver;
+mod routes;
 mod serve;
 pub mod tls;
 
@@ -187,6 +188,7 @@ pub struct Gateway {
 pub(crate) struct Inner {
     pub(crate) options: ApiOptions,
     pub(crate) resolver: Resolver,
+    pub(crate) routes: routes::Routes,
     pub(crate) client: Client,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) dynamic: DynamicClient,
@@ -219,6 +221,7 @@ impl Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 resolver: Resolver::new(options.namespace.clone()),
+                routes: routes::Routes::new(Resolver::new(options.namespace.clone())),
                 options,
                 client,
                 catalog,
@@ -251,10 +254,25 @@ impl Gateway {
     /// path goes to the configured handler; limits, CORS and the request
     /// deadline apply to all.
     pub fn router(&self) -> axum::Router {
-        // One service behind the router, its layers plain tower layers: a
-        // layer added with `Router::layer` would box and clone its route
-        // (and the route's future) once more on every request.
-        let stack = tower::ServiceBuilder::new()
+        axum::Router::new().fallback_service(self.service())
+    }
+
+    /// The same as one tower service, without the router around it: what
+    /// [`serve`](Self::serve) runs (a router would box, clone and match its
+    /// route on every request). Its layers are plain tower layers for the
+    /// same reason.
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        tower::ServiceBuilder::new()
             // Outermost: counts every answer (limits and timeouts included)
             // and continues the caller's trace.
             .layer(micro_telemetry::api::ApiLayer::new(
@@ -263,11 +281,10 @@ impl Gateway {
             ))
             // Edge checks, then rate limits, then auth (all in `edge`).
             .layer(edge::EdgeLayer(self.inner.clone()))
-            .service(handler::Dispatch(self.inner.clone()));
-        axum::Router::new().fallback_service(stack)
+            .service(handler::Dispatch(self.inner.clone()))
     }
 
-    /// Serves the router on `listener` until `shutdown` completes, then stops
+    /// Serves the gateway on `listener` until `shutdown` completes, then stops
     /// accepting and lets in-flight requests finish (up to `shutdown_grace`).
     pub async fn serve(
         &self,

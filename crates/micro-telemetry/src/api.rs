@@ -25,7 +25,7 @@ use crate::trace;
 /// exists, so span names stay bounded by what is registered, whatever paths
 /// arrive; without it the span is named by the method alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route(pub String);
+pub struct Route(pub Arc<str>);
 
 /// Layer for a gateway whose handler kind is `handler` (`api`, `rpc`, `http`).
 #[derive(Clone, Debug)]
@@ -203,7 +203,7 @@ impl Pending {
             let span = cx.span();
             if let Some(Route(route)) = response.extensions().get::<Route>() {
                 span.update_name(format!("{}/{method} {route}", info.span_prefix));
-                span.set_attribute(KeyValue::new("http.route", route.clone()));
+                span.set_attribute(KeyValue::new("http.route", route.to_string()));
             }
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",

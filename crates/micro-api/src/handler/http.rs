@@ -125,7 +125,10 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         .map_err(|e| ApiError::from_client(&e))?;
     let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
-    Ok(routed(Response::from_parts(head, Body::new(body)), service))
+    Ok(routed(
+        Response::from_parts(head, Body::new(body)),
+        service.into(),
+    ))
 }
 
 /// The attempt stage over HTTP/1: sends the request to the node the balance

@@ -138,24 +138,11 @@ pub(crate) async fn ensure_registered(
 
 /// Marks `response` with the route it reached (see
 /// [`micro_telemetry::api::Route`]).
-pub(crate) fn routed(mut response: Response, route: String) -> Response {
+pub(crate) fn routed(mut response: Response, route: Arc<str>) -> Response {
     response
         .extensions_mut()
         .insert(micro_telemetry::api::Route(route));
     response
-}
-
-/// `<service>/<Handler.Method>`, the route a request reached (not format!:
-/// this runs on every request).
-pub(crate) fn matched(route: &crate::Route) -> String {
-    let mut out =
-        String::with_capacity(route.service.len() + route.handler.len() + route.method.len() + 2);
-    out.push_str(&route.service);
-    out.push('/');
-    out.push_str(&route.handler);
-    out.push('.');
-    out.push_str(&route.method);
-    out
 }
 
 /// Safe methods: the only ones whose calls are marked idempotent, so retried
