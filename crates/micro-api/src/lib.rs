@@ -38,7 +38,7 @@ pub mod auth;
 pub mod catalog;
 pub mod convert;
 pub mod dynamic;
-mod edge;
+pub mod edge;
 mod error;
 mod handler;
 pub mod ratelimit;
@@ -262,7 +262,7 @@ impl Gateway {
                 self.inner.options.handler.as_str(),
             ))
             // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(edge::EdgeLayer(self.inner.clone()))
+            .layer(edge::EdgeLayer::gateway(self.inner.clone()))
             .service(handler::Dispatch(self.inner.clone()));
         axum::Router::new().fallback_service(stack)
     }
