@@ -152,6 +152,9 @@ pub enum ServerError {
     Signals(#[source] std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
+    /// An HTTP listener (a web service's) failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
     /// The task serving calls panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
