@@ -200,19 +200,21 @@ impl Reply {
 
 /// `curl` a URL: GET, or POST with a JSON body.
 pub fn curl(url: &str, json_body: Option<&str>) -> Reply {
+    match json_body {
+        Some(body) => curl_with(
+            url,
+            &["-X", "POST", "-H", "Content-Type: application/json", "-d", body],
+        ),
+        None => curl_with(url, &[]),
+    }
+}
+
+/// `curl` a URL with more arguments (`-X`, `-H`, `-d`, ...).
+pub fn curl_with(url: &str, args: &[&str]) -> Reply {
     let mut command = Command::new("curl");
     command.args(["-sS", "-m", "15", "-w", "\n%{http_code}"]);
-    if let Some(body) = json_body {
-        command.args([
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ]);
-    }
     let output = command
+        .args(args)
         .arg(url)
         .output()
         .expect("run curl (apt-get install curl)");
