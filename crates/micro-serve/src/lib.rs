@@ -264,7 +264,11 @@ impl Shared {
             remote,
             conn: conn.clone(),
         };
-        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        // With upgrades: a proxied WebSocket takes the connection over
+        // (its tunnel then lives outside the budget, as the handler's task).
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let (head, idle) = (self.options.header_read_timeout, self.options.idle_timeout);
         // The deadline is checked lazily: one timer, re-armed only when it

@@ -64,7 +64,7 @@ async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
     let result = match inner.options.handler {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
-        HandlerKind::Http => http::handle(&inner, request).await,
+        HandlerKind::Http | HandlerKind::Web => http::handle(&inner, request).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
