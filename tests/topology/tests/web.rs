@@ -89,6 +89,7 @@ async fn user_web_serves_the_gateways_api_and_survives_a_frozen_instance() {
 
     let (topology, web) = tokio::task::spawn_blocking(move || {
         same_answers(&gateway_base, &web_base);
+        through_proxies(&address);
         frozen_instance(&topology, &web_base);
         (topology, web)
     })
@@ -253,6 +254,49 @@ fn same_answers(gateway: &str, web: &str) {
         let reply = curl(&format!("{base}/user/nothing/here"), None);
         assert_eq!(reply.status, 404, "{base}: {reply:?}");
         assert_eq!(reply.json()["code"], 404, "{reply:?}");
+    }
+}
+
+/// `micro web` serves user-web under `/user/`, `micro api --handler=http`
+/// (namespace go.micro.web) at its own paths.
+fn through_proxies(registry_address: &str) {
+    let (dashboard, gateway) = (free_port(), free_port());
+    let (dash_at, gateway_at) = (
+        format!("127.0.0.1:{dashboard}"),
+        format!("127.0.0.1:{gateway}"),
+    );
+    let flags = ["--registry=etcd", registry_address];
+    let mut dash_args = flags.to_vec();
+    dash_args.extend(["web", "--address", dash_at.as_str()]);
+    let mut gateway_args = flags.to_vec();
+    gateway_args.extend([
+        "api",
+        "--handler=http",
+        "--namespace=go.micro.web",
+        "--address",
+        gateway_at.as_str(),
+    ]);
+    let mut processes = [
+        Process::start("micro web", "micro", &dash_args, &[]),
+        Process::start("micro api --handler=http", "micro", &gateway_args, &[]),
+    ];
+    for url in [
+        format!("http://{dash_at}/user/user/say/hello?name=webuser"),
+        format!("http://{gateway_at}/user/say/hello?name=webuser"),
+    ] {
+        let reply = topology_tests::eventually(&url, Duration::from_secs(60), || {
+            let reply = curl(&url, None);
+            (reply.status == 200).then_some(reply)
+        });
+        assert_eq!(reply.json()["username"], "webuser", "{url}: {reply:?}");
+        // user-web's own errors pass through unchanged.
+        let blank = curl(&url.replace("?name=webuser", ""), None);
+        assert_eq!(blank.status, 400, "{blank:?}");
+        assert_eq!(blank.json()["detail"], "Name cannot be blank");
+    }
+    for process in &mut processes {
+        let status = process.terminate(Duration::from_secs(20));
+        assert!(status.success(), "{}: {status}", process.name);
     }
 }
 
