@@ -476,5 +476,8 @@ async fn the_web_handler_joins_a_websocket_through() {
     let seen = echo.await.expect("node").to_lowercase();
     assert!(seen.starts_with("get /site/socket?room=1 "), "{seen}");
     assert!(seen.contains("upgrade: websocket"), "{seen}");
-    assert!(seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="), "{seen}");
+    assert!(
+        seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+        "{seen}"
+    );
 }

@@ -288,4 +288,3 @@ async fn watch_own_node(
         }
     }
 }
-

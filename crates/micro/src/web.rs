@@ -148,10 +148,7 @@ impl WebBuilder {
     /// The listener's limits (connection budget, timeouts); the gateway's
     /// defaults otherwise.
     pub fn serve_options(mut self, serve: ServeOptions) -> Self {
-        self.serve = ServeOptions {
-            tls: None,
-            ..serve
-        };
+        self.serve = ServeOptions { tls: None, ..serve };
         self
     }
 
@@ -217,12 +214,13 @@ impl WebBuilder {
             endpoints,
         };
         readiness.set("registry", Err("not registered yet".into()));
-        let router = router
-            .layer(axum::Extension(client))
-            .layer(micro_telemetry::api::ApiLayer::new(
-                &registration.name,
-                "web",
-            ));
+        let router =
+            router
+                .layer(axum::Extension(client))
+                .layer(micro_telemetry::api::ApiLayer::new(
+                    &registration.name,
+                    "web",
+                ));
         Ok(WebServer {
             registered: tokio::sync::watch::channel(false).0,
             registry,

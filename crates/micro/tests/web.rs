@@ -24,13 +24,11 @@ const NAME: &str = "go.micro.web.greeter";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_serves_then_deregisters_before_draining() {
-    let cli: Cli = micro::config::parse_from([
-        "test",
-        "--registry=memory",
-        "--server_address=127.0.0.1:0",
-    ]);
+    let cli: Cli =
+        micro::config::parse_from(["test", "--registry=memory", "--server_address=127.0.0.1:0"]);
     let registry = Arc::new(MemoryRegistry::new());
-    let service = micro::Service::with_registry(NAME, &cli.micro, registry.clone()).expect("service");
+    let service =
+        micro::Service::with_registry(NAME, &cli.micro, registry.clone()).expect("service");
 
     let started = Arc::new(Notify::new());
     let (release, released) = oneshot::channel::<()>();
@@ -83,7 +81,10 @@ async fn registers_serves_then_deregisters_before_draining() {
         .expect("registered");
     let listed = registry.get_service(NAME).await.expect("listed");
     assert_eq!(listed[0].nodes[0].address, address.to_string());
-    assert!(service.readiness().report().ready(), "ready once registered");
+    assert!(
+        service.readiness().report().ready(),
+        "ready once registered"
+    );
 
     let hello = tokio::task::spawn_blocking(move || micro_testing::http::get(address, "/hello"))
         .await
@@ -112,7 +113,10 @@ async fn registers_serves_then_deregisters_before_draining() {
         listed.iter().all(|s| s.nodes.is_empty()),
         "still listed: {listed:?}"
     );
-    assert!(!service.readiness().report().ready(), "not ready while stopping");
+    assert!(
+        !service.readiness().report().ready(),
+        "not ready while stopping"
+    );
     assert!(!running.is_finished(), "the server waits for its request");
     let _ = release.send(());
     let answer = in_flight.await.expect("in flight");

@@ -84,7 +84,10 @@ async fn micro_web_and_the_gateway_reach_a_go_web_service() {
             .unwrap_or_else(|| panic!("not listed: {services}"));
         assert_eq!(listed["web"], "/goweb/");
         // A name no web service has is the dashboard's own 404.
-        assert_eq!(curl(&format!("http://{dash_at}/nothing/here"), None).status, 404);
+        assert_eq!(
+            curl(&format!("http://{dash_at}/nothing/here"), None).status,
+            404
+        );
 
         // The gateway: the path whole.
         for at in [&http_at, &web_at] {
@@ -99,7 +102,12 @@ async fn micro_web_and_the_gateway_reach_a_go_web_service() {
         }
         for mut process in processes {
             let status = process.terminate(Duration::from_secs(20));
-            assert!(status.success(), "{}: {status}\n{}", process.name, process.log());
+            assert!(
+                status.success(),
+                "{}: {status}\n{}",
+                process.name,
+                process.log()
+            );
         }
     })
     .await

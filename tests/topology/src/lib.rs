@@ -203,7 +203,14 @@ pub fn curl(url: &str, json_body: Option<&str>) -> Reply {
     match json_body {
         Some(body) => curl_with(
             url,
-            &["-X", "POST", "-H", "Content-Type: application/json", "-d", body],
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ],
         ),
         None => curl_with(url, &[]),
     }

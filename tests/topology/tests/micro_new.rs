@@ -110,9 +110,15 @@ fn generate_and_build(root: &Path, args: &[&str]) -> PathBuf {
     } else {
         (&["src/handler.rs", "examples/client.rs"], "answers_by_name")
     };
-    for file in ["Cargo.toml", "Cargo.lock", "build.rs", "src/main.rs", "README.md"]
-        .iter()
-        .chain(files)
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "src/main.rs",
+        "README.md",
+    ]
+    .iter()
+    .chain(files)
     {
         assert!(dir.join(file).is_file(), "{file} not generated");
     }

@@ -30,7 +30,7 @@ async fn user_web_serves_the_gateways_api_and_survives_a_frozen_instance() {
     let data = tempfile::tempdir().expect("tmp");
     let web_port = free_port();
 
-    let (mut web, topology) = tokio::task::spawn_blocking({
+    let (web, topology) = tokio::task::spawn_blocking({
         let address = address.clone();
         let data = data.path().to_path_buf();
         move || {
@@ -97,21 +97,19 @@ async fn user_web_serves_the_gateways_api_and_survives_a_frozen_instance() {
     .expect("exercise");
 
     // SIGTERM: deregistered, exit 0, the record gone.
-    let mut web = web;
-    let status = tokio::task::spawn_blocking(move || {
+    let (status, web) = tokio::task::spawn_blocking(move || {
+        let mut web = web;
         let status = web.terminate(Duration::from_secs(20));
         (status, web)
     })
     .await
     .expect("terminate");
-    let (status, web) = status;
     assert!(status.success(), "user-web: {status}; log:\n{}", web.log());
     assert!(web.log().contains("Deregistering node"), "{}", web.log());
     let left = registry.get_service(WEB_NAME).await;
     assert!(
-        left.as_ref().map_or(true, |services| services
-            .iter()
-            .all(|s| s.nodes.is_empty())),
+        left.as_ref()
+            .map_or(true, |services| services.iter().all(|s| s.nodes.is_empty())),
         "still registered: {left:?}"
     );
     tokio::task::spawn_blocking(move || topology.stop())
@@ -120,10 +118,7 @@ async fn user_web_serves_the_gateways_api_and_survives_a_frozen_instance() {
     drop(cluster);
 }
 
-async fn wait_for_record(
-    registry: &impl Registry,
-    web: &Process,
-) -> micro_registry::Service {
+async fn wait_for_record(registry: &impl Registry, web: &Process) -> micro_registry::Service {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(services) = registry.get_service(WEB_NAME).await
@@ -143,8 +138,8 @@ async fn wait_for_record(
 /// A reply with what differs per call (tokens, times, ids of users made in
 /// the other path) left out.
 fn comparable(reply: &Reply) -> (u16, Value) {
-    let mut body: Value = serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"));
+    let mut body: Value =
+        serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {reply:?}"));
     if let Some(object) = body.as_object_mut() {
         for key in ["token", "expires_at", "created_time", "updated_time"] {
             object.remove(key);
@@ -205,10 +200,7 @@ fn same_answers(gateway: &str, web: &str) {
         ("/user/account/register", json_post("{not json")),
         (
             "/user/account/register",
-            vec![
-                "-d".into(),
-                r#"{"username":"a","password":"b"}"#.into(),
-            ],
+            vec!["-d".into(), r#"{"username":"a","password":"b"}"#.into()],
         ),
         ("/user/account/register", vec![]),
         ("/user/account/get?id=abc", vec![]),
@@ -246,7 +238,10 @@ fn same_answers(gateway: &str, web: &str) {
                 comparable(&curl_with(&format!("{base}{path}"), &args))
             })
             .collect();
-        assert_eq!(answers[0], answers[1], "{path} {args:?}: gateway ≠ user-web");
+        assert_eq!(
+            answers[0], answers[1],
+            "{path} {args:?}: gateway ≠ user-web"
+        );
         assert!(answers[0].0 != 0, "{path}: no answer");
     }
     // A path neither serves: 404 in go-micro's JSON from both.
@@ -301,10 +296,17 @@ fn through_proxies(registry_address: &str) {
 }
 
 fn json_post(body: &str) -> Vec<String> {
-    ["-X", "POST", "-H", "Content-Type: application/json", "-d", body]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Eight callers GET hello through user-web while one user-srv is frozen
@@ -322,11 +324,7 @@ fn frozen_instance(topology: &Topology, web: &str) {
     topology_tests::eventually("every user-srv reached", Duration::from_secs(30), || {
         let reply = curl(&hello, None);
         assert_eq!(reply.status, 200, "{reply:?}");
-        calls()
-            .iter()
-            .zip(&start)
-            .all(|(n, s)| n > s)
-            .then_some(())
+        calls().iter().zip(&start).all(|(n, s)| n > s).then_some(())
     });
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..8)

@@ -184,8 +184,16 @@ impl api::account_server::Account for AccountHandler {
     async fn list(&self, request: Request<ApiRequest>) -> Result<Response<ApiResponse>, Status> {
         let request = request.into_inner();
         require_method(&request, &["GET"])?;
-        let (size, token) = (request.first_get("page_size"), request.first_get("page_token"));
-        reply(self.0.rest.list_accounts(&caller(&request), size, token).await)
+        let (size, token) = (
+            request.first_get("page_size"),
+            request.first_get("page_token"),
+        );
+        reply(
+            self.0
+                .rest
+                .list_accounts(&caller(&request), size, token)
+                .await,
+        )
     }
 }
 
@@ -210,4 +218,3 @@ impl api::article_server::Article for ArticleHandler {
         reply(self.0.rest.create_article(&caller(&request), new).await)
     }
 }
-

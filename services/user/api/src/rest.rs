@@ -70,10 +70,7 @@ pub fn require_method(method: &str, allowed: &[&str]) -> Result<()> {
     }
     Err(error(
         405,
-        format!(
-            "method {method} not allowed; use {}",
-            allowed.join(" or ")
-        ),
+        format!("method {method} not allowed; use {}", allowed.join(" or ")),
     ))
 }
 

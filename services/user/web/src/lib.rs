@@ -161,9 +161,7 @@ impl Parsed {
             .map(|r| r.0.ip().to_string());
         let bytes = axum::body::to_bytes(body, rest::MAX_BODY)
             .await
-            .map_err(|_| {
-                rest::error(413, format!("body larger than {} bytes", rest::MAX_BODY))
-            })?;
+            .map_err(|_| rest::error(413, format!("body larger than {} bytes", rest::MAX_BODY)))?;
         let is_form = parts
             .headers
             .get(header::CONTENT_TYPE)
