@@ -245,6 +245,64 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// What steady callers saw: the failed answers, how many were answered
+/// 200, the slowest answer.
+#[derive(Debug, Default)]
+pub struct Steady {
+    pub failed: Vec<String>,
+    pub served: usize,
+    pub slowest: Duration,
+}
+
+/// `callers` threads GET `url` back to back (each at most 10 000 times)
+/// while `during` runs, then stop; every answer but 200 is a failure.
+pub fn steady_gets(url: &str, callers: usize, during: impl FnOnce()) -> Steady {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..callers)
+        .map(|_| {
+            let stop = stop.clone();
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let mut seen = Steady::default();
+                for _ in 0..10_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let reply = curl(&url, None);
+                    seen.slowest = seen.slowest.max(sent.elapsed());
+                    if reply.status == 200 {
+                        seen.served += 1;
+                    } else {
+                        seen.failed.push(format!("{} {}", reply.status, reply.body));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    during();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Steady::default();
+    for thread in threads {
+        let seen = thread.join().expect("caller");
+        all.failed.extend(seen.failed);
+        all.served += seen.served;
+        all.slowest = all.slowest.max(seen.slowest);
+    }
+    all
+}
+
+/// Freezes `process` (SIGSTOP) for `frozen`, with a second of calls
+/// before and after.
+pub fn freeze_for(process: &Process, frozen: Duration) {
+    std::thread::sleep(Duration::from_secs(1));
+    process.freeze();
+    std::thread::sleep(frozen);
+    process.thaw();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// 32 random bytes, hex: a shared token key for the user-srv instances.
 pub fn secret() -> String {
     use std::io::Read;

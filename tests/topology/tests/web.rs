@@ -12,8 +12,6 @@
 //!   no request fails (the client's attempt timeout moves stuck calls).
 //! - SIGTERM: user-web deregisters and exits 0; its record is gone.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use micro_registry::Registry;
@@ -326,43 +324,10 @@ fn frozen_instance(topology: &Topology, web: &str) {
         assert_eq!(reply.status, 200, "{reply:?}");
         calls().iter().zip(&start).all(|(n, s)| n > s).then_some(())
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..8)
-        .map(|_| {
-            let stop = stop.clone();
-            let hello = hello.clone();
-            std::thread::spawn(move || {
-                let mut failed = Vec::new();
-                let mut served = 0;
-                // Bounded: the flag ends it, or 10 000 requests.
-                for _ in 0..10_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let reply = curl(&hello, None);
-                    if reply.status == 200 {
-                        served += 1;
-                    } else {
-                        failed.push(format!("{} {}", reply.status, reply.body));
-                    }
-                }
-                (failed, served)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(1));
-    topology.srvs[0].freeze();
-    std::thread::sleep(Duration::from_secs(10));
-    topology.srvs[0].thaw();
-    std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let mut failed = Vec::new();
-    let mut served = 0;
-    for caller in callers {
-        let (f, s) = caller.join().expect("caller");
-        failed.extend(f);
-        served += s;
-    }
+    let steady = topology_tests::steady_gets(&hello, 8, || {
+        topology_tests::freeze_for(&topology.srvs[0], Duration::from_secs(10))
+    });
+    let (failed, served) = (steady.failed, steady.served);
     eprintln!(
         "user-web, 1 of 3 user-srv frozen 10 s: {served} GETs by 8 callers, {} failed",
         failed.len()
