@@ -512,16 +512,7 @@ impl Server {
             readiness.clone(),
             registered,
         );
-
-        tokio::pin!(shutdown);
-        let early_exit = tokio::select! {
-            () = &mut shutdown => None,
-            result = &mut serving => Some(result),
-        };
-
-        // NOT_SERVING and deregistered before draining: probes and callers
-        // go elsewhere first.
-        registrar.stop().await;
+        let early_exit = lifecycle::serve_registered(&mut serving, registrar, shutdown).await;
 
         if let Some(result) = early_exit {
             return match result {

@@ -79,6 +79,26 @@ pub fn check_options(options: &ServerOptions) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Serves until `shutdown` completes or `serving` ends by itself, keeping
+/// the node registered meanwhile; then turns not ready and deregisters
+/// (see [`Registrar::stop`]) before the caller drains. `Some(result)`: the
+/// server ended first, with that result.
+pub async fn serve_registered<T>(
+    serving: &mut AbortOnDrop<T>,
+    registrar: Registrar,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    tokio::pin!(shutdown);
+    let early_exit = tokio::select! {
+        () = &mut shutdown => None,
+        result = &mut *serving => Some(result),
+    };
+    // Not ready and deregistered before draining: probes and callers go
+    // elsewhere first.
+    registrar.stop().await;
+    early_exit
+}
+
 /// Keeps one node registered while it lives; [`stop`](Registrar::stop)
 /// deregisters it. Its tasks end when it is dropped.
 #[derive(Debug)]

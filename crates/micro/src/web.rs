@@ -323,14 +323,7 @@ impl WebServer {
             let _ = stopped.await;
         }));
         let registrar = Registrar::start(registry, registration, options, readiness, registered);
-        tokio::pin!(shutdown);
-        let early_exit = tokio::select! {
-            () = &mut shutdown => None,
-            result = &mut serving => Some(result),
-        };
-        // Not ready and deregistered first: proxies and probes go elsewhere
-        // while the requests in flight finish.
-        registrar.stop().await;
+        let early_exit = lifecycle::serve_registered(&mut serving, registrar, shutdown).await;
         let result = match early_exit {
             Some(result) => result,
             None => {
