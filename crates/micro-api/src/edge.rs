@@ -14,7 +14,7 @@
 //! ```
 //! use micro_api::edge::{EdgeLayer, EdgeOptions};
 //!
-//! let router = axum::Router::new()
+//! let router: axum::Router = axum::Router::new()
 //!     .route("/hello", axum::routing::get(|| async { "hi" }))
 //!     .layer(EdgeLayer::new(EdgeOptions::default()));
 //! # let _ = router;
