@@ -1,6 +1,6 @@
 //! Serve an [`axum::Router`] on a TCP listener: the one accept loop of the
-//! gateway (`micro api`), the dashboard (`micro web`) and the admin
-//! listener, with the limits that live at the connection, so that
+//! gateway (`micro api`), the dashboard (`micro web`), web services
+//! (`micro::web`) and the admin listener, with the limits that live at the connection, so that
 //! connections an attacker opens cannot lock clients out:
 //!
 //! - every connection is accepted at once and takes a slot in the budget:
