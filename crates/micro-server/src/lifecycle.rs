@@ -171,7 +171,9 @@ impl Registrar {
         readiness.begin_stop();
         task.abort();
         let _ = task.await;
-        let was_registered = registered.send_replace(false);
+        // `registered` turns false once the deregistration is done (or
+        // given up), as `Server::registered` promises.
+        let was_registered = *registered.borrow();
         let deregister_timeout = if was_registered && !unreachable.load(Ordering::Relaxed) {
             options.deregister_timeout
         } else {
@@ -191,6 +193,7 @@ impl Registrar {
                 deregister_timeout
             ),
         }
+        registered.send_replace(false);
     }
 }
 

@@ -128,3 +128,78 @@ async fn registers_serves_then_deregisters_before_draining() {
         .expect("task")
         .expect("run");
 }
+
+/// With `--server_tls_*`, a web service serves HTTPS (HTTP/1.1 and h2 by
+/// ALPN) and registers `secure=true`, so proxies dial it over TLS; client
+/// certificates (`--server_tls_client_ca`) are refused at bind, clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_and_registers_secure() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let flags = |extra: &[&str]| -> Cli {
+        let mut args = vec![
+            "test",
+            "--registry=memory",
+            "--server_address=127.0.0.1:0",
+            "--server_tls_cert_file",
+            cert.as_str(),
+            "--server_tls_key_file",
+            key.as_str(),
+        ];
+        args.extend(extra);
+        micro::config::parse_from(args)
+    };
+
+    let registry = Arc::new(MemoryRegistry::new());
+    let cli = flags(&[]);
+    let service = micro::Service::with_registry(NAME, &cli.micro, registry).expect("service");
+    let server = service
+        .web()
+        .route("/hello", get(|| async { "over TLS" }))
+        .bind()
+        .await
+        .expect("bind");
+    let node = server.node().clone();
+    assert_eq!(
+        node.metadata.get("secure").map(String::as_str),
+        Some("true")
+    );
+    let address = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    let ca = cert.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "-m", "10", "--cacert", &ca])
+            .arg(format!("https://{address}/hello"))
+            .output()
+            .expect("run curl (apt-get install curl)")
+    })
+    .await
+    .expect("curl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "over TLS");
+    let _ = stop.send(());
+    running.await.expect("task").expect("run");
+
+    let cli = flags(&["--server_tls_client_ca", cert.as_str()]);
+    let service = micro::Service::with_registry(NAME, &cli.micro, Arc::new(MemoryRegistry::new()))
+        .expect("service");
+    let refused = service.web().bind().await.expect_err("client certificates");
+    assert!(
+        refused.to_string().contains("--server_tls_client_ca"),
+        "{refused}"
+    );
+}
