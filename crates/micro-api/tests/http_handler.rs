@@ -381,51 +381,11 @@ async fn a_secure_node_is_dialled_over_tls() {
     site.abort();
 }
 
-/// A node that accepts a WebSocket handshake, then echoes every byte.
-async fn start_echo_socket() -> (SocketAddr, JoinHandle<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-            if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                return String::from_utf8_lossy(&head).into_owned();
-            }
-            head.push(byte[0]);
-        }
-        stream
-            .write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: accepted\r\n\r\n",
-            )
-            .await
-            .expect("answer");
-        let mut buf = [0u8; 1024];
-        // Bounded: until the tunnel closes, or 100 reads.
-        for _ in 0..100 {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stream.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        String::from_utf8_lossy(&head).into_owned()
-    });
-    (address, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_handler_joins_a_websocket_through() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use micro_testing::http::{echoed, websocket_echo_node, websocket_handshake};
     let registry = Arc::new(MemoryRegistry::new());
-    let (node, echo) = start_echo_socket().await;
+    let (node, echo) = websocket_echo_node().await;
     register(&registry, "site-ws", &node.to_string()).await;
     let options = ApiOptions {
         handler: HandlerKind::Web,
@@ -434,44 +394,17 @@ async fn the_web_handler_joins_a_websocket_through() {
     let gateway = RunningGateway::start_round_robin(registry.clone(), options).await;
     common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
 
-    let mut client = tokio::net::TcpStream::connect(gateway.address)
-        .await
-        .expect("connect");
-    let handshake = format!(
-        "GET /site/socket?room=1 HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        gateway.address
-    );
-    client
-        .write_all(handshake.as_bytes())
-        .await
-        .expect("handshake");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    let read_head = async {
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(client.read(&mut byte).await.expect("read"), 1, "closed");
-            head.push(byte[0]);
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read_head)
-        .await
-        .expect("an answer in time");
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let host = gateway.address.to_string();
+    let (mut client, head) =
+        websocket_handshake(gateway.address, &host, "/site/socket?room=1").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     assert!(head.contains("sec-websocket-accept: accepted"), "{head}");
-
     // Bytes both ways through the tunnel.
-    client.write_all(b"hello, socket").await.expect("write");
-    let mut echoed = [0u8; 13];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        client.read_exact(&mut echoed),
-    )
-    .await
-    .expect("echo in time")
-    .expect("echo");
-    assert_eq!(&echoed, b"hello, socket");
+    assert_eq!(
+        echoed(&mut client, b"hello, socket").await,
+        b"hello, socket"
+    );
     drop(client);
     let seen = echo.await.expect("node").to_lowercase();
     assert!(seen.starts_with("get /site/socket?room=1 "), "{seen}");
