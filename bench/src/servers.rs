@@ -209,49 +209,27 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gra
                     .await
                     .expect("OTLP sink runs");
             }
-            ServerKind::MiniWeb => {
-                let upstream = upstream.expect("--upstream is required for mini-web");
+            ServerKind::MiniWeb | ServerKind::MiniRpcGateway | ServerKind::MiniGateway => {
+                let upstream = upstream.expect("--upstream is required for the minimal gateways");
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
                     .expect("upstream uri")
                     .tcp_nodelay(true)
                     .connect_lazy();
+                let app = match kind {
+                    ServerKind::MiniWeb => axum::Router::new()
+                        .route("/user/say/hello", axum::routing::get(mini_web))
+                        .with_state(UserClient::new(channel)),
+                    ServerKind::MiniRpcGateway => axum::Router::new()
+                        .route(
+                            "/user/user/query-user-by-name",
+                            axum::routing::post(mini_rpc_gateway),
+                        )
+                        .with_state(UserClient::new(channel)),
+                    _ => axum::Router::new()
+                        .route("/user/say/hello", axum::routing::get(mini_gateway))
+                        .with_state(channel),
+                };
                 println!("READY {}", listener.local_addr().expect("local address"));
-                let app = axum::Router::new()
-                    .route("/user/say/hello", axum::routing::get(mini_web))
-                    .with_state(UserClient::new(channel));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stdin_closed)
-                    .await
-                    .expect("axum serves");
-            }
-            ServerKind::MiniRpcGateway => {
-                let upstream = upstream.expect("--upstream is required for mini-rpc-gateway");
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
-                    .expect("upstream uri")
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                println!("READY {}", listener.local_addr().expect("local address"));
-                let app = axum::Router::new()
-                    .route(
-                        "/user/user/query-user-by-name",
-                        axum::routing::post(mini_rpc_gateway),
-                    )
-                    .with_state(UserClient::new(channel));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stdin_closed)
-                    .await
-                    .expect("axum serves");
-            }
-            ServerKind::MiniGateway => {
-                let upstream = upstream.expect("--upstream is required for mini-gateway");
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
-                    .expect("upstream uri")
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                println!("READY {}", listener.local_addr().expect("local address"));
-                let app = axum::Router::new()
-                    .route("/user/say/hello", axum::routing::get(mini_gateway))
-                    .with_state(channel);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stdin_closed)
                     .await

@@ -370,6 +370,19 @@ impl Topology {
         }
     }
 
+    /// [`start`](Self::start) on etcd (`--registry_address=...` as
+    /// `address`), every process on loopback, three user-srv renewing every
+    /// 10 s with a 30 s TTL (a frozen one stays listed while frozen).
+    pub fn start_on_etcd(address: &str, data_dir: &std::path::Path) -> Topology {
+        let shared = ["--registry=etcd", address, "--server_address=127.0.0.1:0"];
+        let srv: Vec<String> = shared
+            .iter()
+            .chain(&["--register_ttl=30", "--register_interval=10"])
+            .map(|s| s.to_string())
+            .collect();
+        Topology::start(&shared, &[srv.clone(), srv.clone(), srv], data_dir)
+    }
+
     /// [`eventually`], printing every process's log if it fails.
     fn eventually<T>(
         &self,

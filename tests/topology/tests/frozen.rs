@@ -17,26 +17,7 @@ async fn a_frozen_instance_fails_no_idempotent_request() {
     let data = tempfile::tempdir().expect("tmp");
 
     let (failed, served, slowest) = tokio::task::spawn_blocking(move || {
-        let shared = [
-            "--registry=etcd",
-            address.as_str(),
-            "--server_address=127.0.0.1:0",
-        ];
-        let srv_flags: Vec<Vec<String>> = (0..3)
-            .map(|_| {
-                [
-                    "--registry=etcd",
-                    address.as_str(),
-                    "--server_address=127.0.0.1:0",
-                    "--register_ttl=30",
-                    "--register_interval=10",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-            })
-            .collect();
-        let mut topology = Topology::start(&shared, &srv_flags, data.path());
+        let mut topology = Topology::start_on_etcd(&address, data.path());
         let figures = topology.exercise_frozen();
         topology.stop();
         figures

@@ -32,26 +32,7 @@ async fn user_web_serves_the_gateways_api_and_survives_a_frozen_instance() {
         let address = address.clone();
         let data = data.path().to_path_buf();
         move || {
-            let shared = [
-                "--registry=etcd",
-                address.as_str(),
-                "--server_address=127.0.0.1:0",
-            ];
-            let srv_flags: Vec<Vec<String>> = (0..3)
-                .map(|_| {
-                    [
-                        "--registry=etcd",
-                        address.as_str(),
-                        "--server_address=127.0.0.1:0",
-                        "--register_ttl=30",
-                        "--register_interval=10",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-                })
-                .collect();
-            let topology = Topology::start(&shared, &srv_flags, &data);
+            let topology = Topology::start_on_etcd(&address, &data);
             let listen = format!("--server_address=127.0.0.1:{web_port}");
             let web = Process::start(
                 "user-web",
