@@ -18,8 +18,10 @@
 //!   for a service without (go-micro's); see [`dynamic`] and `micro-json`.
 //!   Both handlers forward the request headers as gRPC metadata
 //!   ([`convert::to_metadata`]).
-//! - `http` handler: a reverse proxy to a registered HTTP service, dialling
-//!   registered node addresses only.
+//! - `http` (and `web`) handler: a reverse proxy to a registered HTTP
+//!   service, dialling registered node addresses only; WebSocket upgrades
+//!   are joined through. [`WebProxy`] is the same proxy for other front
+//!   ends (`micro web` serves web services under `/NAME/` with it).
 //!
 //! [`Gateway::router`] is an `axum::Router`, testable without sockets;
 //! [`Gateway::serve`] runs it on a listener with the connection-level limits.
@@ -38,7 +40,7 @@ pub mod auth;
 pub mod catalog;
 pub mod convert;
 pub mod dynamic;
-mod edge;
+pub mod edge;
 mod error;
 mod handler;
 pub mod ratelimit;
@@ -73,16 +75,20 @@ pub enum HandlerKind {
     Rpc,
     /// Reverse proxy to the HTTP service named by the first path part.
     Http,
+    /// go-micro's `web` handler: the `http` proxy (WebSockets included),
+    /// for web services (`--namespace go.micro.web`).
+    Web,
 }
 
 impl HandlerKind {
-    pub const NAMES: [&'static str; 3] = ["api", "rpc", "http"];
+    pub const NAMES: [&'static str; 4] = ["api", "rpc", "http", "web"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Api => "api",
             HandlerKind::Rpc => "rpc",
             HandlerKind::Http => "http",
+            HandlerKind::Web => "web",
         }
     }
 }
@@ -101,10 +107,63 @@ impl FromStr for HandlerKind {
             "api" => Ok(HandlerKind::Api),
             "rpc" => Ok(HandlerKind::Rpc),
             "http" | "proxy" => Ok(HandlerKind::Http),
+            "web" => Ok(HandlerKind::Web),
             other => Err(format!(
                 "unknown handler {other:?} (expected one of: {})",
                 HandlerKind::NAMES.join(", ")
             )),
+        }
+    }
+}
+
+/// The gateway's HTTP proxy for other front ends: forwards a request
+/// (WebSockets too) to a node of a registered HTTP service through the
+/// client's retry and balance stages, as `--handler=http` does.
+#[derive(Clone, Debug)]
+pub struct WebProxy {
+    client: Client,
+    proxy: handler::http::ProxyClient,
+    max_body_bytes: usize,
+    timeout: Duration,
+}
+
+impl WebProxy {
+    /// A proxy calling through `client`; bodies up to `max_body_bytes`,
+    /// answers within `timeout` (504 beyond).
+    pub fn new(client: Client, max_body_bytes: usize, timeout: Duration) -> Self {
+        WebProxy {
+            proxy: handler::http::ProxyClient::new(client.options()),
+            client,
+            max_body_bytes,
+            timeout,
+        }
+    }
+
+    /// Sends `request` to `service` as `path` (path and query), telling it
+    /// the prefix it is served under (`X-Micro-Web-Base-Path`, as go-micro's
+    /// dashboard did). Failures are go-micro error JSON.
+    pub async fn forward(
+        &self,
+        service: &str,
+        path: String,
+        base_path: &str,
+        request: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let upstream = handler::http::Upstream {
+            service,
+            path,
+            deadline,
+            max_body_bytes: self.max_body_bytes,
+            base_path: Some(base_path),
+        };
+        let forwarded = handler::http::forward(&self.client, &self.proxy, upstream, request);
+        match tokio::time::timeout_at(deadline, forwarded).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => e.into_response(),
+            Err(_) => ApiError::new(504, format!("service {service} did not answer in time"))
+                .into_response(),
         }
     }
 }
@@ -280,7 +339,7 @@ impl Gateway {
                 self.inner.options.handler.as_str(),
             ))
             // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(edge::EdgeLayer(self.inner.clone()))
+            .layer(edge::EdgeLayer::gateway(self.inner.clone()))
             .service(handler::Dispatch(self.inner.clone()))
     }
 

@@ -1,6 +1,6 @@
 //! Serve an [`axum::Router`] (or any tower service of axum requests) on a
-//! TCP listener: the one accept loop of the
-//! gateway (`micro api`), the dashboard (`micro web`) and the admin
+//! TCP listener: the one accept loop of the gateway (`micro api`), the
+//! dashboard (`micro web`), web services (`micro::web`) and the admin
 //! listener, with the limits that live at the connection, so that
 //! connections an attacker opens cannot lock clients out:
 //!
@@ -283,7 +283,11 @@ where
             remote,
             conn: conn.clone(),
         };
-        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        // With upgrades: a proxied WebSocket takes the connection over
+        // (its tunnel then lives outside the budget, as the handler's task).
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let (head, idle) = (self.options.header_read_timeout, self.options.idle_timeout);
         // The deadline is checked lazily: one timer, re-armed only when it

@@ -64,7 +64,7 @@ async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
     let result = match inner.options.handler {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
-        HandlerKind::Http => http::handle(&inner, request).await,
+        HandlerKind::Http | HandlerKind::Web => http::handle(&inner, request).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -76,7 +76,7 @@ pub(crate) async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(413, format!("request body larger than {limit} bytes"));
+    let too_large = || body_too_large(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -91,6 +91,11 @@ pub(crate) async fn read_body(
             "cannot read the request body: {e}"
         ))),
     }
+}
+
+/// 413, the one wording for a body over the limit.
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(413, format!("request body larger than {limit} bytes"))
 }
 
 /// When the request must be answered (the edge sets it; now + the default
