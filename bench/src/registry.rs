@@ -67,9 +67,9 @@ const SCENARIOS: &[Scenario] = &[
     },
     // user-web against bare axum → tonic: in a full run, or when named.
     Scenario {
-        names: &["r15"],
+        names: &["r16"],
         runs: When::FullRunOrByName,
-        report: scenarios::r15,
+        report: scenarios::r16,
     },
     Scenario {
         names: &["r8"],

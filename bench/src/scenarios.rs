@@ -449,12 +449,12 @@ pub(crate) fn r8(plan: &Plan) -> String {
     out
 }
 
-/// R15: user-web (`micro::web`: edge layer, telemetry, the balanced client
+/// R16: user-web (`micro::web`: edge layer, telemetry, the balanced client
 /// by name) against the same hello handler as bare axum calling tonic
 /// directly, both over the same user-srv on etcd; `micro api
 /// --handler=api` → user-api → the same user-srv beside them, for its p99.
-pub(crate) fn r15(plan: &Plan) -> String {
-    eprintln!("R15");
+pub(crate) fn r16(plan: &Plan) -> String {
+    eprintln!("R16");
     let etcd = start_etcd();
     let data = std::env::temp_dir().join(format!("micro-bench-web-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -548,9 +548,9 @@ pub(crate) fn r15(plan: &Plan) -> String {
         ("user-web (micro::web, client by name)", web_addr),
         ("micro api --handler=api → user-api", gw_addr),
     ];
-    let shapes = http_compare(plan, "R15", &peers, path, None, |_| None::<()>);
+    let shapes = http_compare(plan, "R16", &peers, path, None, |_| None::<()>);
     let out = report::table(
-        "R15: GET /user/say/hello?name=huohuo over HTTP/1.1 keep-alive: user-web vs the same handler on bare axum → tonic, and the gateway path (user-srv on etcd, SQLite)",
+        "R16: GET /user/say/hello?name=huohuo over HTTP/1.1 keep-alive: user-web vs the same handler on bare axum → tonic, and the gateway path (user-srv on etcd, SQLite)",
         &shapes,
     );
     drop(gateway);
