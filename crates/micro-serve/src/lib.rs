@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod address;
 mod conns;
 mod task;
 

@@ -49,7 +49,6 @@
 //! # }
 //! ```
 
-mod address;
 mod codecs;
 mod endpoints;
 pub mod health;
@@ -71,7 +70,7 @@ use std::time::Duration;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
-use micro_serve::AbortOnDrop;
+use micro_serve::{AbortOnDrop, address};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -343,18 +342,12 @@ impl ServerBuilder {
         }
 
         let listen = address::parse_listen(&options.address).map_err(ServerError::Options)?;
-        let listener = match TcpListener::bind(listen).await {
-            // No IPv6 here: every interface means every IPv4 interface.
-            Err(_) if listen.ip().is_unspecified() && listen.is_ipv6() => {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
-                TcpListener::bind(v4).await
-            }
-            other => other,
-        }
-        .map_err(|source| ServerError::Bind {
-            address: options.address.clone(),
-            source,
-        })?;
+        let listener = address::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: options.address.clone(),
+                source,
+            })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             address: options.address.clone(),
             source,
