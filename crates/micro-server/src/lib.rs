@@ -56,6 +56,7 @@ mod messages;
 pub mod observer;
 mod ops;
 mod paths;
+mod subscriber;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -67,6 +68,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use micro_broker::SharedBroker;
 use micro_registry::{
     Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
 };
@@ -84,6 +86,7 @@ use crate::paths::HandlerPaths;
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 pub use crate::health::Readiness;
 pub use crate::observer::ServerObserver;
+pub use crate::subscriber::Received;
 pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
@@ -155,6 +158,9 @@ pub enum ServerError {
     /// The task serving calls panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// A subscription could not be made.
+    #[error("cannot subscribe: {0}")]
+    Broker(#[source] micro_broker::Error),
 }
 
 /// Builds a [`Server`]. See the crate docs.
@@ -170,6 +176,8 @@ pub struct ServerBuilder {
     reflection: bool,
     readiness: Option<Readiness>,
     observer: Option<Arc<dyn ServerObserver>>,
+    broker: Option<SharedBroker>,
+    subscribers: Vec<subscriber::Subscriber>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -180,11 +188,53 @@ impl fmt::Debug for ServerBuilder {
             .field("services", &self.services)
             .field("options", &self.options)
             .field("observer", &self.observer)
+            .field("broker", &self.broker)
+            .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerBuilder {
+    /// The broker subscribers use; its name is registered as node
+    /// metadata `broker`, as go-micro does.
+    pub fn broker(mut self, broker: SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Runs `handler` for each message on `topic` (every instance gets each
+    /// message), decoded by its content type (see [`Received`] and the
+    /// `subscriber` module docs: protobuf, or JSON through the
+    /// descriptors). An error or a panic refuses the message. Needs a
+    /// [`broker`](Self::broker).
+    pub fn subscribe<M, F, Fut>(self, topic: impl Into<String>, handler: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(Received<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), micro_broker::HandlerError>> + Send + 'static,
+    {
+        self.subscribe_with(topic, micro_broker::SubscribeOptions::default(), handler)
+    }
+
+    /// [`subscribe`](Self::subscribe) with options: a queue group
+    /// (`SubscribeOptions::queue("name")`) shares the messages among its
+    /// members, one copy each.
+    pub fn subscribe_with<M, F, Fut>(
+        mut self,
+        topic: impl Into<String>,
+        options: micro_broker::SubscribeOptions,
+        handler: F,
+    ) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(Received<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), micro_broker::HandlerError>> + Send + 'static,
+    {
+        self.subscribers
+            .push(subscriber::Subscriber::new(topic.into(), options, handler));
+        self
+    }
+
     /// The version to register (default `latest`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -305,6 +355,30 @@ impl ServerBuilder {
             }
         }
 
+        if !self.subscribers.is_empty() && self.broker.is_none() {
+            return Err(ServerError::Options(
+                "subscribers need a broker: call ServerBuilder::broker".into(),
+            ));
+        }
+        // After the handlers', by topic descending (go-micro's order).
+        let mut subscribers = self.subscribers;
+        subscribers.sort_by(|a, b| b.topic.cmp(&a.topic));
+        for subscriber in &subscribers {
+            let message = pool.get_message_by_name(&subscriber.message);
+            endpoint_list.push(endpoints::subscriber_endpoint(
+                &subscriber.topic,
+                message.as_ref(),
+            ));
+        }
+        let subscriptions: Vec<Subscription> = subscribers
+            .iter()
+            .map(|s| Subscription {
+                topic: s.topic.clone(),
+                options: s.options.clone(),
+                handler: s.handler(&pool),
+            })
+            .collect();
+
         let readiness = self.readiness.unwrap_or_default();
         readiness.set("registry", Err(ops::NOT_REGISTERED.into()));
         let observe = self
@@ -390,6 +464,9 @@ impl ServerBuilder {
         if options.tls.is_some() {
             node_metadata.insert(tls::SECURE_METADATA.into(), "true".into());
         }
+        if let Some(broker) = &self.broker {
+            node_metadata.insert("broker".into(), broker.name().to_string());
+        }
         let node = Node {
             id: format!("{}-{}", self.name, uuid::Uuid::new_v4()),
             address: advertised,
@@ -415,8 +492,17 @@ impl ServerBuilder {
             codecs: Codecs::new(&pool, &self.services),
             readiness,
             observe,
+            broker: self.broker,
+            subscriptions,
         })
     }
+}
+
+/// A subscription a server makes when it runs.
+struct Subscription {
+    topic: String,
+    options: micro_broker::SubscribeOptions,
+    handler: Arc<dyn micro_broker::Handler>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -432,6 +518,8 @@ pub struct Server {
     codecs: Codecs,
     readiness: Readiness,
     observe: Option<observer::ObserveLayer>,
+    broker: Option<SharedBroker>,
+    subscriptions: Vec<Subscription>,
 }
 
 impl fmt::Debug for Server {
@@ -460,6 +548,8 @@ impl Server {
             reflection: true,
             readiness: None,
             observer: None,
+            broker: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -511,7 +601,26 @@ impl Server {
             codecs,
             readiness,
             observe,
+            broker,
+            subscriptions,
         } = self;
+
+        // Subscribed before registering (go-micro's order): a node that is
+        // listed takes its messages.
+        let mut running = Vec::with_capacity(subscriptions.len());
+        if let Some(broker) = &broker {
+            for subscription in subscriptions {
+                let subscribed = broker
+                    .subscribe(
+                        &subscription.topic,
+                        subscription.options,
+                        subscription.handler,
+                    )
+                    .await
+                    .map_err(ServerError::Broker)?;
+                running.push(subscribed);
+            }
+        }
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -560,6 +669,18 @@ impl Server {
         readiness.begin_stop();
         registrar.abort();
         let _ = (&mut registrar).await;
+        // Subscriptions drain (nothing new starts, handlers in flight
+        // finish) before the node is deregistered, bounded by the grace.
+        let drain = futures::future::join_all(running.into_iter().map(|s| s.unsubscribe()));
+        if tokio::time::timeout(options.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Server [grpc] subscribers still running after {:?}; stopping anyway",
+                options.shutdown_grace
+            );
+        }
         // Not registered (the registry unreachable since start, or renewals
         // failing), or the registry already found unreachable: one short
         // best-effort attempt, so that stopping stays quick.
