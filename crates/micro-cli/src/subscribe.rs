@@ -79,28 +79,35 @@ pub async fn subscribe_with(
     tracing::info!("Subscribed to {}", args.topic);
     tokio::pin!(stop);
     let mut printed = 0u64;
-    let result = loop {
+    let mut print = |event: &Event| -> Result<bool, CliError> {
+        writeln!(out, "{}", line(event))
+            .and_then(|()| out.flush())
+            .map_err(|e| CliError::Failed(format!("writing to stdout: {e}")))?;
+        printed += 1;
+        Ok(args.count.is_some_and(|count| printed >= count))
+    };
+    let mut result = loop {
         let event = tokio::select! {
+            biased;
             event = rx.recv() => event,
-            () = &mut stop => break Ok(()),
+            () = &mut stop => break Ok(false),
         };
         let Some(event) = event else {
-            break Ok(());
+            break Ok(true);
         };
-        let line = line(&event);
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-            break Err(CliError::Failed(format!("writing to stdout: {e}")));
-        }
-        printed += 1;
-        if args.count.is_some_and(|count| printed >= count) {
-            break Ok(());
+        match print(&event) {
+            Ok(false) => {}
+            done => break done,
         }
     };
-    // Messages that came after the last one printed are refused (their
-    // publisher hears so), not lost silently.
+    // Stopped by a signal: messages already taken (their publishers were
+    // told so) are printed too; later ones are refused, not lost silently.
     rx.close();
+    while let (Ok(false), Ok(event)) = (&result, rx.try_recv()) {
+        result = print(&event);
+    }
     subscription.unsubscribe().await;
-    result
+    result.map(|_| ())
 }
 
 /// `{"topic":…,"header":{…},"body":…}` for one message.

@@ -23,6 +23,9 @@ pub use topology_tests::{Process, binary, eventually, free_port, secret};
 /// Where Debian's golang-*-dev packages put their Go sources.
 const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 const PEER_MAIN: &str = include_str!("../go/peer.go");
+/// go-micro's http broker, both halves (`gopeer broker-subscribe`,
+/// `gopeer broker-publish`): standard library only.
+const PEER_BROKER: &str = include_str!("../go/broker.go");
 const GREETER_PROTO: &str = include_str!("../../../proto/greeter/greeter.proto");
 const USER_PROTO: &str = include_str!("../../../proto/user/user.proto");
 const GO_MICRO_GREETER: &str = include_str!("../../../testdata/go-micro-v2/etcd/value.json");
@@ -84,6 +87,7 @@ fn build() -> GoPeer {
     let protos = dir.path().join("proto");
     for (path, text) in [
         (package.join("main.go"), PEER_MAIN),
+        (package.join("broker.go"), PEER_BROKER),
         (protos.join("greeter/greeter.proto"), GREETER_PROTO),
         (protos.join("user/user.proto"), USER_PROTO),
     ] {
