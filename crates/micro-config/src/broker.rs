@@ -92,10 +92,10 @@ impl BrokerArgs {
     /// The http broker's options these flags describe.
     pub fn http_options(&self) -> HttpOptions {
         let mut options = HttpOptions::default();
-        if let Some(address) = self.broker_address.as_deref().map(str::trim) {
-            if !address.is_empty() {
-                options.address = address.to_string();
-            }
+        if let Some(address) = self.broker_address.as_deref().map(str::trim)
+            && !address.is_empty()
+        {
+            options.address = address.to_string();
         }
         options.advertise = self.broker_advertise.clone();
         options

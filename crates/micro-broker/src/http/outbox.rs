@@ -313,10 +313,10 @@ impl Outbox {
 
     fn push(&self, pending: Pending) {
         let mut buffer = self.buffer();
-        if buffer.len() >= self.options.retry_buffer.max(1) {
-            if let Some(oldest) = buffer.pop_front() {
-                self.drop_pending(&oldest, "the retry buffer is full");
-            }
+        if buffer.len() >= self.options.retry_buffer.max(1)
+            && let Some(oldest) = buffer.pop_front()
+        {
+            self.drop_pending(&oldest, "the retry buffer is full");
         }
         buffer.push_back(pending);
     }
