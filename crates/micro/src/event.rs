@@ -26,14 +26,19 @@ pub const PROTO_CONTENT_TYPE: &str = "application/grpc+proto";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Builds the broker the flags name on `registry` (the http broker finds
-/// its subscribers there).
+/// its subscribers there); its publishes and deliveries are counted
+/// (`micro_broker_*` metrics).
 pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> SharedBroker {
+    let telemetry = std::sync::Arc::new(micro_telemetry::broker::BrokerTelemetry);
     match args.broker {
-        BrokerKind::Http => std::sync::Arc::new(micro_broker::http::HttpBroker::new(
+        BrokerKind::Http => std::sync::Arc::new(micro_broker::http::HttpBroker::with_observer(
             registry,
             args.http_options(),
+            telemetry,
         )),
-        BrokerKind::Memory => std::sync::Arc::new(micro_broker::memory::MemoryBroker::new()),
+        BrokerKind::Memory => {
+            std::sync::Arc::new(micro_broker::memory::MemoryBroker::with_observer(telemetry))
+        }
     }
 }
 
