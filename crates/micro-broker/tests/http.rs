@@ -458,3 +458,47 @@ async fn unsubscribe_deregisters_then_waits_for_handlers_in_flight() {
         .expect("task")
         .expect("the in-flight message was taken");
 }
+
+#[tokio::test]
+async fn close_deregisters_every_subscription_and_stops_the_listener() {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let subscriber = broker(&registry);
+    let count = Arc::new(AtomicUsize::new(0));
+    let _a = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("subscribe");
+    let _b = subscriber
+        .subscribe(
+            "other.topic",
+            SubscribeOptions::queue("q"),
+            counting(&count),
+        )
+        .await
+        .expect("subscribe");
+    let address: SocketAddr = subscriber
+        .advertised()
+        .expect("listening")
+        .parse()
+        .expect("addr");
+    assert_eq!(
+        registry
+            .get_service("micro.http.broker")
+            .await
+            .expect("listed")
+            .iter()
+            .map(|s| s.nodes.len())
+            .sum::<usize>(),
+        2
+    );
+    subscriber.close().await;
+    assert!(
+        registry.get_service("micro.http.broker").await.is_err(),
+        "every node deregistered"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(address).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "still listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

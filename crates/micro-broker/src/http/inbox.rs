@@ -36,6 +36,8 @@ pub(super) struct Sub {
     pub(super) topic: String,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) gate: Arc<Gate>,
+    /// Its `micro.http.broker` entry.
+    pub(super) registration: micro_registry::Service,
 }
 
 /// This process's subscriptions by node id, and how to deliver to them.

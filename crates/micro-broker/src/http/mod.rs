@@ -253,6 +253,7 @@ impl Broker for HttpBroker {
             topic: topic.to_string(),
             handler,
             gate: Arc::new(Gate::default()),
+            registration: registration.clone(),
         });
         self.shared.inbox.insert(id.clone(), sub.clone());
         // Registered once before returning: a publisher may find it now.
@@ -266,6 +267,7 @@ impl Broker for HttpBroker {
             self.shared.registry.clone(),
             registration.clone(),
             self.shared.options.clone(),
+            sub.gate.clone(),
         ));
         let stop = HttpStop {
             shared: Arc::downgrade(&self.shared),
@@ -277,9 +279,29 @@ impl Broker for HttpBroker {
         Ok(Subscription::new(topic, options.queue, id, Box::new(stop)))
     }
 
+    /// Every subscription stops as [`Subscription::unsubscribe`] stops
+    /// one (deregistered, then drained, bounded by the listener's grace),
+    /// then the listener stops (go-micro's `Disconnect`).
     async fn close(&self) {
-        for sub in self.shared.inbox.all() {
+        let subs = self.shared.inbox.all();
+        for sub in &subs {
             sub.gate.close();
+        }
+        let grace = self.shared.options.serve.shutdown_grace;
+        let stops = subs.iter().map(|sub| async {
+            deregister(&self.shared.registry, &sub.registration).await;
+            sub.gate.drain().await;
+        });
+        if tokio::time::timeout(grace, futures::future::join_all(stops))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "Broker [http] subscribers still running after {grace:?}; closing anyway"
+            );
+        }
+        for sub in &subs {
+            self.shared.inbox.remove(&sub.registration.nodes[0].id);
         }
         if let Some(listening) = self.shared.listener.get() {
             let _ = listening.stop.send(true);
@@ -287,12 +309,34 @@ impl Broker for HttpBroker {
     }
 }
 
-/// Renews a registration every interval (a failed one after a second).
-async fn keep_registered(registry: SharedRegistry, registration: Service, options: HttpOptions) {
+/// Deregisters `registration`, bounded: an unreachable registry lets it
+/// lapse with its TTL.
+async fn deregister(registry: &SharedRegistry, registration: &Service) {
+    let id = &registration.nodes[0].id;
+    match tokio::time::timeout(Duration::from_secs(5), registry.deregister(registration)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("Broker [http] deregistering {id}: {e}"),
+        Err(_) => {
+            tracing::warn!("Broker [http] deregistering {id}: no answer; it lapses with its TTL")
+        }
+    }
+}
+
+/// Renews a registration every interval (a failed one after a second),
+/// until its subscription stops taking messages.
+async fn keep_registered(
+    registry: SharedRegistry,
+    registration: Service,
+    options: HttpOptions,
+    gate: Arc<Gate>,
+) {
     let ttl = RegisterOptions::with_ttl(options.register_ttl);
     let mut wait = options.register_interval;
     loop {
         tokio::time::sleep(wait).await;
+        if gate.is_closed() {
+            return;
+        }
         wait = match registry.register(&registration, ttl).await {
             Ok(()) => options.register_interval,
             Err(e) => {
@@ -321,15 +365,7 @@ impl crate::Stop for HttpStop {
         // already on their way are still taken until the drain starts.
         self.renew.abort();
         if let Some(shared) = self.shared.upgrade() {
-            let deregister = shared.registry.deregister(&self.registration);
-            match tokio::time::timeout(Duration::from_secs(5), deregister).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("Broker [http] deregistering {}: {e}", self.id),
-                Err(_) => tracing::warn!(
-                    "Broker [http] deregistering {}: no answer; it lapses with its TTL",
-                    self.id
-                ),
-            }
+            deregister(&shared.registry, &self.registration).await;
         }
         self.sub.gate.drain().await;
         if let Some(shared) = self.shared.upgrade() {
@@ -346,13 +382,7 @@ impl crate::Stop for HttpStop {
         shared.inbox.remove(&self.id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let registration = self.registration.clone();
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    shared.registry.deregister(&registration),
-                )
-                .await;
-            });
+            runtime.spawn(async move { deregister(&shared.registry, &registration).await });
         }
     }
 }
