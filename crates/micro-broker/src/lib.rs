@@ -296,6 +296,16 @@ impl Drop for Subscription {
     }
 }
 
+/// A message as every backend sends it on `topic`: the topic checked and
+/// named in its `Micro-Topic` header (go-micro's publishers set it).
+pub(crate) fn addressed(topic: &str, mut message: Message) -> Result<Message, Error> {
+    check_name("topic", topic)?;
+    message
+        .header
+        .insert(TOPIC_HEADER.to_string(), topic.to_string());
+    Ok(message)
+}
+
 /// Checks a topic or queue name: not empty, no whitespace.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Error> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {

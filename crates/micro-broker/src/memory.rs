@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crate::dispatch::{Gate, deliver};
 use crate::{
     Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
-    TOPIC_HEADER, Undelivered, check_name,
+    Undelivered, addressed, check_name,
 };
 
 /// See the module docs.
@@ -79,11 +79,8 @@ impl Broker for MemoryBroker {
         "memory"
     }
 
-    async fn publish(&self, topic: &str, mut message: Message) -> Result<(), Error> {
-        check_name("topic", topic)?;
-        message
-            .header
-            .insert(TOPIC_HEADER.to_string(), topic.to_string());
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
+        let message = addressed(topic, message)?;
         let subs = self.shared.topics().get(topic).cloned().unwrap_or_default();
         // Broadcast subscriptions each, and each queue group's members in a
         // random order (the first that is open takes the message).

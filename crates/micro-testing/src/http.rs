@@ -12,10 +12,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer is left to read (a stream of events, say). Reads time out after
 /// 10 s.
 pub fn connect_get(address: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .expect("read timeout");
+    let mut stream = connect(address);
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
@@ -43,10 +40,7 @@ pub fn request(
     content_type: &str,
     body: &[u8],
 ) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .expect("read timeout");
+    let mut stream = connect(address);
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -59,6 +53,15 @@ pub fn request(
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A connection to `address` whose reads time out after 10 s.
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
+    stream
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use self::inbox::{Inbox, Sub};
 use self::outbox::Outbox;
 use crate::dispatch::Gate;
 use crate::{
-    Broker, BrokerObserver, Error, Handler, Message, SubscribeOptions, Subscription, TOPIC_HEADER,
+    Broker, BrokerObserver, Error, Handler, Message, SubscribeOptions, Subscription, addressed,
     check_name,
 };
 
@@ -222,11 +222,8 @@ impl Broker for HttpBroker {
         "http"
     }
 
-    async fn publish(&self, topic: &str, mut message: Message) -> Result<(), Error> {
-        check_name("topic", topic)?;
-        message
-            .header
-            .insert(TOPIC_HEADER.to_string(), topic.to_string());
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
+        let message = addressed(topic, message)?;
         let envelope = Bytes::from(message.to_envelope());
         self.shared.outbox.publish(topic, envelope).await
     }
