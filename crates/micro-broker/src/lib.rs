@@ -13,9 +13,10 @@
 //! - **Stopping**: [`Subscription::unsubscribe`] stops new deliveries, then
 //!   waits for the handlers in flight (a drain).
 //!
-//! Backends: [`memory`] (one process) and [`http`] (go-micro v2.9.1's
+//! Backends: [`memory`] (one process), [`http`] (go-micro v2.9.1's
 //! default: subscribers register `micro.http.broker` nodes in the registry,
-//! publishers POST go-micro's JSON envelope to them). Every backend speaks
+//! publishers POST go-micro's JSON envelope to them) and, with the `nats`
+//! feature, `nats` (go-micro's NATS broker wire; at most once). Every backend speaks
 //! go-micro's envelope ([`Message::to_envelope`]), so go-micro services and
 //! these publish to each other.
 //!
@@ -42,6 +43,8 @@ mod dispatch;
 pub mod http;
 pub mod memory;
 mod message;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod observer;
 
 use std::fmt;
@@ -161,9 +164,12 @@ pub enum Error {
     /// Some subscribers did not take the message (each named with why).
     #[error("{}", describe(.0))]
     Delivery(Vec<Undelivered>),
-    /// The broker was closed.
-    #[error("broker closed")]
-    Closed,
+    /// The broker's server could not be reached or refused the request.
+    #[error("broker [{broker}] unavailable: {detail}")]
+    Unavailable {
+        broker: &'static str,
+        detail: String,
+    },
 }
 
 /// One subscriber (or queue group) that did not take a message.

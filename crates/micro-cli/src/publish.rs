@@ -41,7 +41,7 @@ pub struct PublishArgs {
 pub async fn run(micro: &MicroArgs, args: &PublishArgs) -> Result<String, CliError> {
     let message = message(args)?;
     let registry = micro::connect_registry(&micro.registry).await?;
-    let broker = micro::connect_broker(&micro.broker, registry.clone());
+    let broker = micro::connect_broker(&micro.broker, registry.clone())?;
     let result = publish(broker.clone(), message).await;
     broker.close().await;
     registry.close().await;

@@ -38,7 +38,7 @@ pub struct SubscribeArgs {
 /// `micro subscribe` with the shared flags: lines on stdout as they come.
 pub async fn run(micro: &MicroArgs, args: &SubscribeArgs) -> Result<String, CliError> {
     let registry = micro::connect_registry(&micro.registry).await?;
-    let broker = micro::connect_broker(&micro.broker, registry.clone());
+    let broker = micro::connect_broker(&micro.broker, registry.clone())?;
     let stop = micro::server::shutdown_signal().map_err(|e| CliError::Failed(e.to_string()))?;
     let result = subscribe_with(&broker, args, &mut std::io::stdout(), stop).await;
     broker.close().await;

@@ -159,3 +159,64 @@ fn lines_show_json_bodies_as_json_and_others_as_base64() {
     assert_eq!(broken["body"], "e2Jyb2tlbg==", "not JSON after all: base64");
     assert_eq!(line(Message::new(&b"\x00\x01"[..]))["body"], "AAE=");
 }
+
+#[test]
+fn publish_reaches_subscribe_through_nats_with_the_flags_either_side() {
+    let server = micro_testing::nats::NatsServer::start();
+    let address = format!("--broker_address={}", server.address);
+    let mut subscriber = ChildGuard::spawn(
+        Command::new(MICRO)
+            .args(["--broker=nats", address.as_str(), "--registry=memory"])
+            .args(["subscribe", "--count", "1", "--queue", "q", TOPIC])
+            .env_remove("RUST_LOG")
+            .env_remove("MICRO_LOG_LEVEL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("micro subscribe");
+    let mut lines = OutputLines::read(subscriber.stdout.take().expect("stdout"));
+    let mut log = OutputLines::read(subscriber.stderr.take().expect("stderr"));
+    // Subscribed (on the server) before it says so.
+    log.wait_for_line("Subscribed to", Instant::now() + Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let published = Command::new(MICRO)
+        .args([
+            "--registry=memory",
+            "publish",
+            "--broker=nats",
+            address.as_str(),
+        ])
+        .args([TOPIC, r#"{"name":"nats"}"#])
+        .output()
+        .expect("micro publish");
+    assert!(published.status.success(), "{published:?}");
+    assert_eq!(String::from_utf8_lossy(&published.stdout), "ok\n");
+    let printed = lines
+        .wait_for_end(Instant::now() + Duration::from_secs(20))
+        .expect("one line, then exit");
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    let line: serde_json::Value = serde_json::from_str(&printed[0]).expect("json");
+    assert_eq!(line["body"], serde_json::json!({"name": "nats"}));
+    let status = subscriber
+        .wait_until(Instant::now() + Duration::from_secs(10))
+        .expect("wait")
+        .expect("exited");
+    assert!(status.success(), "{status:?}");
+
+    // No server there: exit 1, saying why.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let failed = Command::new(MICRO)
+        .args(["--registry=memory", "--broker=nats"])
+        .arg(format!("--broker_address={closed}"))
+        .args(["publish", TOPIC, "{}"])
+        .output()
+        .expect("micro publish");
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("cannot connect"),
+        "{failed:?}"
+    );
+}

@@ -15,15 +15,18 @@ pub enum BrokerKind {
     Http,
     /// This process only (tests, single-binary programs).
     Memory,
+    /// go-micro's NATS broker wire on a NATS server: at most once.
+    Nats,
 }
 
 impl BrokerKind {
-    pub const NAMES: [&'static str; 2] = ["http", "memory"];
+    pub const NAMES: [&'static str; 3] = ["http", "memory", "nats"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             BrokerKind::Http => "http",
             BrokerKind::Memory => "memory",
+            BrokerKind::Nats => "nats",
         }
     }
 }
@@ -41,6 +44,7 @@ impl FromStr for BrokerKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "http" => Ok(BrokerKind::Http),
             "memory" => Ok(BrokerKind::Memory),
+            "nats" => Ok(BrokerKind::Nats),
             other => Err(format!(
                 "unknown broker {other:?} (expected one of: {})",
                 BrokerKind::NAMES.join(", ")
@@ -53,7 +57,7 @@ impl FromStr for BrokerKind {
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Broker")]
 pub struct BrokerArgs {
-    /// Broker backend: http (go-micro's default: through the registry, no broker server), memory (this process only)
+    /// Broker backend: http (go-micro's default: through the registry, no broker server), memory (this process only), nats (a NATS server; at most once)
     #[arg(
         long = "broker",
         env = "MICRO_BROKER",
@@ -62,7 +66,7 @@ pub struct BrokerArgs {
     )]
     pub broker: BrokerKind,
 
-    /// Broker address: for http, the address its listener binds (":0" = every interface, random port)
+    /// Broker address: for http, the address its listener binds (":0" = every interface, random port); for nats, the servers, comma separated, host:port with or without nats:// (default nats://127.0.0.1:4222)
     #[arg(
         long = "broker_address",
         visible_alias = "broker-address",
@@ -132,6 +136,6 @@ mod tests {
         assert_eq!(options.advertise.as_deref(), Some("10.0.0.5"));
         let err = Cli::try_parse_from(["t", "--broker=kafka"]).expect_err("unknown");
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("http, memory"), "{err}");
+        assert!(err.to_string().contains("http, memory, nats"), "{err}");
     }
 }

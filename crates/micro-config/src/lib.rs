@@ -42,7 +42,7 @@
 //! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
 //! | `--health_check_interval` | `MICRO_HEALTH_CHECK_INTERVAL` | `5s` |
 //! | `--broker` | `MICRO_BROKER` | `http` |
-//! | `--broker_address` | `MICRO_BROKER_ADDRESS` | `:0` (http: the listener) |
+//! | `--broker_address` | `MICRO_BROKER_ADDRESS` | http `:0` (its listener), nats `nats://127.0.0.1:4222` |
 //! | `--broker_advertise` | `MICRO_BROKER_ADVERTISE` | picked, logged |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain

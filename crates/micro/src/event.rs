@@ -20,6 +20,8 @@ use micro_broker::{CONTENT_TYPE_HEADER, FROM_SERVICE_HEADER, Header, Message, Sh
 use micro_config::{BrokerArgs, BrokerKind};
 use micro_registry::SharedRegistry;
 
+use crate::Error;
+
 /// The content type of protobuf messages (go-micro's default client's).
 pub const PROTO_CONTENT_TYPE: &str = "application/grpc+proto";
 /// The content type of JSON messages.
@@ -27,10 +29,12 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Builds the broker the flags name on `registry` (the http broker finds
 /// its subscribers there); its publishes and deliveries are counted
-/// (`micro_broker_*` metrics).
-pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> SharedBroker {
+/// (`micro_broker_*` metrics). Nothing is connected or bound yet: the http
+/// broker listens from its first subscription, the nats broker connects on
+/// first use.
+pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> Result<SharedBroker, Error> {
     let telemetry = std::sync::Arc::new(micro_telemetry::broker::BrokerTelemetry);
-    match args.broker {
+    Ok(match args.broker {
         BrokerKind::Http => std::sync::Arc::new(micro_broker::http::HttpBroker::with_observer(
             registry,
             args.http_options(),
@@ -39,7 +43,26 @@ pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> SharedBrok
         BrokerKind::Memory => {
             std::sync::Arc::new(micro_broker::memory::MemoryBroker::with_observer(telemetry))
         }
-    }
+        #[cfg(feature = "nats")]
+        BrokerKind::Nats => {
+            let options = micro_broker::nats::NatsOptions::from_addresses(
+                args.broker_address.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
+            if args.broker_advertise.is_some() {
+                tracing::warn!("--broker_advertise is ignored by the nats broker");
+            }
+            std::sync::Arc::new(micro_broker::nats::NatsBroker::with_observer(
+                options, telemetry,
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(Error::Config(format!(
+                "broker {other} is not compiled into this binary (build micro with the {other} feature)"
+            )));
+        }
+    })
 }
 
 /// A topic to publish on; see the module docs.

@@ -212,7 +212,7 @@ impl Service {
                 .unwrap_or_else(|| name.to_string()),
             version: args.server.server_version.clone(),
             server_options,
-            broker: crate::event::connect_broker(&args.broker, registry.clone()),
+            broker: crate::event::connect_broker(&args.broker, registry.clone())?,
             registry,
             client,
         })
