@@ -123,13 +123,21 @@ pub(crate) async fn deliver(
 ) -> Outcome {
     let started = tokio::time::Instant::now();
     let topic = event.topic().to_string();
+    // What the observer's wrapping sees (headers, topic; the body is shared).
+    let seen = observer.map(|_| event.clone());
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
         Err(panic) => Outcome::Panic(panic_text(&*panic)),
-        Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
-            Ok(Ok(())) => Outcome::Ok,
-            Ok(Err(e)) => Outcome::Error(e.0),
-            Err(panic) => Outcome::Panic(panic_text(&*panic)),
-        },
+        Ok(future) => {
+            let future = match (observer, &seen) {
+                (Some(observer), Some(event)) => observer.handling(broker, event, future),
+                _ => future,
+            };
+            match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(Ok(())) => Outcome::Ok,
+                Ok(Err(e)) => Outcome::Error(e.0),
+                Err(panic) => Outcome::Panic(panic_text(&*panic)),
+            }
+        }
     };
     drop(pass);
     if let Some(failure) = outcome.failure() {

@@ -80,7 +80,10 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let message = addressed(topic, message)?;
+        let mut message = addressed(topic, message)?;
+        if let Some(observer) = &self.shared.observer {
+            observer.publishing("memory", topic, &mut message.header);
+        }
         let subs = self.shared.topics().get(topic).cloned().unwrap_or_default();
         // Broadcast subscriptions each, and each queue group's members in a
         // random order (the first that is open takes the message).

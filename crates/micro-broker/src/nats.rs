@@ -168,7 +168,10 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let message = addressed(topic, message)?;
+        let mut message = addressed(topic, message)?;
+        if let Some(observer) = &self.shared.observer {
+            observer.publishing("nats", topic, &mut message.header);
+        }
         let client = self.client().await?;
         let result = client
             .publish(topic.to_string(), Bytes::from(message.to_envelope()))

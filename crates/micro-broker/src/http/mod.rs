@@ -110,6 +110,7 @@ struct Shared {
     inbox: Arc<Inbox>,
     outbox: Arc<Outbox>,
     listener: OnceCell<Listening>,
+    observer: Option<Arc<dyn BrokerObserver>>,
 }
 
 /// The running listener.
@@ -142,10 +143,15 @@ impl HttpBroker {
         HttpBroker {
             shared: Arc::new(Shared {
                 inbox: Arc::new(Inbox::new(options.max_message_bytes, observer.clone())),
-                outbox: Arc::new(Outbox::new(registry.clone(), options.clone(), observer)),
+                outbox: Arc::new(Outbox::new(
+                    registry.clone(),
+                    options.clone(),
+                    observer.clone(),
+                )),
                 registry,
                 options,
                 listener: OnceCell::new(),
+                observer,
             }),
         }
     }
@@ -223,7 +229,10 @@ impl Broker for HttpBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let message = addressed(topic, message)?;
+        let mut message = addressed(topic, message)?;
+        if let Some(observer) = &self.shared.observer {
+            observer.publishing("http", topic, &mut message.header);
+        }
         let envelope = Bytes::from(message.to_envelope());
         self.shared.outbox.publish(topic, envelope).await
     }

@@ -7,7 +7,9 @@
 //! Handlers only queue an event (a bounded queue; a full one drops the
 //! event with a warning): one task publishes them in order, so a slow or
 //! unreachable subscriber never slows a call, and a failed publish is a
-//! warning, not a failed call (the change is stored either way).
+//! warning, not a failed call (the change is stored either way). Each
+//! event carries the trace context of the call that made it
+//! (`traceparent`), so a trace runs from the call to every subscriber.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,8 +45,16 @@ impl Kind {
 /// Where handlers queue events; [`Events::none`] publishes nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Events {
-    queue: Option<mpsc::Sender<serde_json::Value>>,
+    queue: Option<mpsc::Sender<Queued>>,
     dropped: Arc<AtomicU64>,
+}
+
+/// An event waiting to be published: its body, and the trace context of
+/// the call that made it.
+#[derive(Debug)]
+struct Queued {
+    body: serde_json::Value,
+    trace: micro::broker::Header,
 }
 
 /// The task publishing queued events; [`finish`](Publisher::finish) waits
@@ -60,10 +70,14 @@ impl Events {
 
     /// Publishes through `event` (its topic and broker), in order.
     pub fn start(event: micro::Event) -> (Events, Publisher) {
-        let (queue, mut queued) = mpsc::channel::<serde_json::Value>(QUEUE);
+        let (queue, mut queued) = mpsc::channel::<Queued>(QUEUE);
         let task = tokio::spawn(async move {
-            while let Some(body) = queued.recv().await {
-                if let Err(e) = event.publish_json(body.to_string()).await {
+            while let Some(Queued { body, trace }) = queued.recv().await {
+                let mut traced = event.clone();
+                for (key, value) in &trace {
+                    traced = traced.with_metadata(key, value);
+                }
+                if let Err(e) = traced.publish_json(body.to_string()).await {
                     tracing::warn!("event {body} on {}: {e}", event.topic());
                 }
             }
@@ -88,7 +102,11 @@ impl Events {
             "username": user.name,
             "time": crate::now_unix().to_string(),
         });
-        if queue.try_send(body).is_err() {
+        let queued = Queued {
+            body,
+            trace: micro::telemetry::broker::trace_headers(),
+        };
+        if queue.try_send(queued).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 "event queue full: {} event of user {} dropped ({dropped} so far)",
