@@ -1,4 +1,5 @@
-//! go-micro's http broker both ways on etcd, with the Go peer speaking it
+//! go-micro's http broker both ways, on etcd and on mDNS (in a private
+//! network namespace), with the Go peer speaking it
 //! (`go/broker.go`: go-micro v2.9.1's broker/http.go, standard library
 //! only): a Go publisher reaches `micro subscribe`, `micro publish` reaches
 //! Go subscribers, broadcast (every subscriber) and a queue group (one of
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use interop_tests::{binary, eventually, go_peer};
 use micro_registry::{Node, RegisterOptions, Registry, Service};
 use micro_registry_etcd::testing::EtcdCluster;
+use micro_registry_mdns::testing::enter_private_netns;
+use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
 use micro_testing::process::{ChildGuard, OutputLines};
 
 const TOPIC: &str = "go.micro.topic.greet";
@@ -112,28 +115,54 @@ fn go_registration(subscriber: &GoSubscriber, queue: Option<&str>) -> Service {
     )
 }
 
-#[test]
-fn go_micro_http_broker_both_ways_on_etcd() {
-    let peer = go_peer();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+#[test]
+fn go_micro_http_broker_both_ways_on_etcd() {
+    go_peer();
+    let runtime = runtime();
     let cluster = runtime.block_on(EtcdCluster::single()).expect("etcd");
     let registry = runtime.block_on(cluster.registry());
     let flags = vec![
         "--registry=etcd".to_string(),
         format!("--registry_address={}", cluster.addresses()),
     ];
+    scenario(&runtime, &registry, &flags);
+}
+
+#[test]
+fn go_micro_http_broker_both_ways_on_mdns() {
+    go_peer();
+    // This thread, the runtime's worker and every process it starts live
+    // in a namespace with only loopback.
+    enter_private_netns().expect("a private network namespace (needs root or CAP_SYS_ADMIN)");
+    let runtime = runtime();
+    let registry = {
+        let _guard = runtime.enter();
+        MdnsRegistry::new(MdnsOptions::default()).expect("mDNS registry")
+    };
+    // mDNS is the default registry.
+    scenario(&runtime, &registry, &[]);
+}
+
+/// Both directions, broadcast and a queue group, on `registry` (which the
+/// `micro` processes reach with `flags`).
+fn scenario(runtime: &tokio::runtime::Runtime, registry: &dyn Registry, flags: &[String]) {
+    let peer = go_peer();
     let deadline = || Instant::now() + Duration::from_secs(30);
 
     // (a) go-micro → Rust: two broadcast subscribers, a queue group of two.
-    let (mut a, mut a_lines) = micro_subscribe(&flags, &["--count", "2"]);
-    let (mut b, mut b_lines) = micro_subscribe(&flags, &["--count", "2"]);
-    let (mut q1, mut q1_lines) = micro_subscribe(&flags, &["--queue", "workers"]);
-    let (mut q2, mut q2_lines) = micro_subscribe(&flags, &["--queue", "workers"]);
-    let found = wait_for_nodes(&runtime, &registry, 4);
+    let (mut a, mut a_lines) = micro_subscribe(flags, &["--count", "2"]);
+    let (mut b, mut b_lines) = micro_subscribe(flags, &["--count", "2"]);
+    let (mut q1, mut q1_lines) = micro_subscribe(flags, &["--queue", "workers"]);
+    let (mut q2, mut q2_lines) = micro_subscribe(flags, &["--queue", "workers"]);
+    let found = wait_for_nodes(runtime, registry, 4);
     for name in ["John", "Jane"] {
         let mut publish = Command::new(&peer.binary);
         publish.args(["broker-publish", "-topic", TOPIC]);
@@ -176,7 +205,7 @@ fn go_micro_http_broker_both_ways_on_etcd() {
     group.extend(q2_lines.wait_for_end(deadline()).expect("q2 ends"));
     assert_eq!(group.len(), 2, "{group:?}");
     // Every Rust subscriber deregistered on its way out.
-    wait_for_nodes(&runtime, &registry, 0);
+    wait_for_nodes(runtime, registry, 0);
 
     // (b) Rust → go-micro: two broadcast Go subscribers, a group of two.
     let mut g1 = go_subscribe(&["-count", "2"]);
@@ -198,7 +227,7 @@ fn go_micro_http_broker_both_ways_on_etcd() {
     }
     for name in ["Rust", "Ferris"] {
         let output = Command::new(binary("micro"))
-            .args(&flags)
+            .args(flags)
             .args(["publish", "--metadata", "foo=bar", TOPIC])
             .arg(format!(r#"{{"name":"{name}"}}"#))
             .env_remove("MICRO_BROKER")
