@@ -129,8 +129,11 @@ where
     }
 }
 
-/// How to subscribe.
+/// How to subscribe. Non-exhaustive (backends to come add options, a
+/// durable name for JetStream): start from `default()` or
+/// [`queue`](Self::queue).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscribeOptions {
     /// Subscriptions sharing a queue name share the messages (one copy to
     /// the group); none: every message (broadcast).
@@ -143,6 +146,12 @@ impl SubscribeOptions {
         SubscribeOptions {
             queue: Some(name.into()),
         }
+    }
+
+    /// In queue group `name`, or broadcast with `None`.
+    pub fn with_queue(mut self, name: Option<String>) -> SubscribeOptions {
+        self.queue = name;
+        self
     }
 }
 

@@ -66,9 +66,7 @@ pub async fn subscribe_with(
                 .map_err(|_| HandlerError::new("micro subscribe is stopping"))
         }
     };
-    let options = SubscribeOptions {
-        queue: args.queue.clone(),
-    };
+    let options = SubscribeOptions::default().with_queue(args.queue.clone());
     let subscription = broker
         .subscribe(&args.topic, options, std::sync::Arc::new(handler))
         .await
