@@ -502,3 +502,32 @@ async fn close_deregisters_every_subscription_and_stops_the_listener() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_message_over_the_subscribers_limit_is_refused_not_retried() {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let subscriber = HttpBroker::new(
+        registry.clone(),
+        HttpOptions {
+            max_message_bytes: 1024,
+            ..options()
+        },
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let _subscription = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("subscribe");
+    let publisher = broker(&registry);
+    let err = publisher
+        .publish(TOPIC, Message::new(vec![b'x'; 4096]))
+        .await
+        .expect_err("too large");
+    let Error::Delivery(failures) = &err else {
+        panic!("{err}")
+    };
+    assert!(failures[0].reason.contains("over 1024 bytes"), "{err}");
+    assert!(!failures[0].queued);
+    assert_eq!(publisher.buffered(), 0);
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+}

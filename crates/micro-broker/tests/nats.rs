@@ -237,3 +237,23 @@ async fn an_unreachable_server_is_a_clear_error() {
         .expect_err("nobody there");
     assert!(err.to_string().contains("cannot connect"), "{err}");
 }
+
+#[tokio::test]
+async fn a_message_over_the_servers_limit_is_a_clear_error() {
+    let server = NatsServer::start();
+    let broker = broker(&server);
+    // nats-server's default max_payload is 1 MiB.
+    let err = broker
+        .publish(TOPIC, Message::new(vec![b'x'; 2 * 1024 * 1024]))
+        .await
+        .expect_err("too large");
+    assert!(
+        err.to_string().contains("publish go.micro.topic.greet"),
+        "{err}"
+    );
+    // The connection still works.
+    broker
+        .publish(TOPIC, Message::new("small"))
+        .await
+        .expect("published");
+}
