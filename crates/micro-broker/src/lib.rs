@@ -312,13 +312,31 @@ impl Drop for Subscription {
 }
 
 /// A message as every backend sends it on `topic`: the topic checked and
-/// named in its `Micro-Topic` header (go-micro's publishers set it).
-pub(crate) fn addressed(topic: &str, mut message: Message) -> Result<Message, Error> {
+/// named in its `Micro-Topic` header (go-micro's publishers set it), and
+/// the observer's headers added (the trace context).
+pub(crate) fn addressed(
+    broker: &'static str,
+    topic: &str,
+    mut message: Message,
+    observer: Option<&dyn BrokerObserver>,
+) -> Result<Message, Error> {
     check_name("topic", topic)?;
     message
         .header
         .insert(TOPIC_HEADER.to_string(), topic.to_string());
+    if let Some(observer) = observer {
+        observer.publishing(broker, topic, &mut message.header);
+    }
     Ok(message)
+}
+
+/// Checks what a subscription names: its topic and queue.
+pub(crate) fn check_subscription(topic: &str, options: &SubscribeOptions) -> Result<(), Error> {
+    check_name("topic", topic)?;
+    match &options.queue {
+        Some(queue) => check_name("queue", queue),
+        None => Ok(()),
+    }
 }
 
 /// Checks a topic or queue name: not empty, no whitespace.

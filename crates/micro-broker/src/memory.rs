@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crate::dispatch::{Gate, deliver};
 use crate::{
     Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
-    Undelivered, addressed, check_name,
+    Undelivered, addressed, check_subscription,
 };
 
 /// See the module docs.
@@ -80,10 +80,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let mut message = addressed(topic, message)?;
-        if let Some(observer) = &self.shared.observer {
-            observer.publishing("memory", topic, &mut message.header);
-        }
+        let message = addressed("memory", topic, message, self.shared.observer.as_deref())?;
         let subs = self.shared.topics().get(topic).cloned().unwrap_or_default();
         // Broadcast subscriptions each, and each queue group's members in a
         // random order (the first that is open takes the message).
@@ -150,10 +147,7 @@ impl Broker for MemoryBroker {
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
     ) -> Result<Subscription, Error> {
-        check_name("topic", topic)?;
-        if let Some(queue) = &options.queue {
-            check_name("queue", queue)?;
-        }
+        check_subscription(topic, &options)?;
         let id = format!("{topic}-{}", uuid::Uuid::new_v4());
         let sub = Arc::new(Sub {
             id: id.clone(),

@@ -30,7 +30,7 @@ use tokio::sync::{OnceCell, watch};
 use crate::dispatch::{Gate, Outcome, deliver};
 use crate::{
     Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
-    addressed, check_name,
+    addressed, check_subscription,
 };
 
 /// go-micro's default server (nats.go's `DefaultURL`).
@@ -168,10 +168,7 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let mut message = addressed(topic, message)?;
-        if let Some(observer) = &self.shared.observer {
-            observer.publishing("nats", topic, &mut message.header);
-        }
+        let message = addressed("nats", topic, message, self.shared.observer.as_deref())?;
         let client = self.client().await?;
         let result = client
             .publish(topic.to_string(), Bytes::from(message.to_envelope()))
@@ -192,10 +189,7 @@ impl Broker for NatsBroker {
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
     ) -> Result<Subscription, Error> {
-        check_name("topic", topic)?;
-        if let Some(queue) = &options.queue {
-            check_name("queue", queue)?;
-        }
+        check_subscription(topic, &options)?;
         let client = self.client().await?;
         let subscribed = match &options.queue {
             Some(queue) => {

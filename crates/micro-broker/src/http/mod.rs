@@ -37,7 +37,7 @@ use self::outbox::Outbox;
 use crate::dispatch::Gate;
 use crate::{
     Broker, BrokerObserver, Error, Handler, Message, SubscribeOptions, Subscription, addressed,
-    check_name,
+    check_subscription,
 };
 
 /// The registry service of http broker nodes.
@@ -229,10 +229,7 @@ impl Broker for HttpBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let mut message = addressed(topic, message)?;
-        if let Some(observer) = &self.shared.observer {
-            observer.publishing("http", topic, &mut message.header);
-        }
+        let message = addressed("http", topic, message, self.shared.observer.as_deref())?;
         let envelope = Bytes::from(message.to_envelope());
         self.shared.outbox.publish(topic, envelope).await
     }
@@ -243,10 +240,7 @@ impl Broker for HttpBroker {
         options: SubscribeOptions,
         handler: Arc<dyn Handler>,
     ) -> Result<Subscription, Error> {
-        check_name("topic", topic)?;
-        if let Some(queue) = &options.queue {
-            check_name("queue", queue)?;
-        }
+        check_subscription(topic, &options)?;
         let listening = self.listen().await?;
         let id = format!("{topic}-{}", uuid::Uuid::new_v4());
         let node = Node::new(&id, &listening.advertised)
