@@ -115,6 +115,11 @@ impl Builder {
         for (proto_path, rust_path) in &self.extern_paths {
             builder = builder.extern_path(proto_path, rust_path);
         }
-        builder.compile_fds(fds)
+        // Every message names itself (`prost::Name`): what a typed
+        // subscriber needs to find its descriptor (JSON events, the
+        // registered endpoint).
+        let mut config = tonic_prost_build::Config::new();
+        config.enable_type_names();
+        builder.compile_fds_with_config(fds, config)
     }
 }

@@ -9,6 +9,8 @@
 //!     go.micro.srv.user User.ChangePassword '{...}'
 //! micro stream go.micro.srv.greeter Greeter.Stream '{"name": "John", "count": 3}'
 //! micro health go.micro.srv.user
+//! micro publish go.micro.topic.greet '{"name": "John"}'
+//! micro subscribe [--queue NAME] [--count N] go.micro.topic.greet
 //! micro web [--address 127.0.0.1:8082]
 //! micro new [--type service|api|web] hello
 //! ```
@@ -34,6 +36,8 @@
 //! | `micro stream SERVICE ENDPOINT [JSON]` | [`stream`](mod@stream) | [`stream::run`] |
 //! | `micro health SERVICE` | [`health`](mod@health) | [`health::run`] |
 //! | `micro web` | [`web`] | [`web::run`] |
+//! | `micro publish TOPIC MESSAGE` | [`publish`](mod@publish) | [`publish::run`] |
+//! | `micro subscribe TOPIC` | [`subscribe`](mod@subscribe) | [`subscribe::run`] |
 //! | `micro new DIR` | [`new`] | [`new::run`] |
 //!
 //! This file holds the parser ([`Cli`], [`Command`]), the dispatch
@@ -47,7 +51,9 @@ pub mod get;
 pub mod health;
 pub mod list;
 pub mod new;
+pub mod publish;
 pub mod stream;
+pub mod subscribe;
 pub mod web;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -153,6 +159,10 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Run the web dashboard: services, nodes, endpoints, a form to call one (http://127.0.0.1:8082)
     Web(web::WebArgs),
+    /// Publish a message on a topic: `micro publish go.micro.topic.greet '{"name":"John"}'`
+    Publish(publish::PublishArgs),
+    /// Print the messages on a topic, one JSON line each: `micro subscribe go.micro.topic.greet`
+    Subscribe(subscribe::SubscribeArgs),
 }
 
 /// Runs a parsed command line; what to print on stdout, or why it failed.
@@ -166,6 +176,8 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::New(args) => new::run(args),
         Command::Health(args) => health::run(&cli.micro, args).await,
         Command::Web(args) => web::run(&cli.micro, args).await.map(|()| String::new()),
+        Command::Publish(args) => publish::run(&cli.micro, args).await,
+        Command::Subscribe(args) => subscribe::run(&cli.micro, args).await,
     }
 }
 
@@ -219,7 +231,7 @@ mod tests {
 
     /// One command line per command; `every_command_is_covered` keeps the
     /// list whole.
-    const COMMANDS: [&[&str]; 8] = [
+    const COMMANDS: [&[&str]; 10] = [
         &["api", "--handler=api"],
         &["list", "services"],
         &["get", "service", "go.micro.srv.greeter"],
@@ -228,6 +240,8 @@ mod tests {
         &["health", "go.micro.srv.user"],
         &["web"],
         &["new", "hello"],
+        &["publish", "go.micro.topic.greet", "{}"],
+        &["subscribe", "go.micro.topic.greet"],
     ];
 
     /// Shared flags from each group (registry, server, client, operations),

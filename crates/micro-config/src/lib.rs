@@ -41,6 +41,9 @@
 //! | `--admin_address` | `MICRO_ADMIN_ADDRESS` | off |
 //! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
 //! | `--health_check_interval` | `MICRO_HEALTH_CHECK_INTERVAL` | `5s` |
+//! | `--broker` | `MICRO_BROKER` | `http` |
+//! | `--broker_address` | `MICRO_BROKER_ADDRESS` | http `:0` (its listener), nats `nats://127.0.0.1:4222` |
+//! | `--broker_advertise` | `MICRO_BROKER_ADVERTISE` | picked, logged |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.
@@ -70,10 +73,12 @@ use micro_client::{BudgetOptions, ClientOptions, ClientTls};
 use micro_selector::Strategy;
 use micro_server::{ServerOptions, ServerTls};
 
+mod broker;
 mod ops;
+pub use broker::{BrokerArgs, BrokerKind};
 pub use ops::{LogFormat, OpsArgs};
 
-/// Every shared flag: registry, server and client.
+/// Every shared flag: registry, server, client, operations and broker.
 #[derive(Args, Clone, Debug, Default)]
 pub struct MicroArgs {
     #[command(flatten)]
@@ -84,6 +89,8 @@ pub struct MicroArgs {
     pub client: ClientArgs,
     #[command(flatten)]
     pub ops: OpsArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 }
 
 /// Which registry backend.

@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod address;
 mod conns;
 mod task;
 

@@ -52,6 +52,21 @@ pub(crate) fn endpoints(service: &ServiceDescriptor) -> Vec<Endpoint> {
         .collect()
 }
 
+/// A subscriber's endpoint as go-micro registers it: named `Func` (a
+/// function subscriber), the message's shape as its request, no response,
+/// metadata exactly `{"subscriber":"true","topic":<topic>}`.
+pub(crate) fn subscriber_endpoint(topic: &str, message: Option<&MessageDescriptor>) -> Endpoint {
+    let mut metadata = Metadata::new();
+    metadata.insert("subscriber".into(), "true".into());
+    metadata.insert("topic".into(), topic.into());
+    Endpoint {
+        name: "Func".into(),
+        request: message.map(|m| message_value(m, 0)),
+        response: None,
+        metadata,
+    }
+}
+
 fn message_value(message: &MessageDescriptor, depth: usize) -> Value {
     let go_name = go_type_name(message.full_name(), message.package_name());
     let mut value = Value::new(go_name.clone(), go_name);

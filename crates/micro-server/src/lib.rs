@@ -49,7 +49,6 @@
 //! # }
 //! ```
 
-mod address;
 mod codecs;
 mod endpoints;
 pub mod health;
@@ -58,6 +57,7 @@ mod messages;
 pub mod observer;
 mod ops;
 mod paths;
+mod subscriber;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -68,6 +68,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use micro_broker::SharedBroker;
 use micro_registry::{Metadata, Node, Service as Registration, SharedRegistry};
 use micro_serve::AbortOnDrop;
 use tokio::net::TcpListener;
@@ -84,6 +85,7 @@ pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 pub use crate::health::Readiness;
 pub use crate::lifecycle::{DEREGISTER_WHEN_UNREACHABLE, Registrar};
 pub use crate::observer::ServerObserver;
+pub use crate::subscriber::Received;
 pub use crate::tls::ServerTls;
 
 /// Server behaviour, as set by go-micro's flags.
@@ -158,6 +160,9 @@ pub enum ServerError {
     /// The task serving calls panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// A subscription could not be made.
+    #[error("cannot subscribe: {0}")]
+    Broker(#[source] micro_broker::Error),
 }
 
 /// Builds a [`Server`]. See the crate docs.
@@ -173,6 +178,8 @@ pub struct ServerBuilder {
     reflection: bool,
     readiness: Option<Readiness>,
     observer: Option<Arc<dyn ServerObserver>>,
+    broker: Option<SharedBroker>,
+    subscribers: Vec<subscriber::Subscriber>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -183,11 +190,53 @@ impl fmt::Debug for ServerBuilder {
             .field("services", &self.services)
             .field("options", &self.options)
             .field("observer", &self.observer)
+            .field("broker", &self.broker)
+            .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
 }
 
 impl ServerBuilder {
+    /// The broker subscribers use; its name is registered as node
+    /// metadata `broker`, as go-micro does.
+    pub fn broker(mut self, broker: SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Runs `handler` for each message on `topic` (every instance gets each
+    /// message), decoded by its content type (see [`Received`] and the
+    /// `subscriber` module docs: protobuf, or JSON through the
+    /// descriptors). An error or a panic refuses the message. Needs a
+    /// [`broker`](Self::broker).
+    pub fn subscribe<M, F, Fut>(self, topic: impl Into<String>, handler: F) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(Received<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), micro_broker::HandlerError>> + Send + 'static,
+    {
+        self.subscribe_with(topic, micro_broker::SubscribeOptions::default(), handler)
+    }
+
+    /// [`subscribe`](Self::subscribe) with options: a queue group
+    /// (`SubscribeOptions::queue("name")`) shares the messages among its
+    /// members, one copy each.
+    pub fn subscribe_with<M, F, Fut>(
+        mut self,
+        topic: impl Into<String>,
+        options: micro_broker::SubscribeOptions,
+        handler: F,
+    ) -> Self
+    where
+        M: prost::Message + prost::Name + Default + 'static,
+        F: Fn(Received<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), micro_broker::HandlerError>> + Send + 'static,
+    {
+        self.subscribers
+            .push(subscriber::Subscriber::new(topic.into(), options, handler));
+        self
+    }
+
     /// The version to register (default `latest`).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
@@ -298,6 +347,30 @@ impl ServerBuilder {
             }
         }
 
+        if !self.subscribers.is_empty() && self.broker.is_none() {
+            return Err(ServerError::Options(
+                "subscribers need a broker: call ServerBuilder::broker".into(),
+            ));
+        }
+        // After the handlers', by topic descending (go-micro's order).
+        let mut subscribers = self.subscribers;
+        subscribers.sort_by(|a, b| b.topic.cmp(&a.topic));
+        for subscriber in &subscribers {
+            let message = pool.get_message_by_name(&subscriber.message);
+            endpoint_list.push(endpoints::subscriber_endpoint(
+                &subscriber.topic,
+                message.as_ref(),
+            ));
+        }
+        let subscriptions: Vec<Subscription> = subscribers
+            .iter()
+            .map(|s| Subscription {
+                topic: s.topic.clone(),
+                options: s.options.clone(),
+                handler: s.handler(&pool),
+            })
+            .collect();
+
         let readiness = self.readiness.unwrap_or_default();
         readiness.set("registry", Err(ops::NOT_REGISTERED.into()));
         let observe = self
@@ -361,6 +434,9 @@ impl ServerBuilder {
         if options.tls.is_some() {
             node_metadata.insert(tls::SECURE_METADATA.into(), "true".into());
         }
+        if let Some(broker) = &self.broker {
+            node_metadata.insert("broker".into(), broker.name().to_string());
+        }
         let node = Node {
             id: format!("{}-{}", self.name, uuid::Uuid::new_v4()),
             address: advertised,
@@ -386,8 +462,17 @@ impl ServerBuilder {
             codecs: Codecs::new(&pool, &self.services),
             readiness,
             observe,
+            broker: self.broker,
+            subscriptions,
         })
     }
+}
+
+/// A subscription a server makes when it runs.
+struct Subscription {
+    topic: String,
+    options: micro_broker::SubscribeOptions,
+    handler: Arc<dyn micro_broker::Handler>,
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -403,6 +488,8 @@ pub struct Server {
     codecs: Codecs,
     readiness: Readiness,
     observe: Option<observer::ObserveLayer>,
+    broker: Option<SharedBroker>,
+    subscriptions: Vec<Subscription>,
 }
 
 impl fmt::Debug for Server {
@@ -431,6 +518,8 @@ impl Server {
             reflection: true,
             readiness: None,
             observer: None,
+            broker: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -482,7 +571,26 @@ impl Server {
             codecs,
             readiness,
             observe,
+            broker,
+            subscriptions,
         } = self;
+
+        // Subscribed before registering (go-micro's order): a node that is
+        // listed takes its messages.
+        let mut running = Vec::with_capacity(subscriptions.len());
+        if let Some(broker) = &broker {
+            for subscription in subscriptions {
+                let subscribed = broker
+                    .subscribe(
+                        &subscription.topic,
+                        subscription.options,
+                        subscription.handler,
+                    )
+                    .await
+                    .map_err(ServerError::Broker)?;
+                running.push(subscribed);
+            }
+        }
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -512,7 +620,20 @@ impl Server {
             readiness.clone(),
             registered,
         );
-        let early_exit = lifecycle::serve_registered(&mut serving, registrar, shutdown).await;
+        // Subscriptions drain (nothing new starts, handlers in flight
+        // finish) after the node turns not ready and before it is
+        // deregistered, bounded by the grace.
+        let grace = options.shutdown_grace;
+        let drain = async move {
+            let drain = futures::future::join_all(running.into_iter().map(|s| s.unsubscribe()));
+            if tokio::time::timeout(grace, drain).await.is_err() {
+                tracing::warn!(
+                    "Server [grpc] subscribers still running after {grace:?}; stopping anyway"
+                );
+            }
+        };
+        let early_exit =
+            lifecycle::serve_registered(&mut serving, registrar, shutdown, drain).await;
 
         if let Some(result) = early_exit {
             return match result {

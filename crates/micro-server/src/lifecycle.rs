@@ -11,27 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use micro_registry::{Backoff, RegisterOptions, Service as Registration, SharedRegistry};
-use micro_serve::AbortOnDrop;
+use micro_serve::{AbortOnDrop, address};
 use tokio::net::TcpListener;
 
-use crate::{Readiness, ServerError, ServerOptions, address, ops};
+use crate::{Readiness, ServerError, ServerOptions, ops};
 
 /// Binds `options.address` (`:0`: every interface, a random port; every
 /// IPv4 interface where there is no IPv6).
 pub async fn listen(options: &ServerOptions) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listen = address::parse_listen(&options.address).map_err(ServerError::Options)?;
-    let listener = match TcpListener::bind(listen).await {
-        // No IPv6 here: every interface means every IPv4 interface.
-        Err(_) if listen.ip().is_unspecified() && listen.is_ipv6() => {
-            let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
-            TcpListener::bind(v4).await
-        }
-        other => other,
-    }
-    .map_err(|source| ServerError::Bind {
-        address: options.address.clone(),
-        source,
-    })?;
+    let listener = address::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: options.address.clone(),
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
         address: options.address.clone(),
         source,
@@ -80,13 +74,15 @@ pub fn check_options(options: &ServerOptions) -> Result<(), ServerError> {
 }
 
 /// Serves until `shutdown` completes or `serving` ends by itself, keeping
-/// the node registered meanwhile; then turns not ready and deregisters
-/// (see [`Registrar::stop`]) before the caller drains. `Some(result)`: the
-/// server ended first, with that result.
+/// the node registered meanwhile; then turns not ready, runs
+/// `before_deregister` (a server's subscriptions draining), and deregisters
+/// (see [`Registrar::stop_after`]) before the caller drains. `Some(result)`:
+/// the server ended first, with that result.
 pub async fn serve_registered<T>(
     serving: &mut AbortOnDrop<T>,
     registrar: Registrar,
     shutdown: impl std::future::Future<Output = ()>,
+    before_deregister: impl std::future::Future<Output = ()>,
 ) -> Option<Result<T, tokio::task::JoinError>> {
     tokio::pin!(shutdown);
     let early_exit = tokio::select! {
@@ -95,7 +91,7 @@ pub async fn serve_registered<T>(
     };
     // Not ready and deregistered before draining: probes and callers go
     // elsewhere first.
-    registrar.stop().await;
+    registrar.stop_after(before_deregister).await;
     early_exit
 }
 
@@ -157,7 +153,13 @@ impl Registrar {
     /// deregister, bounded by `deregister_timeout` (by
     /// [`DEREGISTER_WHEN_UNREACHABLE`] when the registry is known to be
     /// unreachable or the node was not registered).
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_after(async {}).await;
+    }
+
+    /// [`stop`](Self::stop), with `before_deregister` run once the node is
+    /// not ready and its renewals stopped, before it is deregistered.
+    pub async fn stop_after(mut self, before_deregister: impl std::future::Future<Output = ()>) {
         let Registrar {
             registry,
             registration,
@@ -171,6 +173,7 @@ impl Registrar {
         readiness.begin_stop();
         task.abort();
         let _ = task.await;
+        before_deregister.await;
         // `registered` turns false once the deregistration is done (or
         // given up), as `Server::registered` promises.
         let was_registered = *registered.borrow();

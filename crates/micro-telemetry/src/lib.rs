@@ -22,6 +22,8 @@ pub mod admin;
 pub mod api;
 #[cfg(feature = "client")]
 mod body;
+#[cfg(feature = "broker")]
+pub mod broker;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod log;

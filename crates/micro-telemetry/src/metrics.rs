@@ -57,6 +57,14 @@ pub struct Metrics {
     pub api_duration: HistogramVec,
     /// `micro_api_open_connections`
     pub api_open_connections: IntGauge,
+    /// `micro_broker_published_total{broker,topic,result}`
+    pub broker_published: IntCounterVec,
+    /// `micro_broker_delivered_total{broker,topic,result}`
+    pub broker_delivered: IntCounterVec,
+    /// `micro_broker_handler_duration_seconds{broker,topic}`
+    pub broker_handler_duration: HistogramVec,
+    /// `micro_broker_dropped_total{broker,topic}`
+    pub broker_dropped: IntCounterVec,
     client_endpoints: RwLock<HashSet<String>>,
 }
 
@@ -150,6 +158,30 @@ impl Metrics {
                 &["handler"],
             ),
             api_open_connections,
+            broker_published: counter(
+                r,
+                "micro_broker_published_total",
+                "Messages published, by broker, topic and result (ok: every subscriber took it; error)",
+                &["broker", "topic", "result"],
+            ),
+            broker_delivered: counter(
+                r,
+                "micro_broker_delivered_total",
+                "Messages handed to a subscriber's handler, by broker, topic and result (ok, error, panic)",
+                &["broker", "topic", "result"],
+            ),
+            broker_handler_duration: histogram(
+                r,
+                "micro_broker_handler_duration_seconds",
+                "Time a subscriber's handler took on a message",
+                &["broker", "topic"],
+            ),
+            broker_dropped: counter(
+                r,
+                "micro_broker_dropped_total",
+                "Messages a publisher gave up on (its retry buffer full, or retried too long)",
+                &["broker", "topic"],
+            ),
             client_endpoints: RwLock::new(HashSet::new()),
             registry,
         }

@@ -14,10 +14,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer is left to read (a stream of events, say). Reads time out after
 /// 10 s.
 pub fn connect_get(address: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(READ_TIMEOUT))
-        .expect("read timeout");
+    let mut stream = connect(address);
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
@@ -118,6 +115,40 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+/// `method path` on `address` with `content_type` and `body`
+/// (`Connection: close`): the answer as the server wrote it, read as
+/// [`get`] reads it.
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> String {
+    let mut stream = connect(address);
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("write");
+    // A server may answer before the whole body is sent (a body over its
+    // limit) and close: the answer still counts.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A connection to `address` whose reads time out after 10 s.
+fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
+    stream
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cargo;
 pub mod http;
+pub mod nats;
 pub mod nodes;
 pub mod process;
 

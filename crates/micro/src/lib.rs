@@ -13,6 +13,8 @@
 //!   deadlines, attempt timeouts, budgeted retries on another node, and
 //!   probing or ejection of failing nodes;
 //! - [`server`]: a tonic server that registers, renews, and stops gracefully;
+//! - [`broker`]: publish and subscribe (go-micro's http broker, memory), and
+//!   [`Event`] to publish as a service;
 //! - [`config`]: go-micro's flags and `MICRO_*` variables.
 //!
 //! [`web`] serves an axum router as a registered web service
@@ -44,11 +46,13 @@
 //! # }
 //! ```
 
+pub mod event;
 pub mod log;
 pub mod runtime;
 mod service;
 pub mod web;
 
+pub use micro_broker as broker;
 pub use micro_client as client;
 pub use micro_config as config;
 pub use micro_registry as registry;
@@ -56,7 +60,9 @@ pub use micro_selector as selector;
 pub use micro_server as server;
 pub use micro_telemetry as telemetry;
 
+pub use event::{Event, connect_broker};
 pub use micro_client::{Client, ClientOptions, Idempotent, ServiceChannel};
 pub use micro_registry::{Registry, SharedRegistry};
+pub use micro_server::Received;
 pub use micro_server::{Readiness, Server, ServerBuilder, ServerOptions};
 pub use service::{Error, Service, connect_registry, telemetry_client, telemetry_server};

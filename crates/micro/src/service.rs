@@ -124,6 +124,7 @@ pub struct Service {
     server_options: ServerOptions,
     registry: SharedRegistry,
     client: Client,
+    broker: micro_broker::SharedBroker,
     ops: Ops,
 }
 
@@ -211,6 +212,7 @@ impl Service {
                 .unwrap_or_else(|| name.to_string()),
             version: args.server.server_version.clone(),
             server_options,
+            broker: crate::event::connect_broker(&args.broker, registry.clone())?,
             registry,
             client,
         })
@@ -239,6 +241,7 @@ impl Service {
     /// Closes the registry (mDNS sends its goodbyes): call once, after the
     /// server stopped.
     pub async fn shutdown(&self) {
+        self.broker.close().await;
         self.registry.close().await;
     }
 
@@ -261,6 +264,18 @@ impl Service {
         )
     }
 
+    /// The broker the flags chose (`--broker`): what the server's
+    /// subscribers and [`event`](Self::event) use.
+    pub fn broker(&self) -> &micro_broker::SharedBroker {
+        &self.broker
+    }
+
+    /// Publishes on `topic` as this service (`Micro-From-Service`), like
+    /// go-micro's `micro.NewEvent(topic, service.Client())`.
+    pub fn event(&self, topic: impl Into<String>) -> crate::event::Event {
+        crate::event::Event::new(topic, self.broker.clone()).from_service(&self.name)
+    }
+
     /// A server builder with this service's name, version, registry and
     /// server flags, and telemetry (see [`telemetry_server`]); add
     /// handlers, then `bind().await?.run().await`.
@@ -268,6 +283,7 @@ impl Service {
         telemetry_server(&self.name)
             .version(&self.version)
             .registry(self.registry.clone())
+            .broker(self.broker.clone())
             .options(self.server_options.clone())
             .readiness(self.ops.readiness.clone())
     }

@@ -323,7 +323,9 @@ impl WebServer {
             let _ = stopped.await;
         }));
         let registrar = Registrar::start(registry, registration, options, readiness, registered);
-        let early_exit = lifecycle::serve_registered(&mut serving, registrar, shutdown).await;
+        let early_exit =
+            lifecycle::serve_registered(&mut serving, registrar, shutdown, std::future::ready(()))
+                .await;
         let result = match early_exit {
             Some(result) => result,
             None => {

@@ -54,6 +54,21 @@ const RULES: &[(&str, &[&str], &[&str])] = &[
         &["--no-default-features"],
         &["micro-client", "micro-server", "micro-telemetry"],
     ),
+    // The broker sits with the registry: servers and clients use it, it
+    // uses neither (telemetry plugs in through its BrokerObserver).
+    (
+        "micro-broker",
+        &[],
+        &[
+            "micro-client",
+            "micro-server",
+            "micro-telemetry",
+            "micro-config",
+            "micro-json",
+            "prometheus",
+            "opentelemetry",
+        ],
+    ),
     // The serve helper is a leaf: any listener can use it.
     (
         "micro-serve",

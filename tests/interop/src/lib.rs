@@ -23,6 +23,12 @@ pub use topology_tests::{Process, binary, eventually, free_port, secret};
 /// Where Debian's golang-*-dev packages put their Go sources.
 const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 const PEER_MAIN: &str = include_str!("../go/peer.go");
+/// go-micro's http broker, both halves (`gopeer broker-subscribe`,
+/// `gopeer broker-publish`): standard library only.
+const PEER_BROKER: &str = include_str!("../go/broker.go");
+/// go-micro's nats broker, both halves, on nats.go (its own program, so the
+/// other peers need no nats.go).
+const GONATS_MAIN: &str = include_str!("../gonats/main.go");
 const GREETER_PROTO: &str = include_str!("../../../proto/greeter/greeter.proto");
 const USER_PROTO: &str = include_str!("../../../proto/user/user.proto");
 const GO_MICRO_GREETER: &str = include_str!("../../../testdata/go-micro-v2/etcd/value.json");
@@ -84,6 +90,7 @@ fn build() -> GoPeer {
     let protos = dir.path().join("proto");
     for (path, text) in [
         (package.join("main.go"), PEER_MAIN),
+        (package.join("broker.go"), PEER_BROKER),
         (protos.join("greeter/greeter.proto"), GREETER_PROTO),
         (protos.join("user/user.proto"), USER_PROTO),
     ] {
@@ -102,28 +109,60 @@ fn build() -> GoPeer {
                 .arg(proto),
         );
     }
-    let binary = dir.path().join("gopeer");
+    let binary = go_build(dir.path(), "gopeer");
+    GoPeer { _dir: dir, binary }
+}
+
+/// `go build` of package `name` under `gopath/src`, offline in GOPATH mode
+/// with Debian's Go sources: the binary `gopath/<name>`.
+fn go_build(gopath: &Path, name: &str) -> PathBuf {
+    let binary = gopath.join(name);
     let mut go = Command::new("go");
-    go.current_dir(dir.path())
+    go.current_dir(gopath)
         .args(["build", "-o"])
         .arg(&binary)
-        .arg("gopeer")
+        .arg(name)
         .env("GO111MODULE", "off")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "")
         .env("CGO_ENABLED", "0")
-        .env(
-            "GOPATH",
-            format!("{}:{DEBIAN_GOCODE}", dir.path().display()),
-        );
+        .env("GOPATH", format!("{}:{DEBIAN_GOCODE}", gopath.display()));
     // Go keeps its build cache under $HOME; without one, in the temp dir.
     if std::env::var_os("HOME").is_none() && std::env::var_os("GOCACHE").is_none() {
-        go.env("GOCACHE", dir.path().join("gocache"));
+        go.env("GOCACHE", gopath.join("gocache"));
     }
     let started = Instant::now();
     run("go build (GOPATH mode)", &mut go);
-    eprintln!("built the Go peer in {:?}", started.elapsed());
-    GoPeer { _dir: dir, binary }
+    eprintln!("built the Go program {name} in {:?}", started.elapsed());
+    binary
+}
+
+/// What the NATS peer needs besides Go.
+pub const INSTALL_NATS: &str =
+    "apt-get install golang-go golang-github-nats-io-go-nats-dev nats-server";
+
+/// The Go NATS peer (`gonats/main.go`: go-micro's nats broker on Debian's
+/// nats.go), built once per test process. Without Go or nats.go the test
+/// fails and names the packages to install.
+pub fn go_nats_peer() -> &'static GoPeer {
+    static PEER: OnceLock<GoPeer> = OnceLock::new();
+    PEER.get_or_init(|| {
+        assert!(
+            on_path("go"),
+            "Go is not installed; the NATS interop tests need it ({INSTALL_NATS})"
+        );
+        let package = "github.com/nats-io/nats.go";
+        assert!(
+            Path::new(DEBIAN_GOCODE).join("src").join(package).is_dir(),
+            "no {package} under {DEBIAN_GOCODE}/src ({INSTALL_NATS})"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let main = dir.path().join("src/gonats/main.go");
+        std::fs::create_dir_all(main.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&main, GONATS_MAIN).expect("write");
+        let binary = go_build(dir.path(), "gonats");
+        GoPeer { _dir: dir, binary }
+    })
 }
 
 /// The Go greeter, serving without reflection; stopped (by PID) on drop.

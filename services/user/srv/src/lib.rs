@@ -7,6 +7,7 @@
 //! Its siblings link none of this: `user-api` (the API layer, crate
 //! `user_api`) and `user-client` call it through `user-proto`'s clients.
 
+pub mod events;
 pub mod password;
 pub mod source;
 pub mod srv;

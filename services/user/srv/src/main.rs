@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use user_srv::events::{self, Events};
 use user_srv::password::Hasher;
 use user_srv::proto::post::post_server::PostServer;
 use user_srv::proto::user::user_server::UserServer;
@@ -133,8 +134,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         "Login throttling believes forwarded client addresses from: {}",
         cli.trusted_proxies
     );
+    let (events, publisher) = Events::start(service.event(events::TOPIC));
     let users = UserService::new(store.clone(), Hasher::with_defaults()?, tokens)
-        .with_trusted_proxies(cli.trusted_proxies.clone());
+        .with_trusted_proxies(cli.trusted_proxies.clone())
+        .with_events(events);
 
     let checked = store.clone();
     service
@@ -151,6 +154,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .run()
         .await?;
+    // The last events go out before the broker closes.
+    drop(users);
+    publisher.finish(Duration::from_secs(2)).await;
     // Bounded: an unreachable registry or store must not hold the exit.
     let closing = Duration::from_secs(1);
     if tokio::time::timeout(closing, service.shutdown())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use micro_errors::MicroError;
 use tonic::{Request, Response, Status};
 
+use crate::events::{Events, Kind};
 use crate::password::{HashError, Hasher};
 use crate::proto::{post as post_pb, user as user_pb};
 use crate::source::{TrustedProxies, source_of};
@@ -41,6 +42,7 @@ struct Inner {
     tokens: Tokens,
     throttle: LoginThrottle,
     trusted_proxies: TrustedProxies,
+    events: Events,
 }
 
 impl Inner {
@@ -91,6 +93,7 @@ impl UserService {
                 hasher,
                 tokens,
                 trusted_proxies: TrustedProxies::default(),
+                events: Events::none(),
             }),
         }
     }
@@ -102,6 +105,16 @@ impl UserService {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.trusted_proxies = trusted,
             None => tracing::error!("with_trusted_proxies after the handlers were made: ignored"),
+        }
+        self
+    }
+
+    /// Where stored changes are announced (`go.micro.evt.user`, see
+    /// [`crate::events`]); none by default. Call before the handlers are made.
+    pub fn with_events(mut self, events: Events) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.events = events,
+            None => tracing::error!("with_events after the handlers were made: ignored"),
         }
         self
     }
@@ -273,6 +286,7 @@ impl user_pb::user_server::User for UserHandler {
             .await
             .map_err(store_error)?;
         tracing::info!(user = record.id, name = %record.name, "registered");
+        inner.events.emit(Kind::Registered, &record);
         Ok(user_response(&record, Some(record.id)))
     }
 
@@ -385,6 +399,7 @@ impl user_pb::user_server::User for UserHandler {
         }
         tracing::info!(user = id, "password changed; earlier tokens revoked");
         let record = inner.user_or_not_found(id).await?;
+        inner.events.emit(Kind::PasswordChanged, &record);
         Ok(user_response(&record, Some(id)))
     }
 
@@ -395,7 +410,9 @@ impl user_pb::user_server::User for UserHandler {
         let inner = &self.0.inner;
         let record = inner.authenticate(request.metadata()).await?;
         let id = record.id;
-        inner.store.delete_user(id).await.map_err(store_error)?;
+        if inner.store.delete_user(id).await.map_err(store_error)? {
+            inner.events.emit(Kind::Deleted, &record);
+        }
         tracing::info!(user = id, "deleted");
         Ok(user_response(&record, Some(id)))
     }

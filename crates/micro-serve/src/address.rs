@@ -1,10 +1,12 @@
-//! Which address to listen on, and which to tell the registry.
+//! Which address to listen on, and which to tell the registry: the rules
+//! every listener that registers itself follows (a server's gRPC port, the
+//! http broker's inbox).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Parses a listen address the go way: `:0`, `:8080`, `127.0.0.1:0`,
 /// `[::1]:9000`. An empty host means every interface (IPv6 and IPv4).
-pub(crate) fn parse_listen(address: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen(address: &str) -> Result<SocketAddr, String> {
     let address = address.trim();
     if let Some(port) = address.strip_prefix(':') {
         let port: u16 = port
@@ -17,9 +19,21 @@ pub(crate) fn parse_listen(address: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Binds `listen`; when it is every IPv6 interface and the host has no
+/// IPv6, every IPv4 interface instead.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(listen).await {
+        Err(_) if listen.ip().is_unspecified() && listen.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
+            tokio::net::TcpListener::bind(v4).await
+        }
+        other => other,
+    }
+}
+
 /// How the advertised address was chosen, for the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Chosen {
+pub enum Chosen {
     Configured,
     Bound,
     Interface(String),
@@ -29,10 +43,7 @@ pub(crate) enum Chosen {
 /// The address to register: `advertise` if given (its port defaulting to the
 /// bound one), else the bound IP if specific, else the best interface address.
 /// Never an unspecified address.
-pub(crate) fn advertise(
-    advertise: Option<&str>,
-    bound: SocketAddr,
-) -> Result<(String, Chosen), String> {
+pub fn advertise(advertise: Option<&str>, bound: SocketAddr) -> Result<(String, Chosen), String> {
     if let Some(text) = advertise.map(str::trim).filter(|t| !t.is_empty()) {
         let (host, port) = split_host_port(text)
             .ok_or_else(|| format!("invalid advertise address {text:?}: expected host[:port]"))?;

@@ -1,0 +1,250 @@
+//! A broker message (headers and a body) and go-micro's JSON envelope.
+//!
+//! go-micro's http and nats brokers put `broker.Message{Header, Body}`
+//! through Go's `encoding/json`: `{"Header":{…},"Body":"<base64>"}`, the
+//! header keys sorted, `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`
+//! and friends, control characters as `\u00XX` (but `\n`, `\r`, `\t`). The
+//! envelope written here is byte for byte that; the one read is what Go's
+//! decoder accepts (keys matched without regard to case, unknown keys
+//! ignored, `null` for no header or no body).
+//!
+//! ```
+//! use micro_broker::Message;
+//!
+//! let message = Message::new(r#"{"name":"John"}"#)
+//!     .with_header("Content-Type", "application/json")
+//!     .with_header("Micro-Topic", "go.micro.topic.greet");
+//! assert_eq!(
+//!     message.to_envelope(),
+//!     br#"{"Header":{"Content-Type":"application/json","Micro-Topic":"go.micro.topic.greet"},"Body":"eyJuYW1lIjoiSm9obiJ9"}"#
+//! );
+//! assert_eq!(Message::from_envelope(&message.to_envelope()).unwrap(), message);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use bytes::Bytes;
+
+/// Headers of a message: sorted, as Go writes a map.
+pub type Header = BTreeMap<String, String>;
+
+/// The header naming a message's topic (set by every publisher).
+pub const TOPIC_HEADER: &str = "Micro-Topic";
+/// The header naming the body's codec.
+pub const CONTENT_TYPE_HEADER: &str = "Content-Type";
+/// The header naming the publishing service.
+pub const FROM_SERVICE_HEADER: &str = "Micro-From-Service";
+
+/// Headers and a body: go-micro's `broker.Message`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub header: Header,
+    pub body: Bytes,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("header", &self.header)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Why bytes are not a go-micro envelope.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a go-micro broker message: {0}")]
+pub struct EnvelopeError(String);
+
+impl Message {
+    pub fn new(body: impl Into<Bytes>) -> Message {
+        Message {
+            header: Header::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Message {
+        self.header.insert(key.into(), value.into());
+        self
+    }
+
+    /// A header's value.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.header.get(key).map(String::as_str)
+    }
+
+    /// The envelope go-micro's http and nats brokers send: Go's
+    /// `encoding/json` output, byte for byte (see the module docs).
+    pub fn to_envelope(&self) -> Vec<u8> {
+        let body = base64::engine::general_purpose::STANDARD.encode(&self.body);
+        let mut out = Vec::with_capacity(32 + body.len() + self.header.len() * 32);
+        out.extend_from_slice(b"{\"Header\":{");
+        for (i, (key, value)) in self.header.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            go_string(&mut out, key);
+            out.push(b':');
+            go_string(&mut out, value);
+        }
+        out.extend_from_slice(b"},\"Body\":\"");
+        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
+    }
+
+    /// Reads an envelope as Go's `json.Unmarshal` into `broker.Message`
+    /// would; a JSON `null` (which go-micro's listener crashed on) and
+    /// anything but an object are errors.
+    pub fn from_envelope(bytes: &[u8]) -> Result<Message, EnvelopeError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError(e.to_string()))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err(EnvelopeError(format!(
+                "expected a JSON object {{\"Header\":{{…}},\"Body\":\"<base64>\"}}, got {}",
+                kind(&value)
+            )));
+        };
+        let mut message = Message::default();
+        if let Some(header) = field(&fields, "Header") {
+            match header {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(entries) => {
+                    for (key, value) in entries {
+                        match value {
+                            serde_json::Value::String(text) => {
+                                message.header.insert(key.clone(), text.clone());
+                            }
+                            other => {
+                                return Err(EnvelopeError(format!(
+                                    "header {key:?} is {}, not a string",
+                                    kind(other)
+                                )));
+                            }
+                        }
+                    }
+                }
+                other => {
+                    return Err(EnvelopeError(format!(
+                        "Header is {}, not an object",
+                        kind(other)
+                    )));
+                }
+            }
+        }
+        if let Some(body) = field(&fields, "Body") {
+            match body {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(text) => {
+                    // Go's decoder skips line breaks in base64.
+                    let clean: String =
+                        text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(clean)
+                        .map_err(|e| EnvelopeError(format!("Body is not base64: {e}")))?;
+                    message.body = Bytes::from(decoded);
+                }
+                other => {
+                    return Err(EnvelopeError(format!(
+                        "Body is {}, not a base64 string",
+                        kind(other)
+                    )));
+                }
+            }
+        }
+        Ok(message)
+    }
+}
+
+/// A field as Go's decoder finds it: the exact key first, else one equal
+/// but for case.
+fn field<'a>(
+    fields: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    fields.get(name).or_else(|| {
+        fields
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    })
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON string as Go's `encoding/json` writes it (HTML-safe escaping).
+fn go_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
+            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
+                let b = c as u8;
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_go_escapes_them() {
+        let message =
+            Message::new(Vec::new()).with_header("K", "a<b>&c\"d\\e\nf\u{1}g\u{2028}h\u{7f}é");
+        assert_eq!(
+            String::from_utf8(message.to_envelope()).expect("utf-8"),
+            r#"{"Header":{"K":"a\u003cb\u003e\u0026c\"d\\e\nf\u0001g\u2028h"#.to_string()
+                + "\u{7f}é\"},\"Body\":\"\"}"
+        );
+    }
+
+    #[test]
+    fn decoding_follows_go() {
+        let message =
+            Message::from_envelope(br#"{"header":{"A":"1"},"BODY":"aGk=","Other":5}"#).expect("ok");
+        assert_eq!(message.header("A"), Some("1"));
+        assert_eq!(&message.body[..], b"hi");
+        let empty = Message::from_envelope(br#"{"Header":null,"Body":null}"#).expect("ok");
+        assert_eq!(empty, Message::default());
+        for bad in [
+            &b"null"[..],
+            b"",
+            b"hello, not json",
+            b"[1]",
+            br#"{"Header":{"A":1}}"#,
+            br#"{"Body":"not base64!"}"#,
+            br#"{"Body":5}"#,
+        ] {
+            assert!(Message::from_envelope(bad).is_err(), "{bad:?}");
+        }
+    }
+}
