@@ -99,7 +99,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-pub use call::Idempotent;
+pub use call::{Idempotent, Streaming};
 pub use channel::{ServiceChannel, ServiceLayers};
 pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure, error_chain, find_rustls};

@@ -57,6 +57,11 @@ pub struct Metrics {
     pub api_duration: HistogramVec,
     /// `micro_api_open_connections`
     pub api_open_connections: IntGauge,
+    /// `micro_api_open_streams{kind}` (websocket, sse)
+    pub api_open_streams: IntGaugeVec,
+    /// `micro_api_stream_messages_total{route,direction}` (received: from
+    /// the HTTP client, sent: to it)
+    pub api_stream_messages: IntCounterVec,
     client_endpoints: RwLock<HashSet<String>>,
 }
 
@@ -102,6 +107,17 @@ impl Metrics {
         registry
             .register(Box::new(api_open_connections.clone()))
             .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        let api_open_streams = IntGaugeVec::new(
+            Opts::new(
+                "micro_api_open_streams",
+                "Streams the gateway relays, by kind (websocket, sse)",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("micro_api_open_streams: {e}"));
+        registry
+            .register(Box::new(api_open_streams.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_api_open_streams: {e}"));
         // `micro_registry_entries_skipped_total{registry,reason}`: the backends
         // count into `micro_registry::skipped`; each scrape reads it.
         SkippedEntries::register(r);
@@ -150,6 +166,13 @@ impl Metrics {
                 &["handler"],
             ),
             api_open_connections,
+            api_open_streams,
+            api_stream_messages: counter(
+                r,
+                "micro_api_stream_messages_total",
+                "Stream messages the gateway relayed, by route (service/Handler.Method) and direction (received from the HTTP client, sent to it)",
+                &["route", "direction"],
+            ),
             client_endpoints: RwLock::new(HashSet::new()),
             registry,
         }
