@@ -86,9 +86,9 @@ where
             .and_then(|value| timeout::parse(&value));
         let deadline = match budget {
             Some(budget) => CallDeadline::after(budget),
-            None if request.extensions().get::<Streaming>().is_some() => {
-                self.stream.map_or_else(CallDeadline::none, CallDeadline::after)
-            }
+            None if request.extensions().get::<Streaming>().is_some() => self
+                .stream
+                .map_or_else(CallDeadline::none, CallDeadline::after),
             None => CallDeadline::after(self.default),
         };
         request.extensions_mut().insert(deadline);

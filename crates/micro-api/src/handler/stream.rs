@@ -33,8 +33,8 @@
 //! and an upgraded connection keeps its slot in the connection budget until
 //! its stream ends (see [`micro_serve::ConnectionHold`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -59,6 +59,8 @@ use crate::{Inner, Route};
 
 /// Messages from the client waiting for the service to take them.
 const REQUEST_BUFFER: usize = 16;
+/// Frames written to the socket once this much is buffered (or flushed).
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Longest wait to deliver a close frame to a client that may not read.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most a close frame's reason may hold (RFC 6455 §5.5).
@@ -193,7 +195,12 @@ impl Opening {
         let first = futures::stream::iter(self.first.clone());
         self.inner
             .dynamic
-            .stream_endpoint(&self.service, &self.endpoint, first.chain(requests), options)
+            .stream_endpoint(
+                &self.service,
+                &self.endpoint,
+                first.chain(requests),
+                options,
+            )
             .await
             .map_err(ApiError::from)
     }
@@ -236,7 +243,10 @@ async fn websocket(
         }
     };
     let first = query_message(parts.uri.query())?;
-    let hold = parts.extensions.get::<ConnectionHold>().map(ConnectionHold::hold);
+    let hold = parts
+        .extensions
+        .get::<ConnectionHold>()
+        .map(ConnectionHold::hold);
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|rejection| ApiError::new(rejection.status().as_u16(), rejection.body_text()))?;
@@ -245,9 +255,10 @@ async fn websocket(
         .protocols(["binary"])
         .max_message_size(limit)
         .max_frame_size(limit)
-        // One message queued at most: a client that does not read holds
-        // up the relay, not the gateway's memory.
-        .max_write_buffer_size(limit.saturating_add(64 * 1024));
+        .write_buffer_size(WRITE_BUFFER)
+        // About one message queued at most: a client that does not read
+        // holds up the relay, not the gateway's memory.
+        .max_write_buffer_size(limit.max(WRITE_BUFFER).saturating_add(WRITE_BUFFER));
     let binary = !text || upgrade.selected_protocol().is_some();
     let opening = Opening::new(inner, route, first, &parts.headers, "websocket");
     let idle = inner.options.stream_idle_timeout;
@@ -272,7 +283,9 @@ enum End {
     BadFrame(String),
     /// A message past the size limit.
     TooBig,
-    /// The client closed, or went away.
+    /// The client sent a close frame (answered in kind).
+    ClientClosed,
+    /// The client went away.
     ClientGone,
     Idle(Duration),
     Stopping,
@@ -312,7 +325,7 @@ async fn relay(
             let data = match message {
                 Message::Text(text) => Bytes::from(text),
                 Message::Binary(data) => data,
-                Message::Close(_) => return End::ClientGone,
+                Message::Close(_) => return End::ClientClosed,
                 // Answered by the socket itself.
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
@@ -374,8 +387,16 @@ async fn relay(
     };
     let (close, error) = close_frame(&end);
     let mut socket = sink.reunite(source).ok();
-    if let (Some(frame), Some(socket)) = (close, socket.as_mut()) {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    if let Some(socket) = socket.as_mut() {
+        let closing = async {
+            match close {
+                Some(frame) => socket.send(Message::Close(Some(frame))).await,
+                // The socket answers a client's close frame itself.
+                None if matches!(end, End::ClientClosed) => socket.close().await,
+                None => Ok(()),
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
     drop(socket);
     opening.telemetry.end(error.as_deref());
@@ -474,7 +495,7 @@ fn close_frame(end: &End) -> (Option<CloseFrame>, Option<String>) {
             }),
             None,
         ),
-        End::ClientGone => (None, None),
+        End::ClientClosed | End::ClientGone => (None, None),
     }
 }
 
@@ -534,38 +555,39 @@ async fn event_stream(
         opening.telemetry.end(Some(&err.0.to_json()));
         Some((event, State::Ended))
     }
-    let events = futures::stream::unfold(State::Opening(Box::new(opening)), move |state| async move {
-        let (opening, mut replies) = match state {
-            State::Ended => return None,
-            State::Opening(opening) => {
-                let opened = opening
-                    .telemetry
-                    .instrument(opening.open(futures::stream::empty()))
-                    .await;
-                match opened {
-                    Ok(replies) => (opening, replies),
-                    Err(e) => return failed(opening, &e),
+    let events =
+        futures::stream::unfold(State::Opening(Box::new(opening)), move |state| async move {
+            let (opening, mut replies) = match state {
+                State::Ended => return None,
+                State::Opening(opening) => {
+                    let opened = opening
+                        .telemetry
+                        .instrument(opening.open(futures::stream::empty()))
+                        .await;
+                    match opened {
+                        Ok(replies) => (opening, replies),
+                        Err(e) => return failed(opening, &e),
+                    }
                 }
+                State::Open(opening, replies) => (opening, replies),
+            };
+            match tokio::time::timeout(idle, replies.next()).await {
+                Ok(Ok(Some(reply))) => {
+                    opening.telemetry.sent();
+                    Some((data_event(reply), State::Open(opening, replies)))
+                }
+                Ok(Ok(None)) => {
+                    let mut opening = opening;
+                    opening.telemetry.end(None);
+                    None
+                }
+                Ok(Err(e)) => failed(opening, &e.into()),
+                Err(_) => failed(
+                    opening,
+                    &ApiError::new(408, format!("no message for {idle:?}")),
+                ),
             }
-            State::Open(opening, replies) => (opening, replies),
-        };
-        match tokio::time::timeout(idle, replies.next()).await {
-            Ok(Ok(Some(reply))) => {
-                opening.telemetry.sent();
-                Some((data_event(reply), State::Open(opening, replies)))
-            }
-            Ok(Ok(None)) => {
-                let mut opening = opening;
-                opening.telemetry.end(None);
-                None
-            }
-            Ok(Err(e)) => failed(opening, &e.into()),
-            Err(_) => failed(
-                opening,
-                &ApiError::new(408, format!("no message for {idle:?}")),
-            ),
-        }
-    });
+        });
     let mut response = Response::new(Body::from_stream(
         events.map(Ok::<_, std::convert::Infallible>),
     ));
