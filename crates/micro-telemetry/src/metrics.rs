@@ -43,6 +43,11 @@ pub struct Metrics {
     pub server_requests: IntCounterVec,
     /// `micro_server_request_duration_seconds{service,endpoint}`
     pub server_duration: HistogramVec,
+    /// `micro_server_open_streams{service,endpoint}`
+    pub server_open_streams: IntGaugeVec,
+    /// `micro_server_stream_messages_total{service,endpoint,direction}`
+    /// (received from the caller, sent to it)
+    pub server_stream_messages: IntCounterVec,
     /// `micro_client_requests_total{service,endpoint,code}`
     pub client_requests: IntCounterVec,
     /// `micro_client_attempts_total{service,outcome}`
@@ -107,6 +112,17 @@ impl Metrics {
         registry
             .register(Box::new(api_open_connections.clone()))
             .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        let server_open_streams = IntGaugeVec::new(
+            Opts::new(
+                "micro_server_open_streams",
+                "Streaming calls a server is serving, by service and endpoint",
+            ),
+            &["service", "endpoint"],
+        )
+        .unwrap_or_else(|e| unreachable!("micro_server_open_streams: {e}"));
+        registry
+            .register(Box::new(server_open_streams.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_server_open_streams: {e}"));
         let api_open_streams = IntGaugeVec::new(
             Opts::new(
                 "micro_api_open_streams",
@@ -133,6 +149,13 @@ impl Metrics {
                 "micro_server_request_duration_seconds",
                 "Time a server took to answer a call, until its last byte",
                 &["service", "endpoint"],
+            ),
+            server_open_streams,
+            server_stream_messages: counter(
+                r,
+                "micro_server_stream_messages_total",
+                "Messages of streaming calls, by service, endpoint and direction (received from the caller, sent to it)",
+                &["service", "endpoint", "direction"],
             ),
             client_requests: counter(
                 r,

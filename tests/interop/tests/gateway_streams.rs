@@ -165,7 +165,23 @@ fn gateway_relays_websockets_and_event_streams_to_rust_and_go_services() {
         "--server_address=127.0.0.1:0".into(),
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let greeter_admin = free_port();
+    let admin_flag = format!("--admin_address=127.0.0.1:{greeter_admin}");
+    let mut flags = flags;
+    flags.push(&admin_flag);
     let mut rust = Process::start("greeter-server", "greeter-server", &flags, &[]);
+    // A value of the greeter's own metrics, for Greeter.PingPong.
+    let ping_pong_metric = |name: &str, direction: Option<&str>| -> i64 {
+        let metrics = curl(&format!("http://127.0.0.1:{greeter_admin}/metrics"), None);
+        metrics
+            .body
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| l.contains("endpoint=\"Greeter.PingPong\""))
+            .filter(|l| direction.is_none_or(|d| l.contains(&format!("direction=\"{d}\""))))
+            .find_map(|l| l.rsplit(' ').next()?.trim().parse().ok())
+            .unwrap_or(0)
+    };
     rust.wait_for_log("Registering node", WAIT);
     let gateway = Gateway::start(&etcd);
     let stream_base = gateway.url("ws", "/greeter/greeter/stream?");
@@ -228,11 +244,27 @@ fn gateway_relays_websockets_and_event_streams_to_rust_and_go_services() {
                 format!(r#"{{"msg":"pong n{i}"}}"#)
             );
         }
-        // Clients that vanish (no close frame): the gauge returns to 0.
+        // The service sees them open, and counts their messages.
+        eventually("the service sees 1,000 open streams", WAIT, || {
+            (ping_pong_metric("micro_server_open_streams", None) == 1000).then_some(())
+        });
+        assert!(
+            ping_pong_metric("micro_server_stream_messages_total", Some("sent")) >= 13,
+            "messages sent"
+        );
+        assert!(
+            ping_pong_metric("micro_server_stream_messages_total", Some("received")) >= 13,
+            "messages received"
+        );
+        // Clients that vanish (no close frame): the gauges return to 0, the
+        // service's too (its streams were cancelled).
         drop(idle);
     });
     eventually("open streams back to 0", WAIT, || {
         (gateway.open_websockets() == 0).then_some(())
+    });
+    eventually("the service's streams cancelled", WAIT, || {
+        (ping_pong_metric("micro_server_open_streams", None) == 0).then_some(())
     });
 
     runtime.block_on(async {
