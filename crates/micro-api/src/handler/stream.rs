@@ -42,7 +42,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::Request;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, header};
 use micro_errors::MicroError;
 use micro_json::client::JsonStream;
@@ -346,13 +346,25 @@ async fn relay(
             Err(e) => return End::Failed(e),
         };
         loop {
-            let reply = match replies.next().await {
+            // Replies already here go out in one write; the socket is
+            // flushed when none is (and waits while the client does not
+            // read: the service's stream then waits too).
+            let reply = match replies.next().now_or_never() {
+                Some(reply) => reply,
+                None => {
+                    if sink.flush().await.is_err() {
+                        return End::ClientGone;
+                    }
+                    replies.next().await
+                }
+            };
+            let reply = match reply {
                 Ok(Some(reply)) => reply,
                 Ok(None) => return End::Done,
                 Err(e) => return End::Failed(e.into()),
             };
             last.touch();
-            if sink.send(frame(reply, binary)).await.is_err() {
+            if sink.feed(frame(reply, binary)).await.is_err() {
                 return End::ClientGone;
             }
             telemetry.sent();
@@ -386,6 +398,11 @@ async fn relay(
         }
     };
     let (close, error) = close_frame(&end);
+    // The split sink holds the last reply fed until flushed: it goes out
+    // before the close frame (reuniting would drop it).
+    if !matches!(end, End::ClientGone) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+    }
     let mut socket = sink.reunite(source).ok();
     if let Some(socket) = socket.as_mut() {
         let closing = async {
