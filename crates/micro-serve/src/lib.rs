@@ -65,8 +65,9 @@ pub use crate::task::AbortOnDrop;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
 
-/// In every request's extensions: a handler that takes the connection over
-/// (an upgrade) calls [`ConnectionHold::hold`] to keep it counted.
+/// In the extensions of every request with an `Upgrade` header: a handler
+/// that takes the connection over calls [`ConnectionHold::hold`] to keep it
+/// counted.
 #[derive(Clone, Debug)]
 pub struct ConnectionHold(Arc<HoldShared>);
 
@@ -392,7 +393,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         let busy = self.conn.begin();
         request.extensions_mut().insert(RemoteAddr(self.remote));
-        request.extensions_mut().insert(self.hold.clone());
+        // Only a request asking to upgrade can take the connection over
+        // (an extension costs an allocation: not on every request).
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(self.hold.clone());
+        }
         Answer {
             inner: self.router.clone().oneshot(request),
             busy: Some(busy),
