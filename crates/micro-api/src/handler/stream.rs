@@ -564,7 +564,7 @@ async fn event_stream(
 
     enum State {
         Opening(Box<Opening>),
-        Open(Box<Opening>, JsonStream),
+        Open(Box<(Box<Opening>, JsonStream)>),
         Ended,
     }
     fn failed(mut opening: Box<Opening>, err: &ApiError) -> Option<(Bytes, State)> {
@@ -586,12 +586,12 @@ async fn event_stream(
                         Err(e) => return failed(opening, &e),
                     }
                 }
-                State::Open(opening, replies) => (opening, replies),
+                State::Open(open) => *open,
             };
             match tokio::time::timeout(idle, replies.next()).await {
                 Ok(Ok(Some(reply))) => {
                     opening.telemetry.sent();
-                    Some((data_event(reply), State::Open(opening, replies)))
+                    Some((data_event(reply), State::Open(Box::new((opening, replies)))))
                 }
                 Ok(Ok(None)) => {
                     let mut opening = opening;
