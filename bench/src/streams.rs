@@ -19,10 +19,10 @@ use micro_testing::greeter::Request;
 use micro_testing::greeter::greeter_client::GreeterClient;
 use tokio::time::Instant;
 
-use crate::fixtures::{Plan, grpc_server, start_etcd};
+use crate::fixtures::{Plan, grpc_server, interleaved, start_etcd};
 use crate::load::{GREETER, Round, Timing, micro_client};
 use crate::proc::{Proc, free_port};
-use crate::report::{self, PeerRounds};
+use crate::report;
 use crate::servers::Flavor;
 
 /// Replies per stream: the greeter's most.
@@ -48,29 +48,12 @@ pub(crate) fn r15(plan: &Plan) -> String {
     let (_gateway, gateway_addr) = gateway(plan, &etcd.address, micro_addr);
 
     let compare = |peers: &[(&str, Receiver)]| {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, receiver)) in peers.iter().enumerate() {
-                let runtime = flavor.runtime();
-                let r = runtime.block_on(stream_round(receiver, plan.timing));
-                drop(runtime);
-                eprintln!(
-                    "  round {} {label}: {:.0} msg/s gap p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        rows
+        let labels: Vec<&str> = peers.iter().map(|(label, _)| *label).collect();
+        interleaved(plan, "stream", &labels, |i| {
+            flavor
+                .runtime()
+                .block_on(stream_round(peers[i].1, plan.timing))
+        })
     };
     let toolkit = compare(&[
         (
