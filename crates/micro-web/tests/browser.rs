@@ -239,6 +239,44 @@ async fn drive(driver: &Driver, page: &str, registry: SharedRegistry) -> Result<
         })
         .await?;
 
+    // A streaming endpoint: each message shows as it arrives, then the end.
+    driver
+        .click("#call-endpoint option[value=\"Greeter.Stream\"]")
+        .await?;
+    driver.clear("#call-request").await?;
+    driver
+        .type_text("#call-request", r#"{"name": "Chromium", "count": 3}"#)
+        .await?;
+    driver.click("#call-submit").await?;
+    driver
+        .wait_for("the stream's three messages and its end", async || {
+            let text = driver.text("#call-result").await?;
+            Ok(
+                driver.attribute("#call-result", "data-state").await? == "ok"
+                    && driver.attribute("#call-result", "data-count").await? == "3"
+                    && ["Hello Chromium 1", "Hello Chromium 2", "Hello Chromium 3"]
+                        .iter()
+                        .all(|m| text.contains(m)),
+            )
+        })
+        .await?;
+    // A stream that fails after a message: the message, then the error.
+    driver.clear("#call-request").await?;
+    driver
+        .type_text("#call-request", r#"{"name": "fail", "count": 3}"#)
+        .await?;
+    driver.click("#call-submit").await?;
+    driver
+        .wait_for("the stream's message then its error", async || {
+            let text = driver.text("#call-result").await?;
+            Ok(
+                driver.attribute("#call-result", "data-state").await? == "error"
+                    && text.contains("Hello fail 1")
+                    && text.contains("failed on purpose"),
+            )
+        })
+        .await?;
+
     // The greeter stops (deregisters): it leaves the list, the page says so.
     tokio::task::spawn_blocking(move || server.stop())
         .await
