@@ -541,14 +541,14 @@ where
     });
     enum State {
         Opening(futures::future::BoxFuture<'static, Result<JsonStream, micro_json::Error>>),
-        Open(JsonStream),
+        Open(Box<JsonStream>),
         Ended,
     }
     let lines = futures::stream::unfold(State::Opening(opening), move |state| async move {
         let mut replies = match state {
             State::Ended => return None,
             State::Opening(opening) => match opening.await {
-                Ok(replies) => replies,
+                Ok(replies) => Box::new(replies),
                 Err(e) => return Some((failed_line(&e, started), State::Ended)),
             },
             State::Open(replies) => replies,
