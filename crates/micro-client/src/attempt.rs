@@ -116,7 +116,9 @@ impl Service<http::Request<Body>> for Attempt {
                 until,
             },
             attempt_bound: until < deadline,
-            streaming: context.streaming,
+            streaming: context
+                .streaming
+                .then(|| (!crate::call::is_far(started, deadline)).then_some(deadline)),
             response: None,
             timer: None,
             in_flight: None,
@@ -154,8 +156,10 @@ pin_project! {
         // Whether running out of time is the attempt's limit (the node is
         // slow) rather than the call's (the caller's deadline).
         attempt_bound: bool,
-        // A stream: its node's load counts it until the reply body is dropped.
-        streaming: bool,
+        // A stream (with its deadline, if it has one): its node's load
+        // counts it until the reply body is dropped, and the body ends at
+        // the deadline.
+        streaming: Option<Option<Instant>>,
         #[pin]
         response: Option<ResponseFuture>,
         #[pin]
@@ -196,7 +200,7 @@ impl AttemptFuture {
             shared: attempt.shared.clone(),
             stage: Stage::NoNode,
             attempt_bound: false,
-            streaming: false,
+            streaming: None,
             response: None,
             timer: None,
             in_flight: None,
@@ -297,7 +301,7 @@ fn end(
     this.response.set(None);
     this.timer.set(None);
     let in_flight = this.in_flight.take().expect("set when started");
-    let node = (*this.streaming).then(|| in_flight.node.clone());
+    let node = this.streaming.map(|deadline| (in_flight.node.clone(), deadline));
     let outcome = judge(
         &this.shared.set,
         this.shared.timeout,
@@ -307,11 +311,18 @@ fn end(
         result,
     );
     Poll::Ready(Ok(match (outcome, node) {
-        (Outcome::Answered { response, status }, Some(node)) => {
+        (Outcome::Answered { response, status }, Some((node, deadline))) => {
             node.load().enter();
             let open = OpenStream(node);
+            let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
             Outcome::Answered {
-                response: response.map(|body| Body::new(CountedBody { body, _open: open })),
+                response: response.map(|body| {
+                    Body::new(CountedBody {
+                        body,
+                        deadline,
+                        _open: open,
+                    })
+                }),
                 status,
             }
         }
@@ -332,6 +343,9 @@ impl Drop for OpenStream {
 /// lives.
 struct CountedBody {
     body: Body,
+    /// The stream's deadline: tonic servers apply `grpc-timeout` only until
+    /// their reply headers, so the client ends the stream itself.
+    deadline: Option<Pin<Box<Sleep>>>,
     _open: OpenStream,
 }
 
@@ -343,7 +357,20 @@ impl http_body::Body for CountedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let passed = self
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if !passed {
+            return Poll::Pending;
+        }
+        self.deadline = None;
+        Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
+            "the stream's deadline passed",
+        ))))
     }
 
     fn is_end_stream(&self) -> bool {
