@@ -4,7 +4,8 @@
 //! table's latency columns).
 //!
 //! - toolkit server + toolkit client against raw tonic server + raw tonic
-//!   channel (the goal: ≥ 0.95 of tonic's messages/s);
+//!   channel (the goal: ≥ 0.95 of tonic's messages/s), and a raw tonic
+//!   client to the toolkit server (which side a difference comes from);
 //! - through `micro api`'s WebSocket (a real gateway process, the toolkit
 //!   server behind it found in etcd; JSON text frames) against a direct
 //!   gRPC stream to the same server.
@@ -61,6 +62,8 @@ pub(crate) fn r15(plan: &Plan) -> String {
             Receiver::Tonic(tonic_addr),
         ),
         ("micro server + micro client", Receiver::Micro(micro_addr)),
+        // Which side any difference comes from.
+        ("micro server + tonic client", Receiver::Tonic(micro_addr)),
     ]);
     let gateway = compare(&[
         (

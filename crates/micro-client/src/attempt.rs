@@ -301,7 +301,9 @@ fn end(
     this.response.set(None);
     this.timer.set(None);
     let in_flight = this.in_flight.take().expect("set when started");
-    let node = this.streaming.map(|deadline| (in_flight.node.clone(), deadline));
+    let node = this
+        .streaming
+        .map(|deadline| (in_flight.node.clone(), deadline));
     let outcome = judge(
         &this.shared.set,
         this.shared.timeout,

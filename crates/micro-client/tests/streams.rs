@@ -56,7 +56,10 @@ async fn a_stream_is_counted_in_its_nodes_load_until_it_ends() {
         .await
         .expect("open")
         .into_inner();
-    assert_eq!(next(&mut replies).await.expect("pong"), Some("pong a".into()));
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong a".into())
+    );
     let in_flight = || -> u32 { channel.node_set().stats().iter().map(|s| s.in_flight).sum() };
     // Open: one node counts it.
     assert_eq!(in_flight(), 1);
@@ -64,7 +67,10 @@ async fn a_stream_is_counted_in_its_nodes_load_until_it_ends() {
     assert_eq!(hits.iter().sum::<usize>(), 1, "{hits:?}");
     // Every message of the stream went to that node.
     tx.send(name("b")).await.expect("send");
-    assert_eq!(next(&mut replies).await.expect("pong"), Some("pong b".into()));
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong b".into())
+    );
     let again: Vec<usize> = servers.iter().map(|s| s.greeter.hits()).collect();
     assert_eq!(hits, again);
     // Ended: counted out.
@@ -115,8 +121,14 @@ async fn a_node_that_cannot_be_reached_is_replaced_before_the_stream_starts() {
             .await
             .unwrap_or_else(|e| panic!("stream {i}: {e}"))
             .into_inner();
-        assert_eq!(next(&mut replies).await.expect("1"), Some(format!("Hello s{i} 1")));
-        assert_eq!(next(&mut replies).await.expect("2"), Some(format!("Hello s{i} 2")));
+        assert_eq!(
+            next(&mut replies).await.expect("1"),
+            Some(format!("Hello s{i} 1"))
+        );
+        assert_eq!(
+            next(&mut replies).await.expect("2"),
+            Some(format!("Hello s{i} 2"))
+        );
         assert_eq!(next(&mut replies).await.expect("end"), None);
     }
     assert_eq!(server.greeter.hits(), 10);
@@ -138,7 +150,10 @@ async fn nothing_is_run_twice_once_the_stream_started() {
         .await
         .expect("open")
         .into_inner();
-    assert_eq!(next(&mut replies).await.expect("1"), Some("Hello fail 1".into()));
+    assert_eq!(
+        next(&mut replies).await.expect("1"),
+        Some("Hello fail 1".into())
+    );
     let failed = next(&mut replies).await.expect_err("the service's error");
     assert_eq!(failed.code(), tonic::Code::Internal);
     let hits: usize = servers.iter().map(|s| s.greeter.hits()).sum();
@@ -177,7 +192,10 @@ async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
         .into_inner();
     tokio::time::sleep(attempt_timeout * 4).await;
     tx.send(name("late")).await.expect("send");
-    assert_eq!(next(&mut replies).await.expect("pong"), Some("pong late".into()));
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong late".into())
+    );
     drop(tx);
     assert_eq!(next(&mut replies).await.expect("end"), None);
 
@@ -191,7 +209,10 @@ async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
         .expect("open")
         .into_inner();
     tx.send(name("in time")).await.expect("send");
-    assert_eq!(next(&mut replies).await.expect("pong"), Some("pong in time".into()));
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong in time".into())
+    );
     let ended = next(&mut replies).await.expect_err("the deadline");
     assert_eq!(ended.code(), tonic::Code::DeadlineExceeded, "{ended:?}");
     drop(tx);
