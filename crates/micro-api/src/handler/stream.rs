@@ -61,6 +61,8 @@ use crate::{Inner, Route};
 const REQUEST_BUFFER: usize = 16;
 /// Frames written to the socket once this much is buffered (or flushed).
 const WRITE_BUFFER: usize = 64 * 1024;
+/// The largest reply a service may send (tonic's default decoding limit).
+const LARGEST_REPLY: usize = 4 * 1024 * 1024;
 /// Longest wait to deliver a close frame to a client that may not read.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most a close frame's reason may hold (RFC 6455 §5.5).
@@ -82,10 +84,12 @@ pub(crate) fn wanted(headers: &HeaderMap) -> Option<Wanted> {
             .then_some(Wanted::WebSocket)
             .filter(|_| has_token(headers, header::CONNECTION, "upgrade"));
     }
+    // Most requests carry no `Accept`, or a short one.
     let accept = headers.get(header::ACCEPT)?;
-    has_token(headers, header::ACCEPT, "text/event-stream")
-        .then_some(Wanted::EventStream)
-        .filter(|_| !accept.is_empty())
+    if accept.len() < "text/event-stream".len() {
+        return None;
+    }
+    has_token(headers, header::ACCEPT, "text/event-stream").then_some(Wanted::EventStream)
 }
 
 /// Whether a comma-separated header holds `token` (parameters ignored).
@@ -255,10 +259,11 @@ async fn websocket(
         .protocols(["binary"])
         .max_message_size(limit)
         .max_frame_size(limit)
+        // Written out past WRITE_BUFFER, and the relay feeds the next reply
+        // only once the socket takes more: at most one reply waits beyond
+        // it (a client that does not read holds up the relay, not memory).
         .write_buffer_size(WRITE_BUFFER)
-        // About one message queued at most: a client that does not read
-        // holds up the relay, not the gateway's memory.
-        .max_write_buffer_size(limit.max(WRITE_BUFFER).saturating_add(WRITE_BUFFER));
+        .max_write_buffer_size(LARGEST_REPLY + WRITE_BUFFER);
     let binary = !text || upgrade.selected_protocol().is_some();
     let opening = Opening::new(inner, route, first, &parts.headers, "websocket");
     let idle = inner.options.stream_idle_timeout;
