@@ -86,9 +86,9 @@ const SCENARIOS: &[Scenario] = &[
         report: gray::r12,
     },
     Scenario {
-        names: &["r15"],
+        names: &["r16"],
         runs: When::ByDefault,
-        report: streams::r15,
+        report: streams::r16,
     },
     // Telemetry overhead runs only when asked for by name (`--only ops`).
     Scenario {
