@@ -86,9 +86,9 @@ const SCENARIOS: &[Scenario] = &[
         report: gray::r12,
     },
     Scenario {
-        names: &["r16"],
+        names: &["r15"],
         runs: When::ByDefault,
-        report: streams::r16,
+        report: streams::r15,
     },
     // Telemetry overhead runs only when asked for by name (`--only ops`).
     Scenario {

@@ -1,4 +1,4 @@
-//! R16: server streaming. The greeter's `Stream` (10,000 replies a call,
+//! R15: server streaming. The greeter's `Stream` (10,000 replies a call,
 //! one stream at a time), measured at the receiving end: messages per
 //! second, and the gap between consecutive messages (its percentiles in the
 //! table's latency columns).
@@ -40,8 +40,8 @@ enum Receiver {
     Gateway(SocketAddr),
 }
 
-pub(crate) fn r16(plan: &Plan) -> String {
-    eprintln!("R16");
+pub(crate) fn r15(plan: &Plan) -> String {
+    eprintln!("R15");
     let flavor = Flavor::Multi;
     let (_tonic, tonic_addr) = grpc_server(plan, "tonic", flavor);
     let (_micro, micro_addr) = grpc_server(plan, "micro", flavor);
@@ -76,11 +76,11 @@ pub(crate) fn r16(plan: &Plan) -> String {
         ),
     ]);
     let mut out = report::table(
-        "R16: server streaming, messages/s and the gap between messages (the latency columns), toolkit vs raw tonic",
+        "R15: server streaming, messages/s and the gap between messages (the latency columns), toolkit vs raw tonic",
         &[("1 stream × 10,000 msgs".to_string(), toolkit)],
     );
     out.push_str(&report::table(
-        "R16 gateway: the same stream through micro api's WebSocket vs a direct gRPC stream",
+        "R15 gateway: the same stream through micro api's WebSocket vs a direct gRPC stream",
         &[("1 stream × 10,000 msgs".to_string(), gateway)],
     ));
     drop(etcd);
@@ -108,7 +108,7 @@ fn gateway(plan: &Plan, etcd: &str, server: SocketAddr) -> (Proc, SocketAddr) {
                 ..Endpoint::default()
             }],
             nodes: vec![Node {
-                id: format!("{GREETER}-r16"),
+                id: format!("{GREETER}-r15"),
                 address: server.to_string(),
                 ..Node::default()
             }],
@@ -221,7 +221,7 @@ impl Source {
     /// One whole stream; the messages received, `None` if it failed.
     async fn stream(&mut self, hist: Option<&mut Histogram<u64>>) -> Option<u64> {
         let request = Request {
-            name: "r16".into(),
+            name: "r15".into(),
             count: COUNT,
         };
         let mut gaps = Gaps::new(hist);
@@ -239,7 +239,7 @@ impl Source {
                 }
             }
             Source::Gateway(addr) => {
-                let url = format!("ws://{addr}/greeter/greeter/stream?name=r16&count={COUNT}");
+                let url = format!("ws://{addr}/greeter/greeter/stream?name=r15&count={COUNT}");
                 let mut request =
                     tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
                         url,
