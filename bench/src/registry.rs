@@ -65,6 +65,12 @@ const SCENARIOS: &[Scenario] = &[
         runs: When::ByDefault,
         report: scenarios::r3_r9,
     },
+    // user-web against bare axum → tonic: in a full run, or when named.
+    Scenario {
+        names: &["r16"],
+        runs: When::FullRunOrByName,
+        report: scenarios::r16,
+    },
     Scenario {
         names: &["r8"],
         runs: When::ByDefault,

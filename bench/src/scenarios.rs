@@ -448,3 +448,116 @@ pub(crate) fn r8(plan: &Plan) -> String {
     out.push('\n');
     out
 }
+
+/// R16: user-web (`micro::web`: edge layer, telemetry, the balanced client
+/// by name) against the same hello handler as bare axum calling tonic
+/// directly, both over the same user-srv on etcd; `micro api
+/// --handler=api` → user-api → the same user-srv beside them, for its p99.
+pub(crate) fn r16(plan: &Plan) -> String {
+    eprintln!("R16");
+    let etcd = start_etcd();
+    let data = std::env::temp_dir().join(format!("micro-bench-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).expect("data dir");
+    let common = |extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "--registry=etcd".to_string(),
+            format!("--registry_address={}", etcd.address),
+        ];
+        v.extend(extra.iter().cloned());
+        v
+    };
+    let quiet = [("RUST_LOG", "warn".to_string())];
+    let srv_port = free_port();
+    let user_srv = Proc::spawn(
+        "user-srv",
+        &plan.bin_dir.join("user-srv"),
+        &common(&[
+            format!("--server_address=127.0.0.1:{srv_port}"),
+            format!("--data_dir={}", data.display()),
+            "--auth_secret=bench-secret".into(),
+        ]),
+        &quiet,
+    );
+    let web_port = free_port();
+    let user_web = Proc::spawn(
+        "user-web",
+        &plan.bin_dir.join("user-web"),
+        &common(&[format!("--server_address=127.0.0.1:{web_port}")]),
+        &quiet,
+    );
+    let user_api = Proc::spawn(
+        "user-api",
+        &plan.bin_dir.join("user-api"),
+        &common(&["--server_address=127.0.0.1:0".into()]),
+        &quiet,
+    );
+    let gw_port = free_port();
+    let mut gateway_args = common(&[]);
+    gateway_args.extend([
+        "api".to_string(),
+        "--handler=api".into(),
+        format!("--address=127.0.0.1:{gw_port}"),
+    ]);
+    let gateway = Proc::spawn(
+        "micro api",
+        &plan.bin_dir.join("micro"),
+        &gateway_args,
+        &quiet,
+    );
+    let web = format!("http://127.0.0.1:{web_port}");
+    let gw = format!("http://127.0.0.1:{gw_port}");
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = curl_status(
+            "POST",
+            &format!("{web}/user/account/register"),
+            Some(r#"{"username":"huohuo","password":"correct horse battery"}"#),
+        );
+        if status == 201 || status == 409 {
+            break;
+        }
+        assert!(Instant::now() < until, "user-web → user-srv: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let path = "/user/say/hello?name=huohuo";
+    let until = Instant::now() + Duration::from_secs(60);
+    while curl_status("GET", &format!("{gw}{path}"), None) != 200 {
+        assert!(Instant::now() < until, "micro api → user-api → user-srv");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_mini, mini_addr) = {
+        let args = vec![
+            "serve".to_string(),
+            "--kind=mini-web".into(),
+            format!("--upstream=127.0.0.1:{srv_port}"),
+        ];
+        let mut p = Proc::spawn("axum → tonic", &plan.exe, &args, &[]);
+        let (addr, _) = p.wait_ready();
+        (p, addr)
+    };
+    assert_eq!(
+        curl_status("GET", &format!("http://{mini_addr}{path}"), None),
+        200,
+        "hello through axum → tonic"
+    );
+    let web_addr: SocketAddr = format!("127.0.0.1:{web_port}").parse().expect("address");
+    let gw_addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("address");
+    let peers: [(&str, SocketAddr); 3] = [
+        ("axum handler → tonic channel (baseline)", mini_addr),
+        ("user-web (micro::web, client by name)", web_addr),
+        ("micro api --handler=api → user-api", gw_addr),
+    ];
+    let shapes = http_compare(plan, "R16", &peers, path, None, |_| None::<()>);
+    let out = report::table(
+        "R16: GET /user/say/hello?name=huohuo over HTTP/1.1 keep-alive: user-web vs the same handler on bare axum → tonic, and the gateway path (user-srv on etcd, SQLite)",
+        &shapes,
+    );
+    drop(gateway);
+    drop(user_api);
+    drop(user_web);
+    drop(user_srv);
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&data);
+    out
+}

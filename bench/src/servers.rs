@@ -93,6 +93,11 @@ pub enum ServerKind {
     /// JSON → `User.QueryUserByName` on user-srv at one fixed address →
     /// JSON, written by hand for this one endpoint.
     MiniRpcGateway,
+    /// axum → tonic for user-web's hello: GET /user/say/hello?name=N →
+    /// `User.QueryUserByName` on user-srv at one fixed address →
+    /// `{"id","username"}`, the handler user-web runs without the toolkit
+    /// (no registry, client stack, edge layer or telemetry).
+    MiniWeb,
     /// An OTLP/gRPC trace receiver that counts the spans it gets and drops
     /// them (prints `SPANS <total>` after each export).
     OtlpSink,
@@ -204,34 +209,27 @@ pub fn serve(kind: ServerKind, flavor: Flavor, upstream: Option<SocketAddr>, gra
                     .await
                     .expect("OTLP sink runs");
             }
-            ServerKind::MiniRpcGateway => {
-                let upstream = upstream.expect("--upstream is required for mini-rpc-gateway");
+            ServerKind::MiniWeb | ServerKind::MiniRpcGateway | ServerKind::MiniGateway => {
+                let upstream = upstream.expect("--upstream is required for the minimal gateways");
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
                     .expect("upstream uri")
                     .tcp_nodelay(true)
                     .connect_lazy();
+                let app = match kind {
+                    ServerKind::MiniWeb => axum::Router::new()
+                        .route("/user/say/hello", axum::routing::get(mini_web))
+                        .with_state(UserClient::new(channel)),
+                    ServerKind::MiniRpcGateway => axum::Router::new()
+                        .route(
+                            "/user/user/query-user-by-name",
+                            axum::routing::post(mini_rpc_gateway),
+                        )
+                        .with_state(UserClient::new(channel)),
+                    _ => axum::Router::new()
+                        .route("/user/say/hello", axum::routing::get(mini_gateway))
+                        .with_state(channel),
+                };
                 println!("READY {}", listener.local_addr().expect("local address"));
-                let app = axum::Router::new()
-                    .route(
-                        "/user/user/query-user-by-name",
-                        axum::routing::post(mini_rpc_gateway),
-                    )
-                    .with_state(UserClient::new(channel));
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stdin_closed)
-                    .await
-                    .expect("axum serves");
-            }
-            ServerKind::MiniGateway => {
-                let upstream = upstream.expect("--upstream is required for mini-gateway");
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{upstream}"))
-                    .expect("upstream uri")
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                println!("READY {}", listener.local_addr().expect("local address"));
-                let app = axum::Router::new()
-                    .route("/user/say/hello", axum::routing::get(mini_gateway))
-                    .with_state(channel);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stdin_closed)
                     .await
@@ -318,6 +316,29 @@ async fn mini_rpc_gateway(
             }
             axum::Json(json).into_response()
         }
+        Err(status) => {
+            (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
+        }
+    }
+}
+
+/// user-web's hello over a direct tonic channel.
+async fn mini_web(
+    State(mut client): State<UserClient<tonic::transport::Channel>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let request = UserRequest {
+        user_name: query.get("name").cloned().unwrap_or_default(),
+        ..UserRequest::default()
+    };
+    match client.query_user_by_name(request).await {
+        Ok(reply) => match reply.into_inner().user {
+            Some(user) => {
+                axum::Json(serde_json::json!({"id": user.id.to_string(), "username": user.name}))
+                    .into_response()
+            }
+            None => (http::StatusCode::BAD_GATEWAY, "no user").into_response(),
+        },
         Err(status) => {
             (http::StatusCode::BAD_GATEWAY, status.message().to_string()).into_response()
         }

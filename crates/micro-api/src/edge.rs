@@ -1,10 +1,24 @@
-//! What every request meets first: header limits, CORS, the deadline, then
-//! the rate limits ([`crate::ratelimit`]) and auth ([`crate::auth`]).
+//! What every request meets first: header limits, a declared body over the
+//! limit, CORS, the deadline, then the rate limits ([`crate::ratelimit`])
+//! and, in the gateway, auth ([`crate::auth`]).
 //!
 //! Connection-level limits (header read timeout, hyper's own header caps,
-//! connection count) are set where the listener is served; these checks
-//! repeat the header caps so that the router alone (as tests drive it)
-//! enforces them too.
+//! connection count) are set where the listener is served
+//! ([`micro_serve`]); these checks repeat the header caps so that the router
+//! alone (as tests drive it) enforces them too.
+//!
+//! [`EdgeLayer::new`] is the same layer for any HTTP service: a web service
+//! (`micro::web`) puts the gateway's protections in front of its own router.
+//! Refusals are go-micro's error JSON, as the gateway's.
+//!
+//! ```
+//! use micro_api::edge::{EdgeLayer, EdgeOptions};
+//!
+//! let router: axum::Router = axum::Router::new()
+//!     .route("/hello", axum::routing::get(|| async { "hi" }))
+//!     .layer(EdgeLayer::new(EdgeOptions::default()));
+//! # let _ = router;
+//! ```
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,8 +31,9 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::Inner;
 use crate::error::ApiError;
+use crate::ratelimit::{Limiter, RateLimits};
+use crate::{ApiOptions, Inner};
 
 /// When the answer to a request is due; set by [`edge`] for the handlers.
 #[derive(Clone, Copy, Debug)]
@@ -28,18 +43,93 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const DEFAULT_ALLOWED_HEADERS: &str = "Accept, Authorization, Content-Type";
 const PREFLIGHT_MAX_AGE: &str = "600";
 
+/// The limits [`EdgeLayer`] enforces; the gateway's flags fill them in
+/// (`--max_body_bytes`, `--rate_limit`, ...), and their defaults are its.
+#[derive(Clone, Debug)]
+pub struct EdgeOptions {
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Largest total size of request headers (431 beyond; a longer URI is 414).
+    pub max_header_bytes: usize,
+    /// Largest request body a `Content-Length` may declare (413 beyond). A
+    /// body sent without one is the reader's to cap.
+    pub max_body_bytes: usize,
+    /// Time to answer a request (504 beyond).
+    pub request_timeout: std::time::Duration,
+    /// Origins allowed cross-origin (`*` for any); empty: CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// Request rates per client IP and per route (429 beyond).
+    pub rate_limits: RateLimits,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        EdgeOptions::from(&ApiOptions::default())
+    }
+}
+
+impl From<&ApiOptions> for EdgeOptions {
+    fn from(options: &ApiOptions) -> Self {
+        EdgeOptions {
+            max_headers: options.max_headers,
+            max_header_bytes: options.max_header_bytes,
+            max_body_bytes: options.max_body_bytes,
+            request_timeout: options.request_timeout,
+            cors_allowed_origins: options.cors_allowed_origins.clone(),
+            rate_limits: options.rate_limits,
+        }
+    }
+}
+
+/// What every [`Edge`] of one listener shares.
+struct EdgeState {
+    options: EdgeOptions,
+    limiter: Option<Arc<Limiter>>,
+    /// The gateway, whose auth runs after the rate limits.
+    gateway: Option<Arc<Inner>>,
+}
+
 /// The layer running [`edge`] in front of the router's handlers: a plain
 /// tower layer rather than axum's `from_fn` (which boxes the next service,
 /// its future and the response body on every request).
 #[derive(Clone)]
-pub(crate) struct EdgeLayer(pub(crate) Arc<Inner>);
+pub struct EdgeLayer(Arc<EdgeState>);
+
+impl EdgeLayer {
+    /// The gateway's edge protections, for any router.
+    pub fn new(options: EdgeOptions) -> Self {
+        EdgeLayer(Arc::new(EdgeState {
+            limiter: Limiter::new(options.rate_limits),
+            options,
+            gateway: None,
+        }))
+    }
+
+    /// The gateway's own: its limits, its rate limiter, then its auth.
+    pub(crate) fn gateway(inner: Arc<Inner>) -> Self {
+        EdgeLayer(Arc::new(EdgeState {
+            options: EdgeOptions::from(&inner.options),
+            limiter: inner.limiter.clone(),
+            gateway: Some(inner),
+        }))
+    }
+}
+
+impl std::fmt::Debug for EdgeLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeLayer")
+            .field("options", &self.0.options)
+            .field("gateway", &self.0.gateway.is_some())
+            .finish()
+    }
+}
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, next: S) -> Edge<S> {
         Edge {
-            inner: self.0.clone(),
+            state: self.0.clone(),
             next,
         }
     }
@@ -47,8 +137,9 @@ impl<S> Layer<S> for EdgeLayer {
 
 /// The service [`EdgeLayer`] makes.
 #[derive(Clone)]
-pub(crate) struct Edge<S> {
-    inner: Arc<Inner>,
+#[allow(missing_debug_implementations)]
+pub struct Edge<S> {
+    state: Arc<EdgeState>,
     next: S,
 }
 
@@ -69,20 +160,23 @@ where
         // The service made ready is the one called; a clone stays behind.
         let clone = self.next.clone();
         let next = std::mem::replace(&mut self.next, clone);
-        Box::pin(edge(self.inner.clone(), request, next))
+        Box::pin(edge(self.state.clone(), request, next))
     }
 }
 
 async fn edge<S>(
-    inner: Arc<Inner>,
+    state: Arc<EdgeState>,
     mut request: Request,
     mut next: S,
 ) -> Result<Response, Infallible>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let options = &inner.options;
+    let options = &state.options;
     if let Some(error) = check_head(&request, options.max_headers, options.max_header_bytes) {
+        return Ok(error.into_response());
+    }
+    if let Some(error) = check_declared_body(&request, options.max_body_bytes) {
         return Ok(error.into_response());
     }
 
@@ -112,10 +206,12 @@ where
     // Rate limits, then auth, then the handler: one layer (each axum
     // `from_fn` layer costs a boxed future and a service clone per request).
     let handled = async {
-        if let Some(refused) = crate::ratelimit::check(&inner, &request) {
+        if let Some(refused) = crate::ratelimit::check(state.limiter.as_deref(), &request) {
             return refused;
         }
-        if let Some(refused) = crate::auth::authenticate(&inner, &mut request) {
+        if let Some(inner) = &state.gateway
+            && let Some(refused) = crate::auth::authenticate(inner, &mut request)
+        {
             return refused;
         }
         match next.call(request).await {
@@ -185,6 +281,17 @@ fn check_head(request: &Request, max_headers: usize, max_header_bytes: usize) ->
         ));
     }
     None
+}
+
+/// 413 for a `Content-Length` over `max_body_bytes`: refused before a byte
+/// of the body is read (the handlers cap what arrives without one).
+fn check_declared_body(request: &Request, max_body_bytes: usize) -> Option<ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    (declared > max_body_bytes as u64).then(|| crate::handler::body_too_large(max_body_bytes))
 }
 
 /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.

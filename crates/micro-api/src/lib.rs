@@ -18,8 +18,10 @@
 //!   for a service without (go-micro's); see [`dynamic`] and `micro-json`.
 //!   Both handlers forward the request headers as gRPC metadata
 //!   ([`convert::to_metadata`]).
-//! - `http` handler: a reverse proxy to a registered HTTP service, dialling
-//!   registered node addresses only.
+//! - `http` (and `web`) handler: a reverse proxy to a registered HTTP
+//!   service, dialling registered node addresses only; WebSocket upgrades
+//!   are joined through. [`WebProxy`] is the same proxy for other front
+//!   ends (`micro web` serves web services under `/NAME/` with it).
 //!
 //! [`Gateway::router`] is an `axum::Router`, testable without sockets;
 //! [`Gateway::serve`] runs it on a listener with the connection-level limits.
@@ -38,11 +40,12 @@ pub mod auth;
 pub mod catalog;
 pub mod convert;
 pub mod dynamic;
-mod edge;
+pub mod edge;
 mod error;
 mod handler;
 pub mod ratelimit;
 pub mod resolver;
+mod routes;
 mod serve;
 pub mod tls;
 
@@ -72,16 +75,20 @@ pub enum HandlerKind {
     Rpc,
     /// Reverse proxy to the HTTP service named by the first path part.
     Http,
+    /// go-micro's `web` handler: the `http` proxy (WebSockets included),
+    /// for web services (`--namespace go.micro.web`).
+    Web,
 }
 
 impl HandlerKind {
-    pub const NAMES: [&'static str; 3] = ["api", "rpc", "http"];
+    pub const NAMES: [&'static str; 4] = ["api", "rpc", "http", "web"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Api => "api",
             HandlerKind::Rpc => "rpc",
             HandlerKind::Http => "http",
+            HandlerKind::Web => "web",
         }
     }
 }
@@ -100,10 +107,63 @@ impl FromStr for HandlerKind {
             "api" => Ok(HandlerKind::Api),
             "rpc" => Ok(HandlerKind::Rpc),
             "http" | "proxy" => Ok(HandlerKind::Http),
+            "web" => Ok(HandlerKind::Web),
             other => Err(format!(
                 "unknown handler {other:?} (expected one of: {})",
                 HandlerKind::NAMES.join(", ")
             )),
+        }
+    }
+}
+
+/// The gateway's HTTP proxy for other front ends: forwards a request
+/// (WebSockets too) to a node of a registered HTTP service through the
+/// client's retry and balance stages, as `--handler=http` does.
+#[derive(Clone, Debug)]
+pub struct WebProxy {
+    client: Client,
+    proxy: handler::http::ProxyClient,
+    max_body_bytes: usize,
+    timeout: Duration,
+}
+
+impl WebProxy {
+    /// A proxy calling through `client`; bodies up to `max_body_bytes`,
+    /// answers within `timeout` (504 beyond).
+    pub fn new(client: Client, max_body_bytes: usize, timeout: Duration) -> Self {
+        WebProxy {
+            proxy: handler::http::ProxyClient::new(client.options()),
+            client,
+            max_body_bytes,
+            timeout,
+        }
+    }
+
+    /// Sends `request` to `service` as `path` (path and query), telling it
+    /// the prefix it is served under (`X-Micro-Web-Base-Path`, as go-micro's
+    /// dashboard did). Failures are go-micro error JSON.
+    pub async fn forward(
+        &self,
+        service: &str,
+        path: String,
+        base_path: &str,
+        request: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let upstream = handler::http::Upstream {
+            service,
+            path,
+            deadline,
+            max_body_bytes: self.max_body_bytes,
+            base_path: Some(base_path),
+        };
+        let forwarded = handler::http::forward(&self.client, &self.proxy, upstream, request);
+        match tokio::time::timeout_at(deadline, forwarded).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => e.into_response(),
+            Err(_) => ApiError::new(504, format!("service {service} did not answer in time"))
+                .into_response(),
         }
     }
 }
@@ -194,6 +254,7 @@ pub struct Gateway {
 pub(crate) struct Inner {
     pub(crate) options: ApiOptions,
     pub(crate) resolver: Resolver,
+    pub(crate) routes: routes::Routes,
     pub(crate) client: Client,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) dynamic: DynamicClient,
@@ -226,6 +287,7 @@ impl Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 resolver: Resolver::new(options.namespace.clone()),
+                routes: routes::Routes::new(Resolver::new(options.namespace.clone())),
                 options,
                 client,
                 catalog,
@@ -258,10 +320,25 @@ impl Gateway {
     /// path goes to the configured handler; limits, CORS and the request
     /// deadline apply to all.
     pub fn router(&self) -> axum::Router {
-        // One service behind the router, its layers plain tower layers: a
-        // layer added with `Router::layer` would box and clone its route
-        // (and the route's future) once more on every request.
-        let stack = tower::ServiceBuilder::new()
+        axum::Router::new().fallback_service(self.service())
+    }
+
+    /// The same as one tower service, without the router around it: what
+    /// [`serve`](Self::serve) runs (a router would box, clone and match its
+    /// route on every request). Its layers are plain tower layers for the
+    /// same reason.
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        tower::ServiceBuilder::new()
             // Outermost: counts every answer (limits and timeouts included)
             // and continues the caller's trace.
             .layer(micro_telemetry::api::ApiLayer::new(
@@ -269,12 +346,11 @@ impl Gateway {
                 self.inner.options.handler.as_str(),
             ))
             // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(edge::EdgeLayer(self.inner.clone()))
-            .service(handler::Dispatch(self.inner.clone()));
-        axum::Router::new().fallback_service(stack)
+            .layer(edge::EdgeLayer::gateway(self.inner.clone()))
+            .service(handler::Dispatch(self.inner.clone()))
     }
 
-    /// Serves the router on `listener` until `shutdown` completes, then stops
+    /// Serves the gateway on `listener` until `shutdown` completes, then stops
     /// accepting and lets in-flight requests finish (up to `shutdown_grace`).
     pub async fn serve(
         &self,

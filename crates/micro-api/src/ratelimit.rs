@@ -20,7 +20,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, header};
 
-use crate::Inner;
 use crate::error::ApiError;
 use crate::serve::RemoteAddr;
 
@@ -127,8 +126,8 @@ fn route_key(path: &str) -> String {
 
 /// The check [`crate::edge::edge`] runs on every request: `Some(429)` if it
 /// is over a limit.
-pub(crate) fn check(inner: &Inner, request: &Request) -> Option<Response> {
-    let limiter = inner.limiter.as_ref()?;
+pub(crate) fn check(limiter: Option<&Limiter>, request: &Request) -> Option<Response> {
+    let limiter = limiter?;
     let ip = request.extensions().get::<RemoteAddr>().map(|r| r.0.ip());
     limiter.check(ip, request.uri().path()).err().map(too_many)
 }

@@ -1,4 +1,4 @@
-//! Serving the gateway's router: [`micro_serve::serve`] with the gateway's
+//! Serving the gateway: [`micro_serve::serve`] with the gateway's
 //! limits ([`ApiOptions`]), and its open connections counted.
 
 use std::future::Future;
@@ -18,7 +18,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let options = serve_options(gateway.options());
-    micro_serve::serve(listener, gateway.router(), options, shutdown).await
+    micro_serve::serve(listener, gateway.service(), options, shutdown).await
 }
 
 /// The listener limits of the gateway's options.

@@ -380,3 +380,37 @@ async fn a_secure_node_is_dialled_over_tls() {
     gateway.stop().await;
     site.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_handler_joins_a_websocket_through() {
+    use micro_testing::http::{echoed, websocket_echo_node, websocket_handshake};
+    let registry = Arc::new(MemoryRegistry::new());
+    let (node, echo) = websocket_echo_node().await;
+    register(&registry, "site-ws", &node.to_string()).await;
+    let options = ApiOptions {
+        handler: HandlerKind::Web,
+        ..ApiOptions::default()
+    };
+    let gateway = RunningGateway::start_round_robin(registry.clone(), options).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
+
+    let host = gateway.address.to_string();
+    let (mut client, head) =
+        websocket_handshake(gateway.address, &host, "/site/socket?room=1").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("sec-websocket-accept: accepted"), "{head}");
+    // Bytes both ways through the tunnel.
+    assert_eq!(
+        echoed(&mut client, b"hello, socket").await,
+        b"hello, socket"
+    );
+    drop(client);
+    let seen = echo.await.expect("node").to_lowercase();
+    assert!(seen.starts_with("get /site/socket?room=1 "), "{seen}");
+    assert!(seen.contains("upgrade: websocket"), "{seen}");
+    assert!(
+        seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+        "{seen}"
+    );
+}

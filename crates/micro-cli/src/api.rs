@@ -1,5 +1,5 @@
 //! `micro api`: the API gateway. HTTP requests become calls to services by
-//! name (`--handler` api, rpc or http), behind edge limits, TLS, auth and
+//! name (`--handler` api, rpc, http or web), behind edge limits, TLS, auth and
 //! rate limits; the admin listener (`--admin_address`) serves health and
 //! metrics.
 
@@ -24,7 +24,7 @@ pub struct ApiArgs {
     )]
     pub address: String,
 
-    /// How requests become calls: api (go.api.Request/Response), rpc (JSON ↔ the endpoint's messages), http (reverse proxy)
+    /// How requests become calls: api (go.api.Request/Response), rpc (JSON ↔ the endpoint's messages), http (reverse proxy), web (the same, for web services: --namespace go.micro.web)
     #[arg(
         long,
         env = "MICRO_API_HANDLER",

@@ -1,7 +1,7 @@
 //! The `micro` command line, in go-micro's forms:
 //!
 //! ```text
-//! micro api [--address :8080] [--handler api|rpc|http] [--namespace go.micro.api]
+//! micro api [--address :8080] [--handler api|rpc|http|web] [--namespace go.micro.api]
 //! micro list services
 //! micro get service go.micro.srv.greeter
 //! micro call go.micro.srv.greeter Greeter.Hello '{"name": "John"}'
@@ -10,7 +10,7 @@
 //! micro stream go.micro.srv.greeter Greeter.Stream '{"name": "John", "count": 3}'
 //! micro health go.micro.srv.user
 //! micro web [--address 127.0.0.1:8082]
-//! micro new [--type service|api] hello
+//! micro new [--type service|api|web] hello
 //! ```
 //!
 //! The shared flags ([`MicroArgs`]: `--registry`, `--registry_address`,
@@ -147,7 +147,7 @@ pub enum Command {
     Call(CallArgs),
     /// Stream from an endpoint, one JSON reply a line; more requests from stdin: `micro stream go.micro.srv.greeter Greeter.Stream '{"name":"John","count":3}'`
     Stream(StreamArgs),
-    /// Create a service crate: `micro new hello` (go.micro.srv.hello), `micro new --type api NAME`
+    /// Create a service crate: `micro new hello` (go.micro.srv.hello), `micro new --type api NAME`, `micro new --type web NAME`
     New(new::NewArgs),
     /// Check every node of a service over gRPC health: `micro health go.micro.srv.user`
     Health(health::HealthArgs),

@@ -5,6 +5,7 @@
 //! ```text
 //! micro new hello                # go.micro.srv.hello: Hello.Call {name} → {msg}
 //! micro new --type api greeter   # go.micro.api.greeter, behind micro api --handler=api
+//! micro new --type web greeter   # go.micro.web.greeter: an axum router calling go.micro.srv.greeter
 //! ```
 //!
 //! The crate depends on this checkout's crates by path (`--micro_path` to
@@ -24,7 +25,7 @@ pub struct NewArgs {
     /// Directory of the new crate; its last part names the crate (e.g. hello)
     pub dir: PathBuf,
 
-    /// service: a gRPC service (go.micro.srv.NAME); api: an API service behind `micro api --handler=api` (go.micro.api.NAME)
+    /// service: a gRPC service (go.micro.srv.NAME); api: an API service behind `micro api --handler=api` (go.micro.api.NAME); web: a web service, an axum router calling go.micro.srv.NAME (go.micro.web.NAME)
     #[arg(long = "type", default_value = "service", value_name = "TYPE")]
     pub kind: Kind,
 
@@ -36,7 +37,7 @@ pub struct NewArgs {
     #[arg(long, value_name = "NAME")]
     pub alias: Option<String>,
 
-    /// Full service name (default: NAMESPACE.srv.ALIAS or NAMESPACE.api.ALIAS)
+    /// Full service name (default: NAMESPACE.srv.ALIAS, NAMESPACE.api.ALIAS or NAMESPACE.web.ALIAS)
     #[arg(long, value_name = "NAME")]
     pub fqdn: Option<String>,
 
@@ -53,6 +54,9 @@ pub enum Kind {
     Service,
     /// An API service: HTTP requests as go.api.Request, behind `micro api --handler=api`
     Api,
+    /// A web service: an axum router, registered as go-micro's web services
+    /// are, calling the gRPC service of the same alias
+    Web,
 }
 
 impl Kind {
@@ -60,6 +64,7 @@ impl Kind {
         match self {
             Kind::Service => "srv",
             Kind::Api => "api",
+            Kind::Web => "web",
         }
     }
 }
@@ -78,6 +83,8 @@ struct Names {
     fqdn: String,
     namespace: String,
     package: String,
+    /// The gRPC service a web service calls (`NAMESPACE.srv.ALIAS`).
+    srv_fqdn: String,
     handler_type: String,
     handler_mod: String,
 }
@@ -126,6 +133,9 @@ const RESERVED: &[&str] = &[
     "micro-build",
     "micro-api-proto",
     "micro-errors",
+    "axum",
+    "form-urlencoded",
+    "form_urlencoded",
     "clap",
     "prost",
     "tokio",
@@ -204,7 +214,9 @@ fn names(args: &NewArgs) -> Result<Names, CliError> {
     }
     let (service_namespace, _) = fqdn.rsplit_once('.').unwrap_or_default();
     let handler_type = camel(&alias);
+    let srv_fqdn = format!("{namespace}.srv.{alias}");
     Ok(Names {
+        srv_fqdn,
         lib: krate.replace('-', "_"),
         krate,
         namespace: service_namespace.to_string(),
@@ -216,52 +228,63 @@ fn names(args: &NewArgs) -> Result<Names, CliError> {
     })
 }
 
-/// One template per generated file: (path, service template, api template).
-const FILES: &[(&str, &str, &str)] = &[
+/// One template per generated file: (path, service template, api
+/// template, web template if a web service has the file).
+const FILES: &[(&str, &str, &str, Option<&str>)] = &[
     (
         "Cargo.toml",
         include_str!("../templates/new/service/Cargo.toml.tmpl"),
         include_str!("../templates/new/api/Cargo.toml.tmpl"),
+        Some(include_str!("../templates/new/web/Cargo.toml.tmpl")),
     ),
     (
         "build.rs",
         include_str!("../templates/new/service/build.rs.tmpl"),
         include_str!("../templates/new/api/build.rs.tmpl"),
+        // The same: it compiles the proto of the service it calls.
+        Some(include_str!("../templates/new/service/build.rs.tmpl")),
     ),
     (
         "proto/{{alias}}.proto",
         include_str!("../templates/new/service/proto.tmpl"),
         include_str!("../templates/new/api/proto.tmpl"),
+        Some(include_str!("../templates/new/service/proto.tmpl")),
     ),
     (
         "src/lib.rs",
         include_str!("../templates/new/service/lib.rs.tmpl"),
         include_str!("../templates/new/api/lib.rs.tmpl"),
+        Some(include_str!("../templates/new/web/lib.rs.tmpl")),
     ),
     (
         "src/handler.rs",
         include_str!("../templates/new/service/handler.rs.tmpl"),
         include_str!("../templates/new/api/handler.rs.tmpl"),
+        None,
     ),
     (
         "src/main.rs",
         include_str!("../templates/new/service/main.rs.tmpl"),
         include_str!("../templates/new/api/main.rs.tmpl"),
+        Some(include_str!("../templates/new/web/main.rs.tmpl")),
     ),
     (
         "examples/client.rs",
         include_str!("../templates/new/service/client.rs.tmpl"),
         include_str!("../templates/new/api/client.rs.tmpl"),
+        None,
     ),
     (
         "tests/{{lib}}.rs",
         include_str!("../templates/new/service/test.rs.tmpl"),
         include_str!("../templates/new/api/test.rs.tmpl"),
+        Some(include_str!("../templates/new/web/test.rs.tmpl")),
     ),
     (
         "README.md",
         include_str!("../templates/new/service/README.md.tmpl"),
         include_str!("../templates/new/api/README.md.tmpl"),
+        Some(include_str!("../templates/new/web/README.md.tmpl")),
     ),
 ];
 
@@ -294,6 +317,12 @@ fn render(names: &Names, kind: Kind, micro_path: &Path) -> Vec<(PathBuf, String)
         Kind::Api => {
             crate_dep("micro") + &crate_dep("micro-api-proto") + &crate_dep("micro-errors")
         }
+        Kind::Web => crate_dep("micro") + &crate_dep("micro-errors"),
+    };
+    // A web service's proto is the one of the service it calls.
+    let package = match kind {
+        Kind::Web => names.srv_fqdn.replace('-', "_"),
+        _ => names.package.clone(),
     };
     let vars = [
         ("crate", names.krate.clone()),
@@ -301,7 +330,8 @@ fn render(names: &Names, kind: Kind, micro_path: &Path) -> Vec<(PathBuf, String)
         ("alias", names.alias.clone()),
         ("fqdn", names.fqdn.clone()),
         ("namespace", names.namespace.clone()),
-        ("package", names.package.clone()),
+        ("package", package),
+        ("srv_fqdn", names.srv_fqdn.clone()),
         ("Handler", names.handler_type.clone()),
         ("handler", names.handler_mod.clone()),
         ("micro_path", micro_path.display().to_string()),
@@ -313,12 +343,13 @@ fn render(names: &Names, kind: Kind, micro_path: &Path) -> Vec<(PathBuf, String)
     ];
     let mut files: Vec<(PathBuf, String)> = FILES
         .iter()
-        .map(|(path, service, api)| {
+        .filter_map(|(path, service, api, web)| {
             let template = match kind {
-                Kind::Service => service,
-                Kind::Api => api,
-            };
-            (PathBuf::from(fill(path, &vars)), fill(template, &vars))
+                Kind::Service => Some(*service),
+                Kind::Api => Some(*api),
+                Kind::Web => *web,
+            }?;
+            Some((PathBuf::from(fill(path, &vars)), fill(template, &vars)))
         })
         .collect();
     if kind == Kind::Api {
@@ -405,6 +436,14 @@ pub fn run(args: &NewArgs) -> Result<String, CliError> {
                 names.namespace, names.alias
             );
         }
+        Kind::Web => {
+            let _ = writeln!(
+                out,
+                "  micro new --alias {alias} {alias}-srv && (cd {alias}-srv && cargo run) &   # {srv}, which it calls\n  micro web &\n  curl \"http://127.0.0.1:8082/{alias}/{alias}/call?name=John\"",
+                alias = names.alias,
+                srv = names.srv_fqdn
+            );
+        }
     }
     let _ = writeln!(out, "\nMore in {}.", dir.join("README.md").display());
     Ok(out)
@@ -476,7 +515,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled() {
         let micro_path = default_micro_path();
-        for kind in [Kind::Service, Kind::Api] {
+        for kind in [Kind::Service, Kind::Api, Kind::Web] {
             let mut a = args("hello-world");
             a.kind = kind;
             let n = names(&a).expect("names");

@@ -209,19 +209,19 @@ impl Client {
     ///
     /// Must be called inside a tokio runtime.
     pub fn service(&self, service: &str) -> ServiceChannel {
-        self.service_state(service).channel
+        self.with_service(service, |s| s.channel.clone())
     }
 
     /// The retry and balance stages of `service`, for another transport's
     /// attempt stage to go under (see [`ServiceLayers`]).
     pub fn layers(&self, service: &str) -> ServiceLayers {
-        self.service_state(service).layers
+        self.with_service(service, |s| s.layers.clone())
     }
 
     /// The retry budget of `service`, shared by every channel (and proxy)
     /// that calls it through this client.
     pub fn budget(&self, service: &str) -> Arc<Budget> {
-        self.service_state(service).budget
+        self.with_service(service, |s| s.budget.clone())
     }
 
     /// Node counts per state for every service this client follows, sorted
@@ -252,7 +252,7 @@ impl Client {
         service: &str,
         deadline: tokio::time::Instant,
     ) -> Option<Picker> {
-        let picker = self.service_state(service).picker;
+        let picker = self.with_service(service, |s| s.picker.clone());
         if picker.set.is_pending() {
             tokio::time::timeout_at(deadline, picker.set.ready())
                 .await
@@ -268,7 +268,7 @@ impl Client {
     /// The nodes of `service` this client currently knows, waiting for the
     /// first registry answer if the service was never asked for.
     pub async fn nodes(&self, service: &str) -> Vec<Node> {
-        let set = self.service_state(service).picker.set;
+        let set = self.with_service(service, |s| s.picker.set.clone());
         set.ready().await;
         set.nodes()
     }
@@ -282,44 +282,48 @@ impl Client {
             .len()
     }
 
-    fn service_state(&self, service: &str) -> Service {
+    /// `f` of `service`'s entry, made on first use. (Only what `f` takes is
+    /// cloned, and a known name costs no allocation: the gateway asks on
+    /// every request.)
+    fn with_service<R>(&self, service: &str, f: impl FnOnce(&Service) -> R) -> R {
         let mut services = self
             .inner
             .services
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = services.get(service) {
+            return f(known);
+        }
         // Names that never resolved to a node (typos, probes) must not pile
         // up: past a bound, forget the empty sets nobody holds.
-        if services.len() >= MAX_SERVICES && !services.contains_key(service) {
+        if services.len() >= MAX_SERVICES {
             services.retain(|_, s| {
                 Arc::strong_count(&s.picker.set) > s.own || !s.picker.set.nodes().is_empty()
             });
         }
         let options = &self.inner.options;
-        services
-            .entry(service.to_string())
-            .or_insert_with(|| {
-                let picker = Picker {
-                    set: NodeSet::spawn(
-                        service.to_string(),
-                        self.inner.registry.clone(),
-                        options.clone(),
-                    ),
-                    selector: Arc::new(Selector::new(options.selector)),
-                };
-                let budget = Arc::new(Budget::new(options.retry_budget));
-                let layers = ServiceLayers::new(&picker, budget.clone(), options);
-                let channel = ServiceChannel::new(&layers, options, self.inner.observer.clone());
-                let own = Arc::strong_count(&picker.set);
-                Service {
-                    picker,
-                    budget,
-                    layers,
-                    channel,
-                    own,
-                }
-            })
-            .clone()
+        let entry = services.entry(service.to_string()).or_insert_with(|| {
+            let picker = Picker {
+                set: NodeSet::spawn(
+                    service.to_string(),
+                    self.inner.registry.clone(),
+                    options.clone(),
+                ),
+                selector: Arc::new(Selector::new(options.selector)),
+            };
+            let budget = Arc::new(Budget::new(options.retry_budget));
+            let layers = ServiceLayers::new(&picker, budget.clone(), options);
+            let channel = ServiceChannel::new(&layers, options, self.inner.observer.clone());
+            let own = Arc::strong_count(&picker.set);
+            Service {
+                picker,
+                budget,
+                layers,
+                channel,
+                own,
+            }
+        });
+        f(entry)
     }
 }
 

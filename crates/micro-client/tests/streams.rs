@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use micro_client::{Client, ClientOptions, Streaming};
 use micro_registry::memory::MemoryRegistry;
-use micro_registry::{Node, RegisterOptions, Registry as _, Service, SharedRegistry};
+use micro_registry::{Node, RegisterOptions, Service, SharedRegistry};
 use micro_testing::greeter::greeter_client::GreeterClient;
 use micro_testing::greeter::{Request, Response};
 use micro_testing::{TestGreeter, TestServer, loopback_options};
@@ -101,7 +101,7 @@ async fn a_node_that_cannot_be_reached_is_replaced_before_the_stream_starts() {
             &Service {
                 name: SERVICE.into(),
                 version: "latest".into(),
-                nodes: vec![Node::new("dead", &dead.to_string())],
+                nodes: vec![Node::new("dead", dead.to_string())],
                 ..Service::default()
             },
             RegisterOptions::default(),

@@ -1,5 +1,6 @@
-//! Serve an [`axum::Router`] on a TCP listener: the one accept loop of the
-//! gateway (`micro api`), the dashboard (`micro web`) and the admin
+//! Serve an [`axum::Router`] (or any tower service of axum requests) on a
+//! TCP listener: the one accept loop of the gateway (`micro api`), the
+//! dashboard (`micro web`), web services (`micro::web`) and the admin
 //! listener, with the limits that live at the connection, so that
 //! connections an attacker opens cannot lock clients out:
 //!
@@ -158,17 +159,27 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// GOAWAY goes out first); one that lost its slot is closed at once.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and lets requests in flight finish (see the crate docs).
-pub async fn serve(
+/// Serves `service` (an [`axum::Router`], or a tower service of axum
+/// requests, which saves the router's boxing and matching on every
+/// request) on `listener` until `shutdown` completes, then stops accepting
+/// and lets requests in flight finish (see the crate docs).
+pub async fn serve<S>(
     listener: TcpListener,
-    router: axum::Router,
+    service: S,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let name = options.name;
     let shared = Arc::new(Shared {
-        router,
+        service,
         builder: builder(&options),
         connections: Connections::new(options.max_connections, options.max_connections_per_ip),
         tls: options.tls.clone().map(tokio_rustls::TlsAcceptor::from),
@@ -264,8 +275,8 @@ fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
 }
 
 /// What every connection task shares.
-struct Shared {
-    router: axum::Router,
+struct Shared<S> {
+    service: S,
     builder: Builder<TokioExecutor>,
     connections: Connections,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -280,7 +291,15 @@ enum Close {
     Deadline,
 }
 
-impl Shared {
+impl<S> Shared<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -318,11 +337,13 @@ impl Shared {
     {
         let conn = hold.0.conn.clone();
         let service = ConnService {
-            router: self.router.clone(),
+            service: self.service.clone(),
             remote,
             conn: conn.clone(),
             hold,
         };
+        // With upgrades: a WebSocket takes the connection over; a handler
+        // keeps it in the budget with the request's `ConnectionHold`.
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -375,23 +396,28 @@ impl Shared {
     }
 }
 
-/// The router for one connection: the peer as [`RemoteAddr`], and the
+/// The service for one connection: the peer as [`RemoteAddr`], and the
 /// connection marked busy from each request head to the end of its response.
 #[derive(Clone)]
-struct ConnService {
-    router: axum::Router,
+struct ConnService<S> {
+    service: S,
     remote: SocketAddr,
     conn: Arc<Conn>,
     hold: ConnectionHold,
 }
 
-impl hyper::service::Service<http::Request<Incoming>> for ConnService {
-    type Response = http::Response<Body>;
+impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone,
+{
+    type Response = http::Response<Tracked>;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Answer<S>;
 
-    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let busy = self.conn.begin();
+        let mut request = request.map(Body::new);
         request.extensions_mut().insert(RemoteAddr(self.remote));
         // Only a request asking to upgrade can take the connection over
         // (an extension costs an allocation: not on every request).
@@ -399,33 +425,37 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             request.extensions_mut().insert(self.hold.clone());
         }
         Answer {
-            inner: self.router.clone().oneshot(request),
+            inner: self.service.clone().oneshot(request),
             busy: Some(busy),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The router's answer to one request, its body tracked (a named
-    /// future: this runs on every request, and a boxed one costs an
-    /// allocation).
-    struct Answer {
+    /// The service's answer to one request, its body tracked (a named
+    /// future, and the tracked body handed to hyper as is: this runs on
+    /// every request, and boxing either costs an allocation).
+    struct Answer<S>
+    where
+        S: tower::Service<http::Request<Body>>,
+    {
         #[pin]
-        inner: tower::util::Oneshot<axum::Router, http::Request<Incoming>>,
+        inner: tower::util::Oneshot<S, http::Request<Body>>,
         busy: Option<Busy>,
     }
 }
 
-impl Future for Answer {
-    type Output = Result<http::Response<Body>, Infallible>;
+impl<S> Future for Answer<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    type Output = Result<http::Response<Tracked>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
         let busy = this.busy.take().expect("Answer polled after it completed");
-        Poll::Ready(Ok(
-            response.map(|body| Body::new(Tracked { body, _busy: busy }))
-        ))
+        Poll::Ready(Ok(response.map(|body| Tracked { body, _busy: busy })))
     }
 }
 

@@ -53,6 +53,7 @@ mod address;
 mod codecs;
 mod endpoints;
 pub mod health;
+pub mod lifecycle;
 mod messages;
 pub mod observer;
 mod ops;
@@ -65,12 +66,9 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use micro_registry::{
-    Backoff, Metadata, Node, RegisterOptions, Service as Registration, SharedRegistry,
-};
+use micro_registry::{Metadata, Node, Service as Registration, SharedRegistry};
 use micro_serve::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -84,6 +82,7 @@ use crate::paths::HandlerPaths;
 
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 pub use crate::health::Readiness;
+pub use crate::lifecycle::{DEREGISTER_WHEN_UNREACHABLE, Registrar};
 pub use crate::observer::ServerObserver;
 pub use crate::tls::ServerTls;
 
@@ -153,6 +152,9 @@ pub enum ServerError {
     Signals(#[source] std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
+    /// An HTTP listener (a web service's) failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
     /// The task serving calls panicked or was cancelled.
     #[error("server task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -274,17 +276,7 @@ impl ServerBuilder {
     pub async fn bind(self) -> Result<Server, ServerError> {
         let registry = self.registry.ok_or(ServerError::NoRegistry)?;
         let options = self.options;
-        if options.register_ttl.is_zero() || options.register_interval.is_zero() {
-            return Err(ServerError::Options(
-                "register_ttl and register_interval must be positive".into(),
-            ));
-        }
-        if options.register_interval >= options.register_ttl {
-            return Err(ServerError::Options(format!(
-                "register_interval ({:?}) must be shorter than register_ttl ({:?}), or registrations lapse between renewals",
-                options.register_interval, options.register_ttl
-            )));
-        }
+        lifecycle::check_options(&options)?;
 
         tracing::info!("Starting [service] {}", self.name);
 
@@ -342,23 +334,7 @@ impl ServerBuilder {
             routes.add_service(v1).add_service(v1alpha);
         }
 
-        let listen = address::parse_listen(&options.address).map_err(ServerError::Options)?;
-        let listener = match TcpListener::bind(listen).await {
-            // No IPv6 here: every interface means every IPv4 interface.
-            Err(_) if listen.ip().is_unspecified() && listen.is_ipv6() => {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], listen.port()));
-                TcpListener::bind(v4).await
-            }
-            other => other,
-        }
-        .map_err(|source| ServerError::Bind {
-            address: options.address.clone(),
-            source,
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            address: options.address.clone(),
-            source,
-        })?;
+        let (listener, local_addr) = lifecycle::listen(&options).await?;
         match &options.tls {
             None => tracing::info!("Server [grpc] Listening on {local_addr}"),
             Some(tls) => {
@@ -375,19 +351,7 @@ impl ServerBuilder {
             }
         }
 
-        let (advertised, chosen) = address::advertise(options.advertise.as_deref(), local_addr)
-            .map_err(ServerError::Options)?;
-        match chosen {
-            address::Chosen::Configured | address::Chosen::Bound => {
-                tracing::debug!("Server [grpc] Advertising {advertised}")
-            }
-            address::Chosen::Interface(name) => tracing::info!(
-                "Server [grpc] Advertising {advertised} (interface {name}; set --server_advertise to override)"
-            ),
-            address::Chosen::Loopback => tracing::info!(
-                "Server [grpc] Advertising {advertised}: no other interface is up, so only this host can reach it"
-            ),
-        }
+        let advertised = lifecycle::advertise(&options, local_addr, "grpc")?;
 
         let mut node_metadata = self.metadata;
         node_metadata.insert("registry".into(), registry.name().to_string());
@@ -541,55 +505,14 @@ impl Server {
         // If this future is dropped (the caller gave up on it, or crashed),
         // the tasks below must not outlive it.
         let mut serving = AbortOnDrop::spawn(serve);
-        let _follow = AbortOnDrop::spawn(ops::follow_registration(
-            readiness.clone(),
-            registered.subscribe(),
-        ));
-        let _checks = readiness.has_checks().then(|| {
-            AbortOnDrop::spawn(readiness.clone().run_checks(options.health_check_interval))
-        });
-        let unreachable = Arc::new(AtomicBool::new(false));
-        let mut registrar = AbortOnDrop::spawn(keep_registered(
-            registry.clone(),
-            registration.clone(),
+        let registrar = Registrar::start(
+            registry,
+            registration,
             options.clone(),
-            registered.clone(),
-            unreachable.clone(),
-        ));
-
-        tokio::pin!(shutdown);
-        let early_exit = tokio::select! {
-            () = &mut shutdown => None,
-            result = &mut serving => Some(result),
-        };
-
-        // NOT_SERVING before deregistering: probes and callers drain first.
-        readiness.begin_stop();
-        registrar.abort();
-        let _ = (&mut registrar).await;
-        // Not registered (the registry unreachable since start, or renewals
-        // failing), or the registry already found unreachable: one short
-        // best-effort attempt, so that stopping stays quick.
-        let was_registered = registered.send_replace(false);
-        let deregister_timeout = if was_registered && !unreachable.load(Ordering::Relaxed) {
-            options.deregister_timeout
-        } else {
-            options.deregister_timeout.min(DEREGISTER_WHEN_UNREACHABLE)
-        };
-        let node_id = &registration.nodes[0].id;
-        tracing::info!(
-            "Registry [{}] Deregistering node: {node_id}",
-            registry.name()
+            readiness.clone(),
+            registered,
         );
-        match tokio::time::timeout(deregister_timeout, registry.deregister(&registration)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("Registry [{}] Deregister error: {e}", registry.name()),
-            Err(_) => tracing::error!(
-                "Registry [{}] Deregister error: no answer within {:?}; the node stays listed until its TTL lapses",
-                registry.name(),
-                deregister_timeout
-            ),
-        }
+        let early_exit = lifecycle::serve_registered(&mut serving, registrar, shutdown).await;
 
         if let Some(result) = early_exit {
             return match result {
@@ -618,121 +541,6 @@ impl Server {
                 );
                 Ok(())
             }
-        }
-    }
-}
-
-/// Registers, then renews every interval.
-///
-/// A failed registration is retried quickly (0.5 s, then every second) and
-/// logged once per outage, so a registry that comes back (an etcd restarted
-/// on empty data, say) has the node again within a second of answering. The
-/// server also watches its own service: if its node is deleted behind its
-/// back (a key removed by hand, a lapsed lease) or the watch breaks (the
-/// registry went away), it registers again at once instead of waiting for
-/// the next interval.
-async fn keep_registered(
-    registry: SharedRegistry,
-    registration: Registration,
-    options: ServerOptions,
-    registered: tokio::sync::watch::Sender<bool>,
-    unreachable: Arc<AtomicBool>,
-) {
-    let ttl = RegisterOptions::with_ttl(options.register_ttl);
-    let node_id = registration.nodes[0].id.clone();
-    let name = registry.name().to_string();
-    let lost = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDrop::spawn(watch_own_node(
-        registry.clone(),
-        registration.name.clone(),
-        node_id.clone(),
-        lost.clone(),
-        unreachable.clone(),
-    ));
-    tracing::info!("Registry [{name}] Registering node: {node_id}");
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut retry = Backoff::new(REGISTER_RETRY_MIN, REGISTER_RETRY_MAX);
-    loop {
-        let wait = match registry.register(&registration, ttl).await {
-            Ok(()) => {
-                registered.send_replace(true);
-                unreachable.store(false, Ordering::Relaxed);
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(
-                        "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
-                        since.elapsed()
-                    );
-                }
-                retry.reset();
-                options.register_interval
-            }
-            Err(e) => {
-                // Not registered: not ready until it is again.
-                registered.send_replace(false);
-                if failing_since.is_none() {
-                    failing_since = Some(tokio::time::Instant::now());
-                    tracing::error!(
-                        "Registry [{name}] Register error: {e}; the server keeps serving and retries"
-                    );
-                } else {
-                    tracing::debug!("Registry [{name}] register retry failed: {e}");
-                }
-                retry.next_delay().min(options.register_interval)
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = lost.notified() => {
-                tracing::debug!("Registry [{name}] node {node_id} missing or watch broken; registering again");
-            }
-        }
-    }
-}
-
-/// The bound on deregistering when the registry is known to be unreachable.
-pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
-
-/// A failed registration is tried again after 0.5 s, then every second.
-const REGISTER_RETRY_MIN: Duration = Duration::from_millis(500);
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// Signals `lost` when the registry no longer lists `node_id`: its node was
-/// deleted, a re-listing after a broken watch lacks it, or the registry
-/// cannot be asked (it may have lost everything). The registry
-/// [`Resolution`](micro_registry::Resolution) does the watching, listing and
-/// reconnecting.
-async fn watch_own_node(
-    registry: SharedRegistry,
-    service: String,
-    node_id: String,
-    lost: Arc<tokio::sync::Notify>,
-    unreachable: Arc<AtomicBool>,
-) {
-    use micro_registry::{Resolution, ResolveOptions, Update};
-    let options = ResolveOptions {
-        // A listing is taken as it is: a node missing from it must register
-        // again now, not after a grace period.
-        grace: None,
-        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-        refresh: None,
-    };
-    let mut resolution = Resolution::service(registry, &service, options);
-    // The first listing races the first registration: no news either way.
-    let mut first = true;
-    loop {
-        let update = resolution.next().await;
-        unreachable.store(matches!(update, Update::Unavailable(_)), Ordering::Relaxed);
-        let missing = match update {
-            Update::Reset(_) if std::mem::take(&mut first) => false,
-            Update::Reset(services) => !services
-                .iter()
-                .any(|s| s.nodes.iter().any(|n| n.id == node_id)),
-            Update::Remove(removed) => removed.nodes.iter().any(|n| n.id == node_id),
-            Update::Add(_) => false,
-            Update::Unavailable(_) => true,
-        };
-        if missing {
-            lost.notify_one();
         }
     }
 }

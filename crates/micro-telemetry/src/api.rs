@@ -23,9 +23,11 @@ use crate::trace;
 /// handler: `<service>/<Handler.Method>` (api, rpc) or `<service>` (http).
 /// Handlers set it only once the service is registered and the endpoint
 /// exists, so span names stay bounded by what is registered, whatever paths
-/// arrive; without it the span is named by the method alone.
+/// arrive. Without it, a request that matched an axum route pattern (a web
+/// service's, the layer added with `Router::layer`) is named by the pattern,
+/// else by the method alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route(pub String);
+pub struct Route(pub Arc<str>);
 
 /// Layer for a gateway whose handler kind is `handler` (`api`, `rpc`, `http`).
 #[derive(Clone, Debug)]
@@ -128,6 +130,13 @@ where
         };
         let context = span.clone().or(parent);
         let method = request.method().clone();
+        // Only for a span: the pattern, never the raw path.
+        let pattern = span.as_ref().and_then(|_| {
+            request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_string())
+        });
         let future = self.inner.call(request);
         // Not boxed: this runs on every request.
         ApiFuture {
@@ -140,6 +149,7 @@ where
                 started,
                 span,
                 method,
+                pattern,
             }),
         }
     }
@@ -161,6 +171,8 @@ struct Pending {
     started: Instant,
     span: Option<Context>,
     method: http::Method,
+    /// The axum route pattern the request matched, if any.
+    pattern: Option<String>,
 }
 
 impl<F, R, E> Future for ApiFuture<F>
@@ -186,6 +198,7 @@ impl Pending {
             started,
             span,
             method,
+            pattern,
         } = self;
         let status = response.status();
         if crate::metrics::enabled() {
@@ -201,9 +214,14 @@ impl Pending {
         }
         if let Some(cx) = span.as_ref().filter(|cx| cx.span().is_recording()) {
             let span = cx.span();
-            if let Some(Route(route)) = response.extensions().get::<Route>() {
+            let route = response
+                .extensions()
+                .get::<Route>()
+                .map(|Route(route)| route.to_string())
+                .or(pattern);
+            if let Some(route) = route {
                 span.update_name(format!("{}/{method} {route}", info.span_prefix));
-                span.set_attribute(KeyValue::new("http.route", route.clone()));
+                span.set_attribute(KeyValue::new("http.route", route));
             }
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",

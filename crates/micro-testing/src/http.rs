@@ -1,5 +1,7 @@
 //! A bare HTTP/1.1 GET over a plain TCP stream, for tests of the binaries
-//! that serve HTTP: no client library between the test and the bytes.
+//! that serve HTTP: no client library between the test and the bytes; and
+//! a WebSocket handshake the same way, with a node that accepts one and
+//! echoes, for the proxies that join WebSockets through.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -31,6 +33,91 @@ pub fn get(address: SocketAddr, path: &str) -> String {
     let mut answer = String::new();
     let _ = connect_get(address, path).read_to_string(&mut answer);
     answer
+}
+
+/// A node that accepts one WebSocket handshake (any request: it answers
+/// `101` with `Sec-WebSocket-Accept: accepted`), then echoes every byte until
+/// the tunnel closes. The task returns the request head it got.
+pub async fn websocket_echo_node() -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let head = read_head(&mut stream).await;
+        stream
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: accepted\r\n\r\n",
+            )
+            .await
+            .expect("answer");
+        let mut buf = [0u8; 1024];
+        // Bounded: until the tunnel closes, or 100 reads.
+        for _ in 0..100 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        head
+    });
+    (address, task)
+}
+
+/// Sends a WebSocket handshake for `path` to `address` (`Host: host`);
+/// returns the connection and the answer's head, lowercased (10 s at most).
+pub async fn websocket_handshake(
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream
+        .write_all(handshake.as_bytes())
+        .await
+        .expect("handshake");
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream))
+        .await
+        .expect("an answer in time");
+    (stream, head.to_lowercase())
+}
+
+/// Writes `bytes` and reads as many back (10 s at most).
+pub async fn echoed(stream: &mut tokio::net::TcpStream, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(bytes).await.expect("write");
+    let mut back = vec![0u8; bytes.len()];
+    tokio::time::timeout(READ_TIMEOUT, stream.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    back
+}
+
+/// Reads a request or response head, byte by byte (at most 16 KiB).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 #[cfg(test)]

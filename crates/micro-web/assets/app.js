@@ -44,6 +44,8 @@ function renderList() {
         s.versions.join(", ") + " · " + s.nodes + (s.nodes === 1 ? " node" : " nodes"),
       );
       const item = el("li", { "data-service": s.name }, link, info);
+      // A web service (go.micro.web.NAME) opens under /NAME/, proxied.
+      if (s.web) item.append(" ", el("a", { href: s.web, class: "open-web" }, "open"));
       if (s.name === state.selected) item.classList.add("selected");
       return item;
     }),

@@ -90,7 +90,7 @@ pub fn router(web: Arc<Web>) -> axum::Router {
             "/api/services/{*name}",
             get(named_service).fallback(get_only),
         )
-        .fallback(asset)
+        .fallback(web_service_or_asset)
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
@@ -160,6 +160,48 @@ async fn named_service(State(web): State<Arc<Web>>, uri: http::Uri) -> Response<
 }
 
 /// The page and its assets; anything else is not found.
+/// The namespace whose services the dashboard serves under `/NAME/`.
+pub const WEB_NAMESPACE: &str = "go.micro.web";
+
+/// `/NAME/…` of a registered web service (`go.micro.web.NAME`) goes to it,
+/// as go-micro's dashboard did: the path without `/NAME` (`/` at least), the
+/// prefix in `X-Micro-Web-Base-Path`, WebSockets too, through the client's
+/// retry and balance stages ([`micro_api::WebProxy`]). Anything else is a
+/// page of the dashboard, or 404.
+async fn web_service_or_asset(
+    State(web): State<Arc<Web>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    if let Some((name, rest)) = web_service_path(request.uri().path()) {
+        let service = format!("{WEB_NAMESPACE}.{name}");
+        if web.snapshot().services.contains_key(&service) {
+            let query = request.uri().query().map(|q| format!("?{q}"));
+            let path = format!("{rest}{}", query.unwrap_or_default());
+            let base = format!("/{name}");
+            return web.proxy.forward(&service, path, &base, request).await;
+        }
+    }
+    asset(request.method().clone(), request.uri().clone())
+        .await
+        .into_response()
+}
+
+/// `/NAME/rest` → (`NAME`, `/rest`); `/NAME` → (`NAME`, `/`). Names are
+/// what go-micro's resolver took: letters, digits, `-` and `_`.
+fn web_service_path(path: &str) -> Option<(&str, &str)> {
+    let trimmed = path.strip_prefix('/')?;
+    let (name, rest) = match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, "/"),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then_some((name, rest))
+}
+
 async fn asset(method: Method, uri: http::Uri) -> Response<Body> {
     let path = uri.path();
     let Some(asset) = assets::find(path) else {
@@ -221,8 +263,14 @@ pub fn services_summary(snapshot: &Snapshot) -> serde_json::Value {
         .map(|(name, entry)| {
             let versions: Vec<&str> = entry.versions.iter().map(|v| v.version.as_str()).collect();
             let nodes: usize = entry.versions.iter().map(|v| v.nodes.len()).sum();
+            let web = name
+                .strip_prefix(WEB_NAMESPACE)
+                .and_then(|n| n.strip_prefix('.'))
+                .filter(|n| web_service_path(&format!("/{n}")).is_some())
+                .map(|n| format!("/{n}/"));
             json!({
                 "name": name,
+                "web": web,
                 "versions": versions,
                 "nodes": nodes,
                 "endpoints": endpoints_of(&entry.versions).len(),

@@ -17,6 +17,10 @@
 //! # }
 //! ```
 //!
+//! Web services (`go.micro.web.NAME`, e.g. `micro::web` services and
+//! go-micro's `web.NewService`) are served under `/NAME/`, WebSockets
+//! included, as go-micro's dashboard did.
+//!
 //! The JSON API the page uses is described in `docs/web.md`. The call form
 //! can call any service, so the dashboard listens on loopback by default;
 //! requests from other sites are refused (see [`api`]).
@@ -127,6 +131,7 @@ pub fn parse_address(address: &str) -> Result<SocketAddr, String> {
 pub struct Web {
     pub(crate) client: Client,
     pub(crate) dynamic: DynamicClient,
+    pub(crate) proxy: micro_api::WebProxy,
     pub(crate) snapshot: watch::Receiver<Arc<Snapshot>>,
     pub(crate) streams: Arc<Semaphore>,
     pub(crate) options: WebOptions,
@@ -145,6 +150,11 @@ impl Web {
         let (snapshot, follower) = live::spawn(client.registry().clone());
         Arc::new(Web {
             dynamic: DynamicClient::new(client.clone(), 256, Duration::from_secs(30)),
+            proxy: micro_api::WebProxy::new(
+                client.clone(),
+                options.max_body_bytes,
+                options.call_timeout,
+            ),
             client,
             snapshot,
             streams: Arc::new(Semaphore::new(options.max_streams)),

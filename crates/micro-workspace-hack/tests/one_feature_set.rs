@@ -15,6 +15,7 @@ use std::process::Command;
 const BINARIES: &[&str] = &[
     "user-srv",
     "user-api",
+    "user-web",
     "user-client",
     "micro-cli",
     "examples",

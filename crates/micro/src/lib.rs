@@ -15,6 +15,9 @@
 //! - [`server`]: a tonic server that registers, renews, and stops gracefully;
 //! - [`config`]: go-micro's flags and `MICRO_*` variables.
 //!
+//! [`web`] serves an axum router as a registered web service
+//! (`go.micro.web.NAME`), go-micro's `web` package.
+//!
 //! [`Service`] ties them together for a binary, like go-micro's
 //! `micro.NewService`:
 //!
@@ -44,6 +47,7 @@
 pub mod log;
 pub mod runtime;
 mod service;
+pub mod web;
 
 pub use micro_client as client;
 pub use micro_config as config;

@@ -247,6 +247,20 @@ impl Service {
         &self.client
     }
 
+    /// A web service builder with this service's name, version, registry,
+    /// server flags, readiness and client (see [`crate::web`]); add routes,
+    /// then `bind().await?.run().await`.
+    pub fn web(&self) -> crate::web::WebBuilder {
+        crate::web::WebBuilder::new(
+            &self.name,
+            &self.version,
+            self.registry.clone(),
+            self.server_options.clone(),
+            self.ops.readiness.clone(),
+            self.client.clone(),
+        )
+    }
+
     /// A server builder with this service's name, version, registry and
     /// server flags, and telemetry (see [`telemetry_server`]); add
     /// handlers, then `bind().await?.run().await`.

@@ -27,6 +27,14 @@
 //	    line, then "END OK"; on an error status "ERROR <code> <message>" and
 //	    exits 1.
 //
+//	gopeer web
+//	    Serves HTTP with net/http alone on 127.0.0.1:0, as a go-micro v2
+//	    web service (web.NewService) serves its http.Handler: every path
+//	    answers JSON naming the method, path, query, the
+//	    X-Micro-Web-Base-Path header the dashboard sends, and the body.
+//	    Prints "READY <address>"; exits when stdin closes. Its registry
+//	    record (go-micro's web record) is written by the test.
+//
 //	gopeer indent
 //	    Prints the JSON reply on stdin as go-micro v2's `micro call` prints
 //	    one (micro v2's CallService: json.Indent(&out, response, "", "\t"),
@@ -42,6 +50,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -140,6 +149,37 @@ func serve() {
 	}()
 	fmt.Printf("READY %s\n", lis.Addr())
 	if err := s.Serve(lis); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+}
+
+func web() {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"peer":   "go",
+			"method": r.Method,
+			"path":   r.URL.Path,
+			"query":  r.URL.RawQuery,
+			"base":   r.Header.Get("X-Micro-Web-Base-Path"),
+			"body":   string(body),
+		})
+	})
+	srv := &http.Server{Handler: mux}
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		_ = srv.Close()
+	}()
+	fmt.Printf("READY %s\n", lis.Addr())
+	if err := srv.Serve(lis); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)
 	}
@@ -279,7 +319,7 @@ func indent() {
 func main() {
 	encoding.RegisterCodec(jsonCodec{})
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ... | gopeer stream ... | gopeer indent")
+		fmt.Fprintln(os.Stderr, "usage: gopeer greeter | gopeer call ... | gopeer stream ... | gopeer web | gopeer indent")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -291,6 +331,8 @@ func main() {
 		stream(os.Args[2:])
 	case "indent":
 		indent()
+	case "web":
+		web()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])
 		os.Exit(2)

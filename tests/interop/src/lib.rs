@@ -133,10 +133,11 @@ pub struct GoGreeter {
     pub address: String,
 }
 
-impl GoGreeter {
-    pub fn start(peer: &GoPeer) -> GoGreeter {
+/// Starts `gopeer MODE` and waits (bounded) for its `READY <address>`.
+fn start_ready(peer: &GoPeer, mode: &str) -> (Child, String) {
+    {
         let mut child = Command::new(&peer.binary)
-            .arg("greeter")
+            .arg(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -151,12 +152,19 @@ impl GoGreeter {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the Go greeter prints READY");
+            .unwrap_or_else(|_| panic!("gopeer {mode} prints READY"));
         let address = line
             .trim()
             .strip_prefix("READY ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
+        (child, address)
+    }
+}
+
+impl GoGreeter {
+    pub fn start(peer: &GoPeer) -> GoGreeter {
+        let (child, address) = start_ready(peer, "greeter");
         GoGreeter { child, address }
     }
 
@@ -174,6 +182,45 @@ impl GoGreeter {
 }
 
 impl Drop for GoGreeter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The record go-micro v2's `web.NewService(web.Name("go.micro.web.NAME"))`
+/// registers (web/service.go `genSrv`): name, version, one node with its id
+/// and `host:port`, its options' metadata (none by default), no endpoints.
+const GO_MICRO_WEB_RECORD: &str = r#"{"name":"","version":"latest","metadata":null,"endpoints":null,"nodes":[{"id":"","address":"","metadata":null}]}"#;
+
+/// The Go web service (`gopeer web`, plain net/http); stopped (by PID) on
+/// drop.
+#[derive(Debug)]
+pub struct GoWeb {
+    child: Child,
+    pub address: String,
+}
+
+impl GoWeb {
+    pub fn start(peer: &GoPeer) -> GoWeb {
+        let (child, address) = start_ready(peer, "web");
+        GoWeb { child, address }
+    }
+
+    /// Its registry record as go-micro v2's web package writes it, as
+    /// service `name` (`go.micro.web.NAME`).
+    pub fn registration(&self, name: &str) -> Service {
+        let mut service: Service =
+            serde_json::from_str(GO_MICRO_WEB_RECORD).expect("go-micro web record");
+        service.name = name.to_string();
+        let node: &mut Node = &mut service.nodes[0];
+        node.address = self.address.clone();
+        node.id = format!("{name}-go-{}", std::process::id());
+        service
+    }
+}
+
+impl Drop for GoWeb {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -200,19 +200,28 @@ impl Reply {
 
 /// `curl` a URL: GET, or POST with a JSON body.
 pub fn curl(url: &str, json_body: Option<&str>) -> Reply {
+    match json_body {
+        Some(body) => curl_with(
+            url,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ],
+        ),
+        None => curl_with(url, &[]),
+    }
+}
+
+/// `curl` a URL with more arguments (`-X`, `-H`, `-d`, ...).
+pub fn curl_with(url: &str, args: &[&str]) -> Reply {
     let mut command = Command::new("curl");
     command.args(["-sS", "-m", "15", "-w", "\n%{http_code}"]);
-    if let Some(body) = json_body {
-        command.args([
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ]);
-    }
     let output = command
+        .args(args)
         .arg(url)
         .output()
         .expect("run curl (apt-get install curl)");
@@ -234,6 +243,64 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// What steady callers saw: the failed answers, how many were answered
+/// 200, the slowest answer.
+#[derive(Debug, Default)]
+pub struct Steady {
+    pub failed: Vec<String>,
+    pub served: usize,
+    pub slowest: Duration,
+}
+
+/// `callers` threads GET `url` back to back (each at most 10 000 times)
+/// while `during` runs, then stop; every answer but 200 is a failure.
+pub fn steady_gets(url: &str, callers: usize, during: impl FnOnce()) -> Steady {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..callers)
+        .map(|_| {
+            let stop = stop.clone();
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let mut seen = Steady::default();
+                for _ in 0..10_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let reply = curl(&url, None);
+                    seen.slowest = seen.slowest.max(sent.elapsed());
+                    if reply.status == 200 {
+                        seen.served += 1;
+                    } else {
+                        seen.failed.push(format!("{} {}", reply.status, reply.body));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    during();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Steady::default();
+    for thread in threads {
+        let seen = thread.join().expect("caller");
+        all.failed.extend(seen.failed);
+        all.served += seen.served;
+        all.slowest = all.slowest.max(seen.slowest);
+    }
+    all
+}
+
+/// Freezes `process` (SIGSTOP) for `frozen`, with a second of calls
+/// before and after.
+pub fn freeze_for(process: &Process, frozen: Duration) {
+    std::thread::sleep(Duration::from_secs(1));
+    process.freeze();
+    std::thread::sleep(frozen);
+    process.thaw();
+    std::thread::sleep(Duration::from_secs(1));
 }
 
 /// 32 random bytes, hex: a shared token key for the user-srv instances.
@@ -301,6 +368,19 @@ impl Topology {
             gateway,
             base: format!("http://{address}"),
         }
+    }
+
+    /// [`start`](Self::start) on etcd (`--registry_address=...` as
+    /// `address`), every process on loopback, three user-srv renewing every
+    /// 10 s with a 30 s TTL (a frozen one stays listed while frozen).
+    pub fn start_on_etcd(address: &str, data_dir: &std::path::Path) -> Topology {
+        let shared = ["--registry=etcd", address, "--server_address=127.0.0.1:0"];
+        let srv: Vec<String> = shared
+            .iter()
+            .chain(&["--register_ttl=30", "--register_interval=10"])
+            .map(|s| s.to_string())
+            .collect();
+        Topology::start(&shared, &[srv.clone(), srv.clone(), srv], data_dir)
     }
 
     /// [`eventually`], printing every process's log if it fails.

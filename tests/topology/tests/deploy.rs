@@ -14,7 +14,7 @@ fn deploy() -> PathBuf {
 }
 
 /// The binaries a unit or a pod may run.
-const BINARIES: &[&str] = &["user-srv", "user-api", "micro"];
+const BINARIES: &[&str] = &["user-srv", "user-api", "user-web", "micro"];
 
 fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -137,7 +137,7 @@ fn kubernetes_manifests_probe_the_health_endpoints() {
         }
     }
     seen.sort();
-    assert_eq!(seen, ["micro", "user-api", "user-srv"]);
+    assert_eq!(seen, ["micro", "user-api", "user-srv", "user-web"]);
 }
 
 #[test]
@@ -196,5 +196,5 @@ fn systemd_units_run_our_binaries_hardened() {
         );
     }
     seen.sort();
-    assert_eq!(seen, ["micro", "user-api", "user-srv"]);
+    assert_eq!(seen, ["micro", "user-api", "user-srv", "user-web"]);
 }

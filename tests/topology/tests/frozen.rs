@@ -5,9 +5,7 @@
 //! idempotent request fails. Timing is only bounded generously (a slow
 //! machine must pass).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use micro_registry_etcd::testing::EtcdCluster;
 use topology_tests::{Topology, curl};
@@ -19,26 +17,7 @@ async fn a_frozen_instance_fails_no_idempotent_request() {
     let data = tempfile::tempdir().expect("tmp");
 
     let (failed, served, slowest) = tokio::task::spawn_blocking(move || {
-        let shared = [
-            "--registry=etcd",
-            address.as_str(),
-            "--server_address=127.0.0.1:0",
-        ];
-        let srv_flags: Vec<Vec<String>> = (0..3)
-            .map(|_| {
-                [
-                    "--registry=etcd",
-                    address.as_str(),
-                    "--server_address=127.0.0.1:0",
-                    "--register_ttl=30",
-                    "--register_interval=10",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-            })
-            .collect();
-        let mut topology = Topology::start(&shared, &srv_flags, data.path());
+        let mut topology = Topology::start_on_etcd(&address, data.path());
         let figures = topology.exercise_frozen();
         topology.stop();
         figures
@@ -96,48 +75,10 @@ impl Frozen for Topology {
                 .then_some(())
         });
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let callers: Vec<_> = (0..8)
-            .map(|_| {
-                let stop = stop.clone();
-                let hello = hello.clone();
-                std::thread::spawn(move || {
-                    let mut failed = Vec::new();
-                    let mut served = 0;
-                    let mut slowest = Duration::ZERO;
-                    // Bounded: the flag ends it, or 10 000 requests.
-                    for _ in 0..10_000 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let sent = Instant::now();
-                        let reply = curl(&hello, None);
-                        slowest = slowest.max(sent.elapsed());
-                        if reply.status == 200 {
-                            served += 1;
-                        } else {
-                            failed.push(format!("{} {}", reply.status, reply.body));
-                        }
-                    }
-                    (failed, served, slowest)
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(1));
-        self.srvs[0].freeze();
-        std::thread::sleep(Duration::from_secs(10));
-        self.srvs[0].thaw();
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::Relaxed);
-        let mut failed = Vec::new();
-        let mut served = 0;
-        let mut slowest = Duration::ZERO;
-        for caller in callers {
-            let (f, s, w) = caller.join().expect("caller");
-            failed.extend(f);
-            served += s;
-            slowest = slowest.max(w);
-        }
+        let steady = topology_tests::steady_gets(&hello, 8, || {
+            topology_tests::freeze_for(&self.srvs[0], Duration::from_secs(10))
+        });
+        let (failed, served, slowest) = (steady.failed, steady.served, steady.slowest);
         // The gateway's answers never name a node.
         for failure in &failed {
             assert!(!failure.contains("127.0.0.1"), "{failure}");

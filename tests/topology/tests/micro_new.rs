@@ -91,6 +91,7 @@ fn micro(args: &[&str]) -> Output {
 
 /// `micro new ARGS`, then the crate's own build and test, offline.
 fn generate_and_build(root: &Path, args: &[&str]) -> PathBuf {
+    let web = args.contains(&"web");
     let dir = root.join(args.last().expect("a directory"));
     let mut full = vec!["new"];
     full.extend_from_slice(args);
@@ -104,22 +105,29 @@ fn generate_and_build(root: &Path, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(said.contains("Creating service"), "{said}");
+    let (files, test): (&[&str], &str) = if web {
+        (&["src/lib.rs"], "calls_the_service_by_name")
+    } else {
+        (&["src/handler.rs", "examples/client.rs"], "answers_by_name")
+    };
     for file in [
         "Cargo.toml",
         "Cargo.lock",
         "build.rs",
         "src/main.rs",
-        "src/handler.rs",
-        "examples/client.rs",
         "README.md",
-    ] {
+    ]
+    .iter()
+    .chain(files)
+    {
         assert!(dir.join(file).is_file(), "{file} not generated");
     }
     cargo(&dir, &["build", "--offline", "--all-targets"]);
     let tested = cargo(&dir, &["test", "--offline"]);
     let report = String::from_utf8_lossy(&tested.stdout);
-    assert!(report.contains("test answers_by_name ... ok"), "{report}");
-    if !args.contains(&"api") {
+    assert!(report.contains(&format!("test {test} ... ok")), "{report}");
+    // The service template's streams, each with its test.
+    if !args.contains(&"api") && !web {
         assert!(
             report.contains("test streams_count_messages ... ok"),
             "{report}"
@@ -160,6 +168,11 @@ fn generated_services_build_offline_and_answer() {
     let service_dir = generate_and_build(root.path(), &["hello"]);
     // --type api with a two-word name: go.micro.api.hello-web, HelloWeb.Call.
     let api_dir = generate_and_build(root.path(), &["--type", "api", "hello-web"]);
+    // --type web: go.micro.web.hello, an axum router calling go.micro.srv.hello.
+    generate_and_build(
+        root.path(),
+        &["--type", "web", "--alias", "hello", "hello-site"],
+    );
 
     let service = Process::start_path("hello", built("hello"), &[], &[("RUST_LOG", "info")]);
     service.wait_for_log(
@@ -347,7 +360,28 @@ fn generated_services_build_offline_and_answer() {
         r#"{"message":"Hello Bob"}"#
     );
 
-    for mut process in [service, api, rpc_gateway, api_gateway] {
+    // The web service calls the generated service by name.
+    let site_port = free_port();
+    let site = Process::start_path(
+        "hello-site",
+        built("hello-site"),
+        &["--server_address", &format!("127.0.0.1:{site_port}")],
+        &[("RUST_LOG", "info")],
+    );
+    site.wait_for_log(
+        "Registering node: go.micro.web.hello-",
+        Duration::from_secs(20),
+    );
+    let url = format!("http://127.0.0.1:{site_port}/hello/call?name=John");
+    let reply = eventually("the web service answers", Duration::from_secs(20), || {
+        let reply = curl(&url, None);
+        (reply.status == 200).then_some(reply)
+    });
+    assert_eq!(reply.json(), serde_json::json!({"msg": "Hello John"}));
+    let blank = curl(&format!("http://127.0.0.1:{site_port}/hello/call"), None);
+    assert_eq!(blank.status, 400, "{blank:?}");
+
+    for mut process in [service, api, rpc_gateway, api_gateway, site] {
         let status = process.terminate(Duration::from_secs(15));
         assert!(status.success(), "{} exited with {status}", process.name);
     }

@@ -168,6 +168,15 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
             format!("127.0.0.1:{port}"),
         ]);
         let gateway = start("micro api", "micro", gateway_args, as_refs(&env("gateway")));
+        // A web service: its requests are traced like the gateway's, named
+        // by the route pattern they matched.
+        let web_port = free_port();
+        let web_args = vec![
+            "--registry=etcd".to_string(),
+            registry_address.clone(),
+            format!("--server_address=127.0.0.1:{web_port}"),
+        ];
+        let web = start("user-web", "user-web", web_args, as_refs(&env("user-web")));
         let base = format!("http://127.0.0.1:{port}");
         let hello = |name: &str| curl(&format!("{base}/user/say/hello?name={name}"), None);
         let not_found = |r: &topology_tests::Reply| r.status == 404 && r.body.contains("not found");
@@ -351,6 +360,44 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
             Some(Value::StringValue("go.micro.api.user/Say.Hello".into()))
         );
 
+        // Through user-web: its span continues the caller's trace, named by
+        // the route pattern; user-srv's span is under its call.
+        let web_trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+        let web_hello = format!("http://127.0.0.1:{web_port}/user/say/hello?name=traced");
+        eventually("user-web → user-srv", Duration::from_secs(60), || {
+            not_found(&curl(&web_hello, None)).then_some(())
+        });
+        let traced = topology_tests::curl_with(
+            &web_hello,
+            &["-H", &format!("traceparent: 00-{web_trace}-{parent_span}-01")],
+        );
+        assert_eq!(traced.status, 404, "{traced:?}");
+        let web_spans = eventually("the web trace", Duration::from_secs(30), || {
+            let spans = spans.lock().unwrap_or_else(|p| p.into_inner());
+            let ours: Vec<_> = spans
+                .iter()
+                .filter(|(_, s)| hex(&s.trace_id) == web_trace)
+                .cloned()
+                .collect();
+            (ours.len() >= 3).then_some(ours)
+        });
+        let span_of = |service: &str, name: &str| {
+            web_spans
+                .iter()
+                .find(|(svc, s)| svc == service && s.name == name)
+                .map(|(_, s)| (hex(&s.span_id), hex(&s.parent_span_id)))
+                .unwrap_or_else(|| {
+                    let names: Vec<_> = web_spans.iter().map(|(v, s)| (v, &s.name)).collect();
+                    panic!("no {name} span from {service} in {names:?}")
+                })
+        };
+        let web_server = span_of("user-web", "go.micro.web.user/GET /user/say/hello");
+        let web_client = span_of("user-web", "go.micro.srv.user/User.QueryUserByName");
+        let web_srv = span_of("user-srv", "go.micro.srv.user/User.QueryUserByName");
+        assert_eq!(web_server.1, parent_span, "user-web continues the caller's trace");
+        assert_eq!(web_client.1, web_server.0, "its call under its request's span");
+        assert_eq!(web_srv.1, web_client.0, "user-srv continues user-web's call");
+
         // user-srv's JSON log lines inside the call carry the trace id.
         let log = srv.log();
         let traced: Vec<serde_json::Value> = log
@@ -376,7 +423,7 @@ async fn prometheus_scrapes_and_one_trace_crosses_the_topology() {
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
         assert!(stdout.contains("\tSERVING\t"), "{stdout}");
 
-        for mut process in [gateway, api, srv] {
+        for mut process in [gateway, api, web, srv] {
             assert!(process.terminate(Duration::from_secs(20)).success());
         }
         promtool_ok

@@ -4,7 +4,6 @@
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::uri::PathAndQuery;
 use micro_api_proto::Response as ApiResponse;
 use micro_client::Idempotent;
 use tonic::Status;
@@ -13,7 +12,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 use axum::response::IntoResponse;
 use tonic::Code;
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, matched, read_body, routed};
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::{encode_api_request, from_api_response, to_metadata};
 use crate::error::ApiError;
@@ -21,10 +20,8 @@ use crate::serve::RemoteAddr;
 
 pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, ApiError> {
     let deadline = deadline(inner, &request);
-    let route = inner
-        .resolver
-        .resolve(request.uri().path())
-        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let resolved = inner.routes.resolve(request.uri().path())?;
+    let route = &resolved.route;
     let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
@@ -38,14 +35,16 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     if is_safe(&parts.method) {
         call.extensions_mut().insert(Idempotent);
     }
-    let path = PathAndQuery::try_from(route.grpc_path())
-        .map_err(|_| ApiError::not_found(format!("cannot call {}", route.grpc_path())))?;
+    let path = resolved
+        .grpc_path
+        .clone()
+        .ok_or_else(|| ApiError::not_found(format!("cannot call {}", route.grpc_path())))?;
     let mut grpc = tonic::client::Grpc::new(inner.client.service(&route.service));
     grpc.ready()
         .await
         .map_err(|e| ApiError::new(503, format!("service {}: {e}", route.service)))?;
     let reply = grpc.unary(call, path, PreEncoded).await;
-    let matched = matched(&route);
+    let matched = resolved.name.clone();
     match reply {
         Ok(reply) => Ok(routed(
             from_api_response(reply.into_inner(), &route.service)?,

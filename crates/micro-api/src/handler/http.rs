@@ -69,15 +69,65 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         .resolver
         .resolve_proxy(request.uri().path())
         .map_err(|e| ApiError::not_found(e.to_string()))?;
-    let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
-    let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &service, deadline).await?;
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let upstream = Upstream {
+        service: &service,
+        path,
+        deadline,
+        max_body_bytes: inner.options.max_body_bytes,
+        base_path: None,
+    };
+    let response = forward(&inner.client, &inner.proxy, upstream, request).await?;
+    Ok(routed(response, service.into()))
+}
+
+/// Where [`forward`] sends a request.
+pub(crate) struct Upstream<'a> {
+    pub(crate) service: &'a str,
+    /// The path and query to send (the request's own, or with a prefix cut).
+    pub(crate) path: String,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) max_body_bytes: usize,
+    /// Sent as `X-Micro-Web-Base-Path` (the prefix `micro web` cut).
+    pub(crate) base_path: Option<&'a str>,
+}
+
+/// The header telling a web service the path prefix it is served under, as
+/// go-micro's dashboard sent it.
+pub(crate) const BASE_PATH_HEADER: &str = "x-micro-web-base-path";
+
+/// Sends `request` to a node of `upstream.service` through the client's
+/// retry and balance stages over an HTTP attempt. A WebSocket upgrade the
+/// node accepts (101) is joined to the client's connection.
+pub(crate) async fn forward(
+    client: &micro_client::Client,
+    proxy: &ProxyClient,
+    upstream: Upstream<'_>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Upstream {
+        service,
+        path,
+        deadline,
+        max_body_bytes,
+        base_path,
+    } = upstream;
+    let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+    let (mut parts, body) = request.into_parts();
+    let websocket = is_websocket(&parts.headers);
+    let client_upgrade = websocket
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    let body = read_body(&parts.headers, body, max_body_bytes).await?;
 
     // Waits for the registry's first answer (and a node on its way).
-    inner
-        .client
-        .node_set_ready(&service, deadline)
+    client
+        .node_set_ready(service, deadline)
         .await
         .ok_or_else(|| {
             ApiError::new(
@@ -87,27 +137,29 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
         })?;
     // The service's own retry and balance stages (its budget, selector and
     // node health, shared with gRPC calls), over the HTTP attempt.
-    let layers = inner.client.layers(&service);
+    let layers = client.layers(service);
     let mut stack = ServiceBuilder::new()
         .layer(layers.retry)
         .layer(layers.balance)
         .service(HttpAttempt {
-            client: inner.proxy.clone(),
+            client: proxy.clone(),
             set: layers.set,
-            timeout: inner.client.options().attempt_timeout,
+            timeout: client.options().attempt_timeout,
         });
 
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
     let mut upstream = http::Request::new(tonic::body::Body::new(Full::new(body)));
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = path
         .parse()
         .map_err(|e| ApiError::bad_request(format!("cannot forward {path}: {e}")))?;
-    *upstream.headers_mut() = forward_headers(&parts.headers, &parts.uri, remote);
+    let mut headers = forward_headers(&parts.headers, &parts.uri, remote);
+    if let Some(base) = base_path.and_then(|b| HeaderValue::from_str(b).ok()) {
+        headers.insert(HeaderName::from_static(BASE_PATH_HEADER), base);
+    }
+    if websocket {
+        upgrade_headers(&mut headers);
+    }
+    *upstream.headers_mut() = headers;
     let now = tokio::time::Instant::now();
     upstream.extensions_mut().insert(CallDeadline {
         started: now,
@@ -116,16 +168,56 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     if is_safe(&parts.method) {
         upstream.extensions_mut().insert(Idempotent);
     }
-    let response = stack
+    let mut response = stack
         .ready()
         .await
         .map_err(|e| ApiError::from_client(&e))?
         .call(upstream)
         .await
         .map_err(|e| ApiError::from_client(&e))?;
+    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        let node_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_upgrade, node_upgrade));
+    }
     let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
-    Ok(routed(Response::from_parts(head, Body::new(body)), service))
+    if switching {
+        upgrade_headers(&mut head.headers);
+    }
+    Ok(Response::from_parts(head, Body::new(body)))
+}
+
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`).
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `Connection: upgrade` and `Upgrade: websocket`, the hop-by-hop headers a
+/// WebSocket handshake must carry on each hop.
+fn upgrade_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Copies bytes both ways between the client's upgraded connection and the
+/// node's, until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, node: hyper::upgrade::OnUpgrade) {
+    let (client, node) = match tokio::try_join!(client, node) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!("WebSocket upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut node = hyper_util::rt::TokioIo::new(node);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
+        tracing::debug!("WebSocket tunnel ended: {e}");
+    }
 }
 
 /// The attempt stage over HTTP/1: sends the request to the node the balance

@@ -78,7 +78,7 @@ async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
     let result = match inner.options.handler {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
-        HandlerKind::Http => http::handle(&inner, request).await,
+        HandlerKind::Http | HandlerKind::Web => http::handle(&inner, request).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -90,10 +90,10 @@ async fn open_stream(
     request: Request,
     wanted: stream::Wanted,
 ) -> Result<Result<Response, Request>, ApiError> {
-    let Ok(route) = inner.resolver.resolve(request.uri().path()) else {
+    let Ok(resolved) = inner.routes.resolve(request.uri().path()) else {
         return Ok(Err(request));
     };
-    stream::serve(inner, request, &route, wanted).await
+    stream::serve(inner, request, &resolved, wanted).await
 }
 
 /// The whole body, or 413 past `limit` (checked against `Content-Length`
@@ -103,7 +103,7 @@ pub(crate) async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(413, format!("request body larger than {limit} bytes"));
+    let too_large = || body_too_large(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -118,6 +118,11 @@ pub(crate) async fn read_body(
             "cannot read the request body: {e}"
         ))),
     }
+}
+
+/// 413, the one wording for a body over the limit.
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(413, format!("request body larger than {limit} bytes"))
 }
 
 /// When the request must be answered (the edge sets it; now + the default
@@ -165,24 +170,11 @@ pub(crate) async fn ensure_registered(
 
 /// Marks `response` with the route it reached (see
 /// [`micro_telemetry::api::Route`]).
-pub(crate) fn routed(mut response: Response, route: String) -> Response {
+pub(crate) fn routed(mut response: Response, route: Arc<str>) -> Response {
     response
         .extensions_mut()
         .insert(micro_telemetry::api::Route(route));
     response
-}
-
-/// `<service>/<Handler.Method>`, the route a request reached (not format!:
-/// this runs on every request).
-pub(crate) fn matched(route: &crate::Route) -> String {
-    let mut out =
-        String::with_capacity(route.service.len() + route.handler.len() + route.method.len() + 2);
-    out.push_str(&route.service);
-    out.push('/');
-    out.push_str(&route.handler);
-    out.push('.');
-    out.push_str(&route.method);
-    out
 }
 
 /// Safe methods: the only ones whose calls are marked idempotent, so retried

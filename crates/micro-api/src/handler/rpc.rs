@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
 
-use super::{call_timeout, deadline, ensure_registered, is_safe, matched, read_body, routed};
+use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
 use crate::convert::to_metadata;
 use crate::dynamic::{CallOptions, JsonInput};
@@ -17,10 +17,8 @@ use crate::error::ApiError;
 
 pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, ApiError> {
     let deadline = deadline(inner, &request);
-    let route = inner
-        .resolver
-        .resolve(request.uri().path())
-        .map_err(|e| ApiError::not_found(e.to_string()))?;
+    let resolved = inner.routes.resolve(request.uri().path())?;
+    let route = &resolved.route;
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
     ensure_registered(inner, &route.service, deadline).await?;
@@ -47,7 +45,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
             options,
         )
         .await;
-    let matched = matched(&route);
+    let matched = resolved.name.clone();
     let json = match reply {
         Ok(json) => json,
         // The service answered: the endpoint exists (unless it said it

@@ -51,10 +51,11 @@ use micro_telemetry::api::ApiStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{deadline, ensure_registered, matched, read_body, routed};
+use super::{deadline, ensure_registered, read_body, routed};
 use crate::convert::to_metadata;
 use crate::dynamic::CallOptions;
 use crate::error::ApiError;
+use crate::routes::Resolved;
 use crate::{Inner, Route};
 
 /// Messages from the client waiting for the service to take them.
@@ -131,19 +132,20 @@ async fn is_stream_endpoint(inner: &Inner, route: &Route, until: Instant) -> boo
 pub(crate) async fn serve(
     inner: &Arc<Inner>,
     request: Request,
-    route: &Route,
+    resolved: &Resolved,
     wanted: Wanted,
 ) -> Result<Result<Response, Request>, ApiError> {
+    let route = &resolved.route;
     let deadline = deadline(inner, &request);
     ensure_registered(inner, &route.service, deadline).await?;
     if !is_stream_endpoint(inner, route, deadline).await {
         return Ok(Err(request));
     }
     let response = match wanted {
-        Wanted::WebSocket => websocket(inner, request, route).await?,
-        Wanted::EventStream => event_stream(inner, request, route).await?,
+        Wanted::WebSocket => websocket(inner, request, resolved).await?,
+        Wanted::EventStream => event_stream(inner, request, resolved).await?,
     };
-    Ok(Ok(routed(response, matched(route))))
+    Ok(Ok(routed(response, resolved.name.clone())))
 }
 
 /// What a relay needs of the request that opened it.
@@ -160,7 +162,7 @@ struct Opening {
 impl Opening {
     fn new(
         inner: &Arc<Inner>,
-        route: &Route,
+        resolved: &Resolved,
         first: Option<Vec<u8>>,
         headers: &HeaderMap,
         kind: &'static str,
@@ -174,13 +176,14 @@ impl Opening {
         ] {
             metadata.remove(name);
         }
+        let route = &resolved.route;
         Opening {
             inner: inner.clone(),
             service: route.service.clone(),
             endpoint: format!("{}.{}", route.handler, route.method),
             first,
             metadata,
-            telemetry: ApiStream::open(kind, &matched(route)),
+            telemetry: ApiStream::open(kind, &resolved.name),
         }
     }
 
@@ -228,7 +231,7 @@ fn query_message(query: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
 async fn websocket(
     inner: &Arc<Inner>,
     request: Request,
-    route: &Route,
+    resolved: &Resolved,
 ) -> Result<Response, ApiError> {
     let (mut parts, _body) = request.into_parts();
     // go-micro: text frames for `Content-Type: application/json`, binary
@@ -265,7 +268,7 @@ async fn websocket(
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(LARGEST_REPLY + WRITE_BUFFER);
     let binary = !text || upgrade.selected_protocol().is_some();
-    let opening = Opening::new(inner, route, first, &parts.headers, "websocket");
+    let opening = Opening::new(inner, resolved, first, &parts.headers, "websocket");
     let idle = inner.options.stream_idle_timeout;
     Ok(upgrade.on_upgrade(move |socket| relay(socket, opening, binary, idle, hold)))
 }
@@ -549,7 +552,7 @@ fn close_reason(err: &MicroError) -> String {
 async fn event_stream(
     inner: &Arc<Inner>,
     request: Request,
-    route: &Route,
+    resolved: &Resolved,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body, inner.options.max_body_bytes).await?;
@@ -564,7 +567,7 @@ async fn event_stream(
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         body.to_vec()
     };
-    let opening = Opening::new(inner, route, Some(first), &parts.headers, "sse");
+    let opening = Opening::new(inner, resolved, Some(first), &parts.headers, "sse");
     let idle = inner.options.stream_idle_timeout;
 
     enum State {
