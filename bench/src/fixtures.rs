@@ -93,6 +93,38 @@ pub(crate) fn grpc_server(plan: &Plan, kind: &str, flavor: Flavor) -> (Proc, Soc
 
 pub(crate) const GRPC_SHAPES: [(usize, usize); 3] = [(1, 1), (10, 10), (50, 1)];
 
+/// `plan.rounds` interleaved rounds of each of `labels`: `round(i)` measures
+/// one round of peer `i`; each is logged under `shape` and kept in that
+/// peer's row.
+pub(crate) fn interleaved(
+    plan: &Plan,
+    shape: &str,
+    labels: &[&str],
+    mut round: impl FnMut(usize) -> Round,
+) -> Vec<PeerRounds> {
+    let mut rows: Vec<PeerRounds> = labels
+        .iter()
+        .map(|label| PeerRounds {
+            peer: label.to_string(),
+            rounds: Vec::new(),
+        })
+        .collect();
+    for n in 0..plan.rounds {
+        for (i, label) in labels.iter().enumerate() {
+            let r = round(i);
+            eprintln!(
+                "  {shape} round {} {label}: {:.0}/s p99 {:.3} ms errors {}",
+                n + 1,
+                r.rps(),
+                r.ms(0.99),
+                r.errors
+            );
+            rows[i].rounds.push(r);
+        }
+    }
+    rows
+}
+
 /// One gRPC comparison: peers are (label, client, server address).
 pub(crate) fn grpc_compare(
     plan: &Plan,
@@ -100,34 +132,19 @@ pub(crate) fn grpc_compare(
     shapes: &[(usize, usize)],
     peers: &[(&str, GrpcClient, SocketAddr)],
 ) -> Vec<(String, Vec<PeerRounds>)> {
-    let mut result = Vec::new();
-    for &(conns, per_conn) in shapes {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, client, addr)) in peers.iter().enumerate() {
+    let labels: Vec<&str> = peers.iter().map(|(label, _, _)| *label).collect();
+    shapes
+        .iter()
+        .map(|&(conns, per_conn)| {
+            let shape = format!("c{conns}×m{per_conn}");
+            let rows = interleaved(plan, &shape, &labels, |i| {
+                let (_, client, addr) = peers[i];
                 let runtime = flavor.runtime();
-                let r =
-                    runtime.block_on(load::grpc_round(client, addr, conns, per_conn, plan.timing));
-                drop(runtime);
-                eprintln!(
-                    "  c{conns}×m{per_conn} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        result.push((format!("c{conns}×m{per_conn}"), rows));
-    }
-    result
+                runtime.block_on(load::grpc_round(client, addr, conns, per_conn, plan.timing))
+            });
+            (shape, rows)
+        })
+        .collect()
 }
 
 /// etcd on loopback, on the server core, with a throw-away data dir.
@@ -213,36 +230,22 @@ pub(crate) fn http_compare<G>(
     body: Option<&'static str>,
     mut during: impl FnMut(usize) -> Option<G>,
 ) -> Vec<(String, Vec<PeerRounds>)> {
-    let mut shapes = Vec::new();
-    for conns in [1usize, 50] {
-        let mut rows: Vec<PeerRounds> = peers
-            .iter()
-            .map(|(label, _)| PeerRounds {
-                peer: label.to_string(),
-                rounds: Vec::new(),
-            })
-            .collect();
-        for round in 0..plan.rounds {
-            for (i, &(label, addr)) in peers.iter().enumerate() {
+    let labels: Vec<&str> = peers.iter().map(|(label, _)| *label).collect();
+    [1usize, 50]
+        .into_iter()
+        .map(|conns| {
+            let rows = interleaved(plan, &format!("{name} c{conns}"), &labels, |i| {
                 let guard = during(i);
                 let runtime = Flavor::Multi.runtime();
                 let r: Round =
-                    runtime.block_on(load::http_round(addr, path, body, conns, plan.timing));
+                    runtime.block_on(load::http_round(peers[i].1, path, body, conns, plan.timing));
                 drop(runtime);
                 drop(guard);
-                eprintln!(
-                    "  {name} c{conns} round {} {label}: {:.0} req/s p99 {:.3} ms errors {}",
-                    round + 1,
-                    r.rps(),
-                    r.ms(0.99),
-                    r.errors
-                );
-                rows[i].rounds.push(r);
-            }
-        }
-        shapes.push((format!("c{conns}"), rows));
-    }
-    shapes
+                r
+            });
+            (format!("c{conns}"), rows)
+        })
+        .collect()
 }
 
 /// Samples the RSS of some processes every 100 ms into `maxes` until dropped.

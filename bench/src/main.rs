@@ -32,6 +32,7 @@ mod scale;
 mod scenarios;
 mod servers;
 mod stats;
+mod streams;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// r10, r11, r12, r16 (user-web; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
+    /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
     /// scale) and r14 (etcd registry recovery) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::fixtures::Plan;
-use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios};
+use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios, streams};
 
 /// When a scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +90,11 @@ const SCENARIOS: &[Scenario] = &[
         names: &["r12"],
         runs: When::ByDefault,
         report: gray::r12,
+    },
+    Scenario {
+        names: &["r15"],
+        runs: When::ByDefault,
+        report: streams::r15,
     },
     // Telemetry overhead runs only when asked for by name (`--only ops`).
     Scenario {

@@ -212,6 +212,11 @@ pub struct ApiOptions {
     pub auth: Option<auth::AuthConfig>,
     /// Request rates per client IP and per route (off by default).
     pub rate_limits: ratelimit::RateLimits,
+    /// A relayed stream (WebSocket, event stream) with no message either
+    /// way for this long is closed.
+    pub stream_idle_timeout: Duration,
+    /// Largest message a WebSocket client may send.
+    pub stream_max_message_bytes: usize,
 }
 
 impl Default for ApiOptions {
@@ -234,6 +239,8 @@ impl Default for ApiOptions {
             shutdown_grace: Duration::from_secs(10),
             auth: None,
             rate_limits: ratelimit::RateLimits::default(),
+            stream_idle_timeout: Duration::from_secs(300),
+            stream_max_message_bytes: 1024 * 1024,
         }
     }
 }

@@ -80,6 +80,14 @@ pub struct ApiArgs {
     #[arg(long = "max_connections", visible_alias = "max-connections", env = "MICRO_API_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections: u32,
 
+    /// A relayed stream (WebSocket, event stream) with no message either way for this long is closed
+    #[arg(long = "stream_idle_timeout", visible_alias = "stream-idle-timeout", env = "MICRO_API_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = micro::config::positive_duration, value_name = "DURATION")]
+    pub stream_idle_timeout: Duration,
+
+    /// Largest message a WebSocket client may send (bytes; K/KiB and M/MiB suffixes allowed)
+    #[arg(long = "stream_max_message_bytes", visible_alias = "stream-max-message-bytes", env = "MICRO_API_STREAM_MAX_MESSAGE_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub stream_max_message_bytes: usize,
+
     #[command(flatten)]
     pub edge: EdgeArgs,
 }
@@ -245,6 +253,8 @@ impl ApiArgs {
                 .filter(|o| !o.is_empty())
                 .collect(),
             max_connections: self.max_connections as usize,
+            stream_idle_timeout: self.stream_idle_timeout,
+            stream_max_message_bytes: self.stream_max_message_bytes,
             ..ApiOptions::default()
         }
     }

@@ -86,11 +86,9 @@ pub async fn run(micro: &MicroArgs, args: &StreamArgs) -> Result<String, CliErro
     } else {
         micro::connect_registry(&micro.registry).await?
     };
-    let mut options = micro.client.client_options().map_err(CliError::Usage)?;
-    // A call's attempt timeout goes to the node as its grpc-timeout: tonic
-    // servers apply it until the reply headers only, grpc-go servers (go-micro)
-    // to the whole stream. The stream's own bound is --timeout.
-    options.attempt_timeout = options.attempt_timeout.max(args.timeout);
+    // Streams have no attempt timeout (see micro_client::Streaming): the
+    // stream's own bound is --timeout.
+    let options = micro.client.client_options().map_err(CliError::Usage)?;
     let client = Client::new(registry, options);
     let mut stdout = std::io::stdout();
     stream_with(&client, args, stdin_lines(), &mut stdout).await?;

@@ -95,14 +95,18 @@ impl Service<http::Request<Body>> for Attempt {
         let (started, deadline) = (context.started, context.deadline);
         let until = context.until(attempt_timeout);
         let left = until - started;
-        request.headers_mut().insert(
-            timeout::GRPC_TIMEOUT,
-            if left == attempt_timeout {
-                self.shared.full.clone()
-            } else {
-                timeout::encode(left)
-            },
-        );
+        // No deadline (a stream without one): no grpc-timeout, which
+        // grpc-go servers would apply to the whole stream.
+        if !crate::call::is_far(started, until) {
+            request.headers_mut().insert(
+                timeout::GRPC_TIMEOUT,
+                if left == attempt_timeout {
+                    self.shared.full.clone()
+                } else {
+                    timeout::encode(left)
+                },
+            );
+        }
         AttemptFuture {
             shared: self.shared.clone(),
             stage: Stage::Start {
@@ -112,6 +116,9 @@ impl Service<http::Request<Body>> for Attempt {
                 until,
             },
             attempt_bound: until < deadline,
+            streaming: context
+                .streaming
+                .then(|| (!crate::call::is_far(started, deadline)).then_some(deadline)),
             response: None,
             timer: None,
             in_flight: None,
@@ -149,6 +156,10 @@ pin_project! {
         // Whether running out of time is the attempt's limit (the node is
         // slow) rather than the call's (the caller's deadline).
         attempt_bound: bool,
+        // A stream (with its deadline, if it has one): its node's load
+        // counts it until the reply body is dropped, and the body ends at
+        // the deadline.
+        streaming: Option<Option<Instant>>,
         #[pin]
         response: Option<ResponseFuture>,
         #[pin]
@@ -189,6 +200,7 @@ impl AttemptFuture {
             shared: attempt.shared.clone(),
             stage: Stage::NoNode,
             attempt_bound: false,
+            streaming: None,
             response: None,
             timer: None,
             in_flight: None,
@@ -289,14 +301,87 @@ fn end(
     this.response.set(None);
     this.timer.set(None);
     let in_flight = this.in_flight.take().expect("set when started");
-    Poll::Ready(Ok(judge(
+    let node = this
+        .streaming
+        .map(|deadline| (in_flight.node.clone(), deadline));
+    let outcome = judge(
         &this.shared.set,
         this.shared.timeout,
         this.shared.tls,
         in_flight,
         *this.attempt_bound,
         result,
-    )))
+    );
+    Poll::Ready(Ok(match (outcome, node) {
+        (Outcome::Answered { response, status }, Some((node, deadline))) => {
+            node.load().enter();
+            let open = OpenStream(node);
+            let deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
+            Outcome::Answered {
+                response: response.map(|body| {
+                    Body::new(CountedBody {
+                        body,
+                        deadline,
+                        _open: open,
+                    })
+                }),
+                status,
+            }
+        }
+        (outcome, _) => outcome,
+    }))
+}
+
+/// An open stream, counted in its node's load until dropped.
+struct OpenStream(Arc<NodeEntry>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.load().exit(None);
+    }
+}
+
+/// A stream's reply body, its stream counted in the node's load while it
+/// lives.
+struct CountedBody {
+    body: Body,
+    /// The stream's deadline: tonic servers apply `grpc-timeout` only until
+    /// their reply headers, so the client ends the stream itself.
+    deadline: Option<Pin<Box<Sleep>>>,
+    _open: OpenStream,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let passed = self
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if !passed {
+            return Poll::Pending;
+        }
+        self.deadline = None;
+        Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
+            "the stream's deadline passed",
+        ))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The attempt's own deadline passed before the node answered.

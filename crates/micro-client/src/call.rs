@@ -33,6 +33,26 @@ use crate::observer::CallEnd;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Idempotent;
 
+/// Marks a call as a stream (server-, client- or bidi-streaming), which
+/// may last far longer than a unary call:
+///
+/// - its deadline is the caller's own `grpc-timeout`, else the client's
+///   `stream_timeout`, else none (no `grpc-timeout` is sent: grpc-go servers
+///   apply it to the whole stream, as go-micro's `StreamTimeout` default of
+///   0 does not);
+/// - no attempt timeout: the node may take its time to the first message;
+/// - a node that cannot be reached is replaced by another before anything is
+///   sent; once the stream is open nothing is retried;
+/// - the node's load counts the stream until its reply body ends.
+///
+/// ```
+/// # use micro_client::Streaming;
+/// let mut request = tonic::Request::new(());
+/// request.extensions_mut().insert(Streaming);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Streaming;
+
 /// The observer's record of a call, for the stages that report to it.
 #[derive(Clone)]
 pub struct Observed(pub Arc<dyn CallEnd>);
@@ -70,6 +90,11 @@ impl CallDeadline {
         CallDeadline::after(FAR)
     }
 
+    /// Whether this is [`CallDeadline::none`] (or as far off).
+    pub fn is_none(&self) -> bool {
+        is_far(self.started, self.at)
+    }
+
     /// The time the call had.
     pub fn budget(&self) -> Duration {
         self.at - self.started
@@ -85,6 +110,11 @@ impl CallDeadline {
     }
 }
 
+/// Whether `at` is "no deadline" for a call started at `from`.
+pub(crate) fn is_far(from: Instant, at: Instant) -> bool {
+    at.saturating_duration_since(from) >= FAR / 2
+}
+
 /// One attempt: when it starts, what bounds it, where it may not go, and
 /// (once the balance stage chose) its node.
 #[derive(Clone, Debug)]
@@ -98,6 +128,8 @@ pub struct AttemptContext {
     /// gains nothing from giving up early, and an attempt timeout there
     /// would only cut short a caller upstream that is itself retrying.
     pub bounded: bool,
+    /// A [`Streaming`] call: the node's load counts it until its reply ends.
+    pub streaming: bool,
     /// Nodes this call already tried (or is trying).
     pub tried: Vec<Arc<NodeEntry>>,
     /// The node chosen for the attempt.
@@ -122,6 +154,7 @@ impl AttemptContext {
             started: Instant::now(),
             deadline,
             bounded: true,
+            streaming: false,
             tried: Vec::new(),
             node: None,
         }

@@ -111,7 +111,9 @@ impl ServiceChannel {
         let set = layers.set.clone();
         let stack = ServiceBuilder::new()
             .layer(ObserveLayer::new(set.clone(), observer))
-            .layer(DeadlineLayer::new(options.request_timeout))
+            .layer(
+                DeadlineLayer::new(options.request_timeout).stream_timeout(options.stream_timeout),
+            )
             .layer(layers.retry.clone())
             .layer(layers.balance.clone())
             .service(Attempt::new(

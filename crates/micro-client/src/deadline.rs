@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tower::{Layer, Service};
 
-use crate::call::CallDeadline;
+use crate::call::{CallDeadline, Streaming};
 use crate::timeout;
 
 /// Sets each call's [`CallDeadline`].
@@ -19,6 +19,8 @@ pub struct WithDeadline<S> {
     inner: S,
     /// When the caller sets none.
     default: Duration,
+    /// A [`Streaming`] call's, when the caller sets none (`None`: no deadline).
+    stream: Option<Duration>,
 }
 
 /// Puts a [`WithDeadline`] over a service: `default` is the deadline of a
@@ -26,11 +28,22 @@ pub struct WithDeadline<S> {
 #[derive(Clone, Copy, Debug)]
 pub struct DeadlineLayer {
     default: Duration,
+    stream: Option<Duration>,
 }
 
 impl DeadlineLayer {
     pub fn new(default: Duration) -> Self {
-        DeadlineLayer { default }
+        DeadlineLayer {
+            default,
+            stream: None,
+        }
+    }
+
+    /// The deadline of a [`Streaming`] call whose caller set none (`None`,
+    /// the default: no deadline).
+    pub fn stream_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stream = timeout;
+        self
     }
 }
 
@@ -41,6 +54,7 @@ impl<S> Layer<S> for DeadlineLayer {
         WithDeadline {
             inner,
             default: self.default,
+            stream: self.stream,
         }
     }
 }
@@ -64,14 +78,20 @@ where
     }
 
     /// Takes the caller's `grpc-timeout` out of the headers (each attempt
-    /// sets its own), falling back to the default.
+    /// sets its own), falling back to the default (a stream's own).
     fn call(&mut self, mut request: http::Request<B>) -> S::Future {
         let budget = request
             .headers_mut()
             .remove(timeout::GRPC_TIMEOUT)
-            .and_then(|value| timeout::parse(&value))
-            .unwrap_or(self.default);
-        request.extensions_mut().insert(CallDeadline::after(budget));
+            .and_then(|value| timeout::parse(&value));
+        let deadline = match budget {
+            Some(budget) => CallDeadline::after(budget),
+            None if request.extensions().get::<Streaming>().is_some() => self
+                .stream
+                .map_or_else(CallDeadline::none, CallDeadline::after),
+            None => CallDeadline::after(self.default),
+        };
+        request.extensions_mut().insert(deadline);
         self.inner.call(request)
     }
 }

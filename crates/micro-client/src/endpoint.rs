@@ -338,6 +338,15 @@ const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
+/// The HTTP/2 connection window to a node: as large as HTTP/2 allows. A
+/// stream whose reader stalls (a gateway's WebSocket client that stops
+/// reading) keeps up to its stream window unread, and unread data holds the
+/// connection's window too (h2 credits it when read, where grpc-go credits
+/// the connection on receipt): with hyper's 5 MB default, three stalled
+/// streams stop every other stream on the connection. Memory stays bounded
+/// by each stream's own window.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<TonicEndpoint, String> {
     let scheme = if options.tls.is_some() {
         "https"
@@ -357,6 +366,7 @@ pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<TonicEndpo
     let mut endpoint = TonicEndpoint::from(uri)
         .connect_timeout(options.dial_timeout)
         .tcp_nodelay(true)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         // A peer that vanished (host down, network cut) is found by TCP
         // keepalive, in the kernel, at no cost per call. HTTP/2 PING
         // keepalive would find it too, but hyper then reads the clock and

@@ -47,6 +47,16 @@
 //! can also be hedged (`hedge_after`, off by default): a slow first attempt
 //! gets a second one on another node, and the first answer wins.
 //!
+//! Streams (server-, client- or bidi-streaming calls) marked [`Streaming`]
+//! in the request's extensions have no attempt timeout and no deadline but
+//! the caller's `grpc-timeout` or `stream_timeout` (off by default, as
+//! go-micro's): the `micro stream` command, the gateway and the dashboard
+//! mark theirs; code calling a streaming method through a generated client
+//! marks it the same way (`tonic::Request` with the extension). A stream
+//! stays on its node, is counted in that node's load while open, goes to
+//! another node only when the first cannot be reached, and is never run
+//! twice.
+//!
 //! Nodes are chosen by the [`Selector`]: `p2c` by
 //! default (the less loaded of two random nodes, load = peak-EWMA latency ×
 //! calls in flight, so a slow or stuck node gets few calls), or `roundrobin`
@@ -99,7 +109,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-pub use call::Idempotent;
+pub use call::{Idempotent, Streaming};
 pub use channel::{ServiceChannel, ServiceLayers};
 pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure, error_chain, find_rustls};

@@ -42,6 +42,9 @@ pub struct ClientOptions {
     /// this long, send the call to a second node too and take the first
     /// answer (`None`: never).
     pub hedge_after: Option<Duration>,
+    /// Deadline of a [`Streaming`](crate::Streaming) call whose caller sets
+    /// none (`None`: no deadline, as go-micro's `StreamTimeout` of 0).
+    pub stream_timeout: Option<Duration>,
     /// TLS to nodes (`--client_tls_*`); plaintext if `None`.
     pub tls: Option<ClientTls>,
 }
@@ -79,6 +82,7 @@ impl Default for ClientOptions {
             ejection_min: Self::EJECTION_MIN,
             ejection_max: Self::EJECTION_MAX,
             hedge_after: None,
+            stream_timeout: None,
             tls: None,
         }
     }

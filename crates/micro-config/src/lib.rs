@@ -34,6 +34,7 @@
 //! | `--client_attempt_timeout` | `MICRO_CLIENT_ATTEMPT_TIMEOUT` | `2s` |
 //! | `--client_retry_budget` | `MICRO_CLIENT_RETRY_BUDGET` | `0.2` |
 //! | `--client_hedge_after` | `MICRO_CLIENT_HEDGE_AFTER` | off |
+//! | `--client_stream_timeout` | `MICRO_CLIENT_STREAM_TIMEOUT` | off (streams have no deadline) |
 //! | `--client_tls_ca` | `MICRO_CLIENT_TLS_CA` | plaintext |
 //! | `--client_tls_cert_file`, `--client_tls_key_file` | `MICRO_CLIENT_TLS_CERT_FILE`, `..._KEY_FILE` | none |
 //! | `--client_tls_server_name` | `MICRO_CLIENT_TLS_SERVER_NAME` | each node's address |
@@ -446,6 +447,16 @@ pub struct ClientArgs {
     )]
     pub client_hedge_after: Option<Duration>,
 
+    /// Deadline of a whole stream (server-, client- or bidi-streaming call) whose caller sets none (default: off, as go-micro's StreamTimeout)
+    #[arg(
+        long = "client_stream_timeout",
+        visible_alias = "client-stream-timeout",
+        env = "MICRO_CLIENT_STREAM_TIMEOUT",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub client_stream_timeout: Option<Duration>,
+
     /// Node selection: p2c (the less loaded of two random nodes), roundrobin (each call to the next node) or random
     #[arg(
         long = "selector",
@@ -516,6 +527,7 @@ impl ClientArgs {
             },
             selector: self.selector,
             hedge_after: self.client_hedge_after,
+            stream_timeout: self.client_stream_timeout,
             tls: self.client_tls()?,
             ..ClientOptions::default()
         })
@@ -674,6 +686,7 @@ mod tests {
         assert_eq!(client.retry_budget, library.retry_budget);
         assert_eq!(client.selector, library.selector);
         assert_eq!(client.hedge_after, library.hedge_after);
+        assert_eq!(client.stream_timeout, library.stream_timeout);
         let server = default.server.server_options().expect("valid");
         let library = ServerOptions::default();
         assert_eq!(server.address, library.address);

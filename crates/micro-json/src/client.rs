@@ -177,7 +177,10 @@ impl DynamicClient {
     /// goes out as it is, `application/grpc+json` (which toolkit and go-micro
     /// servers both take on streams, no schema needed), and the replies come
     /// back as the service wrote them. The call ends the sending side when
-    /// `requests` ends; `options.timeout` bounds the whole stream.
+    /// `requests` ends; `options.timeout` bounds the whole stream (zero: no
+    /// bound but the client's `stream_timeout`). Through a [`Client`] the
+    /// stream is [`micro_client::Streaming`]: no attempt timeout, placed on
+    /// one node, another node only if that one cannot be reached.
     ///
     /// Messages are not checked here: the caller checks what it reads.
     pub async fn stream_endpoint<S>(
@@ -197,9 +200,12 @@ impl DynamicClient {
         })?;
         let path = PathAndQuery::try_from(format!("/{service}.{handler}/{method}"))
             .map_err(|_| Error::bad_input(format!("cannot call {service} {endpoint}")))?;
-        let mut request =
-            tonic::Request::from_parts(options.metadata, Default::default(), requests);
-        set_timeout(&mut request, options.timeout);
+        let mut extensions = tonic::Extensions::new();
+        extensions.insert(micro_client::Streaming);
+        let mut request = tonic::Request::from_parts(options.metadata, extensions, requests);
+        if !options.timeout.is_zero() {
+            set_timeout(&mut request, options.timeout);
+        }
         let mut grpc = tonic::client::Grpc::new(self.target.channel(service, true));
         grpc.ready()
             .await

@@ -19,6 +19,11 @@
 //! accepting, then lets requests in flight finish, for at most
 //! `shutdown_grace`.
 //!
+//! HTTP/1 upgrades (WebSockets) are served. A request that takes its
+//! connection over holds it with the [`ConnectionHold`] in its extensions:
+//! the connection keeps its slot in the budget, busy, until the hold ends,
+//! and shutdown waits for it (the holder sees [`Held::stopping`]).
+//!
 //! [`AbortOnDrop`] guards the background tasks of listeners and servers:
 //! dropped, it aborts its task.
 //!
@@ -61,6 +66,49 @@ pub use crate::task::AbortOnDrop;
 /// driving a router directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteAddr(pub SocketAddr);
+
+/// In the extensions of every request with an `Upgrade` header: a handler
+/// that takes the connection over calls [`ConnectionHold::hold`] to keep it
+/// counted.
+#[derive(Clone, Debug)]
+pub struct ConnectionHold(Arc<HoldShared>);
+
+#[derive(Debug)]
+struct HoldShared {
+    conn: Arc<Conn>,
+    /// The connection's task waits until every clone is dropped.
+    held: mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
+}
+
+impl ConnectionHold {
+    /// Keeps the connection's slot, busy (never given up to a newer
+    /// connection), and the server's shutdown waiting, until the guard is
+    /// dropped.
+    pub fn hold(&self) -> Held {
+        Held {
+            _busy: self.0.conn.begin(),
+            _held: self.0.held.clone(),
+            stop: self.0.stop.clone(),
+        }
+    }
+}
+
+/// A connection taken over by a handler (see [`ConnectionHold`]).
+#[derive(Debug)]
+pub struct Held {
+    _busy: Busy,
+    _held: mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Held {
+    /// Completes once the server is stopping: the holder should end what it
+    /// does (within the shutdown grace) and drop the guard.
+    pub async fn stopping(&mut self) {
+        let _ = self.stop.wait_for(|stop| *stop).await;
+    }
+}
 
 /// The limits of one listener; see the crate docs.
 #[derive(Clone, Debug)]
@@ -170,10 +218,18 @@ where
         let alive = alive.clone();
         tokio::spawn(async move {
             let _open = shared.options.on_connection.map(|open| open());
+            let (held, mut all_released) = mpsc::channel::<()>(1);
+            let hold = ConnectionHold(Arc::new(HoldShared {
+                conn: conn.clone(),
+                held,
+                stop: stop_signal.clone(),
+            }));
             shared
                 .clone()
-                .connection(stream, remote, conn.clone(), stop_signal)
+                .connection(stream, remote, hold, stop_signal)
                 .await;
+            // A connection taken over (a WebSocket) lives on in its holder.
+            let _ = all_released.recv().await;
             shared.connections.release(&conn);
             drop(alive);
         });
@@ -249,12 +305,13 @@ where
         self: Arc<Self>,
         stream: TcpStream,
         remote: SocketAddr,
-        conn: Arc<Conn>,
+        hold: ConnectionHold,
         stop_signal: watch::Receiver<bool>,
     ) {
         let Some(tls) = self.tls.clone() else {
-            return self.drive(stream, remote, conn, stop_signal).await;
+            return self.drive(stream, remote, hold, stop_signal).await;
         };
+        let conn = hold.0.conn.clone();
         // The handshake counts against the deadline to the first request.
         let deadline = tokio::time::Instant::now() + self.options.header_read_timeout;
         let handshake = tokio::select! {
@@ -262,7 +319,7 @@ where
             () = conn.close.notified() => return,
         };
         match handshake {
-            Ok(Ok(stream)) => self.drive(stream, remote, conn, stop_signal).await,
+            Ok(Ok(stream)) => self.drive(stream, remote, hold, stop_signal).await,
             Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
             Err(_) => tracing::debug!(%remote, "TLS handshake not done in time"),
         }
@@ -274,18 +331,20 @@ where
         self: Arc<Self>,
         io: I,
         remote: SocketAddr,
-        conn: Arc<Conn>,
+        hold: ConnectionHold,
         mut stop_signal: watch::Receiver<bool>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let conn = hold.0.conn.clone();
         let service = ConnService {
             service: self.service.clone(),
             remote,
             conn: conn.clone(),
+            hold,
         };
-        // With upgrades: a proxied WebSocket takes the connection over
-        // (its tunnel then lives outside the budget, as the handler's task).
+        // With upgrades: a WebSocket takes the connection over; a handler
+        // keeps it in the budget with the request's `ConnectionHold`.
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -345,6 +404,7 @@ struct ConnService<S> {
     service: S,
     remote: SocketAddr,
     conn: Arc<Conn>,
+    hold: ConnectionHold,
 }
 
 impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
@@ -360,6 +420,11 @@ where
         let busy = self.conn.begin();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(RemoteAddr(self.remote));
+        // Only a request asking to upgrade can take the connection over
+        // (an extension costs an allocation: not on every request).
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(self.hold.clone());
+        }
         Answer {
             inner: self.service.clone().oneshot(request),
             busy: Some(busy),

@@ -67,6 +67,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,19 @@ pub trait ServerObserver: Send + Sync + fmt::Debug + 'static {
     /// registered name (`User.QueryUserByName`). Resolve here what its
     /// calls need, so that a call looks nothing up.
     fn endpoint(&self, service: &str, path: &str, endpoint: &str) -> Arc<dyn EndpointObserver>;
+
+    /// As [`endpoint`](Self::endpoint), for a streaming endpoint (server-,
+    /// client- or bidi-streaming): its calls also see each message
+    /// ([`ServerCall::received`], [`ServerCall::sent`]), and end when the
+    /// stream does.
+    fn stream_endpoint(
+        &self,
+        service: &str,
+        path: &str,
+        endpoint: &str,
+    ) -> Arc<dyn EndpointObserver> {
+        self.endpoint(service, path, endpoint)
+    }
 }
 
 /// Watches the calls of one endpoint.
@@ -109,13 +123,30 @@ pub trait ServerCall: Send + 'static {
     /// The call ended with `code` (`Cancelled` if the caller went away
     /// before the response's end), `elapsed` after it began.
     fn end(self: Box<Self>, code: Code, elapsed: Duration);
+
+    /// A streaming call's caller sent `messages` more messages.
+    fn received(&self, messages: u64) {
+        let _ = messages;
+    }
+
+    /// A streaming call's handler sent `messages` more messages.
+    fn sent(&self, messages: u64) {
+        let _ = messages;
+    }
 }
 
 /// The observers of a server's endpoints, by gRPC path. Looked up on every
 /// call with a key the caller sends, but only ever holding the server's own
 /// paths: a fast hash will do (no caller can grow the map to make
 /// collisions).
-type Endpoints = HashMap<String, Arc<dyn EndpointObserver>, foldhash::fast::RandomState>;
+type Endpoints = HashMap<String, Watched, foldhash::fast::RandomState>;
+
+/// An endpoint's observer, and whether the endpoint streams.
+#[derive(Clone)]
+struct Watched {
+    observer: Arc<dyn EndpointObserver>,
+    streams: bool,
+}
 
 /// A layer in front of a server's routes that shows the calls of its
 /// registered endpoints to a [`ServerObserver`].
@@ -143,15 +174,36 @@ impl ObserveLayer {
         service: &str,
         endpoints: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|(path, endpoint)| {
-                let watched = observer.endpoint(service, &path, &endpoint);
-                (path, watched)
-            })
-            .collect();
+        Self::with_streams(observer, service, endpoints, [])
+    }
+
+    /// As [`new`](Self::new), with the streaming endpoints in `streams`
+    /// (seen through [`ServerObserver::stream_endpoint`], their messages
+    /// counted).
+    pub fn with_streams(
+        observer: &dyn ServerObserver,
+        service: &str,
+        endpoints: impl IntoIterator<Item = (String, String)>,
+        streams: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let unary = endpoints.into_iter().map(|(path, endpoint)| {
+            let observer = observer.endpoint(service, &path, &endpoint);
+            let watched = Watched {
+                observer,
+                streams: false,
+            };
+            (path, watched)
+        });
+        let streaming = streams.into_iter().map(|(path, endpoint)| {
+            let observer = observer.stream_endpoint(service, &path, &endpoint);
+            let watched = Watched {
+                observer,
+                streams: true,
+            };
+            (path, watched)
+        });
         ObserveLayer {
-            endpoints: Arc::new(endpoints),
+            endpoints: Arc::new(unary.chain(streaming).collect()),
         }
     }
 }
@@ -182,9 +234,9 @@ impl<S> fmt::Debug for Observe<S> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for Observe<S>
+impl<S> Service<http::Request<Body>> for Observe<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -194,7 +246,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let call = self
             .endpoints
             .get(request.uri().path())
@@ -202,9 +254,31 @@ where
                 // Timed from before the observer's own work, as a layer
                 // of its own would be.
                 let started = Instant::now();
-                let record = endpoint.clone().start(request.headers())?;
-                Some(Call { record, started })
+                let record = endpoint.observer.clone().start(request.headers())?;
+                let stream = endpoint.streams.then(|| StreamCounts {
+                    received: Arc::new(AtomicU64::new(0)),
+                    sent: Messages::default(),
+                });
+                Some(Call {
+                    record,
+                    started,
+                    stream,
+                })
             });
+        // A stream's requests are counted as the handler reads them.
+        let request = match call.as_ref().and_then(|c| c.stream.as_ref()) {
+            Some(stream) => {
+                let received = stream.received.clone();
+                request.map(|body| {
+                    Body::new(CountedRequest {
+                        inner: body,
+                        messages: Messages::default(),
+                        received,
+                    })
+                })
+            }
+            None => request,
+        };
         ObserveFuture {
             inner: self.inner.call(request),
             call,
@@ -216,11 +290,114 @@ where
 struct Call {
     record: Box<dyn ServerCall>,
     started: Instant,
+    /// A streaming call's message counts.
+    stream: Option<StreamCounts>,
+}
+
+/// The messages of a streaming call: the requests (counted by the request
+/// body as the handler reads them, reported with the replies and at the
+/// end), and the replies' framing.
+struct StreamCounts {
+    received: Arc<AtomicU64>,
+    sent: Messages,
 }
 
 impl Call {
+    /// Reports the requests counted since the last report.
+    fn report_received(&self) {
+        if let Some(stream) = &self.stream {
+            let received = stream.received.swap(0, Ordering::Relaxed);
+            if received > 0 {
+                self.record.received(received);
+            }
+        }
+    }
+
+    /// Counts (and reports) the replies in `data`.
+    fn count_sent(&mut self, data: &[u8]) {
+        if let Some(stream) = &mut self.stream {
+            let sent = stream.sent.feed(data);
+            if sent > 0 {
+                self.record.sent(sent);
+            }
+        }
+        self.report_received();
+    }
+
     fn end(self, code: Code) {
+        self.report_received();
         self.record.end(code, self.started.elapsed());
+    }
+}
+
+/// Counts gRPC messages in a byte stream cut anywhere: each is a 5-byte
+/// prefix (compressed flag, big-endian length) and its bytes.
+#[derive(Debug, Default)]
+struct Messages {
+    /// Bytes of the current prefix read so far.
+    prefix: [u8; 5],
+    have: usize,
+    /// Bytes of the current message still to come.
+    remaining: u64,
+}
+
+impl Messages {
+    /// The messages that start in `data`.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut started = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining).map_or(data.len(), |r| r.min(data.len()));
+                data = &data[n..];
+                self.remaining -= n as u64;
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 5 {
+                started += 1;
+                self.have = 0;
+                let [_, a, b, c, d] = self.prefix;
+                self.remaining = u64::from(u32::from_be_bytes([a, b, c, d]));
+            }
+        }
+        started
+    }
+}
+
+/// A streaming call's request body, counting the messages the handler reads.
+struct CountedRequest {
+    inner: Body,
+    messages: Messages,
+    received: Arc<AtomicU64>,
+}
+
+impl http_body::Body for CountedRequest {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let started = self.messages.feed(data);
+            self.received.fetch_add(started, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -330,6 +507,9 @@ impl http_body::Body for Observed {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(call)) = (frame.data_ref(), self.call.as_mut()) {
+                    call.count_sent(data);
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = grpc_code(trailers).unwrap_or(Code::Unknown);
                     self.done(code);
@@ -406,6 +586,23 @@ mod tests {
         fn end(self: Box<Self>, code: Code, _elapsed: Duration) {
             let mut ended = self.0.ended.lock().expect("lock");
             ended.push((self.0.name.clone(), code));
+        }
+    }
+
+    /// Messages are counted however their bytes are cut into frames.
+    #[test]
+    fn messages_are_counted_across_any_cut() {
+        let mut bytes = Vec::new();
+        for len in [0u32, 1, 7, 300, 5] {
+            bytes.push(0);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend(std::iter::repeat_n(b'x', len as usize));
+        }
+        for chunk in 1..bytes.len() {
+            let mut messages = Messages::default();
+            let counted: u64 = bytes.chunks(chunk).map(|c| messages.feed(c)).sum();
+            assert_eq!(counted, 5, "cut every {chunk} bytes");
+            assert_eq!((messages.have, messages.remaining), (0, 0));
         }
     }
 

@@ -32,18 +32,23 @@ pub(crate) fn observe_layer(
     pool: &DescriptorPool,
     services: &[&'static str],
 ) -> ObserveLayer {
-    let mut endpoints = Vec::new();
+    let (mut endpoints, mut streams) = (Vec::new(), Vec::new());
     for full_name in services {
         if let Some(service) = pool.get_service_by_name(full_name) {
             for method in service.methods() {
-                endpoints.push((
+                let named = (
                     format!("/{full_name}/{}", method.name()),
                     format!("{}.{}", service.name(), method.name()),
-                ));
+                );
+                if method.is_client_streaming() || method.is_server_streaming() {
+                    streams.push(named);
+                } else {
+                    endpoints.push(named);
+                }
             }
         }
     }
-    ObserveLayer::new(observer, name, endpoints)
+    ObserveLayer::with_streams(observer, name, endpoints, streams)
 }
 
 /// Keeps readiness's `registry` condition equal to the registration state

@@ -258,3 +258,94 @@ impl Drop for OpenConnection {
         }
     }
 }
+
+/// One stream the gateway relays (a WebSocket or Server-Sent Events) on
+/// `route`: counted open while alive (`micro_api_open_streams{kind}`), its
+/// messages counted (`micro_api_stream_messages_total{route,direction}`),
+/// and one span from open to end, child of the upgrade request's trace.
+#[derive(Debug)]
+pub struct ApiStream {
+    kind: &'static str,
+    counters: Option<(IntCounter, IntCounter)>,
+    span: Option<Context>,
+}
+
+impl ApiStream {
+    /// `kind`: `websocket` or `sse`; `route`: `<service>/<Handler.Method>`.
+    /// Called in the request's handler: its trace is the stream's parent.
+    pub fn open(kind: &'static str, route: &str) -> Self {
+        let parent = Context::current();
+        let counters = crate::metrics::enabled().then(|| {
+            metrics().api_open_streams.with_label_values(&[kind]).inc();
+            (
+                metrics()
+                    .api_stream_messages
+                    .with_label_values(&[route, "received"]),
+                metrics()
+                    .api_stream_messages
+                    .with_label_values(&[route, "sent"]),
+            )
+        });
+        let span = trace::enabled().then(|| {
+            let tracer = trace::tracer();
+            let span = tracer
+                .span_builder(format!("go.micro.api/stream {route}"))
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("http.route", route.to_string()),
+                    KeyValue::new("micro.stream.kind", kind),
+                ])
+                .start_with_context(&*tracer, &parent);
+            parent.with_span(span)
+        });
+        ApiStream {
+            kind,
+            counters,
+            span,
+        }
+    }
+
+    /// `future` run in the stream's trace: the calls it makes continue it.
+    pub fn instrument<F: Future>(&self, future: F) -> WithContext<F> {
+        future.with_context(self.span.clone().unwrap_or_else(Context::current))
+    }
+
+    /// A message from the HTTP client went to the service.
+    pub fn received(&self) {
+        if let Some((received, _)) = &self.counters {
+            received.inc();
+        }
+    }
+
+    /// A message from the service went to the HTTP client.
+    pub fn sent(&self) {
+        if let Some((_, sent)) = &self.counters {
+            sent.inc();
+        }
+    }
+
+    /// Ends the stream's span with how it ended (`error`: why it failed).
+    pub fn end(&mut self, error: Option<&str>) {
+        if let Some(cx) = self.span.take() {
+            let span = cx.span();
+            if let Some(error) = error {
+                span.set_status(SpanStatus::error(error.to_string()));
+            }
+            span.end();
+        }
+    }
+}
+
+impl Drop for ApiStream {
+    fn drop(&mut self) {
+        if self.counters.is_some() {
+            metrics()
+                .api_open_streams
+                .with_label_values(&[self.kind])
+                .dec();
+        }
+        if let Some(cx) = self.span.take() {
+            cx.span().end();
+        }
+    }
+}

@@ -43,6 +43,11 @@ pub struct Metrics {
     pub server_requests: IntCounterVec,
     /// `micro_server_request_duration_seconds{service,endpoint}`
     pub server_duration: HistogramVec,
+    /// `micro_server_open_streams{service,endpoint}`
+    pub server_open_streams: IntGaugeVec,
+    /// `micro_server_stream_messages_total{service,endpoint,direction}`
+    /// (received from the caller, sent to it)
+    pub server_stream_messages: IntCounterVec,
     /// `micro_client_requests_total{service,endpoint,code}`
     pub client_requests: IntCounterVec,
     /// `micro_client_attempts_total{service,outcome}`
@@ -65,6 +70,11 @@ pub struct Metrics {
     pub broker_handler_duration: HistogramVec,
     /// `micro_broker_dropped_total{broker,topic}`
     pub broker_dropped: IntCounterVec,
+    /// `micro_api_open_streams{kind}` (websocket, sse)
+    pub api_open_streams: IntGaugeVec,
+    /// `micro_api_stream_messages_total{route,direction}` (received: from
+    /// the HTTP client, sent: to it)
+    pub api_stream_messages: IntCounterVec,
     client_endpoints: RwLock<HashSet<String>>,
 }
 
@@ -110,6 +120,28 @@ impl Metrics {
         registry
             .register(Box::new(api_open_connections.clone()))
             .unwrap_or_else(|e| unreachable!("micro_api_open_connections: {e}"));
+        let server_open_streams = IntGaugeVec::new(
+            Opts::new(
+                "micro_server_open_streams",
+                "Streaming calls a server is serving, by service and endpoint",
+            ),
+            &["service", "endpoint"],
+        )
+        .unwrap_or_else(|e| unreachable!("micro_server_open_streams: {e}"));
+        registry
+            .register(Box::new(server_open_streams.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_server_open_streams: {e}"));
+        let api_open_streams = IntGaugeVec::new(
+            Opts::new(
+                "micro_api_open_streams",
+                "Streams the gateway relays, by kind (websocket, sse)",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("micro_api_open_streams: {e}"));
+        registry
+            .register(Box::new(api_open_streams.clone()))
+            .unwrap_or_else(|e| unreachable!("micro_api_open_streams: {e}"));
         // `micro_registry_entries_skipped_total{registry,reason}`: the backends
         // count into `micro_registry::skipped`; each scrape reads it.
         SkippedEntries::register(r);
@@ -125,6 +157,13 @@ impl Metrics {
                 "micro_server_request_duration_seconds",
                 "Time a server took to answer a call, until its last byte",
                 &["service", "endpoint"],
+            ),
+            server_open_streams,
+            server_stream_messages: counter(
+                r,
+                "micro_server_stream_messages_total",
+                "Messages of streaming calls, by service, endpoint and direction (received from the caller, sent to it)",
+                &["service", "endpoint", "direction"],
             ),
             client_requests: counter(
                 r,
@@ -181,6 +220,13 @@ impl Metrics {
                 "micro_broker_dropped_total",
                 "Messages a publisher gave up on (its retry buffer full, or retried too long)",
                 &["broker", "topic"],
+            ),
+            api_open_streams,
+            api_stream_messages: counter(
+                r,
+                "micro_api_stream_messages_total",
+                "Stream messages the gateway relayed, by route (service/Handler.Method) and direction (received from the HTTP client, sent to it)",
+                &["route", "direction"],
             ),
             client_endpoints: RwLock::new(HashSet::new()),
             registry,

@@ -15,7 +15,7 @@ use http::HeaderMap;
 use micro_server::observer::{EndpointObserver, ServerCall, ServerObserver};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tonic::Code;
 
 use crate::metrics::{code_name, metrics};
@@ -29,15 +29,48 @@ pub struct ServerTelemetry;
 
 impl ServerObserver for ServerTelemetry {
     fn endpoint(&self, service: &str, _path: &str, endpoint: &str) -> Arc<dyn EndpointObserver> {
-        Arc::new(EndpointInfo {
-            service: service.to_string(),
-            endpoint: endpoint.to_string(),
-            span_name: format!("{service}/{endpoint}"),
-            duration: metrics()
-                .server_duration
+        Arc::new(EndpointInfo::new(service, endpoint, None))
+    }
+
+    fn stream_endpoint(
+        &self,
+        service: &str,
+        _path: &str,
+        endpoint: &str,
+    ) -> Arc<dyn EndpointObserver> {
+        let labels = |direction| [service, endpoint, direction];
+        let stream = StreamMetrics {
+            open: metrics()
+                .server_open_streams
                 .with_label_values(&[service, endpoint]),
-            codes: Default::default(),
-        })
+            received: metrics()
+                .server_stream_messages
+                .with_label_values(&labels("received")),
+            sent: metrics()
+                .server_stream_messages
+                .with_label_values(&labels("sent")),
+        };
+        Arc::new(EndpointInfo::new(service, endpoint, Some(stream)))
+    }
+}
+
+/// A streaming endpoint's metrics.
+#[derive(Debug)]
+struct StreamMetrics {
+    open: IntGauge,
+    received: IntCounter,
+    sent: IntCounter,
+}
+
+/// Counts a stream open until dropped (with its call's record, whether
+/// the call ended or was dropped).
+struct OpenStream(Arc<EndpointInfo>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if let Some(stream) = &self.0.stream {
+            stream.open.dec();
+        }
     }
 }
 
@@ -49,9 +82,24 @@ struct EndpointInfo {
     span_name: String,
     duration: Histogram,
     codes: [OnceLock<IntCounter>; 17],
+    /// A streaming endpoint's.
+    stream: Option<StreamMetrics>,
 }
 
 impl EndpointInfo {
+    fn new(service: &str, endpoint: &str, stream: Option<StreamMetrics>) -> Self {
+        EndpointInfo {
+            service: service.to_string(),
+            endpoint: endpoint.to_string(),
+            span_name: format!("{service}/{endpoint}"),
+            duration: metrics()
+                .server_duration
+                .with_label_values(&[service, endpoint]),
+            codes: Default::default(),
+            stream,
+        }
+    }
+
     fn counter(&self, code: Code) -> &IntCounter {
         let index = (code as usize).min(16);
         self.codes[index].get_or_init(|| {
@@ -93,10 +141,18 @@ impl EndpointObserver for EndpointInfo {
         } else {
             parent
         };
+        let open = match &self.stream {
+            Some(stream) if crate::metrics::enabled() => {
+                stream.open.inc();
+                Some(OpenStream(self.clone()))
+            }
+            _ => None,
+        };
         Some(Box::new(ServerRecord {
             info: self,
             context,
             traced,
+            _open: open,
         }))
     }
 }
@@ -121,6 +177,8 @@ struct ServerRecord {
     context: Option<Context>,
     /// Whether `context` holds a span of this call, to end.
     traced: bool,
+    /// A stream's place in the open-streams gauge.
+    _open: Option<OpenStream>,
 }
 
 impl ServerCall for ServerRecord {
@@ -141,6 +199,18 @@ impl ServerCall for ServerRecord {
         }
         if let (true, Some(cx)) = (self.traced, &self.context) {
             trace::end_span(cx, code);
+        }
+    }
+
+    fn received(&self, messages: u64) {
+        if let (Some(stream), true) = (&self.info.stream, crate::metrics::enabled()) {
+            stream.received.inc_by(messages);
+        }
+    }
+
+    fn sent(&self, messages: u64) {
+        if let (Some(stream), true) = (&self.info.stream, crate::metrics::enabled()) {
+            stream.sent.inc_by(messages);
         }
     }
 }

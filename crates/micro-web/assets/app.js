@@ -216,6 +216,10 @@ async function submitCall(event) {
     result.textContent = e.message;
     return;
   }
+  const endpoint = state.detail && state.detail.endpoints.find((e) => e.name === $("call-endpoint").value);
+  if (endpoint && endpoint.metadata && endpoint.metadata.stream === "true") {
+    return streamCall(result, button, metadata);
+  }
   result.dataset.state = "pending";
   result.textContent = "calling…";
   button.disabled = true;
@@ -251,6 +255,75 @@ async function submitCall(event) {
 }
 
 // --- live updates -------------------------------------------------------
+
+function errorText(err, status) {
+  return "Error " + (err.code || status) + " " + (err.status || "") + "\n" + (err.detail || "") +
+    (err.id ? "\n(" + err.id + ")" : "");
+}
+
+// A streaming endpoint: each reply shows as it arrives (one JSON line each
+// from /api/stream), then the end or the error.
+async function streamCall(result, button, metadata) {
+  result.dataset.state = "streaming";
+  result.dataset.count = "0";
+  result.textContent = "";
+  button.disabled = true;
+  let count = 0;
+  const show = (line) => {
+    const item = JSON.parse(line);
+    if (item.message !== undefined) {
+      count += 1;
+      result.dataset.count = String(count);
+      result.append(JSON.stringify(item.message, null, 2) + "\n");
+    } else if (item.error) {
+      result.dataset.state = "error";
+      result.append(errorText(item.error, "") + "\n");
+    } else if (item.end) {
+      result.dataset.state = "ok";
+      result.title = count + " messages, " + item.end.took_ms.toFixed(1) + " ms";
+    }
+  };
+  try {
+    const response = await fetch("/api/stream", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/x-ndjson" },
+      body: JSON.stringify({
+        service: state.selected,
+        endpoint: $("call-endpoint").value,
+        request: $("call-request").value,
+        metadata,
+      }),
+    });
+    if (!response.ok) {
+      const body = await response.json();
+      result.dataset.state = "error";
+      result.textContent = errorText(body.error || {}, response.status);
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      pending += decoder.decode(value, { stream: true });
+      let at;
+      while ((at = pending.indexOf("\n")) >= 0) {
+        show(pending.slice(0, at));
+        pending = pending.slice(at + 1);
+      }
+    }
+    if (result.dataset.state === "streaming") {
+      result.dataset.state = "error";
+      result.append("The stream ended without its end.\n");
+    }
+  } catch (e) {
+    result.dataset.state = "error";
+    result.append("The stream failed: " + e.message + "\n");
+  } finally {
+    button.disabled = false;
+  }
+}
 
 function connect() {
   const events = new EventSource("/api/events");

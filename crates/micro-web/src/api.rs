@@ -6,6 +6,7 @@
 //! | `GET /api/services` | every service: name, versions, node and endpoint counts, revision |
 //! | `GET /api/services/{name}` | one service: versions with nodes (and their health), endpoints with shapes and a request template |
 //! | `POST /api/call` | `{"service", "endpoint", "request", "metadata"}` → `{"reply"}` or `{"error"}` |
+//! | `POST /api/stream` | the same body, for a streaming endpoint → one JSON line per reply as it comes (`{"message"}`), then `{"end"}` or `{"error"}` |
 //! | `GET /api/events` | Server-Sent Events: `services` (the summary) at once and after each change |
 //!
 //! Every answer carries a strict Content-Security-Policy and `nosniff`.
@@ -32,6 +33,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use micro_errors::MicroError;
 use micro_json::CallOptions;
+use micro_json::client::JsonStream;
 use micro_registry::Value;
 use serde::Deserialize;
 use serde_json::{Map, json};
@@ -70,6 +72,15 @@ pub fn router(web: Arc<Web>) -> axum::Router {
             post(
                 |State(web): State<Arc<Web>>, request: axum::extract::Request| async move {
                     call(&web, request).await
+                },
+            )
+            .fallback(|| async { not_allowed("POST") }),
+        )
+        .route(
+            "/api/stream",
+            post(
+                |State(web): State<Arc<Web>>, request: axum::extract::Request| async move {
+                    stream(&web, request).await
                 },
             )
             .fallback(|| async { not_allowed("POST") }),
@@ -396,8 +407,21 @@ struct CallRequest {
     metadata: BTreeMap<String, String>,
 }
 
-/// `POST /api/call`: the call through `micro call`'s JSON path.
-async fn call<B>(web: &Web, request: Request<B>) -> Response<Body>
+/// A call from the form, read and checked: the call, its request text and
+/// metadata, or the error answer.
+struct FormCall {
+    call: CallRequest,
+    text: Vec<u8>,
+    metadata: tonic::metadata::MetadataMap,
+}
+
+/// Reads `POST /api/call` or `/api/stream` (`route`): JSON only, the
+/// dashboard's own origin, the body within its limit, a known service.
+async fn read_call<B>(
+    web: &Web,
+    request: Request<B>,
+    route: &str,
+) -> Result<FormCall, Response<Body>>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -409,13 +433,13 @@ where
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "POST /api/call takes Content-Type: application/json".into(),
-        );
+            format!("POST {route} takes Content-Type: application/json"),
+        ));
     }
     if let Err(why) = check_origin(headers) {
-        return error(StatusCode::FORBIDDEN, why);
+        return Err(error(StatusCode::FORBIDDEN, why));
     }
     let max = web.options.max_body_bytes;
     let declared = headers
@@ -423,27 +447,27 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return too_large(max);
+        return Err(too_large(max));
     }
     let body = match Limited::new(request.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(max),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large(max)),
         Err(e) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {e}"),
-            );
+            ));
         }
     };
     let call: CallRequest = match serde_json::from_slice(&body) {
         Ok(call) => call,
         Err(e) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "the body is not a call ({{\"service\", \"endpoint\", \"request\", \"metadata\"}}): {e}"
                 ),
-            );
+            ));
         }
     };
     let text = match &call.request {
@@ -452,13 +476,31 @@ where
         Some(value) => value.to_string().into_bytes(),
     };
     if !web.snapshot().services.contains_key(&call.service) {
-        return not_found(web, &call.service);
+        return Err(not_found(web, &call.service));
     }
-    let metadata = match micro_json::call_metadata(
-        call.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    ) {
-        Ok(metadata) => metadata,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    let metadata =
+        micro_json::call_metadata(call.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|why| error(StatusCode::BAD_REQUEST, why))?;
+    Ok(FormCall {
+        call,
+        text,
+        metadata,
+    })
+}
+
+/// `POST /api/call`: the call through `micro call`'s JSON path.
+async fn call<B>(web: &Web, request: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let FormCall {
+        call,
+        text,
+        metadata,
+    } = match read_call(web, request, "/api/call").await {
+        Ok(call) => call,
+        Err(answer) => return answer,
     };
     let timeout = web.options.call_timeout;
     let options = CallOptions {
@@ -498,6 +540,113 @@ where
             format!("no answer within {timeout:?}"),
         ),
     }
+}
+
+/// `POST /api/stream`: the form's request as the one message of a streaming
+/// endpoint's stream (the sending side then ends), and each reply as it
+/// comes: one JSON line (`application/x-ndjson`) per reply
+/// (`{"message": ...}`), then `{"end": {"took_ms"}}` or `{"error": ...}`.
+/// Shares the live streams' cap; each reply must come within the call
+/// timeout.
+async fn stream<B>(web: &Web, request: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let FormCall {
+        call,
+        text,
+        metadata,
+    } = match read_call(web, request, "/api/stream").await {
+        Ok(call) => call,
+        Err(answer) => return answer,
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&text) {
+        return error(StatusCode::BAD_REQUEST, format!("request is not JSON: {e}"));
+    }
+    let Ok(permit) = web.streams.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many streams open (at most {})",
+                web.options.max_streams
+            ),
+        );
+    };
+    let options = CallOptions {
+        // The stream's own bound is the time between replies.
+        timeout: Duration::ZERO,
+        idempotent: false,
+        metadata,
+    };
+    let (dynamic, idle) = (web.dynamic.clone(), web.options.call_timeout);
+    let started = Instant::now();
+    let opening: futures::future::BoxFuture<'static, _> = Box::pin(async move {
+        let first = futures::stream::iter([text]);
+        dynamic
+            .stream_endpoint(&call.service, &call.endpoint, first, options)
+            .await
+    });
+    enum State {
+        Opening(futures::future::BoxFuture<'static, Result<JsonStream, micro_json::Error>>),
+        Open(Box<JsonStream>),
+        Ended,
+    }
+    let lines = futures::stream::unfold(State::Opening(opening), move |state| async move {
+        let mut replies = match state {
+            State::Ended => return None,
+            State::Opening(opening) => match opening.await {
+                Ok(replies) => Box::new(replies),
+                Err(e) => return Some((failed_line(&e, started), State::Ended)),
+            },
+            State::Open(replies) => replies,
+        };
+        match tokio::time::timeout(idle, replies.next()).await {
+            Ok(Ok(Some(reply))) => {
+                let message: serde_json::Value =
+                    serde_json::from_slice(&reply).unwrap_or(serde_json::Value::Null);
+                Some((ndjson(&json!({ "message": message })), State::Open(replies)))
+            }
+            Ok(Ok(None)) => {
+                let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+                Some((ndjson(&json!({"end": {"took_ms": took_ms}})), State::Ended))
+            }
+            Ok(Err(e)) => Some((failed_line(&e, started), State::Ended)),
+            Err(_) => {
+                let e = micro_json::Error::new(
+                    micro_json::ErrorKind::Timeout,
+                    format!("no reply within {idle:?}"),
+                );
+                Some((failed_line(&e, started), State::Ended))
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(futures::StreamExt::map(lines, move |bytes| {
+        let _held = &permit;
+        Ok::<_, Infallible>(http_body::Frame::data(bytes))
+    }));
+    let mut response = Response::new(body.boxed_unsync());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// `value` as one line of JSON.
+fn ndjson(value: &serde_json::Value) -> Bytes {
+    let mut line = value.to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// A stream's failure as its last line.
+fn failed_line(e: &micro_json::Error, started: Instant) -> Bytes {
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    ndjson(&json!({"error": e.to_micro_error("go.micro.client"), "took_ms": took_ms}))
 }
 
 /// A browser sends `Origin` (and `Sec-Fetch-Site`) with every POST: it must

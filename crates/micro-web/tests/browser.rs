@@ -1,5 +1,6 @@
 //! `micro web` in a real browser: headless Chromium, driven over WebDriver
-//! (`chromedriver`), against a real etcd and a real greeter service.
+//! (`chromedriver`), against a real etcd and a real greeter service; and a
+//! page streaming from the greeter through `micro api`'s WebSocket.
 //!
 //! The whole test runs in a fresh network namespace holding only loopback
 //! (the test re-runs itself under `unshare --net`), so Chromium cannot reach
@@ -238,6 +239,44 @@ async fn drive(driver: &Driver, page: &str, registry: SharedRegistry) -> Result<
         })
         .await?;
 
+    // A streaming endpoint: each message shows as it arrives, then the end.
+    driver
+        .click("#call-endpoint option[value=\"Greeter.Stream\"]")
+        .await?;
+    driver.clear("#call-request").await?;
+    driver
+        .type_text("#call-request", r#"{"name": "Chromium", "count": 3}"#)
+        .await?;
+    driver.click("#call-submit").await?;
+    driver
+        .wait_for("the stream's three messages and its end", async || {
+            let text = driver.text("#call-result").await?;
+            Ok(
+                driver.attribute("#call-result", "data-state").await? == "ok"
+                    && driver.attribute("#call-result", "data-count").await? == "3"
+                    && ["Hello Chromium 1", "Hello Chromium 2", "Hello Chromium 3"]
+                        .iter()
+                        .all(|m| text.contains(m)),
+            )
+        })
+        .await?;
+    // A stream that fails after a message: the message, then the error.
+    driver.clear("#call-request").await?;
+    driver
+        .type_text("#call-request", r#"{"name": "fail", "count": 3}"#)
+        .await?;
+    driver.click("#call-submit").await?;
+    driver
+        .wait_for("the stream's message then its error", async || {
+            let text = driver.text("#call-result").await?;
+            Ok(
+                driver.attribute("#call-result", "data-state").await? == "error"
+                    && text.contains("Hello fail 1")
+                    && text.contains("failed on purpose"),
+            )
+        })
+        .await?;
+
     // The greeter stops (deregisters): it leaves the list, the page says so.
     tokio::task::spawn_blocking(move || server.stop())
         .await
@@ -252,6 +291,100 @@ async fn drive(driver: &Driver, page: &str, registry: SharedRegistry) -> Result<
         "deregistered → gone from the page: {:.0} ms",
         stopped.elapsed().as_secs_f64() * 1000.0
     );
+    gateway_websocket(driver, registry).await
+}
+
+/// What a page does with go-micro's gateway: a WebSocket to a streaming
+/// endpoint through `micro api` (the query the first message; browsers send
+/// no Content-Type, so the frames are binary), read until the close frame.
+const WEBSOCKET_SCRIPT: &str = r#"
+const [url, done] = arguments;
+const ws = new WebSocket(url);
+ws.binaryType = "arraybuffer";
+const messages = [];
+ws.onmessage = (event) => messages.push(
+    typeof event.data === "string"
+        ? "text:" + event.data
+        : "binary:" + new TextDecoder().decode(event.data));
+ws.onclose = (event) => done({ messages, code: event.code, reason: event.reason });
+ws.onerror = () => messages.push("error");
+"#;
+
+/// A greeter behind `micro api` (the gateway in this process), streamed
+/// from Chromium over a WebSocket.
+async fn gateway_websocket(driver: &Driver, registry: SharedRegistry) -> Result<(), String> {
+    let server = tokio::task::spawn_blocking({
+        let registry = registry.clone();
+        move || {
+            TestServer::start(
+                registry,
+                GREETER,
+                TestGreeter::new("ws"),
+                loopback_options(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let gateway = micro_api::Gateway::new(
+        Client::new(registry, ClientOptions::default()),
+        micro_api::ApiOptions {
+            namespace: "go.micro.srv".into(),
+            ..micro_api::ApiOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        gateway
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // The gateway's own page, so the socket is same-origin.
+    driver
+        .post("/url", json!({ "url": format!("http://{address}/") }))
+        .await?;
+    driver
+        .post("/timeouts", json!({ "script": WAIT.as_millis() as u64 }))
+        .await?;
+    let url = format!("ws://{address}/greeter/greeter/stream?name=browser&count=3");
+    let mut outcome = Value::Null;
+    // The gateway may not list the greeter yet: retried while it answers 404.
+    let until = Instant::now() + WAIT;
+    while Instant::now() < until {
+        outcome = driver
+            .post(
+                "/execute/async",
+                json!({ "script": WEBSOCKET_SCRIPT, "args": [url] }),
+            )
+            .await?;
+        if outcome["code"] == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), serving).await;
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    let expected = json!({
+        "messages": [
+            "binary:{\"msg\":\"Hello browser 1\"}",
+            "binary:{\"msg\":\"Hello browser 2\"}",
+            "binary:{\"msg\":\"Hello browser 3\"}",
+        ],
+        "code": 1000,
+        "reason": "",
+    });
+    if outcome != expected {
+        return Err(format!(
+            "the WebSocket through micro api: {outcome}, expected {expected}"
+        ));
+    }
     Ok(())
 }
 

@@ -126,7 +126,33 @@ fn generate_and_build(root: &Path, args: &[&str]) -> PathBuf {
     let tested = cargo(&dir, &["test", "--offline"]);
     let report = String::from_utf8_lossy(&tested.stdout);
     assert!(report.contains(&format!("test {test} ... ok")), "{report}");
+    // The service template's streams, each with its test.
+    if !args.contains(&"api") && !web {
+        assert!(
+            report.contains("test streams_count_messages ... ok"),
+            "{report}"
+        );
+        assert!(
+            report.contains("test answers_each_ping_until_the_caller_ends ... ok"),
+            "{report}"
+        );
+    }
     dir
+}
+
+/// The `count` of each JSON line (proto3 JSON writes int64 as a string).
+fn counts(lines: &str) -> Vec<i64> {
+    lines
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            let count = &value["count"];
+            count
+                .as_i64()
+                .or_else(|| count.as_str().and_then(|c| c.parse().ok()))
+                .unwrap_or_else(|| panic!("no count in {line}"))
+        })
+        .collect()
 }
 
 fn built(name: &str) -> PathBuf {
@@ -211,6 +237,65 @@ fn generated_services_build_offline_and_answer() {
         },
     );
     assert_eq!(reply.json(), serde_json::json!({"msg": "Hello John"}));
+
+    // The streaming endpoints: `micro stream`, and a WebSocket through the
+    // gateway (the query the first message, one text frame per reply).
+    let streamed = micro(&[
+        "stream",
+        "go.micro.srv.hello",
+        "Hello.Stream",
+        r#"{"count":3}"#,
+    ]);
+    assert!(streamed.status.success(), "{streamed:?}");
+    assert_eq!(
+        counts(&String::from_utf8_lossy(&streamed.stdout)),
+        [1, 2, 3]
+    );
+    let mut command = Command::new(binary("micro"));
+    command
+        .args([
+            "stream",
+            "go.micro.srv.hello",
+            "Hello.PingPong",
+            r#"{"stroke":7}"#,
+        ])
+        .env_remove("MICRO_REGISTRY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().expect("micro stream");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"{\"stroke\":8}\n").expect("write");
+    }
+    let pinged = child.wait_with_output().expect("micro stream ends");
+    assert!(pinged.status.success(), "{pinged:?}");
+    let pongs: Vec<serde_json::Value> = String::from_utf8_lossy(&pinged.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(pongs.len(), 2, "{pongs:?}");
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://127.0.0.1:{rpc_port}/hello/stream?count=2"
+    ))
+    .expect("request");
+    request
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("value"));
+    let (mut ws, _) = tungstenite::connect(request).expect("a WebSocket through micro api");
+    let mut frames = Vec::new();
+    loop {
+        match ws.read().expect("a frame") {
+            tungstenite::Message::Text(text) => frames.push(text.to_string()),
+            tungstenite::Message::Close(frame) => {
+                assert_eq!(u16::from(frame.expect("close frame").code), 1000);
+                break;
+            }
+            _ => {}
+        }
+        assert!(frames.len() <= 2, "{frames:?}");
+    }
+    assert_eq!(counts(&frames.join("\n")), [1, 2]);
 
     let api_port = free_port();
     let api_gateway = Process::start(

@@ -5,6 +5,7 @@ pub(crate) mod api;
 mod dial;
 pub(crate) mod http;
 pub(crate) mod rpc;
+mod stream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,12 +62,38 @@ impl tower::Service<Request> for Dispatch {
 
 /// Every other path: the configured handler.
 async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
+    // A WebSocket or an event stream to an endpoint that streams, under the
+    // api and rpc handlers (go-micro's gateway routes streams to its rpc
+    // handler whatever the endpoint's handler).
+    let request = match stream::wanted(request.headers()) {
+        Some(wanted) if inner.options.handler != HandlerKind::Http => {
+            match open_stream(&inner, request, wanted).await {
+                Ok(Ok(response)) => return response,
+                Ok(Err(request)) => request,
+                Err(e) => return e.into_response(),
+            }
+        }
+        _ => request,
+    };
     let result = match inner.options.handler {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
         HandlerKind::Http | HandlerKind::Web => http::handle(&inner, request).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The stream `request` asks for, or the request back if its path names no
+/// streaming endpoint.
+async fn open_stream(
+    inner: &Arc<Inner>,
+    request: Request,
+    wanted: stream::Wanted,
+) -> Result<Result<Response, Request>, ApiError> {
+    let Ok(resolved) = inner.routes.resolve(request.uri().path()) else {
+        return Ok(Err(request));
+    };
+    stream::serve(inner, request, &resolved, wanted).await
 }
 
 /// The whole body, or 413 past `limit` (checked against `Content-Length`

@@ -29,7 +29,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::body::RequestBody;
-use crate::call::{AttemptContext, CallDeadline, Idempotent, Observed};
+use crate::call::{AttemptContext, CallDeadline, Idempotent, Observed, Streaming};
 use crate::endpoint::NodeEntry;
 use crate::error::{ClientError, NodeFailure};
 use crate::observer::AttemptResult;
@@ -114,8 +114,12 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> RetryFuture<S> {
         let (mut parts, body) = request.into_parts();
+        // A stream is never run twice: only a node that could not be
+        // reached is replaced.
+        let streaming = parts.extensions.get::<Streaming>().is_some();
         let policy = Policy {
-            idempotent: self.idempotent || parts.extensions.get::<Idempotent>().is_some(),
+            idempotent: !streaming
+                && (self.idempotent || parts.extensions.get::<Idempotent>().is_some()),
         };
         let deadline = parts
             .extensions
@@ -154,6 +158,7 @@ where
                 observed,
                 deadline,
                 policy,
+                streaming,
                 body,
                 parts: Some(parts),
                 attempts,
@@ -178,6 +183,8 @@ struct Attempts<S> {
     observed: Option<Observed>,
     deadline: CallDeadline,
     policy: Policy,
+    /// A [`Streaming`] call: no attempt timeout, never run twice.
+    streaming: bool,
     body: Option<RequestBody>,
     /// The request line and headers, while another attempt may need them.
     parts: Option<http::request::Parts>,
@@ -331,7 +338,10 @@ where
         };
         // The attempt timeout leaves time for another attempt; a call that
         // will not be retried (not idempotent) fails fast with it too.
-        let bounded = !self.policy.idempotent || (can_retry && nodes > self.tried.len() + 1);
+        // A stream has no attempt timeout: it may take its time to the
+        // first message.
+        let bounded = !self.streaming
+            && (!self.policy.idempotent || (can_retry && nodes > self.tried.len() + 1));
         // One clock reading per attempt: the deadline check, and the
         // attempt's start for its latency (the first attempt starts with
         // the call).
@@ -345,6 +355,7 @@ where
             started: now,
             deadline: self.deadline.at,
             bounded,
+            streaming: self.streaming,
             tried: self.tried.clone(),
             node: None,
         });
@@ -404,6 +415,7 @@ where
             started: Instant::now(),
             deadline: self.deadline.at,
             bounded: false,
+            streaming: false,
             tried: exclude,
             node: None,
         });
