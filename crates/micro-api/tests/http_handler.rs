@@ -6,6 +6,7 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{RunningGateway, assert_micro_error, get, http_client, send};
@@ -221,7 +222,7 @@ async fn a_frozen_node_fails_no_get() {
         &frozen.local_addr().expect("addr").to_string(),
     )
     .await;
-    let attempt_timeout = std::time::Duration::from_millis(300);
+    let attempt_timeout = Duration::from_millis(300);
     let client = micro_client::Client::new(
         registry.clone(),
         micro_client::ClientOptions {
@@ -264,7 +265,7 @@ async fn a_frozen_node_fails_no_get() {
         .client()
         .node_set_ready(
             SERVICE,
-            tokio::time::Instant::now() + std::time::Duration::from_secs(1),
+            tokio::time::Instant::now() + Duration::from_secs(1),
         )
         .await
         .expect("known")
@@ -413,4 +414,42 @@ async fn the_web_handler_joins_a_websocket_through() {
         seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
         "{seen}"
     );
+}
+
+/// A tunnel holds its connection: a stopping gateway closes it and waits for
+/// it, rather than returning with the tunnel still open behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_closes_its_websocket_tunnels() {
+    use micro_testing::http::{echoed, websocket_echo_node, websocket_handshake};
+    use tokio::io::AsyncReadExt as _;
+    let registry = Arc::new(MemoryRegistry::new());
+    let (node, echo) = websocket_echo_node().await;
+    register(&registry, "site-ws", &node.to_string()).await;
+    let options = ApiOptions {
+        handler: HandlerKind::Web,
+        ..ApiOptions::default()
+    };
+    let gateway = RunningGateway::start_round_robin(registry.clone(), options).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
+
+    let host = gateway.address.to_string();
+    let (mut client, head) = websocket_handshake(gateway.address, &host, "/site/socket").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert_eq!(echoed(&mut client, b"before the stop").await, b"before the stop");
+
+    let stopping = tokio::spawn(gateway.stop());
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+        .await
+        .expect("the tunnel closes when the gateway stops");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("the gateway stops")
+        .expect("stop task");
+    // The node saw its peer go too.
+    tokio::time::timeout(Duration::from_secs(10), echo)
+        .await
+        .expect("the node's connection ends")
+        .expect("node");
 }

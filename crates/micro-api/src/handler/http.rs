@@ -123,6 +123,11 @@ pub(crate) async fn forward(
     let client_upgrade = websocket
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
+    // The tunnel keeps its connection's slot in the budget, and shutdown
+    // waits for it (see `micro_serve::ConnectionHold`).
+    let hold = websocket
+        .then(|| parts.extensions.remove::<micro_serve::ConnectionHold>())
+        .flatten();
     let body = read_body(&parts.headers, body, max_body_bytes).await?;
 
     // Waits for the registry's first answer (and a node on its way).
@@ -178,7 +183,8 @@ pub(crate) async fn forward(
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let node_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_upgrade, node_upgrade));
+        let held = hold.as_ref().map(micro_serve::ConnectionHold::hold);
+        tokio::spawn(tunnel(client_upgrade, node_upgrade, held));
     }
     let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -204,8 +210,13 @@ fn upgrade_headers(headers: &mut HeaderMap) {
 }
 
 /// Copies bytes both ways between the client's upgraded connection and the
-/// node's, until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, node: hyper::upgrade::OnUpgrade) {
+/// node's, until either side closes or the server stops (`held`: the
+/// connection's slot, kept until the tunnel ends).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    node: hyper::upgrade::OnUpgrade,
+    mut held: Option<micro_serve::Held>,
+) {
     let (client, node) = match tokio::try_join!(client, node) {
         Ok(both) => both,
         Err(e) => {
@@ -215,8 +226,21 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, node: hyper::upgrade::OnUpgra
     };
     let mut client = hyper_util::rt::TokioIo::new(client);
     let mut node = hyper_util::rt::TokioIo::new(node);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
-        tracing::debug!("WebSocket tunnel ended: {e}");
+    let stopping = async {
+        match held.as_mut() {
+            Some(held) => held.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut node) => {
+            if let Err(e) = copied {
+                tracing::debug!("WebSocket tunnel ended: {e}");
+            }
+        }
+        // The bytes are the node's own protocol: the tunnel closes, and the
+        // node's WebSocket sees its peer gone.
+        () = stopping => tracing::debug!("WebSocket tunnel closed: the server is stopping"),
     }
 }
 
