@@ -435,7 +435,10 @@ async fn a_stopping_gateway_closes_its_websocket_tunnels() {
     let host = gateway.address.to_string();
     let (mut client, head) = websocket_handshake(gateway.address, &host, "/site/socket").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert_eq!(echoed(&mut client, b"before the stop").await, b"before the stop");
+    assert_eq!(
+        echoed(&mut client, b"before the stop").await,
+        b"before the stop"
+    );
 
     let stopping = tokio::spawn(gateway.stop());
     let mut buf = [0u8; 16];
