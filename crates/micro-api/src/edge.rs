@@ -234,22 +234,6 @@ where
     Ok(response)
 }
 
-/// Longest piece of a request echoed in an error answer.
-const MAX_ECHO: usize = 96;
-
-/// `text` quoted for an error answer, cut to [`MAX_ECHO`] bytes: no user
-/// input is echoed unbounded.
-pub(crate) fn shown(text: &str) -> String {
-    if text.len() <= MAX_ECHO {
-        return format!("{text:?}");
-    }
-    let mut end = MAX_ECHO;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}… ({} bytes)", &text[..end], text.len())
-}
-
 /// 431 for too many or too large headers, 414 for a URI longer than the
 /// header budget.
 fn check_head(request: &Request, max_headers: usize, max_header_bytes: usize) -> Option<ApiError> {
@@ -291,7 +275,7 @@ fn check_declared_body(request: &Request, max_body_bytes: usize) -> Option<ApiEr
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())?;
-    (declared > max_body_bytes as u64).then(|| crate::handler::body_too_large(max_body_bytes))
+    (declared > max_body_bytes as u64).then(|| ApiError::body_too_large(max_body_bytes))
 }
 
 /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.

@@ -33,6 +33,11 @@ impl ApiError {
         Self::new(503, detail)
     }
 
+    /// 413, the one wording for a body over the limit.
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        Self::new(413, format!("request body larger than {limit} bytes"))
+    }
+
     /// What a failed call to `service` endpoint `endpoint` means to the HTTP
     /// client: the service's own micro error passes through unchanged; an
     /// unknown endpoint is 404; the client's own failures map by their type
@@ -119,4 +124,20 @@ impl IntoResponse for ApiError {
         );
         response
     }
+}
+
+/// Longest piece of a request echoed in an error answer.
+const MAX_ECHO: usize = 96;
+
+/// `text` quoted for an error answer, cut to [`MAX_ECHO`] bytes: no user
+/// input is echoed unbounded.
+pub(crate) fn shown(text: &str) -> String {
+    if text.len() <= MAX_ECHO {
+        return format!("{text:?}");
+    }
+    let mut end = MAX_ECHO;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &text[..end], text.len())
 }

@@ -53,9 +53,9 @@ impl Route {
 /// Why a path names no endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
-    #[error("path {} does not name a service", crate::edge::shown(.0))]
+    #[error("path {} does not name a service", crate::error::shown(.0))]
     NoService(String),
-    #[error("path {} does not name a valid endpoint", crate::edge::shown(.0))]
+    #[error("path {} does not name a valid endpoint", crate::error::shown(.0))]
     BadEndpoint(String),
     #[error("path is not valid UTF-8 once percent-decoded")]
     NotUtf8,

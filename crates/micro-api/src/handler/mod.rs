@@ -103,7 +103,7 @@ pub(crate) async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || body_too_large(limit);
+    let too_large = || ApiError::body_too_large(limit);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -118,11 +118,6 @@ pub(crate) async fn read_body(
             "cannot read the request body: {e}"
         ))),
     }
-}
-
-/// 413, the one wording for a body over the limit.
-pub(crate) fn body_too_large(limit: usize) -> ApiError {
-    ApiError::new(413, format!("request body larger than {limit} bytes"))
 }
 
 /// When the request must be answered (the edge sets it; now + the default
@@ -152,7 +147,7 @@ pub(crate) async fn ensure_registered(
     let budget = deadline.saturating_duration_since(Instant::now());
     // The messages are built only when needed: this runs on every request.
     let registry = || inner.client.registry().name();
-    let shown = || crate::edge::shown(service);
+    let shown = || crate::error::shown(service);
     match inner.catalog.presence(service, budget).await {
         Presence::Live => Ok(()),
         Presence::Gone => Err(ApiError::unavailable(format!(

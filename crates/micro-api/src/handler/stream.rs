@@ -244,7 +244,7 @@ async fn websocket(
                 415,
                 format!(
                     "streams carry JSON messages (Content-Type: application/json, or none), not {}",
-                    crate::edge::shown(ct.to_str().unwrap_or("?"))
+                    crate::error::shown(ct.to_str().unwrap_or("?"))
                 ),
             ));
         }
