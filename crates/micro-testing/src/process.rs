@@ -182,10 +182,11 @@ impl OutputLines {
     pub fn read(reader: impl Read + Send + 'static) -> OutputLines {
         let (tx, lines) = mpsc::channel();
         let reader = std::thread::spawn(move || {
+            // Read to the end even once nobody listens: a pipe closed
+            // early would make the child's next write fail (a process
+            // whose stderr is gone may die on its next log line).
             for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         OutputLines {
