@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use micro_client::{Client, ClientOptions, NodeSet};
 use micro_registry::{
-    Action, Error, Event, RegisterOptions, Registry, Service, SharedRegistry, WatchOptions, Watcher,
+    Action, Detail, Error, Event, RegisterOptions, Registry, Service, SharedRegistry, WatchOptions,
+    Watcher,
 };
 use micro_registry_etcd::{EtcdOptions, EtcdRegistry};
 use micro_registry_mdns::{MdnsOptions, MdnsRegistry};
@@ -243,6 +244,10 @@ impl Registry for TimedRegistry {
 
     async fn list_services(&self) -> Result<Vec<Service>, Error> {
         self.inner.list_services().await
+    }
+
+    async fn list_services_with(&self, detail: Detail) -> Result<Vec<Service>, Error> {
+        self.inner.list_services_with(detail).await
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error> {

@@ -85,7 +85,7 @@ impl Config {
             }
         } else {
             Config {
-                scales: vec![100, 300, 1000],
+                scales: vec![100, 300, 1000, 2000],
                 nodes_per_service: 5,
                 churn_rate: 100,
                 churn: Duration::from_secs(8),

@@ -9,6 +9,12 @@
 //! remembered briefly (a bounded set) and lookups run a few at a time, so a
 //! flood of unknown names costs the registry little.
 //!
+//! The catalog keeps what routing needs and nothing more: the names, and
+//! (in its registry resolution) each node's id and address. It follows the
+//! registry with [`Detail::Nodes`], so a backend that can (etcd) skips
+//! decoding endpoint descriptions, and a node leaving is settled from the
+//! nodes it knows, without asking the registry.
+//!
 //! One rule on every registry: a name never seen registered is unknown (the
 //! gateway answers 404); a name that was registered and has no live node now
 //! is gone (503: the service exists and is down). Both come from the same
@@ -18,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-use micro_registry::{Resolution, ResolveOptions, SharedRegistry, Update};
+use micro_registry::{Detail, Resolution, ResolveOptions, SharedRegistry, Update};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -115,6 +121,7 @@ impl Catalog {
             ResolveOptions {
                 grace: None,
                 refresh: Some(REFRESH),
+                detail: Detail::Nodes,
                 ..ResolveOptions::default()
             },
         );
@@ -203,6 +210,10 @@ impl Catalog {
 /// Applies the registry resolution (list, watch, reconnect, re-list every
 /// `REFRESH`) to the names until the catalog is dropped.
 async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
+    // Names the last listing gave without their nodes (mDNS lists names
+    // only, as go-micro's does): whether a node leaving was the last one is
+    // asked of the registry for these; the others are settled locally.
+    let mut nodes_unknown: HashSet<String> = HashSet::new();
     loop {
         let update = resolution.next().await;
         let Some(strong) = catalog.upgrade() else {
@@ -210,7 +221,14 @@ async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
         };
         match update {
             Update::Reset(services) => {
-                let listed: HashSet<String> = services.into_iter().map(|s| s.name).collect();
+                nodes_unknown.clear();
+                let mut listed: HashSet<String> = HashSet::with_capacity(services.len());
+                for service in services {
+                    if service.nodes.is_empty() {
+                        nodes_unknown.insert(service.name.clone());
+                    }
+                    listed.insert(service.name);
+                }
                 let mut names = strong.write();
                 let vanished: Vec<String> = names
                     .live
@@ -228,11 +246,21 @@ async fn follow(catalog: Weak<Catalog>, mut resolution: Resolution) {
                 strong.view.send_replace(View::Listed);
             }
             Update::Add(service) => {
-                strong.write().insert(service.name);
+                let mut names = strong.write();
+                if !names.live.contains(&service.name) {
+                    names.insert(service.name);
+                }
             }
             Update::Remove(service) => {
-                // Other nodes may remain: ask.
                 let name = service.name;
+                if resolution.has_nodes(&name) {
+                    continue;
+                }
+                if !nodes_unknown.contains(&name) {
+                    strong.write().remove(&name);
+                    continue;
+                }
+                // Other nodes may remain that the listing did not name: ask.
                 let registry = resolution.registry().clone();
                 drop(strong);
                 let remains = matches!(

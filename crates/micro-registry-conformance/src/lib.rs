@@ -23,7 +23,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use micro_registry::{
-    Action, Error, Event, Node, RegisterOptions, Service, SharedRegistry, WatchOptions, Watcher,
+    Action, Detail, Error, Event, Node, RegisterOptions, Service, SharedRegistry, WatchOptions,
+    Watcher,
 };
 use tokio::time::{Instant, timeout};
 
@@ -97,6 +98,7 @@ macro_rules! registry_conformance_tests {
             reregister_replaces_node,
             watch_sees_create_and_delete,
             watch_filters_by_service,
+            nodes_detail_names_services_and_nodes,
             ttl_expiry_removes_node,
             concurrent_registrations,
             invalid_registrations_are_rejected,
@@ -396,6 +398,57 @@ pub async fn watch_sees_create_and_delete(setup: &Setup, options: &Options) {
         deleted.service.nodes.iter().any(|n| n.id == id),
         "delete names the node: {deleted:?}"
     );
+}
+
+/// Asked for [`Detail::Nodes`], a listing names every service (with, where
+/// it lists nodes at all, each node's id and address) and a watch of every
+/// service reports a node coming and going by service name and node id.
+pub async fn nodes_detail_names_services_and_nodes(setup: &Setup, options: &Options) {
+    let name = unique("brief");
+    let mut watcher = setup
+        .reader
+        .watch(WatchOptions::default().with_detail(Detail::Nodes))
+        .await
+        .expect("watch");
+    let service = sample_service(&name, "v1", node(&name, 4012));
+    let id = service.nodes[0].id.clone();
+    let address = service.nodes[0].address.clone();
+    register(setup, &service).await;
+    let created = next_event(&mut watcher, options.propagation, "create", |e| {
+        e.action != Action::Delete
+            && e.service.name == name
+            && e.service.nodes.iter().any(|n| n.id == id)
+    })
+    .await;
+    assert_eq!(created.service.version, "v1");
+    let deadline = Instant::now() + options.propagation;
+    loop {
+        let listed = setup
+            .reader
+            .list_services_with(Detail::Nodes)
+            .await
+            .expect("list");
+        if let Some(found) = listed.iter().find(|s| s.name == name) {
+            if !found.nodes.is_empty() {
+                assert_eq!(found.nodes.len(), 1, "{found:?}");
+                assert_eq!(found.nodes[0].id, id);
+                assert_eq!(found.nodes[0].address, address);
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "list_services_with(Nodes) lacks {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.writer.deregister(&service).await.expect("deregister");
+    next_event(&mut watcher, options.propagation, "delete", |e| {
+        e.action == Action::Delete
+            && e.service.name == name
+            && e.service.nodes.iter().any(|n| n.id == id)
+    })
+    .await;
 }
 
 /// A watcher for one service hears nothing about another.

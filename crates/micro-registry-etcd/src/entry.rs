@@ -9,7 +9,8 @@ use std::net::Ipv6Addr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use micro_registry::{Node, Service};
+use micro_registry::{Detail, Node, Service};
+use serde::{Deserialize, Deserializer};
 
 /// Where go-micro v2 keeps its registry.
 pub const PREFIX: &str = "/micro/registry/";
@@ -114,10 +115,6 @@ impl Decoder {
         }
     }
 
-    pub fn max_value_bytes(&self) -> usize {
-        self.max_value_bytes
-    }
-
     /// How many entries or nodes were skipped so far (each read counts).
     pub fn skipped(&self) -> u64 {
         self.skipped.load(Ordering::Relaxed)
@@ -133,7 +130,21 @@ impl Decoder {
         mod_revision: i64,
         expected: Option<&str>,
     ) -> Option<Service> {
-        match self.try_decode(key, value, expected) {
+        self.decode_as(key, value, mod_revision, expected, Detail::Full)
+    }
+
+    /// [`decode`](Self::decode), reading only what `detail` asks: with
+    /// [`Detail::Nodes`], the name, version and each node's id and address
+    /// (metadata and endpoint descriptions are skipped, not decoded).
+    pub fn decode_as(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: i64,
+        expected: Option<&str>,
+        detail: Detail,
+    ) -> Option<Service> {
+        match self.try_decode(key, value, expected, detail) {
             Ok((service, dropped)) => {
                 for reason in dropped {
                     self.skip(key, mod_revision, &reason);
@@ -147,11 +158,26 @@ impl Decoder {
         }
     }
 
+    /// An entry read without the checks (a deleted node's previous value):
+    /// `None` if it is too large or not a service.
+    pub fn read_leniently(&self, value: &[u8], detail: Detail) -> Option<Service> {
+        if value.len() > self.max_value_bytes {
+            return None;
+        }
+        match detail {
+            Detail::Full => serde_json::from_slice(value).ok(),
+            Detail::Nodes => serde_json::from_slice::<Brief>(value)
+                .ok()
+                .map(Brief::into_service),
+        }
+    }
+
     fn try_decode(
         &self,
         key: &[u8],
         value: &[u8],
         expected: Option<&str>,
+        detail: Detail,
     ) -> Result<(Service, Vec<String>), String> {
         let (key_service, key_node) = split_key(key)
             .ok_or_else(|| "key is not /micro/registry/<service>/<node>".to_string())?;
@@ -162,8 +188,11 @@ impl Decoder {
                 self.max_value_bytes
             ));
         }
-        let mut service: Service =
-            serde_json::from_slice(value).map_err(|e| format!("value is not a service: {e}"))?;
+        let mut service: Service = match detail {
+            Detail::Full => serde_json::from_slice(value),
+            Detail::Nodes => serde_json::from_slice::<Brief>(value).map(Brief::into_service),
+        }
+        .map_err(|e| format!("value is not a service: {e}"))?;
         if service.name.is_empty() {
             return Err("service has no name".into());
         }
@@ -223,6 +252,49 @@ impl Decoder {
             tracing::debug!(key = %key_text, reason, "Registry [etcd] skipping bad entry");
         }
     }
+}
+
+/// What [`Detail::Nodes`] reads of an entry; every other field is skipped.
+#[derive(Deserialize)]
+struct Brief {
+    #[serde(default, deserialize_with = "null_as_default")]
+    name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    version: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    nodes: Vec<BriefNode>,
+}
+
+#[derive(Default, Deserialize)]
+struct BriefNode {
+    #[serde(default, deserialize_with = "null_as_default")]
+    id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    address: String,
+}
+
+impl Brief {
+    fn into_service(self) -> Service {
+        Service {
+            name: self.name,
+            version: self.version,
+            nodes: self
+                .nodes
+                .into_iter()
+                .map(|n| Node::new(n.id, n.address))
+                .collect(),
+            ..Service::default()
+        }
+    }
+}
+
+/// go-micro writes `null` for an absent map or list (and a value may be null).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn check_node(node: &Node, key_node: &str) -> Result<(), String> {
@@ -335,5 +407,42 @@ mod tests {
             .expect("decoded");
         assert_eq!(got.nodes.len(), 1);
         assert_eq!(decoder.skipped(), 1);
+    }
+
+    #[test]
+    fn nodes_detail_reads_names_and_nodes_and_skips_the_rest() {
+        use micro_registry::{Endpoint, Value};
+        let decoder = Decoder::new(1 << 20);
+        let key = node_key("svc", "svc-1");
+        let full = Service::new("svc", "v2")
+            .with_metadata("team", "core")
+            .with_endpoint(Endpoint {
+                request: Some(Value::new("Request", "Request")),
+                ..Endpoint::new("Svc.Call")
+            })
+            .with_node(Node::new("svc-1", "127.0.0.1:80").with_metadata("server", "grpc"));
+        let value = serde_json::to_vec(&full).expect("json");
+        let got = decoder
+            .decode_as(key.as_bytes(), &value, 1, None, Detail::Nodes)
+            .expect("decoded");
+        assert_eq!(
+            got,
+            Service::new("svc", "v2").with_node(Node::new("svc-1", "127.0.0.1:80"))
+        );
+        // The same checks as a full read: a node under another key is dropped.
+        let other = node_key("svc", "svc-2");
+        assert!(
+            decoder
+                .decode_as(other.as_bytes(), &value, 1, None, Detail::Nodes)
+                .is_none()
+        );
+        assert_eq!(decoder.skipped(), 1);
+        // go-micro's nulls are read as empty.
+        let nulls = br#"{"name":"svc","version":null,"metadata":null,"endpoints":null,"nodes":[{"id":"svc-1","address":"127.0.0.1:80","metadata":null}]}"#;
+        let got = decoder
+            .decode_as(key.as_bytes(), nulls, 2, None, Detail::Nodes)
+            .expect("decoded");
+        assert_eq!(got.version, "");
+        assert_eq!(got.nodes[0].id, "svc-1");
     }
 }

@@ -11,7 +11,7 @@ use etcd_client::{
     TxnOp, WatchClient,
 };
 use micro_registry::{
-    Backoff, Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+    Backoff, Detail, Error, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
     group_by_version, validate,
 };
 use tokio::sync::Mutex;
@@ -676,6 +676,10 @@ impl Registry for EtcdRegistry {
     }
 
     async fn list_services(&self) -> Result<Vec<Service>, Error> {
+        self.list_services_with(Detail::Full).await
+    }
+
+    async fn list_services_with(&self, detail: Detail) -> Result<Vec<Service>, Error> {
         let what = "list services";
         let response = self
             .inner
@@ -688,7 +692,7 @@ impl Registry for EtcdRegistry {
         Ok(group_by_version(response.kvs().iter().filter_map(|kv| {
             self.inner
                 .decoder
-                .decode(kv.key(), kv.value(), kv.mod_revision(), None)
+                .decode_as(kv.key(), kv.value(), kv.mod_revision(), None, detail)
         })))
     }
 

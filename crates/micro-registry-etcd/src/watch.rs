@@ -11,13 +11,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use etcd_client::{EventType, WatchStream};
-use micro_registry::{Action, Error, Event, Node, Service, WatchOptions, Watcher};
+use micro_registry::{Action, Detail, Error, Event, Node, Service, WatchOptions, Watcher};
 
 use crate::entry::{Decoder, PREFIX, service_prefix, split_key};
 use crate::registry::{Inner, Reachability, describe};
 
 pub(crate) async fn watch(inner: &Inner, options: WatchOptions) -> Result<Watcher, Error> {
     let name = options.service;
+    let detail = options.detail;
     let prefix = match &name {
         Some(name) => service_prefix(name),
         None => PREFIX.to_string(),
@@ -54,6 +55,7 @@ pub(crate) async fn watch(inner: &Inner, options: WatchOptions) -> Result<Watche
         reachability: inner.reachability.clone(),
         name,
         prefix,
+        detail,
     };
     Ok(Watcher::new(futures::stream::unfold(state, next)))
 }
@@ -66,6 +68,7 @@ struct State {
     reachability: Arc<Reachability>,
     name: Option<String>,
     prefix: String,
+    detail: Detail,
 }
 
 async fn next(mut state: State) -> Option<(Result<Event, Error>, State)> {
@@ -140,9 +143,13 @@ fn convert(state: &State, event: &etcd_client::Event) -> Option<Event> {
     let wanted = state.name.as_deref();
     match event.event_type() {
         EventType::Put => {
-            let service = state
-                .decoder
-                .decode(kv.key(), kv.value(), kv.mod_revision(), wanted)?;
+            let service = state.decoder.decode_as(
+                kv.key(),
+                kv.value(),
+                kv.mod_revision(),
+                wanted,
+                state.detail,
+            )?;
             let action = if kv.create_revision() == kv.mod_revision() {
                 Action::Create
             } else {
@@ -154,12 +161,9 @@ fn convert(state: &State, event: &etcd_client::Event) -> Option<Event> {
             let (service_segment, node_segment) = split_key(kv.key())?;
             // Deleting a node nobody could use is harmless, so the previous
             // value is read leniently; without it the key names the node.
-            let previous = event.prev_kv().and_then(|prev| {
-                if prev.value().len() > state.decoder.max_value_bytes() {
-                    return None;
-                }
-                serde_json::from_slice::<Service>(prev.value()).ok()
-            });
+            let previous = event
+                .prev_kv()
+                .and_then(|prev| state.decoder.read_leniently(prev.value(), state.detail));
             let service = match previous {
                 Some(service)
                     if !service.nodes.is_empty() && wanted.is_none_or(|n| n == service.name) =>

@@ -67,18 +67,42 @@ impl RegisterOptions {
     }
 }
 
+/// How much of each entry a listing or a watch must describe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// Everything: version, metadata, endpoints, nodes with their metadata.
+    #[default]
+    Full,
+    /// Enough to know which nodes exist: the service's name and version, and
+    /// each node's id and address. A backend may leave the rest out (and
+    /// skip decoding it), or give everything: a consumer asking for `Nodes`
+    /// reads nothing else. Followers of every service that only need names
+    /// (the gateway's catalog) ask for this, so what they hold and spend per
+    /// event does not grow with the size of each service's description.
+    Nodes,
+}
+
 /// Options for [`Registry::watch`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WatchOptions {
     /// Only events of this service; `None`: every service.
     pub service: Option<String>,
+    /// How much each event's service must describe.
+    pub detail: Detail,
 }
 
 impl WatchOptions {
     pub fn service(name: impl Into<String>) -> Self {
         WatchOptions {
             service: Some(name.into()),
+            detail: Detail::Full,
         }
+    }
+
+    /// Events described only as much as `detail` asks.
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = detail;
+        self
     }
 }
 
@@ -107,6 +131,15 @@ pub trait Registry: Send + Sync + fmt::Debug + 'static {
     async fn get_service(&self, name: &str) -> Result<Vec<Service>, Error>;
 
     async fn list_services(&self) -> Result<Vec<Service>, Error>;
+
+    /// Every service, described as much as `detail` asks; with
+    /// [`Detail::Nodes`], with their nodes where the backend knows them
+    /// (`list_services` may list names only, as go-micro's mDNS registry
+    /// does). The default is [`list_services`](Self::list_services).
+    async fn list_services_with(&self, detail: Detail) -> Result<Vec<Service>, Error> {
+        let _ = detail;
+        self.list_services().await
+    }
 
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error>;
 

@@ -13,7 +13,7 @@
 //! assert!(json.starts_with(r#"{"name":"go.micro.srv.greeter","version":"latest","metadata":null"#));
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -172,12 +172,18 @@ impl Value {
 /// the newest endpoints seen and one entry per node id. Order: first appearance.
 pub fn group_by_version(services: impl IntoIterator<Item = Service>) -> Vec<Service> {
     let mut out: Vec<Service> = Vec::new();
+    // name → positions in `out` (one per version): a listing of every node
+    // of every service is grouped in one pass, not a scan of `out` per entry.
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for service in services {
-        match out
-            .iter_mut()
-            .find(|s| s.name == service.name && s.version == service.version)
-        {
-            Some(existing) => {
+        let found = by_name.get(&service.name).and_then(|at| {
+            at.iter()
+                .copied()
+                .find(|&i| out[i].version == service.version)
+        });
+        match found {
+            Some(i) => {
+                let existing = &mut out[i];
                 if !service.endpoints.is_empty() {
                     existing.endpoints = service.endpoints;
                 }
@@ -191,7 +197,13 @@ pub fn group_by_version(services: impl IntoIterator<Item = Service>) -> Vec<Serv
                     }
                 }
             }
-            None => out.push(service),
+            None => {
+                by_name
+                    .entry(service.name.clone())
+                    .or_default()
+                    .push(out.len());
+                out.push(service);
+            }
         }
     }
     out

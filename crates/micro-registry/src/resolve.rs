@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{Action, Backoff, Error, Node, Service, SharedRegistry, WatchOptions, Watcher};
+use crate::{Action, Backoff, Detail, Error, Node, Service, SharedRegistry, WatchOptions, Watcher};
 
 /// A change in what a [`Resolution`] follows.
 #[derive(Debug)]
@@ -84,6 +84,9 @@ pub struct ResolveOptions {
     /// List again this often even when the watch is healthy, to heal events a
     /// backend may have dropped silently. `None`: only after a failure.
     pub refresh: Option<Duration>,
+    /// How much of each service the listings and events must describe
+    /// (following every service for names only: [`Detail::Nodes`]).
+    pub detail: Detail,
 }
 
 impl ResolveOptions {
@@ -100,6 +103,7 @@ impl Default for ResolveOptions {
             backoff: Backoff::new(Self::BACKOFF_MIN, Self::BACKOFF_MAX).with_jitter(0.1),
             grace: Some(Self::GRACE),
             refresh: None,
+            detail: Detail::Full,
         }
     }
 }
@@ -185,6 +189,16 @@ impl Resolution {
         &self.registry
     }
 
+    /// Whether any node of `service` is known now (in the last listing or
+    /// added since, stale ones included). Names a backend listed without
+    /// nodes have none here.
+    pub fn has_nodes(&self, service: &str) -> bool {
+        self.known
+            .range((service.to_string(), String::new())..)
+            .next()
+            .is_some_and(|((name, _), _)| name == service)
+    }
+
     /// The next update. Not cancel-safe: call it from one loop, not from a
     /// `select!` that may drop it.
     pub async fn next(&mut self) -> Update {
@@ -264,7 +278,7 @@ impl Resolution {
     /// no change between the two is missed.
     async fn connect(&mut self) -> Update {
         let watcher = self.registry.watch(self.watch_options()).await;
-        let listing = list(&self.registry, self.target.as_deref()).await;
+        let listing = list(&self.registry, self.target.as_deref(), self.options.detail).await;
         match (watcher, listing) {
             (Ok(watcher), Ok(services)) => {
                 if std::mem::take(&mut self.outage) {
@@ -314,6 +328,7 @@ impl Resolution {
     fn watch_options(&self) -> WatchOptions {
         WatchOptions {
             service: self.target.clone(),
+            detail: self.options.detail,
         }
     }
 
@@ -426,13 +441,17 @@ impl Resolution {
 }
 
 /// The nodes of `target`, or every service.
-async fn list(registry: &SharedRegistry, target: Option<&str>) -> Result<Vec<Service>, Error> {
+async fn list(
+    registry: &SharedRegistry,
+    target: Option<&str>,
+    detail: Detail,
+) -> Result<Vec<Service>, Error> {
     match target {
         Some(name) => match registry.get_service(name).await {
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             other => other,
         },
-        None => registry.list_services().await,
+        None => registry.list_services_with(detail).await,
     }
 }
 
@@ -623,6 +642,7 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             grace: Some(Duration::from_secs(10)),
             refresh: None,
+            ..ResolveOptions::default()
         };
         let mut r = Resolution::service(outage.clone(), "svc", options);
         assert_eq!(ids(&r.next().await), ["a", "b"]);
@@ -668,6 +688,7 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             grace: Some(Duration::from_secs(10)),
             refresh: None,
+            ..ResolveOptions::default()
         };
         let mut r = Resolution::service(outage.clone(), "svc", options);
         assert_eq!(ids(&r.next().await), ["a"]);
@@ -706,6 +727,7 @@ mod tests {
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
             grace: Some(Duration::from_secs(10)),
             refresh: None,
+            ..ResolveOptions::default()
         };
         let mut r = Resolution::service(outage.clone(), "svc", options);
         assert_eq!(ids(&r.next().await), ["a", "b", "c"]);

@@ -293,6 +293,7 @@ async fn watch_own_node(
         grace: None,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
         refresh: None,
+        ..ResolveOptions::default()
     };
     let mut resolution = Resolution::service(registry, &service, options);
     // The first listing races the first registration: no news either way.

@@ -2,7 +2,7 @@
 //! `micro_registry_operations_total{registry,op,result}`.
 
 use micro_registry::{
-    Error, RegisterOptions, Registry, Service, SharedRegistry, WatchOptions, Watcher,
+    Detail, Error, RegisterOptions, Registry, Service, SharedRegistry, WatchOptions, Watcher,
 };
 
 use crate::metrics::registry_operation;
@@ -59,6 +59,12 @@ impl Registry for MeteredRegistry {
 
     async fn list_services(&self) -> Result<Vec<Service>, Error> {
         let result = self.inner.list_services().await;
+        self.count("list_services", &result);
+        result
+    }
+
+    async fn list_services_with(&self, detail: Detail) -> Result<Vec<Service>, Error> {
+        let result = self.inner.list_services_with(detail).await;
         self.count("list_services", &result);
         result
     }
