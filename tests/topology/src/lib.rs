@@ -4,6 +4,8 @@
 //! The binaries are found next to the test executable (`target/<profile>/`):
 //! `cargo test --workspace` builds them before running any test.
 
+pub mod lab;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
