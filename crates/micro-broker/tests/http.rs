@@ -531,3 +531,149 @@ async fn a_message_over_the_subscribers_limit_is_refused_not_retried() {
     assert_eq!(publisher.buffered(), 0);
     assert_eq!(count.load(Ordering::SeqCst), 0);
 }
+
+/// `request` (whole, as bytes) sent to `address`, the writing side then
+/// closed: the answer as written (empty if the listener closed without
+/// one). Bounded: a listener that hangs fails the test.
+async fn exchange(address: SocketAddr, request: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    // The listener may answer and close before the whole body is sent.
+    let _ = stream.write_all(&request).await;
+    let _ = stream.shutdown().await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer or a close, not a hang")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The rest of the listener's bad input, beyond
+/// `bad_requests_get_clear_answers_and_reach_no_handler`: the request's own
+/// content type (go-micro's listener parsed a form-typed body as a form
+/// and lost it), a body over the limit without a `Content-Length`
+/// (chunked), a body cut short, envelope fields of the wrong type, a
+/// `Micro-Topic` that is not the subscription's. Each gets a clear answer
+/// (or the connection closed), none a hang, and no handler runs but for the
+/// valid envelopes.
+#[tokio::test]
+async fn the_rest_of_the_bad_input_gets_clear_answers() {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let subscriber = HttpBroker::new(
+        registry.clone(),
+        HttpOptions {
+            max_message_bytes: 1024,
+            ..options()
+        },
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscription = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("subscribe");
+    let address: SocketAddr = subscriber
+        .advertised()
+        .expect("listening")
+        .parse()
+        .expect("addr");
+    let path = format!("/?id={}", subscription.id());
+    let valid = Message::new(br#"{"name":"John"}"#.to_vec())
+        .with_header("Micro-Topic", TOPIC)
+        .to_envelope();
+
+    // The envelope is read whatever the request says its type is.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "nonsense",
+    ] {
+        let (address, path, valid) = (address, path.clone(), valid.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            micro_testing::http::request(address, "POST", &path, content_type, &valid)
+        })
+        .await
+        .expect("request");
+        assert_eq!(
+            status(&answer),
+            "HTTP/1.1 200 OK",
+            "{content_type}: {answer}"
+        );
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+
+    for (what, envelope, expected) in [
+        (
+            "a header that is a number",
+            format!(r#"{{"Header":{{"Micro-Topic":"{TOPIC}","X":1}},"Body":""}}"#),
+            "not a string",
+        ),
+        (
+            "Header an array",
+            r#"{"Header":["Micro-Topic"],"Body":""}"#.to_string(),
+            "not an object",
+        ),
+        (
+            "Body a number",
+            format!(r#"{{"Header":{{"Micro-Topic":"{TOPIC}"}},"Body":42}}"#),
+            "not a base64 string",
+        ),
+        ("an array", "[1,2]".to_string(), "expected a JSON object"),
+    ] {
+        let answer = raw(address, "POST", &path, envelope.as_bytes()).await;
+        assert_eq!(
+            status(&answer),
+            "HTTP/1.1 400 Bad Request",
+            "{what}: {answer}"
+        );
+        assert!(body(&answer).contains(expected), "{what}: {answer}");
+    }
+    let other_topic = Message::new("x")
+        .with_header("Micro-Topic", "go.micro.topic.other")
+        .to_envelope();
+    let answer = raw(address, "POST", &path, &other_topic).await;
+    assert_eq!(status(&answer), "HTTP/1.1 404 Not Found", "{answer}");
+
+    // Over the limit, chunked (no Content-Length to refuse it by).
+    let mut chunked = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x200]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = exchange(address, chunked).await;
+    assert_eq!(
+        status(&answer),
+        "HTTP/1.1 413 Payload Too Large",
+        "{answer}"
+    );
+
+    // Cut short: 100 bytes announced, 10 sent, then the client's side closed.
+    let mut short = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    short.extend_from_slice(&valid[..10]);
+    let answer = exchange(address, short).await;
+    assert!(
+        answer.is_empty() || status(&answer) == "HTTP/1.1 400 Bad Request",
+        "a clear answer or the connection closed: {answer}"
+    );
+
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        3,
+        "no handler ran for bad input"
+    );
+    // And the listener still takes messages.
+    let ok = raw(address, "POST", &path, &valid).await;
+    assert_eq!(status(&ok), "HTTP/1.1 200 OK", "{ok}");
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+    subscription.unsubscribe().await;
+}
