@@ -53,20 +53,33 @@ async fn subscribers(registry: &dyn Registry, n: usize) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_reaches_subscribe_through_etcd_and_the_http_broker() {
-    let etcd = EtcdCluster::single().await.expect("etcd");
-    let registry = etcd.registry().await;
-
+/// `micro subscribe --count N TOPIC` on the http broker, once it is
+/// registered: the process and its output lines.
+async fn subscribe(
+    etcd: &EtcdCluster,
+    registry: &dyn Registry,
+    topic: &str,
+    count: usize,
+) -> (ChildGuard, OutputLines) {
+    let count = count.to_string();
     let mut subscriber = ChildGuard::spawn(
-        micro(&etcd, &["subscribe", "--count", "2", TOPIC])
+        micro(etcd, &["subscribe", "--count", &count, topic])
             .arg("--broker_address=127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     )
     .expect("micro subscribe");
-    let mut lines = OutputLines::read(subscriber.stdout.take().expect("stdout"));
-    subscribers(&registry, 1).await;
+    let lines = OutputLines::read(subscriber.stdout.take().expect("stdout"));
+    subscribers(registry, 1).await;
+    (subscriber, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_subscribe_through_etcd_and_the_http_broker() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let registry = etcd.registry().await;
+
+    let (mut subscriber, mut lines) = subscribe(&etcd, &registry, TOPIC, 2).await;
 
     let published = micro(
         &etcd,
@@ -302,15 +315,7 @@ async fn the_event_handler_publishes_each_request_as_a_go_api_event() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let registry = etcd.registry().await;
 
-    let mut subscriber = ChildGuard::spawn(
-        micro(&etcd, &["subscribe", "--count", "2", EVENT_TOPIC])
-            .arg("--broker_address=127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .expect("micro subscribe");
-    let mut lines = OutputLines::read(subscriber.stdout.take().expect("stdout"));
-    subscribers(&registry, 1).await;
+    let (mut subscriber, mut lines) = subscribe(&etcd, &registry, EVENT_TOPIC, 2).await;
 
     let mut gateway = ChildGuard::spawn(
         micro(

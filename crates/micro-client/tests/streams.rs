@@ -42,6 +42,29 @@ async fn next(replies: &mut tonic::Streaming<Response>) -> Result<Option<String>
         .map(|reply| reply.map(|r| r.msg))
 }
 
+/// One greeter server, `instance`, on a registry of its own.
+fn one_greeter(instance: &str) -> (SharedRegistry, TestServer) {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let server = TestServer::start(
+        registry.clone(),
+        SERVICE,
+        TestGreeter::new(instance),
+        loopback_options(),
+    );
+    (registry, server)
+}
+
+/// Client options with a short `attempt_timeout` (the request timeout
+/// twice that) and `stream_timeout`.
+fn short_attempts(attempt_timeout: Duration, stream_timeout: Option<Duration>) -> ClientOptions {
+    ClientOptions {
+        attempt_timeout,
+        request_timeout: attempt_timeout * 2,
+        stream_timeout,
+        ..ClientOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn a_stream_is_counted_in_its_nodes_load_until_it_ends() {
     let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
@@ -165,20 +188,9 @@ async fn nothing_is_run_twice_once_the_stream_started() {
 
 #[tokio::test]
 async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
-    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
-    let server = TestServer::start(
-        registry.clone(),
-        SERVICE,
-        TestGreeter::new("t"),
-        loopback_options(),
-    );
+    let (registry, server) = one_greeter("t");
     let attempt_timeout = Duration::from_millis(200);
-    let open_for = |stream_timeout| ClientOptions {
-        attempt_timeout,
-        request_timeout: attempt_timeout * 2,
-        stream_timeout,
-        ..ClientOptions::default()
-    };
+    let open_for = |stream_timeout| short_attempts(attempt_timeout, stream_timeout);
 
     // No stream deadline: a stream idle far past the attempt (and request)
     // timeout still answers.
@@ -228,22 +240,9 @@ async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
 /// same service still gets its attempt timeout.
 #[tokio::test]
 async fn a_generated_clients_stream_is_a_stream_without_the_mark() {
-    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
-    let server = TestServer::start(
-        registry.clone(),
-        SERVICE,
-        TestGreeter::new("typed"),
-        loopback_options(),
-    );
+    let (registry, server) = one_greeter("typed");
     let attempt_timeout = Duration::from_millis(200);
-    let client = Client::new(
-        registry,
-        ClientOptions {
-            attempt_timeout,
-            request_timeout: attempt_timeout * 2,
-            ..ClientOptions::default()
-        },
-    );
+    let client = Client::new(registry, short_attempts(attempt_timeout, None));
     let channel = client.service(SERVICE);
     let mut greeter = GreeterClient::new(channel.clone());
 
