@@ -22,6 +22,9 @@
 //!   service, dialling registered node addresses only; WebSocket upgrades
 //!   are joined through. [`WebProxy`] is the same proxy for other front
 //!   ends (`micro web` serves web services under `/NAME/` with it).
+//! - `event` handler: each request published on the broker as a
+//!   `go.api.Event` (topic from the path), as go-micro's; see
+//!   [`Gateway::with_broker`].
 //!
 //! [`Gateway::router`] is an `axum::Router`, testable without sockets;
 //! [`Gateway::serve`] runs it on a listener with the connection-level limits.
@@ -78,10 +81,13 @@ pub enum HandlerKind {
     /// go-micro's `web` handler: the `http` proxy (WebSockets included),
     /// for web services (`--namespace go.micro.web`).
     Web,
+    /// go-micro's `event` handler: each request published as a
+    /// `go.api.Event` on topic `<namespace>.<first path segment>`.
+    Event,
 }
 
 impl HandlerKind {
-    pub const NAMES: [&'static str; 4] = ["api", "rpc", "http", "web"];
+    pub const NAMES: [&'static str; 5] = ["api", "rpc", "http", "web", "event"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,6 +95,7 @@ impl HandlerKind {
             HandlerKind::Rpc => "rpc",
             HandlerKind::Http => "http",
             HandlerKind::Web => "web",
+            HandlerKind::Event => "event",
         }
     }
 }
@@ -108,6 +115,7 @@ impl FromStr for HandlerKind {
             "rpc" => Ok(HandlerKind::Rpc),
             "http" | "proxy" => Ok(HandlerKind::Http),
             "web" => Ok(HandlerKind::Web),
+            "event" => Ok(HandlerKind::Event),
             other => Err(format!(
                 "unknown handler {other:?} (expected one of: {})",
                 HandlerKind::NAMES.join(", ")
@@ -260,6 +268,8 @@ pub(crate) struct Inner {
     pub(crate) dynamic: DynamicClient,
     pub(crate) proxy: handler::http::ProxyClient,
     pub(crate) limiter: Option<Arc<ratelimit::Limiter>>,
+    /// Where the event handler publishes.
+    pub(crate) broker: Option<micro_broker::SharedBroker>,
 }
 
 impl fmt::Debug for Gateway {
@@ -276,6 +286,24 @@ impl Gateway {
     /// and deadline). Starts following the registry's service list; must be
     /// called inside a tokio runtime.
     pub fn new(client: Client, options: ApiOptions) -> Gateway {
+        Gateway::build(client, options, None)
+    }
+
+    /// A gateway whose `event` handler publishes on `broker` (the other
+    /// handlers do not use it).
+    pub fn with_broker(
+        client: Client,
+        options: ApiOptions,
+        broker: micro_broker::SharedBroker,
+    ) -> Gateway {
+        Gateway::build(client, options, Some(broker))
+    }
+
+    fn build(
+        client: Client,
+        options: ApiOptions,
+        broker: Option<micro_broker::SharedBroker>,
+    ) -> Gateway {
         let catalog = Catalog::spawn(client.registry().clone());
         let limiter = ratelimit::Limiter::new(options.rate_limits);
         let dynamic = DynamicClient::new(
@@ -294,6 +322,7 @@ impl Gateway {
                 dynamic,
                 proxy,
                 limiter,
+                broker,
             }),
         }
     }

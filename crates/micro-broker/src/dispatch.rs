@@ -80,10 +80,6 @@ impl Gate {
         self.state().closed = true;
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.state().closed
-    }
-
     /// Closes the gate and waits until no delivery is in flight.
     pub(crate) async fn drain(&self) {
         loop {

@@ -55,6 +55,7 @@ use std::sync::Arc;
 pub use crate::dispatch::Outcome;
 pub use crate::message::{
     CONTENT_TYPE_HEADER, EnvelopeError, FROM_SERVICE_HEADER, Header, Message, TOPIC_HEADER,
+    go_json_string, title_case,
 };
 pub use crate::observer::BrokerObserver;
 

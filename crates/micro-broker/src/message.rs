@@ -86,9 +86,9 @@ impl Message {
             if i > 0 {
                 out.push(b',');
             }
-            go_string(&mut out, key);
+            go_json_string(&mut out, key);
             out.push(b':');
-            go_string(&mut out, value);
+            go_json_string(&mut out, value);
         }
         out.extend_from_slice(b"},\"Body\":\"");
         out.extend_from_slice(body.as_bytes());
@@ -184,8 +184,27 @@ fn kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// A JSON string as Go's `encoding/json` writes it (HTML-safe escaping).
-fn go_string(out: &mut Vec<u8>, text: &str) {
+/// A metadata key as go-micro sends it: Go's `strings.Title`, which
+/// upper-cases each letter that follows a separator (any character but a
+/// letter, a digit or `_`), as `metadata.FromContext` does to every key:
+/// `micro-from-service` → `Micro-From-Service`.
+pub fn title_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut start = true;
+    for c in key.chars() {
+        if start {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        start = !(c.is_alphanumeric() || c == '_');
+    }
+    out
+}
+
+/// Appends `text` as a JSON string the way Go's `encoding/json` writes it
+/// (HTML-safe escaping; see the module docs).
+pub fn go_json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for c in text.chars() {
@@ -215,6 +234,16 @@ fn go_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_title_cased_as_go_micro_does() {
+        assert_eq!(title_case("foo"), "Foo");
+        assert_eq!(title_case("micro-from-service"), "Micro-From-Service");
+        assert_eq!(title_case("X-Request-Id"), "X-Request-Id");
+        assert_eq!(title_case("traceparent"), "Traceparent");
+        // `_` is no separator to Go's strings.Title.
+        assert_eq!(title_case("x_request id"), "X_request Id");
+    }
 
     #[test]
     fn strings_are_escaped_as_go_escapes_them() {

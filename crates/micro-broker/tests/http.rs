@@ -1,16 +1,25 @@
 //! The http broker between brokers of their own (each its own listener, as
 //! separate processes would have) on one registry: broadcast, queue groups,
-//! failures returned, failover, the retry buffer, bad input, draining.
+//! failures returned, failover, the retry buffer, bad input, draining; and
+//! on a real etcd, subscriptions kept registered as servers keep theirs: a
+//! registration the registry lost (etcd restarted on empty data, its lease
+//! gone) back long before the next renewal, and a subscription made while
+//! etcd is down serving at once and registered once etcd answers (the
+//! renewal interval there is far longer than every wait, so only the repair,
+//! not the timer, can pass them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use micro_broker::http::{HttpBroker, HttpOptions};
+use micro_broker::http::{HttpBroker, HttpOptions, SERVICE_NAME};
 use micro_broker::{Broker, Error, Event, HandlerError, Message, SubscribeOptions};
 use micro_registry::memory::MemoryRegistry;
-use micro_registry::{Node, RegisterOptions, Service, SharedRegistry};
+use micro_registry::{Node, RegisterOptions, Registry, Service, SharedRegistry};
+use micro_registry_etcd::EtcdRegistry;
+use micro_registry_etcd::testing::EtcdCluster;
+use micro_testing::nodes::wait_for_nodes;
 
 const TOPIC: &str = "go.micro.topic.greet";
 
@@ -19,6 +28,21 @@ fn options() -> HttpOptions {
         address: "127.0.0.1:0".into(),
         request_timeout: Duration::from_secs(5),
         ..HttpOptions::default()
+    }
+}
+
+/// Longer than any wait of the registration tests: a renewal never comes
+/// in time.
+const INTERVAL: Duration = Duration::from_secs(300);
+/// What "at once" is given on a busy machine.
+const SOON: Duration = Duration::from_secs(20);
+
+/// [`options`] renewing only every [`INTERVAL`].
+fn kept() -> HttpOptions {
+    HttpOptions {
+        register_ttl: INTERVAL * 2,
+        register_interval: INTERVAL,
+        ..options()
     }
 }
 
@@ -290,6 +314,38 @@ impl RecordingNode {
     }
 }
 
+/// A subscriber on a registry of its own taking messages of up to
+/// `max_message_bytes`: its broker, its subscription (to [`TOPIC`]), its
+/// listener's address, and how many messages its handler took.
+async fn listening(
+    max_message_bytes: usize,
+) -> (
+    HttpBroker,
+    micro_broker::Subscription,
+    SocketAddr,
+    Arc<AtomicUsize>,
+) {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let subscriber = HttpBroker::new(
+        registry,
+        HttpOptions {
+            max_message_bytes,
+            ..options()
+        },
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscription = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("subscribe");
+    let address: SocketAddr = subscriber
+        .advertised()
+        .expect("listening")
+        .parse()
+        .expect("addr");
+    (subscriber, subscription, address, count)
+}
+
 async fn raw(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> String {
     let (method, path, body) = (method.to_string(), path.to_string(), body.to_vec());
     tokio::task::spawn_blocking(move || {
@@ -312,24 +368,7 @@ fn body(answer: &str) -> &str {
 
 #[tokio::test]
 async fn bad_requests_get_clear_answers_and_reach_no_handler() {
-    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
-    let subscriber = HttpBroker::new(
-        registry.clone(),
-        HttpOptions {
-            max_message_bytes: 1024,
-            ..options()
-        },
-    );
-    let count = Arc::new(AtomicUsize::new(0));
-    let subscription = subscriber
-        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
-        .await
-        .expect("subscribe");
-    let address: SocketAddr = subscriber
-        .advertised()
-        .expect("listening")
-        .parse()
-        .expect("addr");
+    let (_subscriber, subscription, address, count) = listening(1024).await;
     let path = format!("/?id={}", subscription.id());
     let valid = Message::new(br#"{"name":"John"}"#.to_vec())
         .with_header("Content-Type", "application/json")
@@ -530,4 +569,230 @@ async fn a_message_over_the_subscribers_limit_is_refused_not_retried() {
     assert!(!failures[0].queued);
     assert_eq!(publisher.buffered(), 0);
     assert_eq!(count.load(Ordering::SeqCst), 0);
+}
+
+/// `request` (whole, as bytes) sent to `address`, the writing side then
+/// closed: the answer as written (empty if the listener closed without
+/// one). Bounded: a listener that hangs fails the test.
+async fn exchange(address: SocketAddr, request: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    // The listener may answer and close before the whole body is sent.
+    let _ = stream.write_all(&request).await;
+    let _ = stream.shutdown().await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer or a close, not a hang")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The rest of the listener's bad input, beyond
+/// `bad_requests_get_clear_answers_and_reach_no_handler`: the request's own
+/// content type (go-micro's listener parsed a form-typed body as a form
+/// and lost it), a body over the limit without a `Content-Length`
+/// (chunked), a body cut short, envelope fields of the wrong type, a
+/// `Micro-Topic` that is not the subscription's. Each gets a clear answer
+/// (or the connection closed), none a hang, and no handler runs but for the
+/// valid envelopes.
+#[tokio::test]
+async fn the_rest_of_the_bad_input_gets_clear_answers() {
+    let (_subscriber, subscription, address, count) = listening(1024).await;
+    let path = format!("/?id={}", subscription.id());
+    let valid = Message::new(br#"{"name":"John"}"#.to_vec())
+        .with_header("Micro-Topic", TOPIC)
+        .to_envelope();
+
+    // The envelope is read whatever the request says its type is.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "nonsense",
+    ] {
+        let (address, path, valid) = (address, path.clone(), valid.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            micro_testing::http::request(address, "POST", &path, content_type, &valid)
+        })
+        .await
+        .expect("request");
+        assert_eq!(
+            status(&answer),
+            "HTTP/1.1 200 OK",
+            "{content_type}: {answer}"
+        );
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+
+    for (what, envelope, expected) in [
+        (
+            "a header that is a number",
+            format!(r#"{{"Header":{{"Micro-Topic":"{TOPIC}","X":1}},"Body":""}}"#),
+            "not a string",
+        ),
+        (
+            "Header an array",
+            r#"{"Header":["Micro-Topic"],"Body":""}"#.to_string(),
+            "not an object",
+        ),
+        (
+            "Body a number",
+            format!(r#"{{"Header":{{"Micro-Topic":"{TOPIC}"}},"Body":42}}"#),
+            "not a base64 string",
+        ),
+        ("an array", "[1,2]".to_string(), "expected a JSON object"),
+    ] {
+        let answer = raw(address, "POST", &path, envelope.as_bytes()).await;
+        assert_eq!(
+            status(&answer),
+            "HTTP/1.1 400 Bad Request",
+            "{what}: {answer}"
+        );
+        assert!(body(&answer).contains(expected), "{what}: {answer}");
+    }
+    let other_topic = Message::new("x")
+        .with_header("Micro-Topic", "go.micro.topic.other")
+        .to_envelope();
+    let answer = raw(address, "POST", &path, &other_topic).await;
+    assert_eq!(status(&answer), "HTTP/1.1 404 Not Found", "{answer}");
+
+    // Over the limit, chunked (no Content-Length to refuse it by).
+    let mut chunked = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'x'; 0x200]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = exchange(address, chunked).await;
+    assert_eq!(
+        status(&answer),
+        "HTTP/1.1 413 Payload Too Large",
+        "{answer}"
+    );
+
+    // Cut short: 100 bytes announced, 10 sent, then the client's side closed.
+    let mut short = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    short.extend_from_slice(&valid[..10]);
+    let answer = exchange(address, short).await;
+    assert!(
+        answer.is_empty() || status(&answer) == "HTTP/1.1 400 Bad Request",
+        "a clear answer or the connection closed: {answer}"
+    );
+
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        3,
+        "no handler ran for bad input"
+    );
+    // And the listener still takes messages.
+    let ok = raw(address, "POST", &path, &valid).await;
+    assert_eq!(status(&ok), "HTTP/1.1 200 OK", "{ok}");
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+    subscription.unsubscribe().await;
+}
+
+/// The ids of the `micro.http.broker` nodes `registry` lists now.
+async fn broker_nodes(registry: &dyn Registry) -> Vec<String> {
+    registry
+        .get_service(SERVICE_NAME)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|s| s.nodes)
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Waits (bounded) until `registry` lists node `id`; how long it took.
+async fn listed(registry: &dyn Registry, id: &str, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    wait_for_nodes(
+        &format!("{id} registered"),
+        started + within,
+        || broker_nodes(registry),
+        |nodes| nodes.iter().any(|n| n == id),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_the_registry_lost_is_back_at_once() {
+    let mut etcd = EtcdCluster::single().await.expect("etcd");
+    let registry: SharedRegistry = Arc::new(etcd.registry().await);
+    let subscriber = HttpBroker::new(registry.clone(), kept());
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscription = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("subscribe");
+    let id = subscription.id().to_string();
+    listed(registry.as_ref(), &id, SOON).await;
+
+    // etcd restarted on empty data: the registration and its lease are gone.
+    etcd.kill(0);
+    etcd.restart(0, true).await.expect("etcd back, empty");
+    let reader = etcd.registry().await;
+    let took = listed(&reader, &id, SOON).await;
+    eprintln!("etcd back empty -> registered again: {took:?}");
+
+    // And it takes messages again.
+    let publisher = HttpBroker::new(registry.clone(), kept());
+    publisher
+        .publish(TOPIC, Message::new("hi"))
+        .await
+        .expect("delivered");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    subscription.unsubscribe().await;
+    assert!(
+        !broker_nodes(&reader).await.contains(&id),
+        "deregistered, and not put back by the repair"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_made_while_the_registry_is_down_is_registered_once_it_answers() {
+    let mut etcd = EtcdCluster::single().await.expect("etcd");
+    let options_etcd = etcd.options().with_request_timeout(Duration::from_secs(2));
+    etcd.kill(0);
+    let registry: SharedRegistry = Arc::new(
+        EtcdRegistry::connect(options_etcd)
+            .await
+            .expect("connect needs no etcd"),
+    );
+    let subscriber = HttpBroker::new(registry.clone(), kept());
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscription = subscriber
+        .subscribe(TOPIC, SubscribeOptions::default(), counting(&count))
+        .await
+        .expect("a registry that is down does not fail the subscription");
+    let id = subscription.id().to_string();
+    // The listener serves meanwhile.
+    let address = subscriber.advertised().expect("listening").to_string();
+    tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("the listener accepts");
+
+    etcd.restart(0, false).await.expect("etcd back");
+    let reader = etcd.registry().await;
+    let took = listed(&reader, &id, SOON).await;
+    eprintln!("etcd back -> registered: {took:?}");
+    let publisher = HttpBroker::new(Arc::new(reader), kept());
+    publisher
+        .publish(TOPIC, Message::new("hi"))
+        .await
+        .expect("delivered");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    subscription.unsubscribe().await;
+    subscriber.close().await;
 }

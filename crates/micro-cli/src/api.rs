@@ -1,5 +1,6 @@
 //! `micro api`: the API gateway. HTTP requests become calls to services by
-//! name (`--handler` api, rpc, http or web), behind edge limits, TLS, auth and
+//! name (`--handler` api, rpc, http or web), or events on the broker
+//! (`--handler=event`, on `--broker`), behind edge limits, TLS, auth and
 //! rate limits; the admin listener (`--admin_address`) serves health and
 //! metrics.
 
@@ -24,7 +25,7 @@ pub struct ApiArgs {
     )]
     pub address: String,
 
-    /// How requests become calls: api (go.api.Request/Response), rpc (JSON ↔ the endpoint's messages), http (reverse proxy), web (the same, for web services: --namespace go.micro.web)
+    /// How requests become calls: api (go.api.Request/Response), rpc (JSON ↔ the endpoint's messages), http (reverse proxy), web (the same, for web services: --namespace go.micro.web), event (each request published as a go.api.Event on the --broker, topic <namespace>.<first path segment>)
     #[arg(
         long,
         env = "MICRO_API_HANDLER",
@@ -362,7 +363,20 @@ pub async fn run(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let gateway = Gateway::new(client, options);
+    // The event handler publishes on the broker the flags name; the others
+    // use none.
+    let broker = match args.handler {
+        HandlerKind::Event => {
+            let broker = micro::connect_broker(&micro.broker, registry.clone())?;
+            tracing::info!("Broker [{}] publishing events", broker.name());
+            Some(broker)
+        }
+        _ => None,
+    };
+    let gateway = match &broker {
+        Some(broker) => Gateway::with_broker(client, options, broker.clone()),
+        None => Gateway::new(client, options),
+    };
     let _registry_readiness = AbortOnDrop::spawn(follow_registry(
         gateway.catalog().view(),
         registry.name().to_string(),
@@ -377,6 +391,9 @@ pub async fn run(micro: &MicroArgs, args: &ApiArgs) -> Result<(), CliError> {
         })
         .await
         .map_err(|e| CliError::Failed(format!("gateway failed: {e}")))?;
+    if let Some(broker) = broker {
+        broker.close().await;
+    }
     tracing::info!("Server [http] Stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! | extension | put by | read by |
 //! | --- | --- | --- |
 //! | [`Idempotent`] | the caller | retry |
+//! | [`Streaming`] | the caller, or streams (the registry lists the endpoint as a stream) | deadline, retry |
 //! | [`Observed`] | observe | retry (each attempt's result) |
 //! | [`CallDeadline`] | deadline | retry |
 //! | [`AttemptContext`] | retry (balance fills in the node) | balance, attempt |
@@ -34,7 +35,9 @@ use crate::observer::CallEnd;
 pub struct Idempotent;
 
 /// Marks a call as a stream (server-, client- or bidi-streaming), which
-/// may last far longer than a unary call:
+/// may last far longer than a unary call. The [`streams`](crate::streams)
+/// stage marks every call to an endpoint registered as a stream; callers
+/// mark theirs for services that register no endpoints.
 ///
 /// - its deadline is the caller's own `grpc-timeout`, else the client's
 ///   `stream_timeout`, else none (no `grpc-timeout` is sent: grpc-go servers

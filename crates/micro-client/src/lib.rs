@@ -4,7 +4,8 @@
 //! cached node list kept live by a registry watch, so no registry round trip
 //! per call) → a stack of tower services, each in its own module with one
 //! job and its own `Layer`, generic over the service below it:
-//! [`observe`] (telemetry) → [`deadline`] → [`retry`] (policy, budget,
+//! [`observe`] (telemetry) → [`streams`] (which calls are streams) →
+//! [`deadline`] → [`retry`] (policy, budget,
 //! hedging) → [`balance`] ([`micro_selector::Selector`], p2c by
 //! default) → [`attempt`] (attempt timeout, node health and load) → a tonic
 //! `Channel` per node. What a call carries from stage to stage travels in
@@ -47,12 +48,14 @@
 //! can also be hedged (`hedge_after`, off by default): a slow first attempt
 //! gets a second one on another node, and the first answer wins.
 //!
-//! Streams (server-, client- or bidi-streaming calls) marked [`Streaming`]
-//! in the request's extensions have no attempt timeout and no deadline but
-//! the caller's `grpc-timeout` or `stream_timeout` (off by default, as
-//! go-micro's): the `micro stream` command, the gateway and the dashboard
-//! mark theirs; code calling a streaming method through a generated client
-//! marks it the same way (`tonic::Request` with the extension). A stream
+//! Streams (server-, client- or bidi-streaming calls) are [`Streaming`]
+//! calls: no attempt timeout and no deadline but the caller's
+//! `grpc-timeout` or `stream_timeout` (off by default, as go-micro's). A
+//! call is one when its endpoint is registered with `"stream": "true"` (as
+//! go-micro's servers and ours register every streaming method), so a
+//! tonic-generated client's streams are, unmarked; a caller can also mark
+//! one itself (the extension in the request), for a service that registers
+//! no endpoints. A stream
 //! stays on its node, is counted in that node's load while open, goes to
 //! another node only when the first cannot be reached, and is never run
 //! twice.
@@ -102,6 +105,7 @@ pub mod outcome;
 mod pick;
 mod pool;
 pub mod retry;
+pub mod streams;
 mod timeout;
 pub mod tls;
 

@@ -8,6 +8,8 @@
 //! their health; which node a call takes is the balance stage's business,
 //! how often a call may retry the retry stage's.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -64,6 +66,12 @@ pub struct NodeSet {
     /// The node settings: dialling, TLS, probes, ejection.
     options: Arc<ClientOptions>,
     nodes: ArcSwap<Vec<Arc<NodeEntry>>>,
+    /// The service's endpoints the registry marks `"stream": "true"`, by
+    /// the tail of their gRPC path (see [`NodeSet::is_stream`]).
+    streams: ArcSwap<HashSet<Box<str>>>,
+    /// Whether `streams` has any: most services have none, and their calls
+    /// then skip the look-up.
+    has_streams: AtomicBool,
     resolution: watch::Sender<Resolution>,
     task: OnceLock<AbortHandle>,
     /// How many nodes the pool holds, for callers waiting for the first.
@@ -99,6 +107,8 @@ impl NodeSet {
             registry,
             options,
             nodes: ArcSwap::from_pointee(Vec::new()),
+            streams: ArcSwap::from_pointee(HashSet::new()),
+            has_streams: AtomicBool::new(false),
             resolution: watch::channel(Resolution::Pending).0,
             task: OnceLock::new(),
             count: watch::channel(0).0,
@@ -134,6 +144,19 @@ impl NodeSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the gRPC `path` (`/package.Handler/Method`) calls an
+    /// endpoint the registry marks `"stream": "true"` (as go-micro's servers
+    /// and ours register every server-, client- and bidi-streaming method),
+    /// so that a generated client's stream is a [`Streaming`](crate::Streaming)
+    /// call without the caller marking it. No allocation; for a service
+    /// without stream endpoints, one atomic load.
+    pub fn is_stream(&self, path: &str) -> bool {
+        if !self.has_streams.load(Ordering::Relaxed) {
+            return false;
+        }
+        stream_key(path).is_some_and(|key| self.streams.load().contains(key))
     }
 
     /// Per-node counters, health and load, as this client sees them.
@@ -277,7 +300,40 @@ impl NodeSet {
         *self.resolution.borrow() == Resolution::Pending
     }
 
+    /// Takes in the stream endpoints of `services`: they replace what was
+    /// known on a reset, and add to it otherwise (a version whose nodes are
+    /// gone may leave its endpoints until the next reset: a method is
+    /// either a stream in every version or a mistake).
+    fn learn_streams<'a>(&self, services: impl IntoIterator<Item = &'a Service>, reset: bool) {
+        let mut keys: HashSet<Box<str>> = services
+            .into_iter()
+            .flat_map(|s| &s.endpoints)
+            .filter(|e| e.metadata.get("stream").is_some_and(|v| v == "true"))
+            .filter_map(|e| {
+                let (handler, method) = e.name.rsplit_once('.')?;
+                Some(format!("{handler}/{method}").into_boxed_str())
+            })
+            .collect();
+        let current = self.streams.load();
+        if !reset {
+            if keys.iter().all(|k| current.contains(k)) {
+                return;
+            }
+            keys.extend(current.iter().cloned());
+        } else if keys == **current {
+            return;
+        }
+        let any = !keys.is_empty();
+        self.streams.store(Arc::new(keys));
+        self.has_streams.store(any, Ordering::Relaxed);
+    }
+
     fn apply(&self, update: Update) {
+        match &update {
+            Update::Reset(services) => self.learn_streams(services, true),
+            Update::Add(service) => self.learn_streams([service], false),
+            Update::Remove(_) | Update::Unavailable(_) => {}
+        }
         let current = self.nodes.load();
         let reset = matches!(update, Update::Reset(_));
         let mut next: Vec<Arc<NodeEntry>> = match &update {
@@ -352,11 +408,37 @@ impl NodeSet {
     }
 }
 
+/// The part of a gRPC path `/package.Handler/Method` that names its
+/// go-micro endpoint `Handler.Method`: `Handler/Method`, a slice of the path.
+fn stream_key(path: &str) -> Option<&str> {
+    let path = path.strip_prefix('/')?;
+    let (service, _method) = path.rsplit_once('/')?;
+    let handler = service.rfind('.').map_or(0, |dot| dot + 1);
+    Some(&path[handler..])
+}
+
 /// Applies the resolution's updates until the node set is dropped.
 async fn follow(set: Weak<NodeSet>, mut resolution: micro_registry::Resolution) {
     loop {
         let update = resolution.next().await;
         let Some(strong) = set.upgrade() else { return };
         strong.apply(update);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_key;
+
+    #[test]
+    fn a_grpc_path_names_its_go_micro_endpoint() {
+        assert_eq!(
+            stream_key("/go.micro.srv.greeter.Greeter/Stream"),
+            Some("Greeter/Stream")
+        );
+        assert_eq!(stream_key("/Greeter/Stream"), Some("Greeter/Stream"));
+        assert_eq!(stream_key("/Greeter"), None);
+        assert_eq!(stream_key("Greeter/Stream"), None);
+        assert_eq!(stream_key("/"), None);
     }
 }

@@ -42,6 +42,29 @@ async fn next(replies: &mut tonic::Streaming<Response>) -> Result<Option<String>
         .map(|reply| reply.map(|r| r.msg))
 }
 
+/// One greeter server, `instance`, on a registry of its own.
+fn one_greeter(instance: &str) -> (SharedRegistry, TestServer) {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let server = TestServer::start(
+        registry.clone(),
+        SERVICE,
+        TestGreeter::new(instance),
+        loopback_options(),
+    );
+    (registry, server)
+}
+
+/// Client options with a short `attempt_timeout` (the request timeout
+/// twice that) and `stream_timeout`.
+fn short_attempts(attempt_timeout: Duration, stream_timeout: Option<Duration>) -> ClientOptions {
+    ClientOptions {
+        attempt_timeout,
+        request_timeout: attempt_timeout * 2,
+        stream_timeout,
+        ..ClientOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn a_stream_is_counted_in_its_nodes_load_until_it_ends() {
     let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
@@ -165,20 +188,9 @@ async fn nothing_is_run_twice_once_the_stream_started() {
 
 #[tokio::test]
 async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
-    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
-    let server = TestServer::start(
-        registry.clone(),
-        SERVICE,
-        TestGreeter::new("t"),
-        loopback_options(),
-    );
+    let (registry, server) = one_greeter("t");
     let attempt_timeout = Duration::from_millis(200);
-    let open_for = |stream_timeout| ClientOptions {
-        attempt_timeout,
-        request_timeout: attempt_timeout * 2,
-        stream_timeout,
-        ..ClientOptions::default()
-    };
+    let open_for = |stream_timeout| short_attempts(attempt_timeout, stream_timeout);
 
     // No stream deadline: a stream idle far past the attempt (and request)
     // timeout still answers.
@@ -216,5 +228,96 @@ async fn streams_outlive_the_attempt_timeout_and_end_at_the_stream_timeout() {
     let ended = next(&mut replies).await.expect_err("the deadline");
     assert_eq!(ended.code(), tonic::Code::DeadlineExceeded, "{ended:?}");
     drop(tx);
+    server.stop();
+}
+
+/// A tonic-generated client calling a streaming method through the client,
+/// with no [`Streaming`] mark: the registry lists the method as a stream
+/// (`"stream": "true"`, registered by the server from its descriptors), so
+/// the call is one: no `grpc-timeout` goes out (grpc-go servers would end
+/// the stream with it), the stream outlives the attempt and request
+/// timeouts, and its node's load counts it while open. A unary call to the
+/// same service still gets its attempt timeout.
+#[tokio::test]
+async fn a_generated_clients_stream_is_a_stream_without_the_mark() {
+    let (registry, server) = one_greeter("typed");
+    let attempt_timeout = Duration::from_millis(200);
+    let client = Client::new(registry, short_attempts(attempt_timeout, None));
+    let channel = client.service(SERVICE);
+    let mut greeter = GreeterClient::new(channel.clone());
+
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(name("a")).await.expect("send");
+    let mut replies = greeter
+        .ping_pong(pings(rx))
+        .await
+        .expect("open")
+        .into_inner();
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong a".into())
+    );
+    let sent = server
+        .greeter
+        .last_metadata()
+        .expect("the stream's metadata");
+    assert_eq!(
+        sent.get("grpc-timeout"),
+        None,
+        "a stream sends no grpc-timeout: {sent:?}"
+    );
+    let in_flight = || -> u32 { channel.node_set().stats().iter().map(|s| s.in_flight).sum() };
+    assert_eq!(in_flight(), 1, "the open stream counts in its node's load");
+    // Idle well past the attempt and request timeouts (no timer of the
+    // client may end it).
+    tokio::time::sleep(attempt_timeout * 4).await;
+    tx.send(name("late")).await.expect("send");
+    assert_eq!(
+        next(&mut replies).await.expect("pong"),
+        Some("pong late".into())
+    );
+    drop(tx);
+    assert_eq!(next(&mut replies).await.expect("end"), None);
+    drop(replies);
+    assert_eq!(in_flight(), 0);
+
+    // Server-streaming too.
+    let mut replies = greeter
+        .stream(Request {
+            name: "s".into(),
+            count: 1,
+        })
+        .await
+        .expect("open")
+        .into_inner();
+    assert_eq!(
+        next(&mut replies).await.expect("1"),
+        Some("Hello s 1".into())
+    );
+    assert_eq!(next(&mut replies).await.expect("end"), None);
+    let sent = server
+        .greeter
+        .last_metadata()
+        .expect("the stream's metadata");
+    assert_eq!(sent.get("grpc-timeout"), None, "{sent:?}");
+
+    // A unary call is not taken for one.
+    greeter.hello(name("unary")).await.expect("hello");
+    let sent = server.greeter.last_metadata().expect("the call's metadata");
+    let timeout = sent
+        .get("grpc-timeout")
+        .expect("a unary call's grpc-timeout");
+    let text = timeout.to_str().expect("ASCII");
+    let (value, unit) = text.split_at(text.len() - 1);
+    let value: u64 = value.parse().expect("grpc-timeout's digits");
+    let sent = match unit {
+        "u" => Duration::from_micros(value),
+        "m" => Duration::from_millis(value),
+        other => panic!("unexpected unit {other} in {text}"),
+    };
+    assert!(
+        sent <= attempt_timeout,
+        "bounded by the attempt timeout: {text}"
+    );
     server.stop();
 }

@@ -9,6 +9,9 @@
 //! Followers of the registry do not write that loop themselves: a
 //! [`Resolution`] lists, watches, reconnects with the shared [`Backoff`] and
 //! keeps nodes through a registry outage, as a sequence of [`Update`]s.
+//! Registered processes do not write theirs either: [`keep::keep_registered`]
+//! registers a node, renews it, and registers it again at once when the
+//! registry loses it.
 //!
 //! Backends live in their own modules or crates: [`memory`] here (in-process,
 //! for tests and single-process programs); mDNS and etcd in
@@ -36,6 +39,7 @@
 
 mod backoff;
 mod error;
+pub mod keep;
 mod model;
 pub mod resolve;
 pub mod skipped;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use micro_registry::{Backoff, RegisterOptions, Service as Registration, SharedRegistry};
+use micro_registry::keep::{Keep, KeepStatus, keep_registered};
+use micro_registry::{Service as Registration, SharedRegistry};
 use micro_serve::{AbortOnDrop, address};
 use tokio::net::TcpListener;
 
@@ -128,13 +129,20 @@ impl Registrar {
         let checks = readiness.has_checks().then(|| {
             AbortOnDrop::spawn(readiness.clone().run_checks(options.health_check_interval))
         });
-        let unreachable = Arc::new(AtomicBool::new(false));
+        let status = KeepStatus {
+            registered: registered.clone(),
+            ..KeepStatus::new()
+        };
+        let unreachable = status.unreachable.clone();
         let task = AbortOnDrop::spawn(keep_registered(
             registry.clone(),
             registration.clone(),
-            options.clone(),
-            registered.clone(),
-            unreachable.clone(),
+            Keep::new(
+                options.register_ttl,
+                options.register_interval,
+                "the server keeps serving and retries",
+            ),
+            status,
         ));
         Registrar {
             registry,
@@ -200,118 +208,5 @@ impl Registrar {
     }
 }
 
-/// Registers, then renews every interval.
-///
-/// A failed registration is retried quickly (0.5 s, then every second) and
-/// logged once per outage, so a registry that comes back (an etcd restarted
-/// on empty data, say) has the node again within a second of answering. The
-/// server also watches its own service: if its node is deleted behind its
-/// back (a key removed by hand, a lapsed lease) or the watch breaks (the
-/// registry went away), it registers again at once instead of waiting for
-/// the next interval.
-async fn keep_registered(
-    registry: SharedRegistry,
-    registration: Registration,
-    options: ServerOptions,
-    registered: tokio::sync::watch::Sender<bool>,
-    unreachable: Arc<AtomicBool>,
-) {
-    let ttl = RegisterOptions::with_ttl(options.register_ttl);
-    let node_id = registration.nodes[0].id.clone();
-    let name = registry.name().to_string();
-    let lost = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDrop::spawn(watch_own_node(
-        registry.clone(),
-        registration.name.clone(),
-        node_id.clone(),
-        lost.clone(),
-        unreachable.clone(),
-    ));
-    tracing::info!("Registry [{name}] Registering node: {node_id}");
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut retry = Backoff::new(REGISTER_RETRY_MIN, REGISTER_RETRY_MAX);
-    loop {
-        let wait = match registry.register(&registration, ttl).await {
-            Ok(()) => {
-                registered.send_replace(true);
-                unreachable.store(false, Ordering::Relaxed);
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(
-                        "Registry [{name}] Registered node: {node_id} (after failing for {:?})",
-                        since.elapsed()
-                    );
-                }
-                retry.reset();
-                options.register_interval
-            }
-            Err(e) => {
-                // Not registered: not ready until it is again.
-                registered.send_replace(false);
-                if failing_since.is_none() {
-                    failing_since = Some(tokio::time::Instant::now());
-                    tracing::error!(
-                        "Registry [{name}] Register error: {e}; the server keeps serving and retries"
-                    );
-                } else {
-                    tracing::debug!("Registry [{name}] register retry failed: {e}");
-                }
-                retry.next_delay().min(options.register_interval)
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = lost.notified() => {
-                tracing::debug!("Registry [{name}] node {node_id} missing or watch broken; registering again");
-            }
-        }
-    }
-}
-
 /// The bound on deregistering when the registry is known to be unreachable.
 pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
-
-/// A failed registration is tried again after 0.5 s, then every second.
-const REGISTER_RETRY_MIN: Duration = Duration::from_millis(500);
-const REGISTER_RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// Signals `lost` when the registry no longer lists `node_id`: its node was
-/// deleted, a re-listing after a broken watch lacks it, or the registry
-/// cannot be asked (it may have lost everything). The registry
-/// [`Resolution`](micro_registry::Resolution) does the watching, listing and
-/// reconnecting.
-async fn watch_own_node(
-    registry: SharedRegistry,
-    service: String,
-    node_id: String,
-    lost: Arc<tokio::sync::Notify>,
-    unreachable: Arc<AtomicBool>,
-) {
-    use micro_registry::{Resolution, ResolveOptions, Update};
-    let options = ResolveOptions {
-        // A listing is taken as it is: a node missing from it must register
-        // again now, not after a grace period.
-        grace: None,
-        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-        refresh: None,
-        ..ResolveOptions::default()
-    };
-    let mut resolution = Resolution::service(registry, &service, options);
-    // The first listing races the first registration: no news either way.
-    let mut first = true;
-    loop {
-        let update = resolution.next().await;
-        unreachable.store(matches!(update, Update::Unavailable(_)), Ordering::Relaxed);
-        let missing = match update {
-            Update::Reset(_) if std::mem::take(&mut first) => false,
-            Update::Reset(services) => !services
-                .iter()
-                .any(|s| s.nodes.iter().any(|n| n.id == node_id)),
-            Update::Remove(removed) => removed.nodes.iter().any(|n| n.id == node_id),
-            Update::Add(_) => false,
-            Update::Unavailable(_) => true,
-        };
-        if missing {
-            lost.notify_one();
-        }
-    }
-}

@@ -83,7 +83,7 @@ async fn subscribers_need_a_broker() {
 
 /// Starts a greeter server with one subscriber on a memory broker.
 async fn serve_with<F, Fut>(
-    broker: &MemoryBroker,
+    broker: SharedBroker,
     registry: &SharedRegistry,
     handler: F,
 ) -> (
@@ -98,7 +98,7 @@ where
     let server = Server::builder("go.micro.srv.greeter")
         .registry(registry.clone())
         .options(loopback_options())
-        .broker(Arc::new(broker.clone()))
+        .broker(broker)
         .file_descriptor_set(FILE_DESCRIPTOR_SET)
         .add_service(GreeterServer::new(TestGreeter::new("a")))
         .subscribe(TOPIC, handler)
@@ -120,7 +120,7 @@ async fn messages_are_decoded_by_content_type() {
     let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
     let broker = MemoryBroker::new();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (stop, run, _) = serve_with(&broker, &registry, {
+    let (stop, run, _) = serve_with(Arc::new(broker.clone()), &registry, {
         let seen = seen.clone();
         move |received: Received<Request>| {
             let seen = seen.clone();
@@ -199,7 +199,7 @@ async fn a_graceful_stop_drains_subscriptions_before_deregistering() {
     let started = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let (stop, run, node) = serve_with(&broker, &registry, {
+    let (stop, run, node) = serve_with(Arc::new(broker.clone()), &registry, {
         let (started, release, done) = (started.clone(), release.clone(), done.clone());
         move |received: Received<Request>| {
             let (started, release, done) = (started.clone(), release.clone(), done.clone());
@@ -253,4 +253,88 @@ async fn a_graceful_stop_drains_subscriptions_before_deregistering() {
         registry.get_service("go.micro.srv.greeter").await.is_err(),
         "deregistered after the drain"
     );
+}
+
+/// Through the http broker's listener, as a go-micro publisher reaches it:
+/// a message in a content type no codec decodes, or that does not decode,
+/// is refused with a 500 naming why (go-micro's listener answered 200
+/// whatever happened), the publisher's `publish` returns that reason, and
+/// the handler never runs.
+#[tokio::test]
+async fn undecodable_messages_through_the_http_listener_are_refused_clearly() {
+    let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+    let broker = HttpBroker::new(
+        registry.clone(),
+        HttpOptions {
+            address: "127.0.0.1:0".into(),
+            ..HttpOptions::default()
+        },
+    );
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (stop, run, _) = serve_with(Arc::new(broker.clone()), &registry, {
+        let handled = handled.clone();
+        move |_: Received<Request>| {
+            let handled = handled.clone();
+            async move {
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let publisher = HttpBroker::new(
+        registry.clone(),
+        HttpOptions {
+            address: "127.0.0.1:0".into(),
+            ..HttpOptions::default()
+        },
+    );
+    for (message, expected) in [
+        (
+            Message::new("x").with_header("Content-Type", "text/plain"),
+            "unsupported content type",
+        ),
+        (
+            Message::new("x").with_header("Content-Type", "application/x-unknown"),
+            "unsupported content type",
+        ),
+        (
+            Message::new("{not json").with_header("Content-Type", "application/json"),
+            "cannot decode",
+        ),
+    ] {
+        let error = publisher
+            .publish(TOPIC, message)
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    // The listener's own answer, as a go-micro publisher gets it.
+    let node = registry
+        .get_service(micro_broker::http::SERVICE_NAME)
+        .await
+        .expect("the subscription's node")
+        .remove(0)
+        .nodes
+        .remove(0);
+    let envelope = Message::new("x")
+        .with_header("Content-Type", "text/plain")
+        .with_header("Micro-Topic", TOPIC)
+        .to_envelope();
+    let address: std::net::SocketAddr = node.address.parse().expect("address");
+    let path = format!("/?id={}", node.id);
+    let answer = tokio::task::spawn_blocking(move || {
+        micro_testing::http::request(address, "POST", &path, "application/json", &envelope)
+    })
+    .await
+    .expect("request");
+    assert!(
+        answer.starts_with("HTTP/1.1 500"),
+        "a refusal is a 500: {answer}"
+    );
+    assert!(answer.contains("unsupported content type"), "{answer}");
+    assert_eq!(handled.load(Ordering::SeqCst), 0, "the handler never ran");
+    let _ = stop.send(());
+    run.await.expect("task").expect("stopped");
+    publisher.close().await;
 }

@@ -157,6 +157,23 @@ function renderDetail(keepForm) {
     }),
   );
 
+  // What the service subscribes to: the topic, the handler and the shape
+  // of the message it takes.
+  const subscriptions = d.subscriptions || [];
+  $("subscriptions").replaceChildren(
+    ...subscriptions.map((s) => {
+      const summary = el("summary", {}, el("span", { class: "mono" }, s.topic));
+      summary.append(el("span", { class: "muted" }, " " + s.handler));
+      return el(
+        "details",
+        { "data-topic": s.topic },
+        summary,
+        el("div", { class: "shapes" }, el("div", {}, el("h4", {}, "Message"), el("pre", {}, shapeText(s.message, 0)))),
+      );
+    }),
+  );
+  $("no-subscriptions").hidden = subscriptions.length > 0;
+
   const select = $("call-endpoint");
   const previous = keepForm ? select.value : null;
   select.replaceChildren(...d.endpoints.map((e) => el("option", { value: e.name }, e.name)));

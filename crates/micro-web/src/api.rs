@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /`, `/app.js`, `/app.css`, `/favicon.svg` | the page |
 //! | `GET /api/services` | every service: name, versions, node and endpoint counts, revision |
-//! | `GET /api/services/{name}` | one service: versions with nodes (and their health), endpoints with shapes and a request template |
+//! | `GET /api/services/{name}` | one service: versions with nodes (and their health), endpoints with shapes and a request template, subscriptions (topic, handler, message shape) |
 //! | `POST /api/call` | `{"service", "endpoint", "request", "metadata"}` → `{"reply"}` or `{"error"}` |
 //! | `POST /api/stream` | the same body, for a streaming endpoint → one JSON line per reply as it comes (`{"message"}`), then `{"end"}` or `{"error"}` |
 //! | `GET /api/events` | Server-Sent Events: `services` (the summary) at once and after each change |
@@ -274,6 +274,7 @@ pub fn services_summary(snapshot: &Snapshot) -> serde_json::Value {
                 "versions": versions,
                 "nodes": nodes,
                 "endpoints": endpoints_of(&entry.versions).len(),
+                "subscriptions": subscriptions_of(&entry.versions).len(),
                 "rev": entry.rev,
             })
         })
@@ -287,14 +288,37 @@ pub fn services_summary(snapshot: &Snapshot) -> serde_json::Value {
 }
 
 /// The endpoints of every version, each name once (the first version's
-/// wins, as `micro get service` shows the first).
+/// wins, as `micro get service` shows the first); subscriptions aside (see
+/// [`subscriptions_of`]): they take events, not calls.
 fn endpoints_of(versions: &[micro_registry::Service]) -> Vec<&micro_registry::Endpoint> {
     let mut seen = std::collections::HashSet::new();
     versions
         .iter()
         .flat_map(|v| v.endpoints.iter())
+        .filter(|e| subscribed_topic(e).is_none())
         .filter(|e| seen.insert(e.name.as_str()))
         .collect()
+}
+
+/// The service's subscriptions, each topic once: the endpoints go-micro
+/// (and the toolkit's server) register for them, metadata
+/// `{"subscriber": "true", "topic": <topic>}`, named after the handler
+/// (`Func` for every function), so told apart by topic.
+fn subscriptions_of(versions: &[micro_registry::Service]) -> Vec<&micro_registry::Endpoint> {
+    let mut seen = std::collections::HashSet::new();
+    versions
+        .iter()
+        .flat_map(|v| v.endpoints.iter())
+        .filter(|e| subscribed_topic(e).is_some_and(|topic| seen.insert(topic)))
+        .collect()
+}
+
+/// The topic of a subscriber's endpoint; `None` for an endpoint to call.
+fn subscribed_topic(endpoint: &micro_registry::Endpoint) -> Option<&str> {
+    if endpoint.metadata.get("subscriber").map(String::as_str) != Some("true") {
+        return None;
+    }
+    endpoint.metadata.get("topic").map(String::as_str)
 }
 
 /// `GET /api/services/{name}`: versions, nodes with health, endpoints.
@@ -354,9 +378,26 @@ async fn service(web: &Web, name: &str) -> Response<Body> {
             })
         })
         .collect();
+    let subscriptions: Vec<serde_json::Value> = subscriptions_of(&entry.versions)
+        .into_iter()
+        .map(|e| {
+            json!({
+                "topic": subscribed_topic(e),
+                "handler": e.name,
+                "message": e.request,
+                "metadata": e.metadata,
+            })
+        })
+        .collect();
     json_response(
         StatusCode::OK,
-        &json!({"name": name, "rev": entry.rev, "versions": versions, "endpoints": endpoints}),
+        &json!({
+            "name": name,
+            "rev": entry.rev,
+            "versions": versions,
+            "endpoints": endpoints,
+            "subscriptions": subscriptions,
+        }),
     )
 }
 
@@ -852,6 +893,49 @@ mod tests {
 
     fn detail(value: &serde_json::Value) -> &str {
         value["error"]["detail"].as_str().unwrap_or("")
+    }
+
+    #[test]
+    fn subscriptions_are_told_apart_by_topic_and_are_no_endpoints() {
+        let subscriber = |topic: &str| micro_registry::Endpoint {
+            name: "Func".into(),
+            request: None,
+            response: None,
+            metadata: [
+                ("subscriber".to_string(), "true".to_string()),
+                ("topic".to_string(), topic.to_string()),
+            ]
+            .into(),
+        };
+        let hello = micro_registry::Endpoint {
+            name: "Greeter.Hello".into(),
+            ..subscriber("x")
+        };
+        let hello = micro_registry::Endpoint {
+            metadata: Default::default(),
+            ..hello
+        };
+        let versions = [
+            micro_registry::Service {
+                endpoints: vec![hello, subscriber("a"), subscriber("b")],
+                ..Default::default()
+            },
+            micro_registry::Service {
+                version: "2".into(),
+                endpoints: vec![subscriber("a"), subscriber("c")],
+                ..Default::default()
+            },
+        ];
+        let names: Vec<&str> = endpoints_of(&versions)
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["Greeter.Hello"]);
+        let topics: Vec<Option<&str>> = subscriptions_of(&versions)
+            .into_iter()
+            .map(subscribed_topic)
+            .collect();
+        assert_eq!(topics, [Some("a"), Some("b"), Some("c")]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

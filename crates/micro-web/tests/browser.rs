@@ -196,6 +196,9 @@ async fn drive(driver: &Driver, page: &str, registry: SharedRegistry) -> Result<
     driver
         .type_text("#call-request", r#"{"name": "Chromium"}"#)
         .await?;
+    if !driver.displayed("#no-subscriptions").await? {
+        return Err("the greeter subscribes to nothing, and its page must say so".into());
+    }
     driver.click("#call-submit").await?;
     driver
         .wait_for("the call's answer", async || {
@@ -291,7 +294,83 @@ async fn drive(driver: &Driver, page: &str, registry: SharedRegistry) -> Result<
         "deregistered → gone from the page: {:.0} ms",
         stopped.elapsed().as_secs_f64() * 1000.0
     );
+    subscriptions(driver, registry.clone()).await?;
     gateway_websocket(driver, registry).await
+}
+
+/// A service that subscribes to two topics (one in a queue group): its
+/// page lists each subscription (the topic, the handler, the message's
+/// shape), and none of them is offered as an endpoint to call.
+async fn subscriptions(driver: &Driver, registry: SharedRegistry) -> Result<(), String> {
+    use micro_server::Received;
+    use micro_testing::greeter::Request as Greeting;
+    const EVENTS: &str = "go.micro.srv.events";
+    let server = tokio::task::spawn_blocking(move || {
+        let broker: micro_broker::SharedBroker =
+            Arc::new(micro_broker::memory::MemoryBroker::new());
+        micro_testing::Crashable::start(registry, EVENTS, loopback_options(), move |builder| {
+            builder
+                .broker(broker)
+                .file_descriptor_set(micro_testing::FILE_DESCRIPTOR_SET)
+                .subscribe("go.micro.topic.greet", |_: Received<Greeting>| async {
+                    Ok::<(), micro_broker::HandlerError>(())
+                })
+                .subscribe_with(
+                    "go.micro.topic.work",
+                    micro_broker::SubscribeOptions::queue("workers"),
+                    |_: Received<Greeting>| async { Ok::<(), micro_broker::HandlerError>(()) },
+                )
+        })
+    })
+    .await
+    .unwrap();
+    let item = format!("#services li[data-service=\"{EVENTS}\"]");
+    driver
+        .wait_for("the subscriber in the list", async || {
+            driver.exists(&item).await
+        })
+        .await?;
+    driver.click(&format!("{item} a")).await?;
+    let greet = "#subscriptions details[data-topic=\"go.micro.topic.greet\"]";
+    let work = "#subscriptions details[data-topic=\"go.micro.topic.work\"]";
+    driver
+        .wait_for("its two subscriptions", async || {
+            Ok(driver.text("#service-name").await? == EVENTS
+                && driver.exists(greet).await?
+                && driver.exists(work).await?)
+        })
+        .await?;
+    let shown = driver.text(greet).await?;
+    if !shown.contains("go.micro.topic.greet") || !shown.contains("Func") {
+        return Err(format!(
+            "the subscription shows its topic and handler: {shown:?}"
+        ));
+    }
+    driver.click(&format!("{greet} summary")).await?;
+    driver
+        .wait_for("the message's shape", async || {
+            Ok(driver.text(greet).await?.contains("name string"))
+        })
+        .await?;
+    if driver.displayed("#no-subscriptions").await? {
+        return Err("\"No subscriptions.\" shown for a service with two".into());
+    }
+    if driver
+        .exists("#call-endpoint option[value=\"Func\"]")
+        .await?
+        || driver.exists("details[data-endpoint=\"Func\"]").await?
+    {
+        return Err("a subscription is offered as an endpoint to call".into());
+    }
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    driver
+        .wait_for("the subscriber gone from the list", async || {
+            Ok(!driver.exists(&item).await?)
+        })
+        .await?;
+    Ok(())
 }
 
 /// What a page does with go-micro's gateway: a WebSocket to a streaming

@@ -16,7 +16,9 @@
 //! ```
 
 use bytes::Bytes;
-use micro_broker::{CONTENT_TYPE_HEADER, FROM_SERVICE_HEADER, Header, Message, SharedBroker};
+use micro_broker::{
+    CONTENT_TYPE_HEADER, FROM_SERVICE_HEADER, Header, Message, SharedBroker, title_case,
+};
 use micro_config::{BrokerArgs, BrokerKind};
 use micro_registry::SharedRegistry;
 
@@ -122,33 +124,5 @@ impl Event {
             .header
             .insert(CONTENT_TYPE_HEADER.into(), content_type.into());
         self.broker.publish(&self.topic, message).await
-    }
-}
-
-/// go's `strings.Title`: each letter after a non-letter upper-cased.
-fn title_case(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut start = true;
-    for c in key.chars() {
-        if start {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        start = !c.is_alphanumeric();
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_title_cased_as_go_micro_does() {
-        assert_eq!(title_case("foo"), "Foo");
-        assert_eq!(title_case("micro-from-service"), "Micro-From-Service");
-        assert_eq!(title_case("X-Request-Id"), "X-Request-Id");
-        assert_eq!(title_case("traceparent"), "Traceparent");
     }
 }

@@ -218,6 +218,22 @@ impl GoGreeter {
         node.metadata.insert("registry".into(), registry.into());
         service
     }
+
+    /// Its registry record with its streaming methods, as go-micro v2.9.1
+    /// registers a service serving `Greeter.Stream` and `Greeter.PingPong`:
+    /// their endpoints marked `"stream": "true"` (gm:server/grpc/extractor.go).
+    pub fn streaming_registration(&self, registry: &str) -> Service {
+        let mut service = self.registration(registry);
+        for name in ["Greeter.Stream", "Greeter.PingPong"] {
+            service.endpoints.push(micro_registry::Endpoint {
+                name: name.into(),
+                request: None,
+                response: None,
+                metadata: [("stream".to_string(), "true".to_string())].into(),
+            });
+        }
+        service
+    }
 }
 
 impl Drop for GoGreeter {

@@ -315,15 +315,7 @@ fn gateway_relays_websockets_and_event_streams_to_rust_and_go_services() {
 
     // The Go greeter, registered as go-micro registers a streaming service.
     let go = GoGreeter::start(peer);
-    let mut record = go.registration("etcd");
-    for name in ["Greeter.Stream", "Greeter.PingPong"] {
-        record.endpoints.push(micro_registry::Endpoint {
-            name: name.into(),
-            request: None,
-            response: None,
-            metadata: [("stream".to_string(), "true".to_string())].into(),
-        });
-    }
+    let record = go.streaming_registration("etcd");
     runtime
         .block_on(registry.register(
             &record,

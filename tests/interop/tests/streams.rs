@@ -3,11 +3,19 @@
 //!   stream bidirectional, a server-streaming request never half-closed)
 //!   against the example `greeter-server`;
 //! - `micro stream --address` against the Go greeter (grpc-go, go-micro's
-//!   json codec, no reflection).
+//!   json codec, no reflection);
+//! - a tonic-generated client through the toolkit's client against the Go
+//!   greeter, its stream known from go-micro's registration alone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use interop_tests::{Process, go_peer, go_stream, micro_with_stdin};
+use interop_tests::{GoGreeter, Process, go_peer, go_stream, micro_with_stdin};
+use micro_client::{Client, ClientOptions};
+use micro_registry::memory::MemoryRegistry;
+use micro_registry::{RegisterOptions, SharedRegistry};
+use micro_testing::greeter::greeter_client::GreeterClient;
+use micro_testing::greeter::{Request, Response};
 
 const STREAM: &str = "/go.micro.srv.greeter.Greeter/Stream";
 const PING_PONG: &str = "/go.micro.srv.greeter.Greeter/PingPong";
@@ -92,7 +100,7 @@ fn go_micro_client_streams_from_the_rust_greeter() {
 #[test]
 fn micro_stream_reaches_the_go_greeter() {
     let peer = go_peer();
-    let greeter = interop_tests::GoGreeter::start(peer);
+    let greeter = GoGreeter::start(peer);
     let address = greeter.address.clone();
     let base = [
         "stream",
@@ -139,4 +147,71 @@ fn micro_stream_reaches_the_go_greeter() {
         "{err}"
     );
     drop(greeter);
+}
+
+/// A tonic-generated client calling the Go greeter's `PingPong` through the
+/// toolkit's client, the request not marked as a stream: the registry
+/// record (go-micro's, `"stream": "true"` on the streaming methods) makes it
+/// one, so no `grpc-timeout` goes out. grpc-go applies a `grpc-timeout` to
+/// the whole stream: were the attempt timeout sent, the Go server would end
+/// this stream with `DeadlineExceeded` once it passed.
+#[test]
+fn a_generated_clients_stream_to_the_go_greeter_outlives_the_attempt_timeout() {
+    let peer = go_peer();
+    let go = GoGreeter::start(peer);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let registry: SharedRegistry = Arc::new(MemoryRegistry::new());
+        registry
+            .register(
+                &go.streaming_registration("memory"),
+                RegisterOptions::default(),
+            )
+            .await
+            .expect("register the Go greeter");
+        let attempt_timeout = Duration::from_millis(300);
+        let client = Client::new(
+            registry,
+            ClientOptions {
+                attempt_timeout,
+                request_timeout: attempt_timeout * 2,
+                ..ClientOptions::default()
+            },
+        );
+        let mut greeter = GreeterClient::new(client.service("go.micro.srv.greeter"));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Request>(4);
+        let requests =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+        let ping = |name: &str| Request {
+            name: name.into(),
+            count: 0,
+        };
+        tx.send(ping("a")).await.expect("send");
+        let mut replies = greeter
+            .ping_pong(requests)
+            .await
+            .expect("open")
+            .into_inner();
+        assert_eq!(next(&mut replies).await, Ok(Some("pong a".into())));
+        // Real time: the Go server's clock is the one that would end it.
+        tokio::time::sleep(attempt_timeout * 4).await;
+        // A stream the server ended refuses the message; its status says why.
+        let _ = tx.send(ping("late")).await;
+        assert_eq!(next(&mut replies).await, Ok(Some("pong late".into())));
+        drop(tx);
+        assert_eq!(next(&mut replies).await, Ok(None));
+    });
+    drop(go);
+}
+
+/// The next reply's text, within a bound; the status's code and message on
+/// an error.
+async fn next(
+    replies: &mut tonic::Streaming<Response>,
+) -> Result<Option<String>, (tonic::Code, String)> {
+    tokio::time::timeout(Duration::from_secs(20), replies.message())
+        .await
+        .expect("a reply in time")
+        .map(|reply| reply.map(|r| r.msg))
+        .map_err(|status| (status.code(), status.message().to_string()))
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 mod dial;
+pub(crate) mod event;
 pub(crate) mod http;
 pub(crate) mod rpc;
 mod stream;
@@ -66,7 +67,12 @@ async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
     // api and rpc handlers (go-micro's gateway routes streams to its rpc
     // handler whatever the endpoint's handler).
     let request = match stream::wanted(request.headers()) {
-        Some(wanted) if inner.options.handler != HandlerKind::Http => {
+        Some(wanted)
+            if !matches!(
+                inner.options.handler,
+                HandlerKind::Http | HandlerKind::Event
+            ) =>
+        {
             match open_stream(&inner, request, wanted).await {
                 Ok(Ok(response)) => return response,
                 Ok(Err(request)) => request,
@@ -79,6 +85,7 @@ async fn dispatch(inner: Arc<Inner>, request: Request) -> Response {
         HandlerKind::Api => api::handle(&inner, request).await,
         HandlerKind::Rpc => rpc::handle(&inner, request).await,
         HandlerKind::Http | HandlerKind::Web => http::handle(&inner, request).await,
+        HandlerKind::Event => event::handle(&inner, request).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }

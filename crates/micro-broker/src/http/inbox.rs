@@ -24,6 +24,7 @@ use axum::response::Response;
 use http::{Method, StatusCode, header};
 use http_body_util::BodyExt;
 use micro_errors::MicroError;
+use micro_serve::AbortOnDrop;
 
 use crate::dispatch::{Gate, deliver};
 use crate::{BrokerObserver, Event, Handler, Message, TOPIC_HEADER};
@@ -38,6 +39,22 @@ pub(super) struct Sub {
     pub(super) gate: Arc<Gate>,
     /// Its `micro.http.broker` entry.
     pub(super) registration: micro_registry::Service,
+    /// The task keeping it registered.
+    pub(super) renew: Mutex<Option<AbortOnDrop<()>>>,
+}
+
+impl Sub {
+    /// Keeps `renew` running while the subscription takes messages.
+    pub(super) fn renew_with(&self, renew: AbortOnDrop<()>) {
+        *self.renew.lock().unwrap_or_else(|p| p.into_inner()) = Some(renew);
+    }
+
+    /// Stops renewing the registration (before it is removed).
+    pub(super) fn stop_renewing(&self) {
+        if let Some(renew) = self.renew.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            renew.abort();
+        }
+    }
 }
 
 /// This process's subscriptions by node id, and how to deliver to them.

@@ -4,7 +4,12 @@
 //! A subscription registers a node of service `micro.http.broker`: id
 //! `<topic>-<uuid>`, the address of this process's broker listener,
 //! metadata `{"broker":"http","secure":"false","topic":<topic>}`, version
-//! its queue or `ff.http.broadcast`, with a TTL of 60 s renewed every 30 s.
+//! its queue or `ff.http.broadcast`, with a TTL of 60 s renewed every 30 s,
+//! and kept there as servers keep theirs ([`micro_registry::keep`]): a node
+//! the registry lost (a lease lost, etcd restarted empty) is registered
+//! again at once, and a registry that is down when a subscription starts
+//! does not fail it: the listener serves, and the node is registered when
+//! the registry answers.
 //! A publisher lists those nodes and POSTs go-micro's JSON envelope to
 //! `http://<address>/?id=<node id>`: to every broadcast node, and to one
 //! node of each queue group. go-micro services subscribe and publish the
@@ -28,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use micro_registry::{Node, RegisterOptions, Service, SharedRegistry};
+use micro_registry::keep::{Keep, KeepStatus, keep_registered};
+use micro_registry::{Node, Service, SharedRegistry};
 use micro_serve::{AbortOnDrop, ServeOptions, address};
 use tokio::sync::{OnceCell, watch};
 
@@ -44,6 +50,10 @@ use crate::{
 pub const SERVICE_NAME: &str = "micro.http.broker";
 /// The version of broadcast (queue-less) subscriptions.
 pub const BROADCAST_VERSION: &str = "ff.http.broadcast";
+
+/// How long `subscribe` waits for the first registration: a registry that
+/// does not answer by then gets the node later, in the background.
+const FIRST_REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 
 /// How the http broker listens, registers and sends.
 #[derive(Clone, Debug)]
@@ -254,27 +264,43 @@ impl Broker for HttpBroker {
             handler,
             gate: Arc::new(Gate::default()),
             registration: registration.clone(),
+            renew: std::sync::Mutex::new(None),
         });
         self.shared.inbox.insert(id.clone(), sub.clone());
-        // Registered once before returning: a publisher may find it now.
-        let ttl = RegisterOptions::with_ttl(self.shared.options.register_ttl);
-        if let Err(e) = self.shared.registry.register(&registration, ttl).await {
-            self.shared.inbox.remove(&id);
-            return Err(e.into());
-        }
-        tracing::info!("Broker [http] Subscribed to {topic} as {id}");
-        let renew = AbortOnDrop::spawn(keep_registered(
+        // Kept registered as servers keep theirs (renewed, and registered
+        // again at once when the registry loses it); a registry that is down
+        // now does not fail the subscription: the listener serves, and the
+        // node is registered once the registry answers.
+        let status = KeepStatus::new();
+        let keep = Keep::new(
+            self.shared.options.register_ttl,
+            self.shared.options.register_interval,
+            "the subscription keeps listening and retries",
+        );
+        sub.renew_with(AbortOnDrop::spawn(keep_registered(
             self.shared.registry.clone(),
             registration.clone(),
-            self.shared.options.clone(),
-            sub.gate.clone(),
-        ));
+            keep,
+            status.clone(),
+        )));
+        // Registered once before returning when the registry answers: a
+        // publisher may find it now.
+        let registered = tokio::time::timeout(FIRST_REGISTRATION_WAIT, status.first_attempt())
+            .await
+            .unwrap_or(false);
+        if registered {
+            tracing::info!("Broker [http] Subscribed to {topic} as {id}");
+        } else {
+            tracing::warn!(
+                "Broker [http] Subscribed to {topic} as {id}, not registered yet: publishers find it once registry [{}] takes the registration (retried in the background)",
+                self.shared.registry.name()
+            );
+        }
         let stop = HttpStop {
             shared: Arc::downgrade(&self.shared),
             id: id.clone(),
             sub,
             registration,
-            renew,
         };
         Ok(Subscription::new(topic, options.queue, id, Box::new(stop)))
     }
@@ -286,6 +312,7 @@ impl Broker for HttpBroker {
         let subs = self.shared.inbox.all();
         for sub in &subs {
             sub.gate.close();
+            sub.stop_renewing();
         }
         let grace = self.shared.options.serve.shutdown_grace;
         let stops = subs.iter().map(|sub| async {
@@ -322,40 +349,11 @@ async fn deregister(registry: &SharedRegistry, registration: &Service) {
     }
 }
 
-/// Renews a registration every interval (a failed one after a second),
-/// until its subscription stops taking messages.
-async fn keep_registered(
-    registry: SharedRegistry,
-    registration: Service,
-    options: HttpOptions,
-    gate: Arc<Gate>,
-) {
-    let ttl = RegisterOptions::with_ttl(options.register_ttl);
-    let mut wait = options.register_interval;
-    loop {
-        tokio::time::sleep(wait).await;
-        if gate.is_closed() {
-            return;
-        }
-        wait = match registry.register(&registration, ttl).await {
-            Ok(()) => options.register_interval,
-            Err(e) => {
-                tracing::warn!(
-                    "Broker [http] renewing {}: {e}; retrying",
-                    registration.nodes[0].id
-                );
-                Duration::from_secs(1).min(options.register_interval)
-            }
-        };
-    }
-}
-
 struct HttpStop {
     shared: std::sync::Weak<Shared>,
     id: String,
     sub: Arc<Sub>,
     registration: Service,
-    renew: AbortOnDrop<()>,
 }
 
 #[async_trait::async_trait]
@@ -363,7 +361,7 @@ impl crate::Stop for HttpStop {
     async fn stop(&self) {
         // Deregistered first, so publishers stop choosing it; messages
         // already on their way are still taken until the drain starts.
-        self.renew.abort();
+        self.sub.stop_renewing();
         if let Some(shared) = self.shared.upgrade() {
             deregister(&shared.registry, &self.registration).await;
         }
@@ -374,7 +372,7 @@ impl crate::Stop for HttpStop {
     }
 
     fn stop_now(&self) {
-        self.renew.abort();
+        self.sub.stop_renewing();
         self.sub.gate.close();
         let Some(shared) = self.shared.upgrade() else {
             return;
