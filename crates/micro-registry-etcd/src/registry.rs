@@ -680,25 +680,79 @@ impl Registry for EtcdRegistry {
     }
 
     async fn list_services_with(&self, detail: Detail) -> Result<Vec<Service>, Error> {
+        // In pages of the same revision (one consistent snapshot): neither
+        // etcd nor this process holds every entry in one message, so a
+        // listing of thousands of nodes costs its memory briefly, a page at
+        // a time (a compaction between pages fails the listing; the caller
+        // lists again).
         let what = "list services";
-        let response = self
-            .inner
-            .call(what, |mut c| async move {
-                c.kv.get(PREFIX, Some(GetOptions::new().with_prefix()))
-                    .await
-            })
-            .await
-            .map_err(|f| self.inner.error(what, f))?;
-        Ok(group_by_version(response.kvs().iter().filter_map(|kv| {
-            self.inner
-                .decoder
-                .decode_as(kv.key(), kv.value(), kv.mod_revision(), None, detail)
-        })))
+        let end = prefix_end(PREFIX.as_bytes());
+        let mut start = PREFIX.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut services = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let response = self
+                .inner
+                .call(what, |mut c| {
+                    let (start, end) = (start.clone(), end.clone());
+                    async move {
+                        let mut options = GetOptions::new().with_range(end).with_limit(LIST_PAGE);
+                        if revision > 0 {
+                            options = options.with_revision(revision);
+                        }
+                        c.kv.get(start, Some(options)).await
+                    }
+                })
+                .await
+                .map_err(|f| self.inner.error(what, f))?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let kvs = response.kvs();
+            services.extend(kvs.iter().filter_map(|kv| {
+                self.inner
+                    .decoder
+                    .decode_as(kv.key(), kv.value(), kv.mod_revision(), None, detail)
+            }));
+            match kvs.last() {
+                Some(last) if response.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => return Ok(group_by_version(services)),
+            }
+        }
+        Err(Error::Unavailable {
+            registry: "etcd".into(),
+            detail: format!(
+                "list services: more than {} entries",
+                MAX_LIST_PAGES * LIST_PAGE as usize
+            ),
+        })
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error> {
         crate::watch::watch(&self.inner, options).await
     }
+}
+
+/// Entries per page of a listing of every service.
+const LIST_PAGE: i64 = 512;
+/// A listing stops (and fails) after this many pages (5 million entries).
+const MAX_LIST_PAGES: usize = 10_000;
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff: to the end of the key space.
+    vec![0]
 }
 
 fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, Error> {

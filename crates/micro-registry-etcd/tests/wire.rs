@@ -217,3 +217,50 @@ async fn a_slash_in_a_name_becomes_a_dash_in_the_key() {
     let got = reader.get_service("team/users").await.expect("get");
     assert_eq!(got, vec![service]);
 }
+
+/// A listing of more entries than one page (512) reads every page of one
+/// snapshot: 1,300 nodes of 260 services written raw, each listed once,
+/// with either detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_larger_than_a_page_lists_every_entry_once() {
+    let etcd = EtcdCluster::single().await.expect("start etcd");
+    let mut raw = raw_client(&etcd).await;
+    let mut expected = std::collections::BTreeSet::new();
+    for s in 0..260 {
+        let name = format!("go.micro.srv.page{s:03}");
+        for n in 0..5 {
+            let node = Node::new(format!("{name}-{n}"), format!("127.0.0.1:{}", 1000 + n));
+            let service = Service::new(&name, "latest").with_node(node.clone());
+            raw.put(
+                node_key(&name, &node.id),
+                serde_json::to_vec(&service).expect("json"),
+                None,
+            )
+            .await
+            .expect("put");
+            expected.insert((name.clone(), node.id));
+        }
+    }
+    let registry = etcd.registry().await;
+    for detail in [micro_registry::Detail::Full, micro_registry::Detail::Nodes] {
+        let listed = registry.list_services_with(detail).await.expect("list");
+        let mut seen = std::collections::BTreeSet::new();
+        for service in &listed {
+            for node in &service.nodes {
+                assert!(
+                    seen.insert((service.name.clone(), node.id.clone())),
+                    "{detail:?}: {} listed twice",
+                    node.id
+                );
+            }
+        }
+        assert!(
+            seen == expected,
+            "{detail:?}: {} of {} nodes listed, {} missing",
+            seen.len(),
+            expected.len(),
+            expected.difference(&seen).count()
+        );
+        assert_eq!(listed.len(), 260, "{detail:?}: one service per name");
+    }
+}
