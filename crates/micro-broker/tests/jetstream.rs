@@ -541,6 +541,7 @@ async fn a_cluster_member_killed_under_publish_load_loses_no_acknowledged_messag
         "most publishes succeed with 2 of 3 members: {}",
         acknowledged.len()
     );
+    eprintln!("DEBUG acknowledged {}", acknowledged.len());
     let mut delivered = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !acknowledged.is_subset(&delivered) {

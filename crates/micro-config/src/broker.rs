@@ -157,6 +157,17 @@ pub struct BrokerArgs {
         value_name = "N"
     )]
     pub broker_max_ack_pending: u32,
+
+    /// jetstream: a delivery not acknowledged in this time (a handler still running, a crashed subscriber) is delivered again
+    #[arg(
+        long = "broker_ack_wait",
+        visible_alias = "broker-ack-wait",
+        env = "MICRO_BROKER_ACK_WAIT",
+        default_value = "30s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub broker_ack_wait: Duration,
 }
 
 impl Default for BrokerArgs {

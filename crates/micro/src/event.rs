@@ -68,6 +68,7 @@ pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> Result<Sha
             options.max_bytes = args.broker_max_bytes;
             options.max_messages = args.broker_max_msgs;
             options.max_ack_pending = args.broker_max_ack_pending as usize;
+            options.ack_wait = args.broker_ack_wait;
             if args.broker_advertise.is_some() {
                 tracing::warn!("--broker_advertise is ignored by the jetstream broker");
             }
