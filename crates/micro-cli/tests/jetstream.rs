@@ -117,14 +117,16 @@ fn a_subscriber_killed_twice_mid_stream_misses_nothing_and_repeats_only_what_it_
         (child, lines) = subscriber(&server);
     }
     runtime
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(120), publishing).await
-        })
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), publishing).await })
         .expect("published in time")
         .expect("publisher ran");
     assert!(done.load(Ordering::SeqCst));
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert_eq!(acknowledged.len() as u64, total, "one server, up: every publish is acknowledged");
+    assert_eq!(
+        acknowledged.len() as u64,
+        total,
+        "one server, up: every publish is acknowledged"
+    );
 
     // The last subscriber prints the rest, and what the killed ones held.
     let mut seen: BTreeSet<u64> = printed.iter().flatten().copied().collect();
@@ -133,8 +135,10 @@ fn a_subscriber_killed_twice_mid_stream_misses_nothing_and_repeats_only_what_it_
     while !acknowledged.is_subset(&seen) {
         let line = lines.next_line(deadline).unwrap_or_else(|e| {
             panic!(
-                "acknowledged, never printed: {:?} ({e})",
-                acknowledged.difference(&seen).take(20).collect::<Vec<_>>()
+                "acknowledged, never printed: {:?} (after {} lines; output closed: {})",
+                acknowledged.difference(&seen).take(20).collect::<Vec<_>>(),
+                e.log.len(),
+                e.closed
             )
         });
         let id = id(&line);
