@@ -47,7 +47,9 @@
 //!
 //! **Stopping.** [`Subscription::unsubscribe`] pulls nothing more, lets
 //! the handler in flight finish and its acknowledgement be confirmed, and
-//! hands back what was pulled but not started. The connection reconnects
+//! hands back what was pulled but not started, to be delivered again
+//! after [`PULL_EXPIRES`] (a pull waits at most that long, so the last one
+//! is over by then and another member gets it). The connection reconnects
 //! by itself (a restarted server, another member of a cluster); a
 //! subscription whose consumer was lost makes it again.
 
@@ -57,7 +59,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{OnceCell, watch};
 
 use crate::dispatch::{Gate, Outcome, deliver};
@@ -81,6 +83,10 @@ pub const DEAD_LETTER_DELIVERIES: &str = "Micro-Dead-Letter-Deliveries";
 pub const DEAD_LETTER_ORIGIN: &str = "Micro-Dead-Letter-Origin";
 /// A dead letter's header: the consumer (queue or service) that gave up.
 pub const DEAD_LETTER_CONSUMER: &str = "Micro-Dead-Letter-Consumer";
+
+/// How long one pull waits for messages (and, when stopping, how long the
+/// last pull may still bring some, handed back at once).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 /// JetStream's limit on a stream or consumer name, kept well under.
 const MAX_NAME: usize = 200;
@@ -612,49 +618,56 @@ impl Run {
         }
     }
 
-    /// Pulls and handles messages until stopped or the message stream ends.
+    /// Pulls batches and handles their messages until stopped, or until
+    /// the consumer is lost.
+    ///
+    /// Each pull asks for [`JetStreamOptions::batch`] messages and expires
+    /// after [`PULL_EXPIRES`]; a stopping subscription asks for no more and
+    /// hands back (NAK) what its last pull still brings, so no pull of it is
+    /// left on the server to take messages nobody will handle.
     async fn pull(
         &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
         stopped: &mut watch::Receiver<bool>,
     ) -> Next {
-        use async_nats::jetstream::consumer::pull::MessagesErrorKind as Kind;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.shared.options.batch)
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
-                return Next::Again;
-            }
-        };
         loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                _ = stopped.wait_for(|s| *s) => break,
+            if *stopped.borrow() {
+                return Next::Stop;
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(self.shared.options.batch)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
+                    return Next::Again;
+                }
             };
-            match next {
-                None => return Next::Again,
-                Some(Ok(message)) => self.handle(message).await,
-                Some(Err(e)) => {
-                    tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
-                    if matches!(e.kind(), Kind::ConsumerDeleted | Kind::NoResponders) {
-                        return Next::Again;
+            let mut failed = false;
+            while let Some(next) = batch.next().await {
+                match next {
+                    // Handed back to come again once this pull is over
+                    // (at once, it would come straight back to it).
+                    Ok(message) if *stopped.borrow() => {
+                        let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+                    }
+                    Ok(message) => self.handle(message).await,
+                    Err(e) => {
+                        tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
+                        failed = true;
                     }
                 }
             }
-            if *stopped.borrow() {
-                break;
+            if failed {
+                // The pull failed (a server gone, the consumer lost): make
+                // the consumer again, after a backoff.
+                return Next::Again;
             }
         }
-        // Stopping: what was pulled but not started goes back at once.
-        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-        }
-        Next::Stop
     }
 
     async fn handle(&self, message: jetstream::Message) {
@@ -699,7 +712,7 @@ impl Run {
             return;
         }
         let Some(pass) = self.gate.enter() else {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
+            let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
             return;
         };
         let outcome = deliver(
