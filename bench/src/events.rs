@@ -17,7 +17,6 @@
 //! micro server subscribing to one topic against the same server without
 //! subscriptions (hidden subcommand `events-idle`), per backend.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::fixtures::{Plan, interleaved};
-use crate::load::{Round, Timing};
+use crate::load::{Round, Timing, http1_connect};
 use crate::proc::Proc;
 use crate::report;
 use crate::servers::Flavor;
@@ -468,7 +467,9 @@ async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
     let mut senders = Vec::new();
     for _ in 0..PUBLISHERS {
         for addr in &addrs {
-            senders.push(Arc::new(tokio::sync::Mutex::new(connect(*addr).await)));
+            senders.push(Arc::new(tokio::sync::Mutex::new(
+                http1_connect(*addr).await,
+            )));
         }
     }
     let senders = Arc::new(senders);
@@ -492,19 +493,6 @@ async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
         })
     });
     (publish, Keep::Tasks(tasks))
-}
-
-async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("HTTP connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("HTTP handshake");
-    tokio::spawn(conn);
-    sender
 }
 
 /// Idle RSS of a micro server (the greeter) with one subscription against

@@ -450,9 +450,6 @@ impl Broker for JetStreamBroker {
         handler: Arc<dyn Handler>,
     ) -> Result<Subscription, Error> {
         check_subscription(topic, &options)?;
-        if let Some(service) = &options.service {
-            crate::check_name("service", service)?;
-        }
         let shared = self.shared.clone();
         let stream = shared.stream_for(topic).await?;
         let durable = match options.queue.as_ref().or(options.service.as_ref()) {

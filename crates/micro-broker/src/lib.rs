@@ -345,11 +345,14 @@ pub(crate) fn addressed(
     Ok(message)
 }
 
-/// Checks what a subscription names: its topic and queue.
+/// Checks what a subscription names: its topic, queue and service.
 pub(crate) fn check_subscription(topic: &str, options: &SubscribeOptions) -> Result<(), Error> {
     check_name("topic", topic)?;
-    match &options.queue {
-        Some(queue) => check_name("queue", queue),
+    if let Some(queue) = &options.queue {
+        check_name("queue", queue)?;
+    }
+    match &options.service {
+        Some(service) => check_name("service", service),
         None => Ok(()),
     }
 }

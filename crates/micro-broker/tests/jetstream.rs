@@ -53,14 +53,14 @@ struct Seen {
 
 impl BrokerObserver for Seen {
     fn redelivered(&self, _broker: &'static str, _topic: &str) {
-        *self.redelivered.lock().unwrap() += 1;
+        *self.redelivered.lock().expect("lock") += 1;
     }
     fn dead_lettered(&self, _broker: &'static str, _topic: &str) {
-        *self.dead_lettered.lock().unwrap() += 1;
+        *self.dead_lettered.lock().expect("lock") += 1;
     }
     fn delivered(&self, _b: &'static str, _t: &str, outcome: &Outcome, _e: Duration) {
         if let Some(failure) = outcome.failure() {
-            self.errors.lock().unwrap().push(failure);
+            self.errors.lock().expect("lock").push(failure);
         }
     }
 }
@@ -240,7 +240,7 @@ async fn refusals_come_back_with_backoff_then_go_to_the_dead_letters() {
                 let body = String::from_utf8_lossy(&event.message().body).into_owned();
                 times
                     .lock()
-                    .unwrap()
+                    .expect("lock")
                     .entry(body.clone())
                     .or_default()
                     .push(Instant::now());
@@ -277,7 +277,7 @@ async fn refusals_come_back_with_backoff_then_go_to_the_dead_letters() {
     // Three dead letters, kept in their stream, saying why.
     let js = async_nats::jetstream::new(raw.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while *seen.dead_lettered.lock().unwrap() < 3 {
+    while *seen.dead_lettered.lock().expect("lock") < 3 {
         assert!(Instant::now() < deadline, "dead letters: {seen:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -315,7 +315,7 @@ async fn refusals_come_back_with_backoff_then_go_to_the_dead_letters() {
 
     // Each refused message ran 3 times, waiting 200 ms then 400 ms (the
     // doubling backoff); the good one ran once.
-    let times = times.lock().unwrap().clone();
+    let times = times.lock().expect("lock").clone();
     for body in ["fail", "panic"] {
         let runs = &times[body];
         assert_eq!(runs.len(), 3, "{body}: {runs:?}");
@@ -324,7 +324,7 @@ async fn refusals_come_back_with_backoff_then_go_to_the_dead_letters() {
     }
     assert_eq!(times["ok"].len(), 1);
     assert!(!times.contains_key("hello, not json"));
-    assert_eq!(*seen.redelivered.lock().unwrap(), 4);
+    assert_eq!(*seen.redelivered.lock().expect("lock"), 4);
     subscription.unsubscribe().await;
     subscriber.close().await;
     publisher.close().await;
@@ -519,8 +519,12 @@ async fn a_cluster_member_killed_under_publish_load_loses_no_acknowledged_messag
     let urls = cluster.urls();
     let mut opts = options(&urls);
     opts.replicas = 3;
-    let publisher = JetStreamBroker::new(opts.clone()).expect("broker");
-    let subscriber = JetStreamBroker::new(opts).expect("broker");
+    let subscriber = JetStreamBroker::new(opts.clone()).expect("broker");
+    // The publisher is connected to member 1, the one killed: it loses its
+    // connection mid-load and finds the others (as the cluster told it).
+    let mut to_first = options(&cluster.address(0).to_string());
+    to_first.replicas = 3;
+    let publisher = JetStreamBroker::new(to_first).expect("broker");
     // Made (with 3 replicas) before the load; the stream may take a moment
     // to have a leader after the cluster formed.
     let deadline = Instant::now() + Duration::from_secs(60);

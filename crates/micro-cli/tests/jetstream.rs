@@ -85,7 +85,7 @@ fn a_subscriber_killed_twice_mid_stream_misses_nothing_and_repeats_only_what_it_
                 let message = Message::new(format!(r#"{{"id":{id}}}"#))
                     .with_header("Content-Type", "application/json");
                 if publisher.publish(TOPIC, message).await.is_ok() {
-                    acknowledged.lock().unwrap().insert(id);
+                    acknowledged.lock().expect("lock").insert(id);
                 }
                 // A backlog first (the subscriber is busy when killed),
                 // then a stream (the kills land while messages come).
@@ -121,7 +121,7 @@ fn a_subscriber_killed_twice_mid_stream_misses_nothing_and_repeats_only_what_it_
         .expect("published in time")
         .expect("publisher ran");
     assert!(done.load(Ordering::SeqCst));
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = acknowledged.lock().expect("lock").clone();
     assert_eq!(
         acknowledged.len() as u64,
         total,

@@ -307,10 +307,6 @@ async fn a_services_subscription_is_durable_under_its_name_on_jetstream() {
         .publish(TOPIC, json("first"))
         .await
         .expect("published");
-    let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
-        let got = rx.try_recv();
-        got
-    };
     let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("in time");
@@ -327,7 +323,7 @@ async fn a_services_subscription_is_durable_under_its_name_on_jetstream() {
         .await
         .expect("in time");
     assert_eq!(away.as_deref(), Some("away"), "and not \"first\" again");
-    assert!(next(&mut rx).is_err());
+    assert!(rx.try_recv().is_err(), "nothing more");
     stop.send(()).expect("stop");
     running.await.expect("joined").expect("stopped");
 }
