@@ -255,16 +255,7 @@ pub async fn http_round(
 ) -> Round {
     let mut workers = Vec::new();
     for _ in 0..conns {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("HTTP connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("HTTP handshake");
-        tokio::spawn(conn);
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let sender = Arc::new(tokio::sync::Mutex::new(http1_connect(addr).await));
         workers.push(move || {
             let sender = sender.clone();
             async move {
@@ -290,6 +281,23 @@ pub async fn http_round(
         });
     }
     closed_loop(workers, timing).await
+}
+
+/// One HTTP/1.1 keep-alive connection to `addr` (no Nagle), its driver
+/// spawned.
+pub(crate) async fn http1_connect(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("HTTP connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    sender
 }
 
 /// R8: a toolkit client over `addrs` (one node each) at `concurrency` calls in

@@ -16,6 +16,7 @@
 
 mod charts;
 mod discovery;
+mod events;
 mod fixtures;
 mod go;
 mod gray;
@@ -49,7 +50,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
-    /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
+    /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), r17 (events; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
     /// scale) and r14 (etcd registry recovery) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
@@ -122,6 +123,17 @@ enum Command {
         #[arg(long)]
         bin_dir: PathBuf,
     },
+    /// Internal: R17's idle micro server (a broker, one subscription with
+    /// --subscribe), `READY <address>`, until stdin closes.
+    #[command(hide = true)]
+    EventsIdle {
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        subscribe: bool,
+    },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
     Hotpath {
@@ -180,6 +192,11 @@ fn main() {
             registry,
             registry_address,
         }) => return scale::client_child(&registry, registry_address.as_deref()),
+        Some(Command::EventsIdle {
+            broker,
+            address,
+            subscribe,
+        }) => return events::idle_child(&broker, &address, subscribe),
         Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
         Some(Command::Hotpaths { save, workloads }) => {
             let report = hotpaths::run(&exe, &workloads, save);

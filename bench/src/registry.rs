@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::fixtures::Plan;
-use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios, streams};
+use crate::{discovery, events, gray, hotpaths, ops, r2, recovery, scale, scenarios, streams};
 
 /// When a scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +95,12 @@ const SCENARIOS: &[Scenario] = &[
         names: &["r15"],
         runs: When::ByDefault,
         report: streams::r15,
+    },
+    // Events (nats-server, JetStream): in a full run, or when named.
+    Scenario {
+        names: &["r17"],
+        runs: When::FullRunOrByName,
+        report: events::r17,
     },
     // Telemetry overhead runs only when asked for by name (`--only ops`).
     Scenario {

@@ -16,7 +16,8 @@
 //! Backends: [`memory`] (one process), [`http`] (go-micro v2.9.1's
 //! default: subscribers register `micro.http.broker` nodes in the registry,
 //! publishers POST go-micro's JSON envelope to them) and, with the `nats`
-//! feature, `nats` (go-micro's NATS broker wire; at most once). Every backend speaks
+//! feature, `nats` (go-micro's NATS broker wire; at most once) and
+//! `jetstream` (the same wire, at least once, durable). Every backend speaks
 //! go-micro's envelope ([`Message::to_envelope`]), so go-micro services and
 //! these publish to each other.
 //!
@@ -41,6 +42,8 @@
 
 mod dispatch;
 pub mod http;
+#[cfg(feature = "nats")]
+pub mod jetstream;
 pub mod memory;
 mod message;
 #[cfg(feature = "nats")]
@@ -139,6 +142,11 @@ pub struct SubscribeOptions {
     /// Subscriptions sharing a queue name share the messages (one copy to
     /// the group); none: every message (broadcast).
     pub queue: Option<String>,
+    /// The subscribing service's name (a server passes its own): a durable
+    /// backend (`jetstream`) keeps a subscription without a queue under
+    /// it, so the service's messages wait for it while it is down. Other
+    /// backends ignore it.
+    pub service: Option<String>,
 }
 
 impl SubscribeOptions {
@@ -146,7 +154,14 @@ impl SubscribeOptions {
     pub fn queue(name: impl Into<String>) -> SubscribeOptions {
         SubscribeOptions {
             queue: Some(name.into()),
+            service: None,
         }
+    }
+
+    /// Made by service `name` (see [`service`](Self::service)).
+    pub fn with_service(mut self, name: impl Into<String>) -> SubscribeOptions {
+        self.service = Some(name.into());
+        self
     }
 
     /// In queue group `name`, or broadcast with `None`.
@@ -214,7 +229,7 @@ fn describe(failures: &[Undelivered]) -> String {
 #[async_trait::async_trait]
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// The backend's name, registered as node metadata `broker`: `http`,
-    /// `memory`, `nats`.
+    /// `memory`, `nats`, `jetstream`.
     fn name(&self) -> &'static str;
 
     /// Publishes `message` on `topic`; returns when the backend has done
@@ -331,11 +346,14 @@ pub(crate) fn addressed(
     Ok(message)
 }
 
-/// Checks what a subscription names: its topic and queue.
+/// Checks what a subscription names: its topic, queue and service.
 pub(crate) fn check_subscription(topic: &str, options: &SubscribeOptions) -> Result<(), Error> {
     check_name("topic", topic)?;
-    match &options.queue {
-        Some(queue) => check_name("queue", queue),
+    if let Some(queue) = &options.queue {
+        check_name("queue", queue)?;
+    }
+    match &options.service {
+        Some(service) => check_name("service", service),
         None => Ok(()),
     }
 }

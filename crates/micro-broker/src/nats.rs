@@ -14,7 +14,8 @@
 //! message at a time, in order.
 //!
 //! The connection is made on first use (a process that never publishes or
-//! subscribes connects to nothing), and async-nats reconnects by itself.
+//! subscribes connects to nothing), and async-nats reconnects by itself,
+//! without a limit (a restarted server or cluster member is found again).
 //! [`Broker::close`] stops the subscriptions and flushes what was
 //! published, so a short-lived publisher (`micro publish`) loses nothing it
 //! was told went out.
@@ -130,27 +131,36 @@ impl NatsBroker {
         let options = &self.shared.options;
         self.shared
             .client
-            .get_or_try_init(|| async {
-                let servers: Vec<async_nats::ServerAddr> = options
-                    .servers
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Error::Invalid(format!("NATS server: {e}")))?;
-                let client = async_nats::ConnectOptions::new()
-                    .name("micro")
-                    .connection_timeout(options.connect_timeout)
-                    .connect(servers)
-                    .await
-                    .map_err(|e| Error::Unavailable {
-                        broker: "nats",
-                        detail: format!("cannot connect to {}: {e}", options.servers.join(",")),
-                    })?;
-                tracing::info!("Broker [nats] Connected to {}", options.servers.join(","));
-                Ok(client)
-            })
+            .get_or_try_init(|| connect("nats", options))
             .await
     }
+}
+
+/// A connection to `options`' servers, for the broker named `broker`.
+pub(crate) async fn connect(
+    broker: &'static str,
+    options: &NatsOptions,
+) -> Result<async_nats::Client, Error> {
+    let servers: Vec<async_nats::ServerAddr> = options
+        .servers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Invalid(format!("NATS server: {e}")))?;
+    let client = async_nats::ConnectOptions::new()
+        .name("micro")
+        .connection_timeout(options.connect_timeout)
+        .connect(servers)
+        .await
+        .map_err(|e| Error::Unavailable {
+            broker,
+            detail: format!("cannot connect to {}: {e}", options.servers.join(",")),
+        })?;
+    tracing::info!(
+        "Broker [{broker}] Connected to {}",
+        options.servers.join(",")
+    );
+    Ok(client)
 }
 
 impl Shared {

@@ -40,4 +40,16 @@ pub trait BrokerObserver: Send + Sync + fmt::Debug + 'static {
     fn dropped(&self, broker: &'static str, topic: &str) {
         let _ = (broker, topic);
     }
+
+    /// A message came to a subscription again (a durable backend: its
+    /// handler refused it, or it was not acknowledged in time).
+    fn redelivered(&self, broker: &'static str, topic: &str) {
+        let _ = (broker, topic);
+    }
+
+    /// A message was given up after its deliveries (or as unreadable) and
+    /// kept on the backend's dead-letter subject.
+    fn dead_lettered(&self, broker: &'static str, topic: &str) {
+        let _ = (broker, topic);
+    }
 }

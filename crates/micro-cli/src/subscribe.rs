@@ -19,6 +19,7 @@ use base64::Engine;
 use clap::Args;
 use micro::broker::{Event, HandlerError, SharedBroker, SubscribeOptions};
 use micro::config::MicroArgs;
+use tokio::sync::oneshot;
 
 use crate::CliError;
 use crate::publish::is_json;
@@ -57,13 +58,16 @@ pub async fn subscribe_with(
     if args.count == Some(0) {
         return Ok(());
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    // A message is acknowledged once its line is written (a durable
+    // broker delivers again what was taken but not printed).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, oneshot::Sender<()>)>(64);
     let handler = move |event: Event| {
         let tx = tx.clone();
         async move {
-            tx.send(event)
-                .await
-                .map_err(|_| HandlerError::new("micro subscribe is stopping"))
+            let stopping = || HandlerError::new("micro subscribe is stopping");
+            let (printed, written) = oneshot::channel();
+            tx.send((event, printed)).await.map_err(|_| stopping())?;
+            written.await.map_err(|_| stopping())
         }
     };
     let options = SubscribeOptions::default().with_queue(args.queue.clone());
@@ -90,10 +94,14 @@ pub async fn subscribe_with(
             event = rx.recv() => event,
             () = &mut stop => break Ok(false),
         };
-        let Some(event) = event else {
+        let Some((event, printed)) = event else {
             break Ok(true);
         };
-        match print(&event) {
+        let done = print(&event);
+        if done.is_ok() {
+            let _ = printed.send(());
+        }
+        match done {
             Ok(false) => {}
             done => break done,
         }
@@ -101,8 +109,11 @@ pub async fn subscribe_with(
     // Stopped by a signal: messages already taken (their publishers were
     // told so) are printed too; later ones are refused, not lost silently.
     rx.close();
-    while let (Ok(false), Ok(event)) = (&result, rx.try_recv()) {
+    while let (Ok(false), Ok((event, printed))) = (&result, rx.try_recv()) {
         result = print(&event);
+        if result.is_ok() {
+            let _ = printed.send(());
+        }
     }
     subscription.unsubscribe().await;
     result.map(|_| ())

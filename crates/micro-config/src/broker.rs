@@ -3,8 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use clap::Args;
 use micro_broker::http::HttpOptions;
+
+use crate::positive_duration;
 
 /// Which broker backend (`--broker`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,16 +21,19 @@ pub enum BrokerKind {
     Memory,
     /// go-micro's NATS broker wire on a NATS server: at most once.
     Nats,
+    /// The same wire on NATS JetStream: at least once, durable.
+    JetStream,
 }
 
 impl BrokerKind {
-    pub const NAMES: [&'static str; 3] = ["http", "memory", "nats"];
+    pub const NAMES: [&'static str; 4] = ["http", "memory", "nats", "jetstream"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             BrokerKind::Http => "http",
             BrokerKind::Memory => "memory",
             BrokerKind::Nats => "nats",
+            BrokerKind::JetStream => "jetstream",
         }
     }
 }
@@ -45,6 +52,7 @@ impl FromStr for BrokerKind {
             "http" => Ok(BrokerKind::Http),
             "memory" => Ok(BrokerKind::Memory),
             "nats" => Ok(BrokerKind::Nats),
+            "jetstream" => Ok(BrokerKind::JetStream),
             other => Err(format!(
                 "unknown broker {other:?} (expected one of: {})",
                 BrokerKind::NAMES.join(", ")
@@ -57,7 +65,7 @@ impl FromStr for BrokerKind {
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Broker")]
 pub struct BrokerArgs {
-    /// Broker backend: http (go-micro's default: through the registry, no broker server), memory (this process only), nats (a NATS server; at most once)
+    /// Broker backend: http (go-micro's default: through the registry, no broker server), memory (this process only), nats (a NATS server; at most once), jetstream (NATS JetStream; at least once, durable)
     #[arg(
         long = "broker",
         env = "MICRO_BROKER",
@@ -66,7 +74,7 @@ pub struct BrokerArgs {
     )]
     pub broker: BrokerKind,
 
-    /// Broker address: for http, the address its listener binds (":0" = every interface, random port); for nats, the servers, comma separated, host:port with or without nats:// (default nats://127.0.0.1:4222)
+    /// Broker address: for http, the address its listener binds (":0" = every interface, random port); for nats and jetstream, the servers, comma separated, host:port with or without nats:// (default nats://127.0.0.1:4222)
     #[arg(
         long = "broker_address",
         visible_alias = "broker-address",
@@ -83,6 +91,83 @@ pub struct BrokerArgs {
         value_name = "HOST[:PORT]"
     )]
     pub broker_advertise: Option<String>,
+
+    /// jetstream: replicas of each stream it makes (3 on a 3-member cluster)
+    #[arg(
+        long = "broker_replicas",
+        visible_alias = "broker-replicas",
+        env = "MICRO_BROKER_REPLICAS",
+        default_value = "1",
+        value_parser = clap::value_parser!(u8).range(1..=5),
+        value_name = "N"
+    )]
+    pub broker_replicas: u8,
+
+    /// jetstream: deliveries of a message before it goes to the dead-letter subject micro.deadletter.<topic>
+    #[arg(
+        long = "broker_max_deliveries",
+        visible_alias = "broker-max-deliveries",
+        env = "MICRO_BROKER_MAX_DELIVERIES",
+        default_value = "5",
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        value_name = "N"
+    )]
+    pub broker_max_deliveries: u32,
+
+    /// jetstream: how long a stream it makes keeps a message
+    #[arg(
+        long = "broker_max_age",
+        visible_alias = "broker-max-age",
+        env = "MICRO_BROKER_MAX_AGE",
+        default_value = "168h",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub broker_max_age: Duration,
+
+    /// jetstream: bytes a stream it makes keeps (the oldest messages are discarded past it)
+    #[arg(
+        long = "broker_max_bytes",
+        visible_alias = "broker-max-bytes",
+        env = "MICRO_BROKER_MAX_BYTES",
+        default_value = "1073741824",
+        value_parser = clap::value_parser!(i64).range(1..),
+        value_name = "BYTES"
+    )]
+    pub broker_max_bytes: i64,
+
+    /// jetstream: messages a stream it makes keeps (the oldest are discarded past it)
+    #[arg(
+        long = "broker_max_msgs",
+        visible_alias = "broker-max-msgs",
+        env = "MICRO_BROKER_MAX_MSGS",
+        default_value = "1000000",
+        value_parser = clap::value_parser!(i64).range(1..),
+        value_name = "N"
+    )]
+    pub broker_max_msgs: i64,
+
+    /// jetstream: unacknowledged messages one subscription may hold
+    #[arg(
+        long = "broker_max_ack_pending",
+        visible_alias = "broker-max-ack-pending",
+        env = "MICRO_BROKER_MAX_ACK_PENDING",
+        default_value = "256",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+        value_name = "N"
+    )]
+    pub broker_max_ack_pending: u32,
+
+    /// jetstream: a delivery not acknowledged in this time (a handler still running, a crashed subscriber) is delivered again
+    #[arg(
+        long = "broker_ack_wait",
+        visible_alias = "broker-ack-wait",
+        env = "MICRO_BROKER_ACK_WAIT",
+        default_value = "30s",
+        value_parser = positive_duration,
+        value_name = "DURATION"
+    )]
+    pub broker_ack_wait: Duration,
 }
 
 impl Default for BrokerArgs {
@@ -136,6 +221,24 @@ mod tests {
         assert_eq!(options.advertise.as_deref(), Some("10.0.0.5"));
         let err = Cli::try_parse_from(["t", "--broker=kafka"]).expect_err("unknown");
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("http, memory, nats"), "{err}");
+        assert!(
+            err.to_string().contains("http, memory, nats, jetstream"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "t",
+            "--broker=jetstream",
+            "--broker_replicas=3",
+            "--broker_max_deliveries=2",
+            "--broker_max_age=1h",
+        ])
+        .expect("parse");
+        assert_eq!(cli.broker.broker, BrokerKind::JetStream);
+        assert_eq!(cli.broker.broker_replicas, 3);
+        assert_eq!(cli.broker.broker_max_deliveries, 2);
+        assert_eq!(cli.broker.broker_max_age, Duration::from_secs(3600));
+        assert_eq!(cli.broker.broker_max_msgs, 1_000_000);
+        let err = Cli::try_parse_from(["t", "--broker_replicas=0"]).expect_err("0 replicas");
+        assert_eq!(err.exit_code(), 2);
     }
 }

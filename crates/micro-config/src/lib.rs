@@ -43,8 +43,13 @@
 //! | `--log_format` | `MICRO_LOG_FORMAT` | `text` |
 //! | `--health_check_interval` | `MICRO_HEALTH_CHECK_INTERVAL` | `5s` |
 //! | `--broker` | `MICRO_BROKER` | `http` |
-//! | `--broker_address` | `MICRO_BROKER_ADDRESS` | http `:0` (its listener), nats `nats://127.0.0.1:4222` |
+//! | `--broker_address` | `MICRO_BROKER_ADDRESS` | http `:0` (its listener), nats and jetstream `nats://127.0.0.1:4222` |
 //! | `--broker_advertise` | `MICRO_BROKER_ADVERTISE` | picked, logged |
+//! | `--broker_replicas` | `MICRO_BROKER_REPLICAS` | `1` (jetstream streams) |
+//! | `--broker_max_deliveries` | `MICRO_BROKER_MAX_DELIVERIES` | `5` (jetstream; then dead-lettered) |
+//! | `--broker_max_age` / `_max_bytes` / `_max_msgs` | `MICRO_BROKER_MAX_AGE` / `_MAX_BYTES` / `_MAX_MSGS` | `168h` / 1 GiB / 1,000,000 (jetstream stream limits) |
+//! | `--broker_max_ack_pending` | `MICRO_BROKER_MAX_ACK_PENDING` | `256` (jetstream, per subscription) |
+//! | `--broker_ack_wait` | `MICRO_BROKER_ACK_WAIT` | `30s` (jetstream: then delivered again) |
 //!
 //! Durations take a unit (`500ms`, `5s`, `1m`) or, as in go-micro, a plain
 //! number of seconds.

@@ -580,12 +580,14 @@ impl Server {
         let mut running = Vec::with_capacity(subscriptions.len());
         if let Some(broker) = &broker {
             for subscription in subscriptions {
+                // Made by this service: a durable broker keeps what
+                // comes while it is down under its name.
+                let mut subscribe_options = subscription.options;
+                if subscribe_options.service.is_none() {
+                    subscribe_options = subscribe_options.with_service(registration.name.clone());
+                }
                 let subscribed = broker
-                    .subscribe(
-                        &subscription.topic,
-                        subscription.options,
-                        subscription.handler,
-                    )
+                    .subscribe(&subscription.topic, subscribe_options, subscription.handler)
                     .await
                     .map_err(ServerError::Broker)?;
                 running.push(subscribed);

@@ -338,3 +338,76 @@ async fn undecodable_messages_through_the_http_listener_are_refused_clearly() {
     run.await.expect("task").expect("stopped");
     publisher.close().await;
 }
+
+/// On a durable broker a server's subscription without a queue is kept
+/// under the service's name: what is published while every instance is
+/// stopped reaches the next one.
+#[tokio::test]
+async fn a_services_subscription_is_durable_under_its_name_on_jetstream() {
+    use micro_broker::jetstream::{JetStreamBroker, JetStreamOptions};
+    let server = micro_testing::nats::JetStreamServer::start();
+    let jetstream = || -> SharedBroker {
+        Arc::new(
+            JetStreamBroker::new(JetStreamOptions::from_addresses(&server.url()).expect("url"))
+                .expect("broker"),
+        )
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = |broker: SharedBroker| {
+        let tx = tx.clone();
+        async move {
+            let server = Server::builder("go.micro.srv.greeter")
+                .registry(Arc::new(MemoryRegistry::new()))
+                .options(loopback_options())
+                .broker(broker)
+                .file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .add_service(GreeterServer::new(TestGreeter::new("a")))
+                .subscribe(TOPIC, move |received: Received<Request>| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(received.message.name);
+                        Ok(())
+                    }
+                })
+                .bind()
+                .await
+                .expect("bind");
+            let mut registered = server.registered();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let run = tokio::spawn(server.run_until(async {
+                let _ = stopped.await;
+            }));
+            registered.wait_for(|r| *r).await.expect("registered");
+            (stop, run)
+        }
+    };
+    let json = |name: &str| {
+        Message::new(format!(r#"{{"name":"{name}"}}"#))
+            .with_header("Content-Type", "application/json")
+    };
+    let publisher = jetstream();
+    let (stop, running) = run(jetstream()).await;
+    publisher
+        .publish(TOPIC, json("first"))
+        .await
+        .expect("published");
+    let first = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("in time");
+    assert_eq!(first.as_deref(), Some("first"));
+    stop.send(()).expect("stop");
+    running.await.expect("joined").expect("stopped");
+    // No instance runs: kept for the service.
+    publisher
+        .publish(TOPIC, json("away"))
+        .await
+        .expect("published");
+    let (stop, running) = run(jetstream()).await;
+    let away = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("in time");
+    assert_eq!(away.as_deref(), Some("away"), "and not \"first\" again");
+    assert!(rx.try_recv().is_err(), "nothing more");
+    stop.send(()).expect("stop");
+    running.await.expect("joined").expect("stopped");
+}

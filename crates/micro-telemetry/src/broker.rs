@@ -115,6 +115,24 @@ impl BrokerObserver for BrokerTelemetry {
                 .inc();
         }
     }
+
+    fn redelivered(&self, broker: &'static str, topic: &str) {
+        if enabled() {
+            metrics()
+                .broker_redelivered
+                .with_label_values(&[broker, topic])
+                .inc();
+        }
+    }
+
+    fn dead_lettered(&self, broker: &'static str, topic: &str) {
+        if enabled() {
+            metrics()
+                .broker_dead_lettered
+                .with_label_values(&[broker, topic])
+                .inc();
+        }
+    }
 }
 
 /// The trace context a message's headers carry, in any case.

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub broker_handler_duration: HistogramVec,
     /// `micro_broker_dropped_total{broker,topic}`
     pub broker_dropped: IntCounterVec,
+    /// `micro_broker_redelivered_total{broker,topic}`
+    pub broker_redelivered: IntCounterVec,
+    /// `micro_broker_dead_lettered_total{broker,topic}`
+    pub broker_dead_lettered: IntCounterVec,
     /// `micro_api_open_streams{kind}` (websocket, sse)
     pub api_open_streams: IntGaugeVec,
     /// `micro_api_stream_messages_total{route,direction}` (received: from
@@ -219,6 +223,18 @@ impl Metrics {
                 r,
                 "micro_broker_dropped_total",
                 "Messages a publisher gave up on (its retry buffer full, or retried too long)",
+                &["broker", "topic"],
+            ),
+            broker_redelivered: counter(
+                r,
+                "micro_broker_redelivered_total",
+                "Messages delivered to a subscription again (jetstream: refused, or not acknowledged in time)",
+                &["broker", "topic"],
+            ),
+            broker_dead_lettered: counter(
+                r,
+                "micro_broker_dead_lettered_total",
+                "Messages given up after their deliveries (or unreadable) and kept on the dead-letter subject",
                 &["broker", "topic"],
             ),
             api_open_streams,

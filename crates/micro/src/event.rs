@@ -32,8 +32,8 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 /// Builds the broker the flags name on `registry` (the http broker finds
 /// its subscribers there); its publishes and deliveries are counted
 /// (`micro_broker_*` metrics). Nothing is connected or bound yet: the http
-/// broker listens from its first subscription, the nats broker connects on
-/// first use.
+/// broker listens from its first subscription, the nats and jetstream
+/// brokers connect on first use.
 pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> Result<SharedBroker, Error> {
     let telemetry = std::sync::Arc::new(micro_telemetry::broker::BrokerTelemetry);
     Ok(match args.broker {
@@ -57,6 +57,27 @@ pub fn connect_broker(args: &BrokerArgs, registry: SharedRegistry) -> Result<Sha
             std::sync::Arc::new(micro_broker::nats::NatsBroker::with_observer(
                 options, telemetry,
             ))
+        }
+        #[cfg(feature = "nats")]
+        BrokerKind::JetStream => {
+            let mut options = micro_broker::jetstream::JetStreamOptions::from_addresses(
+                args.broker_address.as_deref().unwrap_or_default(),
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
+            options.replicas = args.broker_replicas.into();
+            options.max_deliveries = args.broker_max_deliveries;
+            options.max_age = args.broker_max_age;
+            options.max_bytes = args.broker_max_bytes;
+            options.max_messages = args.broker_max_msgs;
+            options.max_ack_pending = args.broker_max_ack_pending as usize;
+            options.ack_wait = args.broker_ack_wait;
+            if args.broker_advertise.is_some() {
+                tracing::warn!("--broker_advertise is ignored by the jetstream broker");
+            }
+            std::sync::Arc::new(
+                micro_broker::jetstream::JetStreamBroker::with_observer(options, telemetry)
+                    .map_err(|e| Error::Config(e.to_string()))?,
+            )
         }
         #[allow(unreachable_patterns)]
         other => {

@@ -1,0 +1,887 @@
+//! The `jetstream` broker (feature `nats`): go-micro's NATS wire, **at
+//! least once**, on NATS JetStream through async-nats.
+//!
+//! **Wire.** As the `nats` backend: the subject is the topic, the payload
+//! go-micro's JSON envelope. A JetStream stream captures core-NATS
+//! publishes on its subjects and core subscribers see what is published
+//! into it, so go-micro services on `--broker=nats` still publish to and
+//! receive from these.
+//!
+//! **Publish** returns `Ok` only once the stream acknowledged the message
+//! (its PubAck): stored, on a majority of its replicas. No stream, no
+//! acknowledgement within [`JetStreamOptions::publish_timeout`], a server
+//! without JetStream: an error naming why.
+//!
+//! **Streams** are made on first use of a topic (publish or subscribe):
+//! one per topic, named [`stream_name`] (`MICRO_` and the topic, `.` as
+//! `_`, every other character but ASCII letters and digits as `-XX` hex:
+//! no two topics share a name), file storage, the limits of
+//! [`JetStreamOptions`] (age, bytes, messages; the oldest discarded first)
+//! and its replicas. A stream that already captures the topic (made by an
+//! operator, for several topics) is used as it is.
+//!
+//! **Consumers.** A subscription with a queue, or made by a service
+//! (its name, [`SubscribeOptions::with_service`]), reads through a
+//! durable pull consumer named [`consumer_name`] of (queue or service,
+//! topic): every process subscribing with that name shares the messages
+//! (a queue group), and what is published while none runs waits for them.
+//! A new durable consumer starts at the first message the stream holds.
+//! With neither (`micro subscribe` without `--queue`), an ephemeral
+//! consumer gets what is published from then on.
+//!
+//! **Deliveries.** A subscription runs its handler on one message at a
+//! time; it pulls [`JetStreamOptions::batch`] messages at once and the
+//! server holds back more than [`JetStreamOptions::max_ack_pending`]
+//! unacknowledged ones. A handler's `Ok` acknowledges the message and waits
+//! for the server to confirm the acknowledgement (then it is not delivered
+//! again); an error or a panic hands it back (a NAK) to be delivered again
+//! after a backoff doubling from [`JetStreamOptions::backoff_base`] up to
+//! [`JetStreamOptions::backoff_max`]. The delivery numbered
+//! [`JetStreamOptions::max_deliveries`] that fails, or a payload that is no
+//! envelope, sends the message to the dead-letter subject
+//! `micro.deadletter.<topic>` ([`DEAD_LETTER_PREFIX`], kept in the stream
+//! [`DEAD_LETTER_STREAM`]) with headers saying why, then ends its
+//! deliveries. Redeliveries and dead letters are shown to the
+//! [`BrokerObserver`] (`micro_broker_redelivered_total`,
+//! `micro_broker_dead_lettered_total`).
+//!
+//! **Stopping.** [`Subscription::unsubscribe`] pulls nothing more, lets
+//! the handler in flight finish and its acknowledgement be confirmed, and
+//! hands back what was pulled but not started, to be delivered again
+//! after [`PULL_EXPIRES`] (a pull waits at most that long, so the last one
+//! is over by then and another member gets it). The connection reconnects
+//! by itself (a restarted server, another member of a cluster); a
+//! subscription whose consumer was lost makes it again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OnceCell, watch};
+
+use crate::dispatch::{Gate, Outcome, deliver};
+use crate::nats::{NatsOptions, connect};
+use crate::{
+    Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
+    addressed, check_subscription,
+};
+
+const BROKER: &str = "jetstream";
+
+/// Dead letters of topic `t` are published on `micro.deadletter.<t>`.
+pub const DEAD_LETTER_PREFIX: &str = "micro.deadletter.";
+/// The stream keeping every dead letter (subjects `micro.deadletter.>`).
+pub const DEAD_LETTER_STREAM: &str = "MICRO-DEAD-LETTERS";
+/// A dead letter's header: why it was given up.
+pub const DEAD_LETTER_REASON: &str = "Micro-Dead-Letter-Reason";
+/// A dead letter's header: how many times it was delivered.
+pub const DEAD_LETTER_DELIVERIES: &str = "Micro-Dead-Letter-Deliveries";
+/// A dead letter's header: its stream and sequence there (`<stream>:<seq>`).
+pub const DEAD_LETTER_ORIGIN: &str = "Micro-Dead-Letter-Origin";
+/// A dead letter's header: the consumer (queue or service) that gave up.
+pub const DEAD_LETTER_CONSUMER: &str = "Micro-Dead-Letter-Consumer";
+
+/// How long one pull waits for messages (and, when stopping, how long the
+/// last pull may still bring some, handed back at once).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// JetStream's limit on a stream or consumer name, kept well under.
+const MAX_NAME: usize = 200;
+
+/// Where to connect and how streams and consumers are made.
+#[derive(Clone, Debug)]
+pub struct JetStreamOptions {
+    /// The servers (as the `nats` backend's, `--broker_address`).
+    pub nats: NatsOptions,
+    /// Replicas of each stream made here (`--broker_replicas`): 1 for one
+    /// server, 3 on a 3-member cluster.
+    pub replicas: usize,
+    /// Deliveries of a message before it is dead-lettered
+    /// (`--broker_max_deliveries`).
+    pub max_deliveries: u32,
+    /// A stream keeps messages this long (`--broker_max_age`).
+    pub max_age: Duration,
+    /// ... and at most this many bytes (`--broker_max_bytes`).
+    pub max_bytes: i64,
+    /// ... and at most this many messages (`--broker_max_msgs`).
+    pub max_messages: i64,
+    /// Unacknowledged messages a consumer may have out
+    /// (`--broker_max_ack_pending`).
+    pub max_ack_pending: usize,
+    /// Messages pulled at once by a subscription.
+    pub batch: usize,
+    /// A delivery not acknowledged in this time is delivered again.
+    pub ack_wait: Duration,
+    /// First wait before a refused message is delivered again; doubled
+    /// each delivery up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Bound on waiting for a PubAck (and for JetStream API answers).
+    pub publish_timeout: Duration,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        JetStreamOptions {
+            nats: NatsOptions::default(),
+            replicas: 1,
+            max_deliveries: 5,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+            max_messages: 1_000_000,
+            max_ack_pending: 256,
+            batch: 64,
+            ack_wait: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl JetStreamOptions {
+    /// Servers from `--broker_address` (see [`NatsOptions::from_addresses`]),
+    /// every other option its default.
+    pub fn from_addresses(text: &str) -> Result<JetStreamOptions, Error> {
+        Ok(JetStreamOptions {
+            nats: NatsOptions::from_addresses(text)?,
+            ..JetStreamOptions::default()
+        })
+    }
+
+    /// How long a message refused `delivered` times waits to come again.
+    pub fn backoff(&self, delivered: u32) -> Duration {
+        let doublings = delivered.saturating_sub(1).min(20);
+        self.backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let invalid = |what: &str| Err(Error::Invalid(format!("jetstream broker: {what}")));
+        if !(1..=5).contains(&self.replicas) {
+            return invalid("replicas must be 1 to 5");
+        }
+        if self.max_deliveries == 0 {
+            return invalid("max deliveries must be at least 1");
+        }
+        if self.batch == 0 || self.max_ack_pending == 0 {
+            return invalid("batch and max ack pending must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The stream made for `topic`: `MICRO_` and the topic encoded so that
+/// no two topics share a name (see the module docs).
+pub fn stream_name(topic: &str) -> String {
+    format!("MICRO_{}", encode(topic))
+}
+
+/// The durable consumer of `topic` for queue (or service) `durable`:
+/// both encoded, joined by `--` (which no encoding contains).
+pub fn consumer_name(durable: &str, topic: &str) -> String {
+    format!("{}--{}", encode(durable), encode(topic))
+}
+
+/// ASCII letters and digits kept, `.` as `_`, every other byte as `-XX`:
+/// a name JetStream takes (no `.`, `*`, `>`, spaces), one per text.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => out.push(byte as char),
+            b'.' => out.push('_'),
+            other => out.push_str(&format!("-{other:02X}")),
+        }
+    }
+    out
+}
+
+fn checked_name(name: String) -> Result<String, Error> {
+    if name.len() > MAX_NAME {
+        return Err(Error::Invalid(format!(
+            "jetstream broker: name {name:?} is longer than {MAX_NAME} characters (a shorter topic or queue)"
+        )));
+    }
+    Ok(name)
+}
+
+fn unavailable(detail: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        broker: BROKER,
+        detail: detail.to_string(),
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct JetStreamBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    options: JetStreamOptions,
+    connection: OnceCell<(async_nats::Client, jetstream::Context)>,
+    observer: Option<Arc<dyn BrokerObserver>>,
+    /// The stream capturing each topic used so far.
+    streams: Mutex<HashMap<String, String>>,
+    dead_letters: OnceCell<()>,
+    subs: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl JetStreamBroker {
+    pub fn new(options: JetStreamOptions) -> Result<JetStreamBroker, Error> {
+        JetStreamBroker::build(options, None)
+    }
+
+    /// A broker whose publishes, deliveries, redeliveries and dead letters
+    /// `observer` sees.
+    pub fn with_observer(
+        options: JetStreamOptions,
+        observer: Arc<dyn BrokerObserver>,
+    ) -> Result<JetStreamBroker, Error> {
+        JetStreamBroker::build(options, Some(observer))
+    }
+
+    fn build(
+        options: JetStreamOptions,
+        observer: Option<Arc<dyn BrokerObserver>>,
+    ) -> Result<JetStreamBroker, Error> {
+        options.check()?;
+        Ok(JetStreamBroker {
+            shared: Arc::new(Shared {
+                options,
+                connection: OnceCell::new(),
+                observer,
+                streams: Mutex::default(),
+                dead_letters: OnceCell::new(),
+                subs: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &JetStreamOptions {
+        &self.shared.options
+    }
+}
+
+impl Shared {
+    /// The JetStream context, connected on first use.
+    async fn js(&self) -> Result<&jetstream::Context, Error> {
+        let (_, js) = self
+            .connection
+            .get_or_try_init(|| async {
+                let client = connect(BROKER, &self.options.nats).await?;
+                let js = jetstream::ContextBuilder::new()
+                    .timeout(self.options.publish_timeout)
+                    .ack_timeout(self.options.publish_timeout)
+                    .build(client.clone());
+                Ok::<_, Error>((client, js))
+            })
+            .await?;
+        Ok(js)
+    }
+
+    fn stream_config(&self, name: String, subject: String) -> stream::Config {
+        let o = &self.options;
+        stream::Config {
+            name,
+            subjects: vec![subject],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            max_age: o.max_age,
+            max_bytes: o.max_bytes,
+            max_messages: o.max_messages,
+            num_replicas: o.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// The stream capturing `topic`: the one that does already, or one
+    /// made for it.
+    async fn stream_for(&self, topic: &str) -> Result<String, Error> {
+        if let Some(name) = lock(&self.streams).get(topic) {
+            return Ok(name.clone());
+        }
+        let name = self
+            .ensure_stream(topic, || Ok(stream_name(topic)), topic)
+            .await?;
+        lock(&self.streams).insert(topic.to_string(), name.clone());
+        Ok(name)
+    }
+
+    async fn ensure_stream(
+        &self,
+        subject: &str,
+        name: impl FnOnce() -> Result<String, Error>,
+        stream_subject: &str,
+    ) -> Result<String, Error> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind as Kind;
+        let js = self.js().await?;
+        match js.stream_by_subject(subject).await {
+            Ok(name) => return Ok(name),
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "looking up the stream of {subject} (is JetStream enabled on the server, `nats-server -js`?): {e}"
+                )));
+            }
+        }
+        let name = checked_name(name()?)?;
+        let config = self.stream_config(name.clone(), stream_subject.to_string());
+        match js.create_stream(config).await {
+            Ok(_) => {
+                tracing::info!("Broker [jetstream] created stream {name} for {stream_subject}");
+                Ok(name)
+            }
+            // Made by another process meanwhile (or overlapping another
+            // stream): use the one that captures the subject now.
+            Err(create) => js
+                .stream_by_subject(subject)
+                .await
+                .map_err(|_| unavailable(format!("creating stream {name}: {create}"))),
+        }
+    }
+
+    async fn ensure_dead_letters(&self) -> Result<(), Error> {
+        self.dead_letters
+            .get_or_try_init(|| async {
+                let subject = format!("{DEAD_LETTER_PREFIX}>");
+                self.ensure_stream(
+                    &format!("{DEAD_LETTER_PREFIX}x"),
+                    || Ok(DEAD_LETTER_STREAM.to_string()),
+                    &subject,
+                )
+                .await
+                .map(|_| ())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes `payload` on `subject` and waits for the stream's
+    /// acknowledgement.
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError> {
+        let js = self
+            .connection
+            .get()
+            .map(|(_, js)| js)
+            .expect("connected before publishing");
+        let ack = match headers {
+            Some(headers) => {
+                js.publish_with_headers(subject.to_string(), headers, payload)
+                    .await?
+            }
+            None => js.publish(subject.to_string(), payload).await?,
+        };
+        ack.await
+    }
+
+    async fn observe_delivered(&self, topic: &str, outcome: Outcome) {
+        if let Some(observer) = &self.observer {
+            observer.delivered(BROKER, topic, &outcome, Duration::ZERO);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for JetStreamBroker {
+    fn name(&self) -> &'static str {
+        BROKER
+    }
+
+    /// Returns once the stream acknowledged the message.
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
+        let shared = &self.shared;
+        let message = addressed(BROKER, topic, message, shared.observer.as_deref())?;
+        let payload = Bytes::from(message.to_envelope());
+        let result = async {
+            shared.stream_for(topic).await?;
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match shared.publish_acked(topic, None, payload.clone()).await {
+                    Ok(_) => return Ok(()),
+                    // The stream went away since: make it again, once.
+                    Err(e)
+                        if tries == 1
+                            && e.kind()
+                                == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
+                    {
+                        lock(&shared.streams).remove(topic);
+                        shared.stream_for(topic).await?;
+                    }
+                    Err(e) => {
+                        return Err(unavailable(format!(
+                            "publish {topic}: not acknowledged by the stream: {e}"
+                        )));
+                    }
+                }
+            }
+        }
+        .await;
+        if let Some(observer) = &shared.observer {
+            observer.published(BROKER, topic, result.is_ok());
+        }
+        result
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Subscription, Error> {
+        check_subscription(topic, &options)?;
+        let shared = self.shared.clone();
+        let stream = shared.stream_for(topic).await?;
+        let durable = match options.queue.as_ref().or(options.service.as_ref()) {
+            Some(name) => Some(checked_name(consumer_name(name, topic))?),
+            None => None,
+        };
+        let o = &shared.options;
+        let config = consumer::pull::Config {
+            durable_name: durable.clone(),
+            name: durable.clone(),
+            deliver_policy: match durable {
+                Some(_) => consumer::DeliverPolicy::All,
+                None => consumer::DeliverPolicy::New,
+            },
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: o.ack_wait,
+            // Unbounded on the server: the subscription counts deliveries
+            // and dead-letters (the server would only stop delivering).
+            max_deliver: -1,
+            filter_subject: topic.to_string(),
+            max_ack_pending: o.max_ack_pending as i64,
+            ..Default::default()
+        };
+        let consumer = make_consumer(&shared, &stream, &config).await?;
+        let id = format!("{topic}-{}", uuid::Uuid::new_v4());
+        let (stop, stopped) = watch::channel(false);
+        let gate = Arc::new(Gate::default());
+        let run = Run {
+            shared: shared.clone(),
+            topic: topic.to_string(),
+            stream,
+            config,
+            handler,
+            gate: gate.clone(),
+            label: options
+                .queue
+                .clone()
+                .or(options.service.clone())
+                .unwrap_or_default(),
+        };
+        let task = tokio::spawn(run.run(consumer, stopped));
+        lock(&shared.subs).insert(id.clone(), stop.clone());
+        tracing::info!(
+            "Broker [jetstream] Subscribed to {topic} as {id} ({})",
+            durable
+                .as_deref()
+                .map(|d| format!("durable consumer {d}"))
+                .unwrap_or_else(|| "ephemeral consumer".into())
+        );
+        Ok(Subscription::new(
+            topic,
+            options.queue,
+            id.clone(),
+            Box::new(JetStreamStop {
+                shared: Arc::downgrade(&self.shared),
+                id,
+                stop,
+                gate,
+                task: Mutex::new(Some(task)),
+            }),
+        ))
+    }
+
+    /// Stops every subscription (drained, bounded), then flushes.
+    async fn close(&self) {
+        let stops: Vec<watch::Sender<bool>> =
+            lock(&self.shared.subs).drain().map(|(_, s)| s).collect();
+        for stop in &stops {
+            let _ = stop.send(true);
+        }
+        let limit = self.shared.options.nats.close_timeout;
+        let closed = futures::future::join_all(stops.iter().map(|s| s.closed()));
+        if tokio::time::timeout(limit, closed).await.is_err() {
+            tracing::warn!(
+                "Broker [jetstream] subscribers still running after {limit:?}; closing anyway"
+            );
+        }
+        if let Some((client, _)) = self.shared.connection.get()
+            && let Err(e) = tokio::time::timeout(limit, client.flush())
+                .await
+                .unwrap_or(Ok(()))
+        {
+            tracing::warn!("Broker [jetstream] flush: {e}");
+        }
+    }
+}
+
+async fn make_consumer(
+    shared: &Shared,
+    stream: &str,
+    config: &consumer::pull::Config,
+) -> Result<consumer::Consumer<consumer::pull::Config>, Error> {
+    let js = shared.js().await?;
+    let handle = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| unavailable(format!("stream {stream}: {e}")))?;
+    let made = match &config.durable_name {
+        Some(name) => handle.get_or_create_consumer(name, config.clone()).await,
+        None => handle.create_consumer(config.clone()).await,
+    };
+    made.map_err(|e| unavailable(format!("consumer on stream {stream}: {e}")))
+}
+
+/// One subscription's loop.
+struct Run {
+    shared: Arc<Shared>,
+    topic: String,
+    stream: String,
+    config: consumer::pull::Config,
+    handler: Arc<dyn Handler>,
+    gate: Arc<Gate>,
+    /// The queue or service, for dead letters' headers.
+    label: String,
+}
+
+/// What the loop does after a message stream ends.
+enum Next {
+    Stop,
+    Again,
+}
+
+impl Run {
+    async fn run(
+        self,
+        mut consumer: consumer::Consumer<consumer::pull::Config>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.pull(&consumer, &mut stopped).await {
+                Next::Stop => break,
+                Next::Again => {}
+            }
+            // The consumer is gone (a server that lost it) or its messages
+            // ended: make it again, backing off up to 5 s, until stopped.
+            loop {
+                let wait = Duration::from_millis(100)
+                    .saturating_mul(1 << failures.min(6))
+                    .min(Duration::from_secs(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+                match make_consumer(&self.shared, &self.stream, &self.config).await {
+                    Ok(made) => {
+                        consumer = made;
+                        failures = 0;
+                        break;
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!("Broker [jetstream] {}: {e}; trying again", self.topic);
+                    }
+                }
+            }
+        }
+        if self.config.durable_name.is_none()
+            && let Ok(js) = self.shared.js().await
+            && let Ok(info) = consumer.get_info().await.map(|i| i.name.clone())
+        {
+            let _ = js.delete_consumer_from_stream(&info, &self.stream).await;
+        }
+    }
+
+    /// Pulls batches and handles their messages until stopped, or until
+    /// the consumer is lost.
+    ///
+    /// Each pull asks for [`JetStreamOptions::batch`] messages and expires
+    /// after [`PULL_EXPIRES`]; a stopping subscription asks for no more and
+    /// hands back (NAK) what its last pull still brings, so no pull of it is
+    /// left on the server to take messages nobody will handle.
+    async fn pull(
+        &self,
+        consumer: &consumer::Consumer<consumer::pull::Config>,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Next {
+        loop {
+            if *stopped.borrow() {
+                return Next::Stop;
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(self.shared.options.batch)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
+                    return Next::Again;
+                }
+            };
+            let mut failed = false;
+            while let Some(next) = batch.next().await {
+                match next {
+                    // Handed back to come again once this pull is over
+                    // (at once, it would come straight back to it).
+                    Ok(message) if *stopped.borrow() => {
+                        let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+                    }
+                    Ok(message) => self.handle(message).await,
+                    Err(e) => {
+                        tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                // The pull failed (a server gone, the consumer lost): make
+                // the consumer again, after a backoff.
+                return Next::Again;
+            }
+        }
+    }
+
+    async fn handle(&self, message: jetstream::Message) {
+        let shared = &*self.shared;
+        let options = &shared.options;
+        let (delivered, origin) = match message.info() {
+            Ok(info) => (
+                u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                format!("{}:{}", info.stream, info.stream_sequence),
+            ),
+            Err(e) => {
+                tracing::warn!("Broker [jetstream] {}: no delivery info: {e}", self.topic);
+                (1, String::new())
+            }
+        };
+        let topic = message.subject.to_string();
+        if delivered > 1
+            && let Some(observer) = &shared.observer
+        {
+            observer.redelivered(BROKER, &topic);
+        }
+        let decoded = match Message::from_envelope(&message.payload) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // Never a handler's: straight to the dead letters.
+                let reason = format!("not a go-micro envelope: {e}");
+                tracing::warn!("Broker [jetstream] {topic}: message dropped: {reason}");
+                shared
+                    .observe_delivered(&topic, Outcome::Error(reason.clone()))
+                    .await;
+                self.dead_letter(&message, &topic, &reason, delivered, &origin)
+                    .await;
+                return;
+            }
+        };
+        if delivered > options.max_deliveries {
+            // Delivered again by the server (ack wait over, a crashed
+            // subscriber) past the bound: no handler runs it again.
+            let reason = format!("delivered {delivered} times without an acknowledgement");
+            self.dead_letter(&message, &topic, &reason, delivered, &origin)
+                .await;
+            return;
+        }
+        let Some(pass) = self.gate.enter() else {
+            let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+            return;
+        };
+        let outcome = deliver(
+            BROKER,
+            &*self.handler,
+            Event::new(topic.clone(), decoded),
+            pass,
+            shared.observer.as_deref(),
+        )
+        .await;
+        match outcome.failure() {
+            None => confirm_ack(&message, &topic).await,
+            Some(reason) if delivered >= options.max_deliveries => {
+                self.dead_letter(&message, &topic, &reason, delivered, &origin)
+                    .await;
+            }
+            Some(_) => {
+                let wait = options.backoff(delivered);
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(wait))).await {
+                    tracing::warn!(
+                        "Broker [jetstream] {topic}: NAK: {e} (delivered again after the ack wait)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Publishes `message` on the dead-letter subject, then ends its
+    /// deliveries; if the dead letter is not stored, hands it back.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        topic: &str,
+        reason: &str,
+        delivered: u32,
+        origin: &str,
+    ) {
+        let shared = &*self.shared;
+        let subject = format!("{DEAD_LETTER_PREFIX}{topic}");
+        let mut headers = message.headers.clone().unwrap_or_default();
+        // One line: a header value cannot hold a line break.
+        let reason_line: String = reason.chars().filter(|c| !c.is_control()).collect();
+        headers.insert(DEAD_LETTER_REASON, reason_line.as_str());
+        headers.insert(DEAD_LETTER_DELIVERIES, delivered.to_string().as_str());
+        headers.insert(DEAD_LETTER_ORIGIN, origin);
+        headers.insert(DEAD_LETTER_CONSUMER, self.label.as_str());
+        let stored = match shared.ensure_dead_letters().await {
+            Ok(()) => shared
+                .publish_acked(&subject, Some(headers), message.payload.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(_) => {
+                tracing::warn!(
+                    "Broker [jetstream] {topic}: dead-lettered to {subject} after {delivered} deliveries: {reason}"
+                );
+                if let Err(e) = message.double_ack_with(AckKind::Term).await {
+                    tracing::warn!("Broker [jetstream] {topic}: TERM: {e}");
+                }
+                if let Some(observer) = &shared.observer {
+                    observer.dead_lettered(BROKER, topic);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "Broker [jetstream] {topic}: cannot dead-letter ({e}); delivered again later"
+                );
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(shared.options.backoff_max)))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Acknowledges `message` and waits until the server confirms it (so it is
+/// not delivered again); tries 3 times.
+async fn confirm_ack(message: &jetstream::Message, topic: &str) {
+    for attempt in 1..=3u32 {
+        match message.double_ack().await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(
+                    "Broker [jetstream] {topic}: ack not confirmed ({e}), attempt {attempt}"
+                );
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+            }
+        }
+    }
+    tracing::warn!("Broker [jetstream] {topic}: ack never confirmed: the message may come again");
+}
+
+struct JetStreamStop {
+    shared: std::sync::Weak<Shared>,
+    id: String,
+    stop: watch::Sender<bool>,
+    gate: Arc<Gate>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl JetStreamStop {
+    fn signal(&self) {
+        let _ = self.stop.send(true);
+        if let Some(shared) = self.shared.upgrade() {
+            lock(&shared.subs).remove(&self.id);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Stop for JetStreamStop {
+    async fn stop(&self) {
+        self.signal();
+        // The loop ends after the message in hand is acknowledged.
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.gate.drain().await;
+    }
+
+    fn stop_now(&self) {
+        self.gate.close();
+        self.signal();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_and_distinct() {
+        let topics = [
+            "go.micro.topic.greet",
+            "go_micro_topic_greet",
+            "go-micro.topic",
+            "go.micro-topic",
+            "orders.*",
+            "orders.>",
+            "été",
+            "a-2E",
+        ];
+        let names: Vec<String> = topics.iter().map(|t| stream_name(t)).collect();
+        for name in &names {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{name}"
+            );
+        }
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(
+            stream_name("go.micro.topic.greet"),
+            "MICRO_go_micro_topic_greet"
+        );
+        assert_ne!(consumer_name("a--b", "c"), consumer_name("a", "b--c"));
+        assert_ne!(consumer_name("q-", "x"), consumer_name("q", "-x"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound() {
+        let options = JetStreamOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..JetStreamOptions::default()
+        };
+        let waits: Vec<u128> = (1..=6).map(|d| options.backoff(d).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(options.backoff(u32::MAX), Duration::from_secs(1));
+    }
+}
