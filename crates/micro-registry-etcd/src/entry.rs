@@ -166,9 +166,7 @@ impl Decoder {
         }
         match detail {
             Detail::Full => serde_json::from_slice(value).ok(),
-            Detail::Nodes => serde_json::from_slice::<Brief>(value)
-                .ok()
-                .map(Brief::into_service),
+            Detail::Nodes => Brief::read(value).ok().map(Brief::into_service),
         }
     }
 
@@ -190,7 +188,7 @@ impl Decoder {
         }
         let mut service: Service = match detail {
             Detail::Full => serde_json::from_slice(value),
-            Detail::Nodes => serde_json::from_slice::<Brief>(value).map(Brief::into_service),
+            Detail::Nodes => Brief::read(value).map(Brief::into_service),
         }
         .map_err(|e| format!("value is not a service: {e}"))?;
         if service.name.is_empty() {
@@ -274,6 +272,44 @@ struct BriefNode {
 }
 
 impl Brief {
+    /// Reads an entry's name, version and nodes. go-micro (and this crate)
+    /// write an entry's fields in one order, `{"name":…,"version":…,
+    /// "metadata":…,"endpoints":…,"nodes":[…]}`, and the endpoint
+    /// descriptions between are most of its bytes: in that shape the name
+    /// and version are read from the start and the nodes from the last
+    /// `,"nodes":`, and the descriptions are not scanned (so a value
+    /// malformed only inside them is not noticed at this detail). Any other
+    /// shape is decoded whole.
+    fn read(value: &[u8]) -> serde_json::Result<Brief> {
+        match Self::read_canonical(value) {
+            Some(brief) => Ok(brief),
+            None => serde_json::from_slice(value),
+        }
+    }
+
+    fn read_canonical(value: &[u8]) -> Option<Brief> {
+        let rest = value.strip_prefix(b"{\"name\":\"")?;
+        let (name, rest) = plain_string(rest)?;
+        let rest = rest.strip_prefix(b",\"version\":")?;
+        let version = match rest.strip_prefix(b"\"") {
+            Some(rest) => plain_string(rest)?.0,
+            None if rest.starts_with(b"null") => String::new(),
+            None => return None,
+        };
+        const NODES: &[u8] = b",\"nodes\":";
+        let body = value.strip_suffix(b"}")?;
+        // The nodes come last: search from the end (a quote inside a JSON
+        // string is escaped, so this text only occurs as a key).
+        let at = memchr::memmem::rfind(body, NODES)?;
+        let nodes: Option<Vec<BriefNode>> =
+            serde_json::from_slice(&body[at + NODES.len()..]).ok()?;
+        Some(Brief {
+            name,
+            version,
+            nodes: nodes.unwrap_or_default(),
+        })
+    }
+
     fn into_service(self) -> Service {
         Service {
             name: self.name,
@@ -286,6 +322,19 @@ impl Brief {
             ..Service::default()
         }
     }
+}
+
+/// A JSON string's text up to its closing quote, and what follows; `None`
+/// if it has an escape (the whole entry is decoded then).
+fn plain_string(text: &[u8]) -> Option<(String, &[u8])> {
+    let end = text
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if text[end] != b'"' {
+        return None;
+    }
+    let string = std::str::from_utf8(&text[..end]).ok()?.to_string();
+    Some((string, &text[end + 1..]))
 }
 
 /// go-micro writes `null` for an absent map or list (and a value may be null).
@@ -407,6 +456,67 @@ mod tests {
             .expect("decoded");
         assert_eq!(got.nodes.len(), 1);
         assert_eq!(decoder.skipped(), 1);
+    }
+
+    /// What the canonical reading gives equals a whole decode, and it is
+    /// taken for the entries go-micro and this crate write.
+    #[test]
+    fn the_canonical_reading_agrees_with_a_whole_decode() {
+        use micro_registry::{Endpoint, Value};
+        let whole = |v: &[u8]| {
+            serde_json::from_slice::<Brief>(v)
+                .expect("decodes")
+                .into_service()
+        };
+        let canonical = |v: &[u8]| Brief::read_canonical(v).map(Brief::into_service);
+        let ours = serde_json::to_vec(
+            &Service::new("svc", "v2")
+                .with_metadata("nodes", "[1]")
+                .with_endpoint(Endpoint {
+                    request: Some(Value::new("nodes", "Request")),
+                    metadata: [("x".to_string(), r#","nodes":["#.to_string())].into(),
+                    ..Endpoint::new("Svc.Call")
+                })
+                .with_node(Node::new("svc-1", "127.0.0.1:80").with_metadata("a", "b"))
+                .with_node(Node::new("svc-2", "[::1]:80")),
+        )
+        .expect("json");
+        let golden = go_micro_golden_entry();
+        let null_version = br#"{"name":"svc","version":null,"metadata":null,"endpoints":null,"nodes":[{"id":"svc-1","address":"127.0.0.1:80","metadata":null}]}"#;
+        let null_nodes =
+            br#"{"name":"svc","version":"1","metadata":null,"endpoints":null,"nodes":null}"#;
+        for value in [&ours[..], golden.as_bytes(), null_version, null_nodes] {
+            assert_eq!(
+                canonical(value),
+                Some(whole(value)),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        // Other shapes are decoded whole.
+        for other in [
+            &br#"{"nodes":[{"id":"svc-1","address":"127.0.0.1:80"}],"name":"svc","version":"1"}"#[..],
+            br#"{"name":"s\u0076c","version":"1","nodes":[]}"#,
+            br#"{"name":"svc","version":"1","nodes":[],"extra":1}"#,
+            br#" {"name":"svc","version":"1","nodes":[]}"#,
+        ] {
+            assert!(
+                canonical(other).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+            assert!(Brief::read(other).is_ok());
+        }
+    }
+
+    /// go-micro v2.9.1's own entry (testdata/go-micro-v2/etcd/value.json).
+    fn go_micro_golden_entry() -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/go-micro-v2/etcd/value.json");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim_end()
+            .to_string()
     }
 
     #[test]
