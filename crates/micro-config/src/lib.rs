@@ -29,6 +29,7 @@
 //! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
 //! | `--server_tls_cert_file`, `--server_tls_key_file` | `MICRO_SERVER_TLS_CERT_FILE`, `..._KEY_FILE` | plaintext |
 //! | `--server_tls_client_ca` | `MICRO_SERVER_TLS_CLIENT_CA` | no client certificates |
+//! | `--server_max_concurrent` | `MICRO_SERVER_MAX_CONCURRENT` | `auto` (adaptive; `off` or `0`: no limit) |
 //! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
 //! | `--client_attempt_timeout` | `MICRO_CLIENT_ATTEMPT_TIMEOUT` | `2s` |
@@ -72,7 +73,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use micro_client::{BudgetOptions, ClientOptions, ClientTls};
 use micro_selector::Strategy;
-use micro_server::{ServerOptions, ServerTls};
+use micro_server::{ConcurrencyLimit, ServerOptions, ServerTls};
 
 mod broker;
 mod ops;
@@ -340,6 +341,16 @@ pub struct ServerArgs {
         value_name = "FILE"
     )]
     pub server_tls_client_ca: Option<PathBuf>,
+
+    /// Unary calls served at once; more are refused at once with RESOURCE_EXHAUSTED: `auto` (adaptive, a gradient limiter), a number, or `off` (also `0`)
+    #[arg(
+        long = "server_max_concurrent",
+        visible_alias = "server-max-concurrent",
+        env = "MICRO_SERVER_MAX_CONCURRENT",
+        default_value = "auto",
+        value_name = "auto|N|off"
+    )]
+    pub server_max_concurrent: ConcurrencyLimit,
 }
 
 impl Default for ServerArgs {
@@ -365,6 +376,7 @@ impl ServerArgs {
             register_ttl: self.register_ttl,
             register_interval: self.register_interval,
             tls: self.server_tls()?,
+            max_concurrent: self.server_max_concurrent,
             ..ServerOptions::default()
         })
     }
