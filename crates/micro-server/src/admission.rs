@@ -176,7 +176,159 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::expired;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use micro_serve::admission::{AdmissionObserver, ConcurrencyLimit};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Refusals {
+        shed: AtomicUsize,
+        expired: AtomicUsize,
+    }
+
+    impl AdmissionObserver for Refusals {
+        fn refused(&self, refusal: Refusal) {
+            match refusal {
+                Refusal::Shed => &self.shed,
+                Refusal::Expired => &self.expired,
+            }
+            .fetch_add(1, Ordering::SeqCst);
+        }
+        fn limit(&self, _: usize) {}
+        fn in_flight(&self, _: usize) {}
+    }
+
+    /// A handler that counts its calls and answers when `release` says so.
+    #[derive(Clone)]
+    struct Handler {
+        started: Arc<AtomicUsize>,
+        release: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Service<http::Request<Body>> for Handler {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = Pin<
+            Box<dyn Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send>,
+        >;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            let release = self.release.clone();
+            Box::pin(async move {
+                if let Ok(permit) = release.acquire().await {
+                    permit.forget();
+                }
+                Ok(http::Response::new(Body::empty()))
+            })
+        }
+    }
+
+    /// Until `n` calls reached the handler (a bounded wait).
+    async fn started(handler: &Handler, n: usize) {
+        for _ in 0..10_000 {
+            if handler.started.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{n} calls did not reach the handler");
+    }
+
+    /// A refusal answers at once; a bound turns a call that reached the
+    /// (held) handler into a failure rather than a hang.
+    async fn answered(
+        call: impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>>,
+    ) -> http::Response<Body> {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_) => panic!("not answered at once: the call reached the handler"),
+        }
+    }
+
+    fn setup(limit: usize) -> (Admit<Handler>, Handler, Arc<Refusals>) {
+        let refusals = Arc::new(Refusals::default());
+        let admission =
+            Admission::new(ConcurrencyLimit::Fixed(limit), Some(refusals.clone())).expect("on");
+        let handler = Handler {
+            started: Arc::default(),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let streams = HashSet::from(["/pkg.Greeter/Stream".to_string()]);
+        let layer = AdmissionLayer::new(admission, streams);
+        (layer.layer(handler.clone()), handler, refusals)
+    }
+
+    fn call(path: &str, timeout: Option<&'static str>) -> http::Request<Body> {
+        let mut request = http::Request::builder().uri(path);
+        if let Some(timeout) = timeout {
+            request = request.header("grpc-timeout", timeout);
+        }
+        request.body(Body::empty()).expect("request")
+    }
+
+    fn code(response: &http::Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_call_over_the_limit_is_refused_unstarted_with_the_mark() {
+        let (service, handler, refusals) = setup(1);
+        let first = tokio::spawn(service.clone().oneshot(call("/pkg.Greeter/Hello", None)));
+        started(&handler, 1).await;
+        let refused = answered(service.clone().oneshot(call("/pkg.Greeter/Hello", None))).await;
+        assert_eq!(code(&refused), Some("8"), "RESOURCE_EXHAUSTED");
+        let pushback = refused.headers().get(PUSHBACK).expect("the shed mark");
+        assert!(pushback.to_str().expect("ascii").parse::<u64>().expect("ms") >= 1);
+        assert_eq!(handler.started.load(Ordering::SeqCst), 1, "not started");
+        assert_eq!(refusals.shed.load(Ordering::SeqCst), 1, "counted");
+
+        // Streams and health checks are not limited.
+        let stream = tokio::spawn(service.clone().oneshot(call("/pkg.Greeter/Stream", None)));
+        let health = tokio::spawn(service.clone().oneshot(call("/grpc.health.v1.Health/Check", None)));
+        started(&handler, 3).await;
+        // The first call answers: its slot is free again.
+        handler.release.add_permits(3);
+        for answered in [first, stream, health] {
+            let response = answered.await.expect("task").expect("infallible");
+            assert_eq!(code(&response), None, "answered by the handler");
+        }
+        let again = tokio::spawn(service.clone().oneshot(call("/pkg.Greeter/Hello", None)));
+        handler.release.add_permits(1);
+        let response = again.await.expect("task").expect("infallible");
+        assert_eq!(code(&response), None, "admitted once a slot freed");
+        assert_eq!(refusals.shed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_deadline_passed_is_not_started() {
+        let (service, handler, refusals) = setup(10);
+        let response =
+            answered(service.clone().oneshot(call("/pkg.Greeter/Hello", Some("0m")))).await;
+        assert_eq!(code(&response), Some("4"), "DEADLINE_EXCEEDED");
+        assert!(response.headers().get(PUSHBACK).is_none(), "not a shed");
+        assert_eq!(handler.started.load(Ordering::SeqCst), 0, "not started");
+        assert_eq!(refusals.expired.load(Ordering::SeqCst), 1, "counted");
+        // Time left: started.
+        handler.release.add_permits(1);
+        let response = service
+            .oneshot(call("/pkg.Greeter/Hello", Some("5S")))
+            .await
+            .expect("infallible");
+        assert_eq!(code(&response), None);
+        assert_eq!(handler.started.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn only_a_zero_timeout_has_expired() {
