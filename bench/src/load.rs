@@ -130,11 +130,7 @@ pub async fn micro_client_with(addrs: &[SocketAddr], options: ClientOptions) -> 
 
 /// A toolkit client whose (in-memory) registry lists `service` with one
 /// node per address in `addrs`.
-pub async fn micro_client_for(
-    name: &str,
-    addrs: &[SocketAddr],
-    options: ClientOptions,
-) -> Client {
+pub async fn micro_client_for(name: &str, addrs: &[SocketAddr], options: ClientOptions) -> Client {
     let registry = Arc::new(MemoryRegistry::new());
     let service = Service {
         name: name.into(),

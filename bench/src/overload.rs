@@ -96,7 +96,11 @@ async fn ready(client: &UserClient<micro_client::ServiceChannel>) {
 }
 
 /// A call every `1/rate` for `length`, each in its own task.
-async fn open_loop(client: &UserClient<micro_client::ServiceChannel>, rate: f64, length: Duration) -> OpenLoop {
+async fn open_loop(
+    client: &UserClient<micro_client::ServiceChannel>,
+    rate: f64,
+    length: Duration,
+) -> OpenLoop {
     #[derive(Default)]
     struct Seen {
         ok: Vec<u64>,

@@ -58,7 +58,9 @@ async fn over_the_limit_is_503_with_retry_after_at_once() {
     let json = assert_micro_error(&reply, 503);
     assert_eq!(json["id"], "go.micro.api", "{json}");
     assert!(
-        json["detail"].as_str().is_some_and(|d| d.contains("overloaded")),
+        json["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("overloaded")),
         "{json}"
     );
     let retry_after: u64 = reply.headers["retry-after"]
@@ -67,7 +69,11 @@ async fn over_the_limit_is_503_with_retry_after_at_once() {
         .parse()
         .expect("whole seconds");
     assert!(retry_after >= 1);
-    assert_eq!(server.greeter.hits(), 1, "the refused request reached no service");
+    assert_eq!(
+        server.greeter.hits(),
+        1,
+        "the refused request reached no service"
+    );
 
     held.abort();
     server.kill();

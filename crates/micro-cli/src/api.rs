@@ -189,7 +189,13 @@ pub struct EdgeArgs {
     pub route_rate_burst: Option<u32>,
 
     /// Requests worked on at once; more are refused at once with 503 and Retry-After: `auto` (adaptive, a gradient limiter), a number, or `off` (also `0`)
-    #[arg(long = "max_concurrent", visible_alias = "max-concurrent", env = "MICRO_API_MAX_CONCURRENT", default_value = "auto", value_name = "auto|N|off")]
+    #[arg(
+        long = "max_concurrent",
+        visible_alias = "max-concurrent",
+        env = "MICRO_API_MAX_CONCURRENT",
+        default_value = "auto",
+        value_name = "auto|N|off"
+    )]
     pub max_concurrent: micro_serve::admission::ConcurrencyLimit,
 }
 

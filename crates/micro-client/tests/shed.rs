@@ -77,7 +77,11 @@ async fn a_shed_call_goes_to_another_node_and_the_busy_node_is_avoided() {
     );
     let attempts = Attempts::default();
     let seen = attempts.0.clone();
-    let client = Client::with_observer(registry.clone(), ClientOptions::default(), Arc::new(attempts));
+    let client = Client::with_observer(
+        registry.clone(),
+        ClientOptions::default(),
+        Arc::new(attempts),
+    );
     assert_eq!(client.nodes(SERVICE).await.len(), 2);
     // Not marked idempotent: only a shed (not executed) may be retried.
     let mut greeter = GreeterClient::new(client.service(SERVICE));
@@ -89,11 +93,17 @@ async fn a_shed_call_goes_to_another_node_and_the_busy_node_is_avoided() {
         assert_eq!(reply.into_inner().msg, "Hello huohuo from free");
     }
     let results = seen.lock().expect("not poisoned").clone();
-    let shed = results.iter().filter(|r| **r == AttemptResult::Shed).count();
+    let shed = results
+        .iter()
+        .filter(|r| **r == AttemptResult::Shed)
+        .count();
     // A new node is tried by the next call: the busy one is tried, sheds,
     // and then costs more than the free one.
     assert!(shed >= 1, "the busy node was tried: {results:?}");
-    assert!(shed <= 3, "the busy node is avoided after shedding: {results:?}");
+    assert!(
+        shed <= 3,
+        "the busy node is avoided after shedding: {results:?}"
+    );
     assert_eq!(busy.greeter.hits(), 1, "nothing shed was executed");
     assert_eq!(free.greeter.hits(), 10);
     busy.kill();

@@ -229,7 +229,8 @@ impl Admission {
             .unwrap_or_else(|p| p.into_inner())
             .sample(now, rtt, in_flight);
         if let Some((limit, recent)) = updated {
-            self.recent.store(recent.as_nanos() as u64, Ordering::Relaxed);
+            self.recent
+                .store(recent.as_nanos() as u64, Ordering::Relaxed);
             if self.limit.swap(limit, Ordering::Relaxed) != limit
                 && let Some(observer) = &self.observer
             {
@@ -282,7 +283,12 @@ impl Gradient {
 
     /// One call's latency; at a window's end, the new limit and the
     /// window's mean latency.
-    fn sample(&mut self, now: Instant, rtt: Duration, in_flight: usize) -> Option<(usize, Duration)> {
+    fn sample(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        in_flight: usize,
+    ) -> Option<(usize, Duration)> {
         let start = *self.window_start.get_or_insert(now);
         self.samples += 1;
         self.sum_ns += rtt.as_nanos() as f64;
@@ -308,7 +314,11 @@ impl Gradient {
         // After a lasting rise the long-run latency would stay high and
         // hold the limit up: let it come down to meet the recent one.
         // And after a fall (a faster dependency, a cache warmed), catch up.
-        let long = if long / short > 2.0 { long * 0.95 } else { long };
+        let long = if long / short > 2.0 {
+            long * 0.95
+        } else {
+            long
+        };
         self.long_rtt = Some(long);
         if (peak as f64) < self.limit / 2.0 {
             return;
@@ -367,7 +377,9 @@ mod tests {
         let a = admission.try_acquire().expect("first");
         let _b = admission.try_acquire().expect("second");
         assert_eq!(seen.in_flight.load(Ordering::Relaxed), 2);
-        let shed = admission.try_acquire().expect_err("third is over the limit");
+        let shed = admission
+            .try_acquire()
+            .expect_err("third is over the limit");
         assert_eq!(shed.limit, 2);
         assert!(shed.retry_after >= Duration::from_millis(1));
         assert_eq!(seen.shed.load(Ordering::Relaxed), 1);
@@ -401,7 +413,10 @@ mod tests {
         // A steady, fast server: latency 2 ms at the limit's load.
         run(&admission, 20, INITIAL_LIMIT, Duration::from_millis(2)).await;
         let steady = admission.limit();
-        assert!(steady >= INITIAL_LIMIT, "flat latency: the limit holds or grows ({steady})");
+        assert!(
+            steady >= INITIAL_LIMIT,
+            "flat latency: the limit holds or grows ({steady})"
+        );
         // The server saturates: latency rises with concurrency (a queue
         // inside it). The limit falls.
         for _ in 0..40 {
@@ -410,12 +425,23 @@ mod tests {
             run(&admission, 1, limit, rtt).await;
         }
         let loaded = admission.limit();
-        assert!(loaded < steady / 2, "latency up: the limit falls ({steady} -> {loaded})");
+        assert!(
+            loaded < steady / 2,
+            "latency up: the limit falls ({steady} -> {loaded})"
+        );
         assert!(loaded >= MIN_LIMIT);
-        assert_eq!(seen.limit.load(Ordering::Relaxed), loaded, "the observer sees the limit");
+        assert_eq!(
+            seen.limit.load(Ordering::Relaxed),
+            loaded,
+            "the observer sees the limit"
+        );
         // Fast again: the limit climbs back.
         run(&admission, 60, 1000, Duration::from_millis(2)).await;
-        assert!(admission.limit() > loaded * 2, "recovered: {} vs {loaded}", admission.limit());
+        assert!(
+            admission.limit() > loaded * 2,
+            "recovered: {} vs {loaded}",
+            admission.limit()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -290,13 +290,24 @@ mod tests {
         let refused = answered(service.clone().oneshot(call("/pkg.Greeter/Hello", None))).await;
         assert_eq!(code(&refused), Some("8"), "RESOURCE_EXHAUSTED");
         let pushback = refused.headers().get(PUSHBACK).expect("the shed mark");
-        assert!(pushback.to_str().expect("ascii").parse::<u64>().expect("ms") >= 1);
+        assert!(
+            pushback
+                .to_str()
+                .expect("ascii")
+                .parse::<u64>()
+                .expect("ms")
+                >= 1
+        );
         assert_eq!(handler.started.load(Ordering::SeqCst), 1, "not started");
         assert_eq!(refusals.shed.load(Ordering::SeqCst), 1, "counted");
 
         // Streams and health checks are not limited.
         let stream = tokio::spawn(service.clone().oneshot(call("/pkg.Greeter/Stream", None)));
-        let health = tokio::spawn(service.clone().oneshot(call("/grpc.health.v1.Health/Check", None)));
+        let health = tokio::spawn(
+            service
+                .clone()
+                .oneshot(call("/grpc.health.v1.Health/Check", None)),
+        );
         started(&handler, 3).await;
         // The first call answers: its slot is free again.
         handler.release.add_permits(3);
@@ -314,8 +325,12 @@ mod tests {
     #[tokio::test]
     async fn a_call_whose_deadline_passed_is_not_started() {
         let (service, handler, refusals) = setup(10);
-        let response =
-            answered(service.clone().oneshot(call("/pkg.Greeter/Hello", Some("0m")))).await;
+        let response = answered(
+            service
+                .clone()
+                .oneshot(call("/pkg.Greeter/Hello", Some("0m"))),
+        )
+        .await;
         assert_eq!(code(&response), Some("4"), "DEADLINE_EXCEEDED");
         assert!(response.headers().get(PUSHBACK).is_none(), "not a shed");
         assert_eq!(handler.started.load(Ordering::SeqCst), 0, "not started");

@@ -84,12 +84,12 @@ use crate::paths::HandlerPaths;
 
 pub use crate::admission::PUSHBACK;
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
-pub use micro_serve::admission::ConcurrencyLimit;
 pub use crate::health::Readiness;
 pub use crate::lifecycle::{DEREGISTER_WHEN_UNREACHABLE, Registrar};
 pub use crate::observer::ServerObserver;
 pub use crate::subscriber::Received;
 pub use crate::tls::ServerTls;
+pub use micro_serve::admission::ConcurrencyLimit;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
