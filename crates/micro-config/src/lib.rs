@@ -704,6 +704,28 @@ mod tests {
         assert_eq!(server.address, library.address);
         assert_eq!(server.register_ttl, library.register_ttl);
         assert_eq!(server.register_interval, library.register_interval);
+        assert_eq!(server.max_concurrent, library.max_concurrent);
+    }
+
+    #[test]
+    fn the_concurrency_limit_is_adaptive_fixed_or_off() {
+        let limit = |args: &[&str]| {
+            parse(args)
+                .map(|cli| cli.micro.server.server_options().expect("valid").max_concurrent)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limit(&[]), Ok(ConcurrencyLimit::Adaptive));
+        assert_eq!(
+            limit(&["--server_max_concurrent=64"]),
+            Ok(ConcurrencyLimit::Fixed(64))
+        );
+        assert_eq!(
+            limit(&["--server-max-concurrent", "off"]),
+            Ok(ConcurrencyLimit::Off)
+        );
+        assert_eq!(limit(&["--server_max_concurrent=0"]), Ok(ConcurrencyLimit::Off));
+        let error = limit(&["--server_max_concurrent=lots"]).expect_err("not a limit");
+        assert!(error.contains("not a concurrency limit"), "{error}");
     }
 
     #[test]
