@@ -711,7 +711,13 @@ mod tests {
     fn the_concurrency_limit_is_adaptive_fixed_or_off() {
         let limit = |args: &[&str]| {
             parse(args)
-                .map(|cli| cli.micro.server.server_options().expect("valid").max_concurrent)
+                .map(|cli| {
+                    cli.micro
+                        .server
+                        .server_options()
+                        .expect("valid")
+                        .max_concurrent
+                })
                 .map_err(|e| e.to_string())
         };
         assert_eq!(limit(&[]), Ok(ConcurrencyLimit::Adaptive));
@@ -723,7 +729,10 @@ mod tests {
             limit(&["--server-max-concurrent", "off"]),
             Ok(ConcurrencyLimit::Off)
         );
-        assert_eq!(limit(&["--server_max_concurrent=0"]), Ok(ConcurrencyLimit::Off));
+        assert_eq!(
+            limit(&["--server_max_concurrent=0"]),
+            Ok(ConcurrencyLimit::Off)
+        );
         let error = limit(&["--server_max_concurrent=lots"]).expect_err("not a limit");
         assert!(error.contains("not a concurrency limit"), "{error}");
     }

@@ -373,7 +373,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fixed_limit_refuses_at_once_and_frees_on_drop() {
         let seen = Arc::new(Seen::default());
-        let admission = Admission::new(ConcurrencyLimit::Fixed(2), Some(seen.clone())).unwrap();
+        let admission = Admission::new(ConcurrencyLimit::Fixed(2), Some(seen.clone())).expect("on");
         let a = admission.try_acquire().expect("first");
         let _b = admission.try_acquire().expect("second");
         assert_eq!(seen.in_flight.load(Ordering::Relaxed), 2);
@@ -407,7 +407,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_adaptive_limit_falls_when_latency_rises_and_recovers() {
         let seen = Arc::new(Seen::default());
-        let admission = Admission::new(ConcurrencyLimit::Adaptive, Some(seen.clone())).unwrap();
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, Some(seen.clone())).expect("on");
         assert_eq!(admission.limit(), INITIAL_LIMIT);
         assert_eq!(seen.limit.load(Ordering::Relaxed), INITIAL_LIMIT);
         // A steady, fast server: latency 2 ms at the limit's load.
@@ -446,7 +446,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_server_keeps_its_limit() {
-        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).unwrap();
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
         // Few calls at once, slow ones: the load set the latency, not the
         // server's saturation. Nothing moves.
         run(&admission, 30, 2, Duration::from_millis(2)).await;
