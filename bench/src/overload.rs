@@ -83,11 +83,20 @@ fn request() -> UserRequest {
     }
 }
 
+/// Whether the handler answered: a user, or `NotFound` after the store
+/// lookup (no user is registered: the call does the same work).
+fn answered(result: &Result<tonic::Response<user_proto::user::Response>, tonic::Status>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(status) => status.code() == tonic::Code::NotFound,
+    }
+}
+
 /// Waits (30 s at most) for user-srv to answer.
 async fn ready(client: &UserClient<micro_client::ServiceChannel>) {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        if client.clone().query_user_by_name(request()).await.is_ok() {
+        if answered(&client.clone().query_user_by_name(request()).await) {
             return;
         }
         assert!(Instant::now() < until, "user-srv did not answer in 30 s");
@@ -129,12 +138,15 @@ async fn open_loop(
             let result = client.query_user_by_name(request()).await;
             let us = (sent.elapsed().as_micros() as u64).clamp(1, 60_000_000);
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(_) => seen.ok.push(us),
-                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                    seen.refused.push(us)
-                }
-                Err(_) => seen.failed.push(us),
+            if answered(&result) {
+                seen.ok.push(us);
+            } else if result
+                .as_ref()
+                .is_err_and(|status| status.code() == tonic::Code::ResourceExhausted)
+            {
+                seen.refused.push(us);
+            } else {
+                seen.failed.push(us);
             }
         }));
     }
@@ -176,7 +188,7 @@ async fn measure(addr: SocketAddr, overload: Duration, timing: Timing) -> (f64, 
             let user = user.clone();
             move || {
                 let mut user = user.clone();
-                async move { user.query_user_by_name(request()).await.is_ok() }
+                async move { answered(&user.query_user_by_name(request()).await) }
             }
         })
         .collect();
