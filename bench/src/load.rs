@@ -125,15 +125,21 @@ pub async fn micro_client(addrs: &[SocketAddr]) -> Client {
 
 /// [`micro_client`] with these options.
 pub async fn micro_client_with(addrs: &[SocketAddr], options: ClientOptions) -> Client {
+    micro_client_for(GREETER, addrs, options).await
+}
+
+/// A toolkit client whose (in-memory) registry lists `service` with one
+/// node per address in `addrs`.
+pub async fn micro_client_for(name: &str, addrs: &[SocketAddr], options: ClientOptions) -> Client {
     let registry = Arc::new(MemoryRegistry::new());
     let service = Service {
-        name: GREETER.into(),
+        name: name.into(),
         version: "latest".into(),
         nodes: addrs
             .iter()
             .enumerate()
             .map(|(i, a)| Node {
-                id: format!("{GREETER}-{i}"),
+                id: format!("{name}-{i}"),
                 address: a.to_string(),
                 ..Node::default()
             })

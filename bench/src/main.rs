@@ -24,6 +24,7 @@ mod grpc_gateway;
 mod hotpaths;
 mod load;
 mod ops;
+mod overload;
 mod proc;
 mod r2;
 mod recovery;
@@ -51,7 +52,7 @@ struct Args {
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
     /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), r17 (events; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
-    /// scale) and r14 (etcd registry recovery) only when named.
+    /// scale), r14 (etcd registry recovery) and overload (admission control) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -7,7 +7,9 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::fixtures::Plan;
-use crate::{discovery, events, gray, hotpaths, ops, r2, recovery, scale, scenarios, streams};
+use crate::{
+    discovery, events, gray, hotpaths, ops, overload, r2, recovery, scale, scenarios, streams,
+};
 
 /// When a scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -119,6 +121,13 @@ const SCENARIOS: &[Scenario] = &[
         names: &["r14"],
         runs: When::ByName,
         report: recovery::r14,
+    },
+    // Overload runs user-srv at 3× its capacity for 30 s: only when named
+    // (`--only overload`).
+    Scenario {
+        names: &["overload"],
+        runs: When::ByName,
+        report: overload::overload,
     },
     Scenario {
         names: &["r6"],

@@ -1,6 +1,8 @@
 //! What every request meets first: header limits, a declared body over the
-//! limit, CORS, the deadline, then the rate limits ([`crate::ratelimit`])
-//! and, in the gateway, auth ([`crate::auth`]).
+//! limit, CORS, the deadline, then the rate limits ([`crate::ratelimit`]),
+//! admission control (the concurrency limit, [`micro_serve::admission`]:
+//! 503 with `Retry-After` over it, at once) and, in the gateway, auth
+//! ([`crate::auth`]).
 //!
 //! Connection-level limits (header read timeout, hyper's own header caps,
 //! connection count) are set where the listener is served
@@ -31,6 +33,8 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use micro_serve::admission::{Admission, ConcurrencyLimit, Shed};
+
 use crate::error::ApiError;
 use crate::ratelimit::{Limiter, RateLimits};
 use crate::{ApiOptions, Inner};
@@ -60,6 +64,8 @@ pub struct EdgeOptions {
     pub cors_allowed_origins: Vec<String>,
     /// Request rates per client IP and per route (429 beyond).
     pub rate_limits: RateLimits,
+    /// Requests worked on at once (503 with `Retry-After` beyond).
+    pub max_concurrent: ConcurrencyLimit,
 }
 
 impl Default for EdgeOptions {
@@ -77,6 +83,7 @@ impl From<&ApiOptions> for EdgeOptions {
             request_timeout: options.request_timeout,
             cors_allowed_origins: options.cors_allowed_origins.clone(),
             rate_limits: options.rate_limits,
+            max_concurrent: options.max_concurrent,
         }
     }
 }
@@ -85,6 +92,8 @@ impl From<&ApiOptions> for EdgeOptions {
 struct EdgeState {
     options: EdgeOptions,
     limiter: Option<Arc<Limiter>>,
+    /// Admission control: the concurrency limit.
+    admission: Option<Arc<Admission>>,
     /// The gateway, whose auth runs after the rate limits.
     gateway: Option<Arc<Inner>>,
 }
@@ -100,6 +109,7 @@ impl EdgeLayer {
     pub fn new(options: EdgeOptions) -> Self {
         EdgeLayer(Arc::new(EdgeState {
             limiter: Limiter::new(options.rate_limits),
+            admission: Admission::new(options.max_concurrent, None),
             options,
             gateway: None,
         }))
@@ -110,6 +120,7 @@ impl EdgeLayer {
         EdgeLayer(Arc::new(EdgeState {
             options: EdgeOptions::from(&inner.options),
             limiter: inner.limiter.clone(),
+            admission: inner.admission.clone(),
             gateway: Some(inner),
         }))
     }
@@ -209,6 +220,12 @@ where
         if let Some(refused) = crate::ratelimit::check(state.limiter.as_deref(), &request) {
             return refused;
         }
+        // Held until the handler answers (the response head).
+        let _permit = match state.admission.as_ref().map(|a| a.try_acquire()) {
+            Some(Err(shed)) => return overloaded(shed),
+            Some(Ok(permit)) => Some(permit),
+            None => None,
+        };
         if let Some(inner) = &state.gateway
             && let Some(refused) = crate::auth::authenticate(inner, &mut request)
         {
@@ -232,6 +249,21 @@ where
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     Ok(response)
+}
+
+/// 503 with `Retry-After` (whole seconds, at least 1) for a request over
+/// the concurrency limit: refused before any work.
+fn overloaded(shed: Shed) -> Response {
+    let mut response = ApiError::unavailable(format!(
+        "gateway overloaded: {} requests in flight, the limit; not started, retry later",
+        shed.limit
+    ))
+    .into_response();
+    let seconds = shed.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// 431 for too many or too large headers, 414 for a URI longer than the

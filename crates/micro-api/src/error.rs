@@ -8,6 +8,9 @@ use micro_client::ClientError;
 use micro_errors::MicroError;
 use tonic::{Code, Status};
 
+/// The mark of a call a server shed unexecuted (`micro_server::PUSHBACK`).
+const SHED_MARK: &str = "grpc-retry-pushback-ms";
+
 /// The `id` of errors the gateway itself produces, as go-micro's.
 pub const GATEWAY_ID: &str = "go.micro.api";
 
@@ -59,6 +62,11 @@ impl ApiError {
                 ApiError(MicroError::new(service, 404, detail))
             }
             Code::Unavailable => ApiError(MicroError::new(service, 503, status.message())),
+            // Shed by every node tried (admission control's mark): the
+            // service is overloaded, not the caller rate limited (429).
+            Code::ResourceExhausted if status.metadata().contains_key(SHED_MARK) => {
+                ApiError(MicroError::new(service, 503, status.message()))
+            }
             Code::DeadlineExceeded => ApiError(MicroError::new(service, 504, status.message())),
             _ => ApiError(MicroError::from_status(status, service)),
         }
@@ -140,4 +148,19 @@ pub(crate) fn shown(text: &str) -> String {
         end -= 1;
     }
     format!("{:?}… ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shed_is_503_and_an_application_resource_exhausted_stays_429() {
+        let mut shed = Status::resource_exhausted("server overloaded");
+        shed.metadata_mut()
+            .insert(SHED_MARK, tonic::metadata::MetadataValue::from(3u64));
+        assert_eq!(ApiError::from_call(&shed, "svc", "A.B").code(), 503);
+        let quota = Status::resource_exhausted("quota spent");
+        assert_eq!(ApiError::from_call(&quota, "svc", "A.B").code(), 429);
+    }
 }

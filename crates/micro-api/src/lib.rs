@@ -220,6 +220,10 @@ pub struct ApiOptions {
     pub auth: Option<auth::AuthConfig>,
     /// Request rates per client IP and per route (off by default).
     pub rate_limits: ratelimit::RateLimits,
+    /// Requests worked on at once (`--max_concurrent`): adaptive by default;
+    /// more are refused at once with 503 and `Retry-After` (see
+    /// [`micro_serve::admission`]).
+    pub max_concurrent: micro_serve::admission::ConcurrencyLimit,
     /// A relayed stream (WebSocket, event stream) with no message either
     /// way for this long is closed.
     pub stream_idle_timeout: Duration,
@@ -247,6 +251,7 @@ impl Default for ApiOptions {
             shutdown_grace: Duration::from_secs(10),
             auth: None,
             rate_limits: ratelimit::RateLimits::default(),
+            max_concurrent: micro_serve::admission::ConcurrencyLimit::default(),
             stream_idle_timeout: Duration::from_secs(300),
             stream_max_message_bytes: 1024 * 1024,
         }
@@ -270,6 +275,7 @@ pub(crate) struct Inner {
     pub(crate) limiter: Option<Arc<ratelimit::Limiter>>,
     /// Where the event handler publishes.
     pub(crate) broker: Option<micro_broker::SharedBroker>,
+    pub(crate) admission: Option<Arc<micro_serve::admission::Admission>>,
 }
 
 impl fmt::Debug for Gateway {
@@ -306,6 +312,10 @@ impl Gateway {
     ) -> Gateway {
         let catalog = Catalog::spawn(client.registry().clone());
         let limiter = ratelimit::Limiter::new(options.rate_limits);
+        let admission = micro_serve::admission::Admission::new(
+            options.max_concurrent,
+            Some(micro_telemetry::admission::AdmissionTelemetry::new("api")),
+        );
         let dynamic = DynamicClient::new(
             client.clone(),
             options.schema_cache_size,
@@ -323,6 +333,7 @@ impl Gateway {
                 proxy,
                 limiter,
                 broker,
+                admission,
             }),
         }
     }

@@ -188,6 +188,16 @@ pub struct EdgeArgs {
     /// Requests to one route at once (default: --route_rate_limit)
     #[arg(long = "route_rate_burst", visible_alias = "route-rate-burst", env = "MICRO_API_ROUTE_RATE_BURST", value_parser = clap::value_parser!(u32).range(1..), value_name = "N", requires = "route_rate_limit")]
     pub route_rate_burst: Option<u32>,
+
+    /// Requests worked on at once; more are refused at once with 503 and Retry-After: `auto` (adaptive, a gradient limiter), a number, or `off` (also `0`)
+    #[arg(
+        long = "max_concurrent",
+        visible_alias = "max-concurrent",
+        env = "MICRO_API_MAX_CONCURRENT",
+        default_value = "auto",
+        value_name = "auto|N|off"
+    )]
+    pub max_concurrent: micro_serve::admission::ConcurrencyLimit,
 }
 
 impl EdgeArgs {
@@ -196,6 +206,7 @@ impl EdgeArgs {
     pub fn apply(&self, options: &mut ApiOptions) -> Result<(), CliError> {
         options.max_connections_per_ip = self.max_connections_per_ip as usize;
         options.idle_timeout = self.idle_timeout;
+        options.max_concurrent = self.max_concurrent;
         options.rate_limits = micro_api::ratelimit::RateLimits {
             per_ip: self
                 .rate_limit

@@ -36,6 +36,8 @@ use crate::timeout;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// The mark of a call a server shed unexecuted (`micro_server::PUSHBACK`).
+const PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// The innermost service: sends a request on the connection of the node in
 /// its [`AttemptContext`], with `grpc-timeout` set to what the attempt may
@@ -451,6 +453,10 @@ fn judge(
                     },
                     None => Outcome::Deadline,
                 }
+            } else if status == Some(Code::ResourceExhausted)
+                && response.headers().contains_key(PUSHBACK)
+            {
+                Outcome::Shed { response }
             } else {
                 Outcome::Answered { response, status }
             }
@@ -479,6 +485,13 @@ fn judge(
                 // outlier, not a crash; a TCP probe would only let it back.
                 NodeFailure::Timeout(_) | NodeFailure::Tls(_) => Health::Failed,
             })
+        }
+        // Busy: it costs twice its estimate in the selector's load (p2c
+        // turns to others while it sheds), but it is up and answering, so
+        // not an outlier to eject (when every node sheds, none should go).
+        Outcome::Shed { .. } => {
+            in_flight.finish(true);
+            Some(Health::Answered)
         }
         // Not the node's fault: nothing learnt.
         Outcome::Deadline => None,

@@ -67,6 +67,8 @@ pub enum AttemptResult {
     Deadline,
     /// A hedged call's other attempt answered first; this one was dropped.
     Cancelled,
+    /// The node shed the request unexecuted (over its concurrency limit).
+    Shed,
 }
 
 impl AttemptResult {
@@ -79,6 +81,7 @@ impl AttemptResult {
             AttemptResult::Timeout => "timeout",
             AttemptResult::Deadline => "deadline",
             AttemptResult::Cancelled => "cancelled",
+            AttemptResult::Shed => "shed",
         }
     }
 
@@ -95,6 +98,7 @@ impl AttemptResult {
                 NodeFailure::Timeout(_) => AttemptResult::Timeout,
             },
             Outcome::Deadline => AttemptResult::Deadline,
+            Outcome::Shed { .. } => AttemptResult::Shed,
         }
     }
 }

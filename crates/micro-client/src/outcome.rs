@@ -34,6 +34,12 @@ pub enum Outcome {
     Failed { failure: NodeFailure, sent: Sent },
     /// The call's own deadline passed.
     Deadline,
+    /// The node refused the request unexecuted, over its concurrency limit:
+    /// `RESOURCE_EXHAUSTED` with the `grpc-retry-pushback-ms` mark of
+    /// admission control (an application's own `RESOURCE_EXHAUSTED` has
+    /// none, and is an [`Answered`](Outcome::Answered)). Safe to send
+    /// elsewhere, idempotent or not; the node is busy, not broken.
+    Shed { response: http::Response<Body> },
 }
 
 /// An attempt's outcome and the node it ran on.

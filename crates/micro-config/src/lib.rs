@@ -29,6 +29,7 @@
 //! | `--register_interval` | `MICRO_REGISTER_INTERVAL` | `30s` |
 //! | `--server_tls_cert_file`, `--server_tls_key_file` | `MICRO_SERVER_TLS_CERT_FILE`, `..._KEY_FILE` | plaintext |
 //! | `--server_tls_client_ca` | `MICRO_SERVER_TLS_CLIENT_CA` | no client certificates |
+//! | `--server_max_concurrent` | `MICRO_SERVER_MAX_CONCURRENT` | `auto` (adaptive; `off` or `0`: no limit) |
 //! | `--client_retries` | `MICRO_CLIENT_RETRIES` | `1` |
 //! | `--client_request_timeout` | `MICRO_CLIENT_REQUEST_TIMEOUT` | `5s` |
 //! | `--client_attempt_timeout` | `MICRO_CLIENT_ATTEMPT_TIMEOUT` | `2s` |
@@ -77,7 +78,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use micro_client::{BudgetOptions, ClientOptions, ClientTls};
 use micro_selector::Strategy;
-use micro_server::{ServerOptions, ServerTls};
+use micro_server::{ConcurrencyLimit, ServerOptions, ServerTls};
 
 mod broker;
 mod ops;
@@ -345,6 +346,16 @@ pub struct ServerArgs {
         value_name = "FILE"
     )]
     pub server_tls_client_ca: Option<PathBuf>,
+
+    /// Unary calls served at once; more are refused at once with RESOURCE_EXHAUSTED: `auto` (adaptive, a gradient limiter), a number, or `off` (also `0`)
+    #[arg(
+        long = "server_max_concurrent",
+        visible_alias = "server-max-concurrent",
+        env = "MICRO_SERVER_MAX_CONCURRENT",
+        default_value = "auto",
+        value_name = "auto|N|off"
+    )]
+    pub server_max_concurrent: ConcurrencyLimit,
 }
 
 impl Default for ServerArgs {
@@ -370,6 +381,7 @@ impl ServerArgs {
             register_ttl: self.register_ttl,
             register_interval: self.register_interval,
             tls: self.server_tls()?,
+            max_concurrent: self.server_max_concurrent,
             ..ServerOptions::default()
         })
     }
@@ -697,6 +709,37 @@ mod tests {
         assert_eq!(server.address, library.address);
         assert_eq!(server.register_ttl, library.register_ttl);
         assert_eq!(server.register_interval, library.register_interval);
+        assert_eq!(server.max_concurrent, library.max_concurrent);
+    }
+
+    #[test]
+    fn the_concurrency_limit_is_adaptive_fixed_or_off() {
+        let limit = |args: &[&str]| {
+            parse(args)
+                .map(|cli| {
+                    cli.micro
+                        .server
+                        .server_options()
+                        .expect("valid")
+                        .max_concurrent
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limit(&[]), Ok(ConcurrencyLimit::Adaptive));
+        assert_eq!(
+            limit(&["--server_max_concurrent=64"]),
+            Ok(ConcurrencyLimit::Fixed(64))
+        );
+        assert_eq!(
+            limit(&["--server-max-concurrent", "off"]),
+            Ok(ConcurrencyLimit::Off)
+        );
+        assert_eq!(
+            limit(&["--server_max_concurrent=0"]),
+            Ok(ConcurrencyLimit::Off)
+        );
+        let error = limit(&["--server_max_concurrent=lots"]).expect_err("not a limit");
+        assert!(error.contains("not a concurrency limit"), "{error}");
     }
 
     #[test]

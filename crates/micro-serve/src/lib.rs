@@ -24,6 +24,9 @@
 //! the connection keeps its slot in the budget, busy, until the hold ends,
 //! and shutdown waits for it (the holder sees [`Held::stopping`]).
 //!
+//! [`admission`] is the concurrency limit (adaptive, fixed or off) that
+//! gRPC servers and the gateway put in front of their requests.
+//!
 //! [`AbortOnDrop`] guards the background tasks of listeners and servers:
 //! dropped, it aborts its task.
 //!
@@ -37,6 +40,7 @@
 //! ```
 
 pub mod address;
+pub mod admission;
 mod conns;
 mod task;
 

@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod codecs;
 mod endpoints;
 pub mod health;
@@ -81,12 +82,14 @@ use tonic::transport::server::TcpIncoming;
 use crate::codecs::Codecs;
 use crate::paths::HandlerPaths;
 
+pub use crate::admission::PUSHBACK;
 pub use crate::codecs::SUPPORTED as SUPPORTED_CONTENT_TYPES;
 pub use crate::health::Readiness;
 pub use crate::lifecycle::{DEREGISTER_WHEN_UNREACHABLE, Registrar};
 pub use crate::observer::ServerObserver;
 pub use crate::subscriber::Received;
 pub use crate::tls::ServerTls;
+pub use micro_serve::admission::ConcurrencyLimit;
 
 /// Server behaviour, as set by go-micro's flags.
 #[derive(Clone, Debug)]
@@ -107,6 +110,10 @@ pub struct ServerOptions {
     pub health_check_interval: Duration,
     /// TLS on the listener (`--server_tls_*`); plaintext if `None`.
     pub tls: Option<ServerTls>,
+    /// How many unary calls run at once (`--server_max_concurrent`):
+    /// adaptive by default; calls over it are refused at once (see
+    /// [`PUSHBACK`] and [`micro_serve::admission`]).
+    pub max_concurrent: ConcurrencyLimit,
 }
 
 impl ServerOptions {
@@ -130,6 +137,7 @@ impl Default for ServerOptions {
             deregister_timeout: Self::DEREGISTER_TIMEOUT,
             health_check_interval: Self::HEALTH_CHECK_INTERVAL,
             tls: None,
+            max_concurrent: ConcurrencyLimit::default(),
         }
     }
 }
@@ -377,6 +385,15 @@ impl ServerBuilder {
             .observer
             .as_deref()
             .map(|observer| ops::observe_layer(observer, &self.name, &pool, &self.services));
+        let admission = micro_serve::admission::Admission::new(
+            options.max_concurrent,
+            self.observer
+                .as_deref()
+                .and_then(|observer| observer.admission(&self.name)),
+        )
+        .map(|admission| {
+            admission::AdmissionLayer::new(admission, ops::stream_paths(&pool, &self.services))
+        });
         let mut routes = self.routes;
         routes.add_service(ops::health_service(&readiness, &self.name, &self.services));
         if self.reflection && !self.descriptors.is_empty() {
@@ -461,6 +478,7 @@ impl ServerBuilder {
             paths: HandlerPaths::new(by_handler),
             codecs: Codecs::new(&pool, &self.services),
             readiness,
+            admission,
             observe,
             broker: self.broker,
             subscriptions,
@@ -487,6 +505,7 @@ pub struct Server {
     paths: HandlerPaths,
     codecs: Codecs,
     readiness: Readiness,
+    admission: Option<admission::AdmissionLayer>,
     observe: Option<observer::ObserveLayer>,
     broker: Option<SharedBroker>,
     subscriptions: Vec<Subscription>,
@@ -570,6 +589,7 @@ impl Server {
             paths,
             codecs,
             readiness,
+            admission,
             observe,
             broker,
             subscriptions,
@@ -606,6 +626,7 @@ impl Server {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(paths)
+                    .option_layer(admission)
                     .option_layer(observe)
                     .layer(codecs),
             )

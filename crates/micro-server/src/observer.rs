@@ -98,6 +98,16 @@ pub trait ServerObserver: Send + Sync + fmt::Debug + 'static {
     ) -> Arc<dyn EndpointObserver> {
         self.endpoint(service, path, endpoint)
     }
+
+    /// What sees the server's admission control (calls shed, the limit,
+    /// calls in flight), once when the server is bound; none by default.
+    fn admission(
+        &self,
+        service: &str,
+    ) -> Option<Arc<dyn micro_serve::admission::AdmissionObserver>> {
+        let _ = service;
+        None
+    }
 }
 
 /// Watches the calls of one endpoint.

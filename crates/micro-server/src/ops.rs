@@ -51,6 +51,25 @@ pub(crate) fn observe_layer(
     ObserveLayer::with_streams(observer, name, endpoints, streams)
 }
 
+/// The gRPC paths of the streaming methods served (not limited by
+/// admission).
+pub(crate) fn stream_paths(
+    pool: &DescriptorPool,
+    services: &[&'static str],
+) -> std::collections::HashSet<String> {
+    services
+        .iter()
+        .filter_map(|full_name| pool.get_service_by_name(full_name))
+        .flat_map(|service| {
+            service
+                .methods()
+                .filter(|m| m.is_client_streaming() || m.is_server_streaming())
+                .map(|m| format!("/{}/{}", service.full_name(), m.name()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Keeps readiness's `registry` condition equal to the registration state
 /// until the sender is dropped.
 pub(crate) async fn follow_registration(

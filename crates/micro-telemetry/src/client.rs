@@ -53,7 +53,7 @@ struct ServiceMetrics {
     label: String,
     /// Milliseconds since [`epoch`] of the last node-gauge update.
     nodes_updated: AtomicU64,
-    attempts: [OnceLock<IntCounter>; 7],
+    attempts: [OnceLock<IntCounter>; 8],
     endpoints: RwLock<Map<Arc<EndpointMetrics>>>,
 }
 
@@ -143,6 +143,7 @@ impl ServiceMetrics {
             A::Timeout => 4,
             A::Deadline => 5,
             A::Cancelled => 6,
+            A::Shed => 7,
         };
         self.attempts[index].get_or_init(|| {
             metrics()

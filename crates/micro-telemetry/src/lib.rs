@@ -19,6 +19,7 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
+pub mod admission;
 pub mod api;
 #[cfg(feature = "client")]
 mod body;

@@ -79,11 +79,26 @@ pub struct Metrics {
     /// `micro_api_stream_messages_total{route,direction}` (received: from
     /// the HTTP client, sent: to it)
     pub api_stream_messages: IntCounterVec,
+    /// `micro_admission_refused_total{scope,reason}` (shed, expired)
+    pub admission_refused: IntCounterVec,
+    /// `micro_admission_limit{scope}`
+    pub admission_limit: IntGaugeVec,
+    /// `micro_admission_in_flight{scope}`
+    pub admission_in_flight: IntGaugeVec,
     client_endpoints: RwLock<HashSet<String>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     registry
         .register(Box::new(metric.clone()))
@@ -178,7 +193,7 @@ impl Metrics {
             client_attempts: counter(
                 r,
                 "micro_client_attempts_total",
-                "Attempts on a node, by service and outcome (answered, unavailable, connect_failed, connection_failed, timeout, deadline, cancelled)",
+                "Attempts on a node, by service and outcome (answered, unavailable, connect_failed, connection_failed, timeout, deadline, cancelled, shed)",
                 &["service", "outcome"],
             ),
             client_nodes,
@@ -243,6 +258,24 @@ impl Metrics {
                 "micro_api_stream_messages_total",
                 "Stream messages the gateway relayed, by route (service/Handler.Method) and direction (received from the HTTP client, sent to it)",
                 &["route", "direction"],
+            ),
+            admission_refused: counter(
+                r,
+                "micro_admission_refused_total",
+                "Requests refused unstarted by admission control, by scope (a server's service name, or api) and reason (shed: over the concurrency limit; expired: deadline passed)",
+                &["scope", "reason"],
+            ),
+            admission_limit: gauge(
+                r,
+                "micro_admission_limit",
+                "Admission control's concurrency limit now, by scope",
+                &["scope"],
+            ),
+            admission_in_flight: gauge(
+                r,
+                "micro_admission_in_flight",
+                "Requests admitted and not finished, by scope",
+                &["scope"],
             ),
             client_endpoints: RwLock::new(HashSet::new()),
             registry,

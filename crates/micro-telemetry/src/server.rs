@@ -52,6 +52,13 @@ impl ServerObserver for ServerTelemetry {
         };
         Arc::new(EndpointInfo::new(service, endpoint, Some(stream)))
     }
+
+    fn admission(
+        &self,
+        service: &str,
+    ) -> Option<Arc<dyn micro_serve::admission::AdmissionObserver>> {
+        Some(crate::admission::AdmissionTelemetry::new(service))
+    }
 }
 
 /// A streaming endpoint's metrics.

@@ -12,7 +12,7 @@ pub(crate) fn settles(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Answered { status, .. } => status.is_none(),
         Outcome::Deadline => true,
-        Outcome::Failed { .. } => false,
+        Outcome::Failed { .. } | Outcome::Shed { .. } => false,
     }
 }
 

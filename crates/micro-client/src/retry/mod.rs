@@ -538,6 +538,18 @@ where
         let service = &*self.shared.service;
         match outcome {
             Outcome::Deadline => Some(Err(self.deadline.exceeded(service, attempt + 1))),
+            // Not executed: another node may take it, within the budget
+            // like any retry; with none left, the refusal is the answer.
+            Outcome::Shed { response } => {
+                if self.can_retry && self.policy.retry_shed() {
+                    tracing::debug!(service = %service, node = %node.node.id, attempt, "node shed the call; trying another");
+                    self.tried.push(node);
+                    self.last = Some(Box::new(Ok(response)));
+                    self.attempt += 1;
+                    return None;
+                }
+                Some(Ok(response))
+            }
             Outcome::Answered { response, status } => match status {
                 Some(code) if self.can_retry && self.policy.retry_status(code) => {
                     tracing::debug!(service = %service, node = %node.node.id, attempt, ?code, "retrying on another node");

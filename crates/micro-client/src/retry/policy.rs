@@ -6,6 +6,10 @@
 //! retried after failures where the node may have started the work
 //! (connection lost mid-call, an attempt timeout, `Internal`, `Unknown`,
 //! `DeadlineExceeded`, `ResourceExhausted`, `Aborted`, `DataLoss`).
+//!
+//! A call a server shed (`RESOURCE_EXHAUSTED` with admission control's
+//! `grpc-retry-pushback-ms` mark: refused unexecuted, over its concurrency
+//! limit) is retried on another node whether idempotent or not.
 
 use tonic::Code;
 
@@ -21,6 +25,11 @@ impl Policy {
     /// After a failure of the node (no answer).
     pub fn retry_failure(self, sent: Sent) -> bool {
         sent == Sent::No || self.idempotent
+    }
+
+    /// After a node shed the call unexecuted (over its concurrency limit).
+    pub fn retry_shed(self) -> bool {
+        true
     }
 
     /// After an answer with an error status.

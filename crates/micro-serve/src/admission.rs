@@ -1,0 +1,456 @@
+//! Admission control: how many requests a server (gRPC, `micro-server`) or
+//! the gateway (`micro api`) works on at once, and what happens past that.
+//!
+//! Past the limit a request is refused at once, never queued: a queue only
+//! turns overload into latency, and callers then time out while the server
+//! still works on what they gave up. The refusal is cheap and says so
+//! (gRPC `RESOURCE_EXHAUSTED` with a `grpc-retry-pushback-ms` trailer, HTTP
+//! 503 with `Retry-After`), so a client sends the request to another node.
+//!
+//! The limit is [`ConcurrencyLimit`]: off, a fixed number, or adaptive
+//! (the default). Adaptive is Netflix concurrency-limits' *gradient*
+//! limiter (`Gradient2Limit`, after TCP Vegas): the limit follows how the
+//! recent latency compares with the long-run latency,
+//!
+//! ```text
+//! gradient = clamp(TOLERANCE × long_rtt / short_rtt, 0.5, 1)
+//! limit    = (1 − SMOOTHING) × limit + SMOOTHING × (limit × gradient + √limit)
+//! ```
+//!
+//! once per window of at least [`WINDOW`] and [`WINDOW_SAMPLES`] calls;
+//! `short_rtt` is the window's mean, `long_rtt` an average over the last
+//! [`LONG_WINDOWS`] windows. While latency stays within `TOLERANCE` of its
+//! usual, the limit grows by about √limit per window; when requests start
+//! to queue inside the server (latency up, throughput flat), it shrinks
+//! toward the concurrency the server actually completes. A window where
+//! fewer than half the limit were in flight leaves it alone (the load, not
+//! the server, set the latency). It needs no CPU measurement (go-zero's
+//! shedder reads CPU usage, which on a shared host says little about this
+//! process's capacity) and no latency target to configure.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A window lasts at least this long...
+pub const WINDOW: Duration = Duration::from_millis(100);
+/// ...and holds at least this many calls.
+pub const WINDOW_SAMPLES: u32 = 10;
+/// `long_rtt` averages over about this many windows.
+pub const LONG_WINDOWS: f64 = 600.0;
+/// Latency may grow by this factor over its usual before the limit falls.
+pub const TOLERANCE: f64 = 1.5;
+/// How much of a new limit is taken per window.
+pub const SMOOTHING: f64 = 0.2;
+/// The adaptive limit's start, floor and ceiling.
+pub const INITIAL_LIMIT: usize = 100;
+pub const MIN_LIMIT: usize = 10;
+pub const MAX_LIMIT: usize = 1000;
+
+/// The `--server_max_concurrent` / `--max_concurrent` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConcurrencyLimit {
+    /// The gradient limiter (module docs): `auto`.
+    #[default]
+    Adaptive,
+    /// Exactly this many at once.
+    Fixed(usize),
+    /// No limit: `0` or `off`.
+    Off,
+}
+
+impl FromStr for ConcurrencyLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" | "adaptive" => Ok(ConcurrencyLimit::Adaptive),
+            "off" | "0" => Ok(ConcurrencyLimit::Off),
+            n => match n.parse::<usize>() {
+                Ok(n) => Ok(ConcurrencyLimit::Fixed(n)),
+                Err(_) => Err(format!(
+                    "{s:?} is not a concurrency limit: `auto` (adaptive), a number, or `off` (also `0`)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ConcurrencyLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConcurrencyLimit::Adaptive => f.write_str("auto"),
+            ConcurrencyLimit::Fixed(n) => write!(f, "{n}"),
+            ConcurrencyLimit::Off => f.write_str("off"),
+        }
+    }
+}
+
+/// Why a request was not started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the concurrency limit.
+    Shed,
+    /// Its deadline had passed.
+    Expired,
+}
+
+/// Sees what admission does, for metrics: `micro-telemetry` implements it
+/// (`micro_server_admission_*`, `micro_api_admission_*`).
+pub trait AdmissionObserver: Send + Sync + fmt::Debug + 'static {
+    /// A request was refused.
+    fn refused(&self, refusal: Refusal);
+    /// The limit changed (and once at the start).
+    fn limit(&self, limit: usize);
+    /// Requests in flight now (on every admission and end).
+    fn in_flight(&self, in_flight: usize);
+}
+
+/// A request over the limit: refuse it, and suggest when to try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shed {
+    /// The limit at the time.
+    pub limit: usize,
+    /// About when a slot frees up: the recent latency (at least 1 ms).
+    pub retry_after: Duration,
+}
+
+/// One server's (or gateway's) admission: the limit and what is in flight.
+pub struct Admission {
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// The recent mean latency, nanoseconds (for [`Shed::retry_after`]).
+    recent: AtomicU64,
+    gradient: Option<Mutex<Gradient>>,
+    observer: Option<Arc<dyn AdmissionObserver>>,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
+            .field("adaptive", &self.gradient.is_some())
+            .finish()
+    }
+}
+
+impl Admission {
+    /// The admission `limit` sets; `None` when it is off.
+    pub fn new(
+        limit: ConcurrencyLimit,
+        observer: Option<Arc<dyn AdmissionObserver>>,
+    ) -> Option<Arc<Self>> {
+        let (start, gradient) = match limit {
+            ConcurrencyLimit::Off | ConcurrencyLimit::Fixed(0) => return None,
+            ConcurrencyLimit::Fixed(n) => (n, None),
+            ConcurrencyLimit::Adaptive => (
+                INITIAL_LIMIT,
+                Some(Mutex::new(Gradient::new(INITIAL_LIMIT as f64))),
+            ),
+        };
+        if let Some(observer) = &observer {
+            observer.limit(start);
+        }
+        Some(Arc::new(Admission {
+            limit: AtomicUsize::new(start),
+            in_flight: AtomicUsize::new(0),
+            recent: AtomicU64::new(0),
+            gradient,
+            observer,
+        }))
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Requests admitted and not ended.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Admits a request if under the limit: it counts until the [`Permit`]
+    /// is dropped. Never waits.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Shed> {
+        let limit = self.limit();
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match admitted {
+            Ok(before) => {
+                if let Some(observer) = &self.observer {
+                    observer.in_flight(before + 1);
+                }
+                Ok(Permit {
+                    admission: self.clone(),
+                    started: Instant::now(),
+                    in_flight: before + 1,
+                })
+            }
+            Err(_) => {
+                self.refused(Refusal::Shed);
+                let recent = Duration::from_nanos(self.recent.load(Ordering::Relaxed));
+                Err(Shed {
+                    limit,
+                    retry_after: recent.max(Duration::from_millis(1)),
+                })
+            }
+        }
+    }
+
+    /// Counts a request refused for `refusal` (a shed is counted by
+    /// [`try_acquire`](Self::try_acquire)).
+    pub fn refused(&self, refusal: Refusal) {
+        if let Some(observer) = &self.observer {
+            observer.refused(refusal);
+        }
+    }
+
+    fn end(&self, started: Instant, in_flight: usize) {
+        let now = Instant::now();
+        let left = self.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+        if let Some(observer) = &self.observer {
+            observer.in_flight(left);
+        }
+        let Some(gradient) = &self.gradient else {
+            return;
+        };
+        let rtt = now.saturating_duration_since(started);
+        let updated = gradient
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sample(now, rtt, in_flight);
+        if let Some((limit, recent)) = updated {
+            self.recent
+                .store(recent.as_nanos() as u64, Ordering::Relaxed);
+            if self.limit.swap(limit, Ordering::Relaxed) != limit
+                && let Some(observer) = &self.observer
+            {
+                observer.limit(limit);
+            }
+        }
+    }
+}
+
+/// An admitted request: counted in flight until dropped, its latency then
+/// a sample for the adaptive limit.
+#[derive(Debug)]
+pub struct Permit {
+    admission: Arc<Admission>,
+    started: Instant,
+    /// In flight when it was admitted, itself included.
+    in_flight: usize,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.admission.end(self.started, self.in_flight);
+    }
+}
+
+/// The gradient limiter's state (module docs).
+#[derive(Debug)]
+struct Gradient {
+    limit: f64,
+    /// Mean latency over about [`LONG_WINDOWS`] windows, nanoseconds.
+    long_rtt: Option<f64>,
+    window_start: Option<Instant>,
+    samples: u32,
+    sum_ns: f64,
+    /// Most requests in flight seen in the window.
+    peak: usize,
+}
+
+impl Gradient {
+    fn new(limit: f64) -> Self {
+        Gradient {
+            limit,
+            long_rtt: None,
+            window_start: None,
+            samples: 0,
+            sum_ns: 0.0,
+            peak: 0,
+        }
+    }
+
+    /// One call's latency; at a window's end, the new limit and the
+    /// window's mean latency.
+    fn sample(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        in_flight: usize,
+    ) -> Option<(usize, Duration)> {
+        let start = *self.window_start.get_or_insert(now);
+        self.samples += 1;
+        self.sum_ns += rtt.as_nanos() as f64;
+        self.peak = self.peak.max(in_flight);
+        if self.samples < WINDOW_SAMPLES || now.saturating_duration_since(start) < WINDOW {
+            return None;
+        }
+        let short = (self.sum_ns / f64::from(self.samples)).max(1.0);
+        let peak = self.peak;
+        self.window_start = Some(now);
+        self.samples = 0;
+        self.sum_ns = 0.0;
+        self.peak = 0;
+        self.update(short, peak);
+        Some((self.limit as usize, Duration::from_nanos(short as u64)))
+    }
+
+    fn update(&mut self, short: f64, peak: usize) {
+        let long = match self.long_rtt {
+            None => short,
+            Some(long) => long + (short - long) * (2.0 / (LONG_WINDOWS + 1.0)),
+        };
+        // After a lasting rise the long-run latency would stay high and
+        // hold the limit up: let it come down to meet the recent one.
+        // And after a fall (a faster dependency, a cache warmed), catch up.
+        let long = if long / short > 2.0 {
+            long * 0.95
+        } else {
+            long
+        };
+        self.long_rtt = Some(long);
+        if (peak as f64) < self.limit / 2.0 {
+            return;
+        }
+        let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
+        let queue = self.limit.sqrt();
+        let next = self.limit * gradient + queue;
+        self.limit = (self.limit * (1.0 - SMOOTHING) + next * SMOOTHING)
+            .clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Seen {
+        shed: AtomicUsize,
+        expired: AtomicUsize,
+        limit: AtomicUsize,
+        in_flight: AtomicUsize,
+    }
+
+    impl AdmissionObserver for Seen {
+        fn refused(&self, refusal: Refusal) {
+            match refusal {
+                Refusal::Shed => &self.shed,
+                Refusal::Expired => &self.expired,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        }
+        fn limit(&self, limit: usize) {
+            self.limit.store(limit, Ordering::Relaxed);
+        }
+        fn in_flight(&self, in_flight: usize) {
+            self.in_flight.store(in_flight, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!("auto".parse(), Ok(ConcurrencyLimit::Adaptive));
+        assert_eq!("off".parse(), Ok(ConcurrencyLimit::Off));
+        assert_eq!("0".parse(), Ok(ConcurrencyLimit::Off));
+        assert_eq!("64".parse(), Ok(ConcurrencyLimit::Fixed(64)));
+        assert!("-1".parse::<ConcurrencyLimit>().is_err());
+        assert!("lots".parse::<ConcurrencyLimit>().is_err());
+        assert!(Admission::new(ConcurrencyLimit::Off, None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_limit_refuses_at_once_and_frees_on_drop() {
+        let seen = Arc::new(Seen::default());
+        let admission = Admission::new(ConcurrencyLimit::Fixed(2), Some(seen.clone())).expect("on");
+        let a = admission.try_acquire().expect("first");
+        let _b = admission.try_acquire().expect("second");
+        assert_eq!(seen.in_flight.load(Ordering::Relaxed), 2);
+        let shed = admission
+            .try_acquire()
+            .expect_err("third is over the limit");
+        assert_eq!(shed.limit, 2);
+        assert!(shed.retry_after >= Duration::from_millis(1));
+        assert_eq!(seen.shed.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert_eq!(admission.in_flight(), 1);
+        let _c = admission.try_acquire().expect("a slot freed");
+        assert_eq!(admission.limit(), 2, "a fixed limit does not move");
+    }
+
+    /// Runs `windows` windows of `concurrency` calls at once, each taking
+    /// `rtt`, on paused time; the limit after.
+    async fn run(admission: &Arc<Admission>, windows: usize, concurrency: usize, rtt: Duration) {
+        for _ in 0..windows {
+            let started = Instant::now();
+            while Instant::now() - started < WINDOW {
+                let permits: Vec<Permit> = (0..concurrency)
+                    .filter_map(|_| admission.try_acquire().ok())
+                    .collect();
+                tokio::time::advance(rtt).await;
+                drop(permits);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_adaptive_limit_falls_when_latency_rises_and_recovers() {
+        let seen = Arc::new(Seen::default());
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, Some(seen.clone())).expect("on");
+        assert_eq!(admission.limit(), INITIAL_LIMIT);
+        assert_eq!(seen.limit.load(Ordering::Relaxed), INITIAL_LIMIT);
+        // A steady, fast server: latency 2 ms at the limit's load.
+        run(&admission, 20, INITIAL_LIMIT, Duration::from_millis(2)).await;
+        let steady = admission.limit();
+        assert!(
+            steady >= INITIAL_LIMIT,
+            "flat latency: the limit holds or grows ({steady})"
+        );
+        // The server saturates: latency rises with concurrency (a queue
+        // inside it). The limit falls.
+        for _ in 0..40 {
+            let limit = admission.limit();
+            let rtt = Duration::from_micros(2000 * limit as u64 / 20).max(Duration::from_millis(2));
+            run(&admission, 1, limit, rtt).await;
+        }
+        let loaded = admission.limit();
+        assert!(
+            loaded < steady / 2,
+            "latency up: the limit falls ({steady} -> {loaded})"
+        );
+        assert!(loaded >= MIN_LIMIT);
+        assert_eq!(
+            seen.limit.load(Ordering::Relaxed),
+            loaded,
+            "the observer sees the limit"
+        );
+        // Fast again: the limit climbs back.
+        run(&admission, 60, 1000, Duration::from_millis(2)).await;
+        assert!(
+            admission.limit() > loaded * 2,
+            "recovered: {} vs {loaded}",
+            admission.limit()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_server_keeps_its_limit() {
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
+        // Few calls at once, slow ones: the load set the latency, not the
+        // server's saturation. Nothing moves.
+        run(&admission, 30, 2, Duration::from_millis(2)).await;
+        run(&admission, 30, 2, Duration::from_millis(40)).await;
+        assert_eq!(admission.limit(), INITIAL_LIMIT);
+    }
+}
