@@ -31,6 +31,7 @@ mod report;
 mod scale;
 mod scenarios;
 mod servers;
+mod soak;
 mod stats;
 mod streams;
 
@@ -50,10 +51,13 @@ struct Args {
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
     /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
-    /// scale) and r14 (etcd registry recovery) only when named.
+    /// scale), r14 (etcd registry recovery) and soak (a long run) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Minutes of the soak (`--only soak`; default 30, or MICRO_BENCH_SOAK_MINUTES).
+    #[arg(long = "soak_minutes", value_name = "MINUTES")]
+    soak_minutes: Option<f64>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -122,6 +126,15 @@ enum Command {
         #[arg(long)]
         bin_dir: PathBuf,
     },
+    /// Internal: the soak's load (RPC calls, gateway requests, registration
+    /// churn) until stdin closes or SIGTERM; prints its totals.
+    #[command(hide = true)]
+    SoakClient {
+        #[arg(long = "registry_address")]
+        registry_address: String,
+        #[arg(long)]
+        gateway: String,
+    },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
     Hotpath {
@@ -181,6 +194,10 @@ fn main() {
             registry_address,
         }) => return scale::client_child(&registry, registry_address.as_deref()),
         Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
+        Some(Command::SoakClient {
+            registry_address,
+            gateway,
+        }) => return soak::client_child(&registry_address, &gateway),
         Some(Command::Hotpaths { save, workloads }) => {
             let report = hotpaths::run(&exe, &workloads, save);
             print!("{report}");
@@ -217,7 +234,8 @@ fn main() {
             eprintln!("charts: {e}; no charts in this run");
         }
     }
-    let plan = fixtures::Plan::new(args.quick, exe, bin_dir, &args.only);
+    let mut plan = fixtures::Plan::new(args.quick, exe, bin_dir, &args.only);
+    plan.soak_minutes = args.soak_minutes;
     let report = registry::run(&plan);
     print!("{report}");
     write_report(args.out.as_deref(), &report);

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::fixtures::Plan;
-use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios, streams};
+use crate::{discovery, gray, hotpaths, ops, r2, recovery, scale, scenarios, soak, streams};
 
 /// When a scenario runs.
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +113,12 @@ const SCENARIOS: &[Scenario] = &[
         names: &["r14"],
         runs: When::ByName,
         report: recovery::r14,
+    },
+    // The soak lasts 30 minutes: only when named (`--only soak`).
+    Scenario {
+        names: &["soak"],
+        runs: When::ByName,
+        report: soak::soak,
     },
     Scenario {
         names: &["r6"],
