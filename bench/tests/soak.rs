@@ -28,8 +28,12 @@ fn soak_runs_in_its_tiny_mode() {
     assert!(output.status.success(), "{report}\n{log}");
     assert!(report.contains("### Soak: "), "{report}\n{log}");
     // Every load ran: "N RPC calls (F failed), N gateway requests ..., N registry changes".
+    let totals = report
+        .split_once("Client: ")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no client totals:\n{report}"));
     for load in ["RPC calls", "gateway requests", "registry changes"] {
-        let count: u64 = report
+        let count: u64 = totals
             .split(&format!(" {load} "))
             .next()
             .and_then(|before| before.rsplit(' ').next())

@@ -14,7 +14,6 @@
 //! No call may fail in either. The figures (calls, failed, p50/p99/max) are
 //! printed; timing goals are micro-bench's.
 
-
 use micro_registry_etcd::testing::EtcdCluster;
 use topology_tests::balancer::Balancer;
 use topology_tests::rolling::{Fleet, chain_answers, every_instance_reached};
