@@ -388,24 +388,13 @@ pub fn client_child(registry_address: &str, gateway: &str) {
         let mut probe = UserClient::new(client.service("go.micro.srv.user"));
         let mut startup_failures = 0u32;
         let answer_until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let answer = probe
-                .query_user_by_name(UserRequest {
-                    user_name: "soak".into(),
-                    ..UserRequest::default()
-                })
-                .await;
-            match answer {
-                Err(status) if status.code() != tonic::Code::NotFound => {
-                    startup_failures += 1;
-                    if Instant::now() >= answer_until {
-                        println!("{CLIENT_PREFIX}ERROR no answer from user-srv within 30 s: {status}");
-                        std::process::exit(1);
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                _ => break,
+        while let Err(status) = query(&mut probe).await {
+            startup_failures += 1;
+            if Instant::now() >= answer_until {
+                println!("{CLIENT_PREFIX}ERROR no answer from user-srv within 30 s: {status}");
+                std::process::exit(1);
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         drop(probe);
         let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -417,15 +406,8 @@ pub fn client_child(registry_address: &str, gateway: &str) {
             let mut users = UserClient::new(client.service("go.micro.srv.user"));
             tasks.spawn(async move {
                 while running.load(Ordering::Relaxed) {
-                    let answer = users
-                        .query_user_by_name(UserRequest {
-                            user_name: "soak".into(),
-                            ..UserRequest::default()
-                        })
-                        .await;
-                    // NotFound is user-srv's answer: the call worked.
-                    match answer {
-                        Err(status) if status.code() != tonic::Code::NotFound => {
+                    match query(&mut users).await {
+                        Err(status) => {
                             // The first one, for the report.
                             let n = counts[1].fetch_add(1, Ordering::Relaxed);
                             let mut first = first_failure.lock().unwrap_or_else(|p| p.into_inner());
@@ -501,6 +483,25 @@ pub fn client_child(registry_address: &str, gateway: &str) {
             c(5)
         );
     });
+}
+
+/// One QueryUserByName of the user that does not exist; NotFound is
+/// user-srv's answer (the call worked), anything else an error.
+async fn query<T>(users: &mut UserClient<T>) -> Result<(), tonic::Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let request = UserRequest {
+        user_name: "soak".into(),
+        ..UserRequest::default()
+    };
+    match users.query_user_by_name(request).await {
+        Err(status) if status.code() != tonic::Code::NotFound => Err(status),
+        _ => Ok(()),
+    }
 }
 
 /// Gateway requests over HTTP/1.1 keep-alive, a new connection every 50.

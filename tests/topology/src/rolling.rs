@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Process, curl, eventually, free_port, secret};
+use crate::{Process, Steady, curl, eventually, free_port, secret, steady_gets};
 
 /// What every instance of one topology shares: registry flags, the token
 /// key, the store.
@@ -154,4 +154,20 @@ pub fn every_instance_reached(hello: &str, srvs: &[Instance]) {
             .all(|(srv, before)| srv.calls() > *before)
             .then_some(())
     });
+}
+
+/// Under 8 callers GETting `hello`, replaces each of `srvs` in turn: a new
+/// user-srv started, ready (`/health/ready`) and serving 20 calls (callers
+/// know it; its calls are the signal, no sleep), then the old one stopped
+/// with SIGTERM, exiting 0. What the callers saw.
+pub fn roll_user_srvs(fleet: &Fleet, srvs: &mut [Instance], hello: &str) -> Steady {
+    steady_gets(hello, 8, || {
+        for (i, old) in srvs.iter_mut().enumerate() {
+            let new = fleet.user_srv(&format!("user-srv-{i}'"));
+            new.wait_ready();
+            new.wait_calls(20);
+            old.stop_gracefully();
+            *old = new;
+        }
+    })
 }

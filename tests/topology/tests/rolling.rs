@@ -16,7 +16,7 @@
 
 use micro_registry_etcd::testing::EtcdCluster;
 use topology_tests::balancer::Balancer;
-use topology_tests::rolling::{Fleet, chain_answers, every_instance_reached};
+use topology_tests::rolling::{Fleet, chain_answers, every_instance_reached, roll_user_srvs};
 use topology_tests::steady_gets;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,16 +46,7 @@ async fn rolling_restarts_on_etcd_fail_no_call() {
         every_instance_reached(&hello, &srvs);
 
         // 1. user-srv, one at a time.
-        let steady = steady_gets(&hello, 8, || {
-            for (i, old) in srvs.iter_mut().enumerate() {
-                let new = fleet.user_srv(&format!("user-srv-{i}'"));
-                new.wait_ready();
-                // In the rotation before the next step (no sleep: its calls).
-                new.wait_calls(20);
-                old.stop_gracefully();
-                *old = new;
-            }
-        });
+        let steady = roll_user_srvs(&fleet, &mut srvs, &hello);
         eprintln!("rolling restart of 3 user-srv (etcd): {}", steady.figures());
         assert!(
             steady.failed.is_empty(),

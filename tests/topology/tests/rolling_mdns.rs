@@ -8,8 +8,7 @@
 //! cleanly and the new ones serve.
 
 use micro_registry_mdns::testing::enter_private_netns;
-use topology_tests::rolling::{Fleet, chain_answers, every_instance_reached};
-use topology_tests::steady_gets;
+use topology_tests::rolling::{Fleet, chain_answers, every_instance_reached, roll_user_srvs};
 
 #[test]
 fn rolling_restart_of_user_srv_on_mdns() {
@@ -25,15 +24,7 @@ fn rolling_restart_of_user_srv_on_mdns() {
     let hello = chain_answers(&format!("http://{}", gateway.address));
     every_instance_reached(&hello, &srvs);
 
-    let steady = steady_gets(&hello, 8, || {
-        for (i, old) in srvs.iter_mut().enumerate() {
-            let new = fleet.user_srv(&format!("user-srv-{i}'"));
-            new.wait_ready();
-            new.wait_calls(20);
-            old.stop_gracefully();
-            *old = new;
-        }
-    });
+    let steady = roll_user_srvs(&fleet, &mut srvs, &hello);
     eprintln!("rolling restart of 3 user-srv (mDNS): {}", steady.figures());
     if !steady.failed.is_empty() {
         eprintln!("failed calls (mDNS): {:?}", steady.failed);
