@@ -22,6 +22,8 @@ pub struct Plan {
     pub rounds: usize,
     pub timing: Timing,
     pub flavors: Vec<Flavor>,
+    /// The soak's length (`--soak_minutes`), if given.
+    pub soak_minutes: Option<f64>,
     only: Vec<String>,
 }
 
@@ -53,6 +55,7 @@ impl Plan {
             rounds,
             timing,
             flavors,
+            soak_minutes: None,
             only: only.iter().map(|s| s.to_lowercase()).collect(),
         }
     }

@@ -33,6 +33,7 @@ mod report;
 mod scale;
 mod scenarios;
 mod servers;
+mod soak;
 mod stats;
 mod streams;
 
@@ -52,10 +53,13 @@ struct Args {
     quick: bool,
     /// Scenarios to run (comma separated): r1, r2, r5, r3, r4, r8, r9, r6, r7,
     /// r10, r11, r12, r15, r16 (user-web; full runs only unless named), r17 (events; full runs only unless named), hotpaths; ops (telemetry overhead), r13 (cost at
-    /// scale), r14 (etcd registry recovery) and overload (admission control) only when named.
+    /// scale), r14 (etcd registry recovery), overload (admission control) and soak (a long run) only when named.
     /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Minutes of the soak (`--only soak`; default 30, or MICRO_BENCH_SOAK_MINUTES).
+    #[arg(long = "soak_minutes", value_name = "MINUTES")]
+    soak_minutes: Option<f64>,
     /// Where user-srv, user-api and micro are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -135,6 +139,15 @@ enum Command {
         #[arg(long)]
         subscribe: bool,
     },
+    /// Internal: the soak's load (RPC calls, gateway requests, registration
+    /// churn) until stdin closes or SIGTERM; prints its totals.
+    #[command(hide = true)]
+    SoakClient {
+        #[arg(long = "registry_address")]
+        registry_address: String,
+        #[arg(long)]
+        gateway: String,
+    },
     /// Internal: one hot-path workload (run under callgrind by `hotpaths`).
     #[command(hide = true)]
     Hotpath {
@@ -199,6 +212,10 @@ fn main() {
             subscribe,
         }) => return events::idle_child(&broker, &address, subscribe),
         Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
+        Some(Command::SoakClient {
+            registry_address,
+            gateway,
+        }) => return soak::client_child(&registry_address, &gateway),
         Some(Command::Hotpaths { save, workloads }) => {
             let report = hotpaths::run(&exe, &workloads, save);
             print!("{report}");
@@ -235,7 +252,8 @@ fn main() {
             eprintln!("charts: {e}; no charts in this run");
         }
     }
-    let plan = fixtures::Plan::new(args.quick, exe, bin_dir, &args.only);
+    let mut plan = fixtures::Plan::new(args.quick, exe, bin_dir, &args.only);
+    plan.soak_minutes = args.soak_minutes;
     let report = registry::run(&plan);
     print!("{report}");
     write_report(args.out.as_deref(), &report);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::fixtures::Plan;
 use crate::{
-    discovery, events, gray, hotpaths, ops, overload, r2, recovery, scale, scenarios, streams,
+    discovery, events, gray, hotpaths, ops, overload, r2, recovery, scale, scenarios, soak, streams,
 };
 
 /// When a scenario runs.
@@ -128,6 +128,12 @@ const SCENARIOS: &[Scenario] = &[
         names: &["overload"],
         runs: When::ByName,
         report: overload::overload,
+    },
+    // The soak lasts 30 minutes: only when named (`--only soak`).
+    Scenario {
+        names: &["soak"],
+        runs: When::ByName,
+        report: soak::soak,
     },
     Scenario {
         names: &["r6"],

@@ -293,7 +293,7 @@ impl Row {
 
 /// A synthetic service shaped like the user service's registration: four
 /// endpoints with request/response descriptions, service and node metadata.
-fn synthetic_service(index: usize) -> Service {
+pub(crate) fn synthetic_service(index: usize) -> Service {
     let message = |name: &str, fields: &[(&str, &str)]| {
         Value::new(name, name).with_values(
             fields
@@ -351,7 +351,7 @@ fn synthetic_service(index: usize) -> Service {
 }
 
 /// Node `n` of synthetic service `index` (its port listens nowhere).
-fn synthetic_node(service: &Service, index: usize, n: usize) -> Node {
+pub(crate) fn synthetic_node(service: &Service, index: usize, n: usize) -> Node {
     Node::new(
         format!("{}-{n:08x}-0000-4000-8000-{index:012}", service.name),
         format!("127.0.0.1:{}", 20_000 + (index * 7 + n) % 40_000),

@@ -82,6 +82,7 @@ impl Connections {
                 requests: 0,
             }),
             close: Notify::new(),
+            first_request: Notify::new(),
         });
         table.open.insert(conn.id, conn.clone());
         *table.per_ip.entry(ip).or_insert(0) += 1;
@@ -139,6 +140,8 @@ pub(crate) struct Conn {
     state: Mutex<ConnState>,
     /// Notified when the connection lost its slot to a newer one.
     pub(crate) close: Notify,
+    /// Notified when its first request head arrives.
+    pub(crate) first_request: Notify,
 }
 
 #[derive(Debug)]
@@ -162,9 +165,21 @@ impl Conn {
     /// A request head arrived; the connection is busy until the returned
     /// guard is dropped (with the response body, or the request abandoned).
     pub(crate) fn begin(self: &Arc<Self>) -> Busy {
-        self.state().requests += 1;
+        let first = {
+            let mut state = self.state();
+            state.requests += 1;
+            state.requests == 1
+        };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if first {
+            self.first_request.notify_waiters();
+        }
         Busy(self.clone())
+    }
+
+    /// Whether a request head has arrived on this connection yet.
+    pub(crate) fn has_requested(&self) -> bool {
+        self.state().requests > 0
     }
 
     /// When this connection must close if nothing changes: `None` while a

@@ -16,8 +16,12 @@
 //! - hyper enforces the header size and count caps.
 //!
 //! Each request carries its peer as [`RemoteAddr`]. Shutdown stops
-//! accepting, then lets requests in flight finish, for at most
-//! `shutdown_grace`.
+//! accepting (the connections the kernel already completed are taken and
+//! served first, not reset), then lets requests in flight finish, for at
+//! most `shutdown_grace`: idle keep-alive connections close, a connection
+//! accepted just before the stop gets its first request answered (awaited
+//! until its head deadline), HTTP/1 requests in flight are answered with
+//! `Connection: close` and HTTP/2 connections get GOAWAY.
 //!
 //! HTTP/1 upgrades (WebSockets) are served. A request that takes its
 //! connection over holds it with the [`ConnectionHold`] in its extensions:
@@ -206,39 +210,28 @@ where
             },
             () = &mut shutdown => break,
         };
-        let conn = match shared.connections.admit(remote.ip()) {
-            Ok(conn) => conn,
-            Err(refused) => {
-                // Every slot is serving a request: closing at once costs
-                // nothing and tells the client to come back.
-                tracing::debug!(%remote, "connection refused: {refused}");
-                drop(stream);
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let stop_signal = stop_signal.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            let _open = shared.options.on_connection.map(|open| open());
-            let (held, mut all_released) = mpsc::channel::<()>(1);
-            let hold = ConnectionHold(Arc::new(HoldShared {
-                conn: conn.clone(),
-                held,
-                stop: stop_signal.clone(),
-            }));
-            shared
-                .clone()
-                .connection(stream, remote, hold, stop_signal)
-                .await;
-            // A connection taken over (a WebSocket) lives on in its holder.
-            let _ = all_released.recv().await;
-            shared.connections.release(&conn);
-            drop(alive);
-        });
+        shared.spawn_connection(stream, remote, &stop_signal, &alive);
     }
-    drop(listener);
+    // Connections the kernel completed before the stop are served, not reset
+    // by closing the listener under them: a balancer already sent their
+    // requests (a connect refused after this is one it can send elsewhere).
+    match listener.into_std() {
+        Ok(listener) => {
+            for _ in 0..shared.options.max_connections.max(1) {
+                let Ok((stream, remote)) = listener.accept() else {
+                    break;
+                };
+                match stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                {
+                    Ok(stream) => shared.spawn_connection(stream, remote, &stop_signal, &alive),
+                    Err(e) => tracing::debug!(%remote, "connection dropped at stop: {e}"),
+                }
+            }
+        }
+        Err(e) => tracing::debug!("Server [{name}] listener not drained at stop: {e}"),
+    }
     tracing::info!("Server [{name}] Stopping: finishing requests in flight");
     let _ = stopping.send(true);
     drop(alive);
@@ -305,6 +298,48 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    /// Admits an accepted connection into the budget and serves it on its
+    /// own task.
+    fn spawn_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        stop_signal: &watch::Receiver<bool>,
+        alive: &mpsc::Sender<()>,
+    ) {
+        let conn = match self.connections.admit(remote.ip()) {
+            Ok(conn) => conn,
+            Err(refused) => {
+                // Every slot is serving a request: closing at once costs
+                // nothing and tells the client to come back.
+                tracing::debug!(%remote, "connection refused: {refused}");
+                drop(stream);
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = self.clone();
+        let stop_signal = stop_signal.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _open = shared.options.on_connection.map(|open| open());
+            let (held, mut all_released) = mpsc::channel::<()>(1);
+            let hold = ConnectionHold(Arc::new(HoldShared {
+                conn: conn.clone(),
+                held,
+                stop: stop_signal.clone(),
+            }));
+            shared
+                .clone()
+                .connection(stream, remote, hold, stop_signal)
+                .await;
+            // A connection taken over (a WebSocket) lives on in its holder.
+            let _ = all_released.recv().await;
+            shared.connections.release(&conn);
+            drop(alive);
+        });
+    }
+
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -389,6 +424,24 @@ where
             }
         };
         tracing::debug!(%remote, "closing connection: {reason:?}");
+        if matches!(reason, Close::Shutdown) && !conn.has_requested() {
+            // Accepted just before the stop, its request not read yet:
+            // closed now (hyper drops a connection still detecting its
+            // version) it would go unanswered, though a client or a balancer
+            // already sent it. Its first request is awaited until its head
+            // deadline; the connection closes after answering it.
+            let first = conn.first_request.notified();
+            tokio::pin!(first);
+            first.as_mut().enable();
+            if let Some(at) = conn.close_at(head, idle).filter(|_| !conn.has_requested()) {
+                tokio::select! {
+                    biased;
+                    _ = connection.as_mut() => return,
+                    () = &mut first => {}
+                    () = tokio::time::sleep_until(at) => {}
+                }
+            }
+        }
         let grace = match reason {
             // Its slot is given to a newer connection now.
             Close::Evicted => return,

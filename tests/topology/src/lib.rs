@@ -4,7 +4,9 @@
 //! The binaries are found next to the test executable (`target/<profile>/`):
 //! `cargo test --workspace` builds them before running any test.
 
+pub mod balancer;
 pub mod lab;
+pub mod rolling;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -248,12 +250,38 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
 }
 
 /// What steady callers saw: the failed answers, how many were answered
-/// 200, the slowest answer.
+/// 200, the slowest answer, and how long every call took.
 #[derive(Debug, Default)]
 pub struct Steady {
     pub failed: Vec<String>,
     pub served: usize,
     pub slowest: Duration,
+    pub took: Vec<Duration>,
+}
+
+impl Steady {
+    /// The `p`th percentile (0-100) of the calls' durations.
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.took.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    /// One line of figures: calls, failed, p50/p99/max.
+    pub fn figures(&self) -> String {
+        format!(
+            "{} calls, {} failed, p50 {:?}, p99 {:?}, max {:?}",
+            self.took.len(),
+            self.failed.len(),
+            self.percentile(50.0),
+            self.percentile(99.0),
+            self.slowest
+        )
+    }
 }
 
 /// `callers` threads GET `url` back to back (each at most 10 000 times)
@@ -272,7 +300,9 @@ pub fn steady_gets(url: &str, callers: usize, during: impl FnOnce()) -> Steady {
                     }
                     let sent = Instant::now();
                     let reply = curl(&url, None);
-                    seen.slowest = seen.slowest.max(sent.elapsed());
+                    let took = sent.elapsed();
+                    seen.slowest = seen.slowest.max(took);
+                    seen.took.push(took);
                     if reply.status == 200 {
                         seen.served += 1;
                     } else {
@@ -289,6 +319,7 @@ pub fn steady_gets(url: &str, callers: usize, during: impl FnOnce()) -> Steady {
     for thread in threads {
         let seen = thread.join().expect("caller");
         all.failed.extend(seen.failed);
+        all.took.extend(seen.took);
         all.served += seen.served;
         all.slowest = all.slowest.max(seen.slowest);
     }

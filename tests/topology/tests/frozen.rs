@@ -42,22 +42,8 @@ trait Frozen {
 impl Frozen for Topology {
     fn exercise_frozen(&mut self) -> (Vec<String>, usize, Duration) {
         let base = self.base.clone();
-        let hello = format!("{base}/user/say/hello?name=huohuo");
         // The chain answers, and the user exists.
-        topology_tests::eventually(
-            "gateway → user-api → user-srv",
-            Duration::from_secs(60),
-            || {
-                let reply = curl(
-                    &format!("{base}/user/account/register"),
-                    Some(r#"{"username":"huohuo","password":"correct horse battery"}"#),
-                );
-                (reply.status == 201 || reply.status == 409).then_some(())
-            },
-        );
-        topology_tests::eventually("hello answers", Duration::from_secs(30), || {
-            (curl(&hello, None).status == 200).then_some(())
-        });
+        let hello = topology_tests::rolling::chain_answers(&base);
         // Every instance takes calls before the freeze.
         let calls = |t: &Topology| -> Vec<usize> {
             t.srvs
