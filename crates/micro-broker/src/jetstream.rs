@@ -30,9 +30,11 @@
 //! consumer gets what is published from then on.
 //!
 //! **Deliveries.** A subscription runs its handler on one message at a
-//! time; it pulls [`JetStreamOptions::batch`] messages at once and the
-//! server holds back more than [`JetStreamOptions::max_ack_pending`]
-//! unacknowledged ones. A handler's `Ok` acknowledges the message and waits
+//! time; it pulls [`JetStreamOptions::batch`] messages at once, asks for
+//! the next batch while less than half of one is still to come (so
+//! messages keep flowing while the handler runs), and the server holds
+//! back more than [`JetStreamOptions::max_ack_pending`] unacknowledged
+//! ones. A handler's `Ok` acknowledges the message and waits
 //! for the server to confirm the acknowledgement (then it is not delivered
 //! again); an error or a panic hands it back (a NAK) to be delivered again
 //! after a backoff doubling from [`JetStreamOptions::backoff_base`] up to
