@@ -8,6 +8,14 @@
 //! - `jetstream` (JetStreamBroker: PubAck awaited, durable pull consumer,
 //!   acknowledgement confirmed) against raw async-nats JetStream doing the
 //!   same (publish awaiting its PubAck, a durable pull consumer, double ack);
+//!
+//!   The same work, for both: what a user's code does to talk to go-micro
+//!   without the toolkit. Each raw publisher writes go-micro's envelope
+//!   (`{"Header":{"Micro-Topic":…},"Body":"<base64>"}`) with serde_json and
+//!   base64, each raw subscriber reads it back the same way and hands the
+//!   decoded body to the handler ([`GoEnvelope`]). The bare 8-byte body
+//!   (nothing a go-micro service could read) is an extra row for nats;
+//!   ratios are against the envelope baseline.
 //! - `http` (HttpBroker on a memory registry) against a raw hyper POST loop
 //!   to axum receivers (a queue group of 3: the POSTs spread over 3).
 //!
@@ -16,6 +24,8 @@
 //! subscriber; the timestamp travels in the body. Then the idle RSS of a
 //! micro server subscribing to one topic against the same server without
 //! subscriptions (hidden subcommand `events-idle`), per backend.
+//!
+//! `R17_ONLY=nats|jetstream|http|idle` runs one part alone (profiling).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,8 +55,40 @@ const WINDOW: usize = 256;
 /// Publishing tasks.
 const PUBLISHERS: usize = 4;
 
+/// go-micro's broker message as a user's own code would write and read
+/// it with serde_json and base64 (what the raw baselines do).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GoEnvelope {
+    #[serde(rename = "Header")]
+    header: std::collections::HashMap<String, String>,
+    #[serde(rename = "Body")]
+    body: String,
+}
+
+impl GoEnvelope {
+    fn write(topic: &str, body: &[u8]) -> Bytes {
+        use base64::Engine;
+        let envelope = GoEnvelope {
+            header: [("Micro-Topic".to_string(), topic.to_string())].into(),
+            body: base64::engine::general_purpose::STANDARD.encode(body),
+        };
+        Bytes::from(serde_json::to_vec(&envelope).expect("an envelope"))
+    }
+
+    /// The body, `None` if `payload` is no envelope.
+    fn read(payload: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let envelope: GoEnvelope = serde_json::from_slice(payload).ok()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(envelope.body)
+            .ok()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Peer {
+    /// Raw core NATS, the bare body (no envelope).
+    RawCoreBare,
     RawCore,
     MicroNats,
     RawJetStream,
@@ -66,29 +108,43 @@ pub(crate) fn r17(plan: &Plan) -> String {
     };
     let groups = [("1 subscriber", 1usize), ("queue group of 3", 3)];
     let mut out = String::new();
-    for (title, peers) in [
+    let peers: [(&str, Vec<(&str, Peer)>); 3] = [
         (
             "R17 nats: publish → handler, micro nats broker vs raw async-nats core",
-            [
-                ("raw async-nats core (baseline)", Peer::RawCore),
+            vec![
+                (
+                    "raw async-nats core, go-micro envelope (baseline)",
+                    Peer::RawCore,
+                ),
                 ("micro nats broker", Peer::MicroNats),
+                ("raw async-nats core, bare body", Peer::RawCoreBare),
             ],
         ),
         (
             "R17 jetstream: publish (PubAck) → handler (ack confirmed), micro jetstream broker vs raw async-nats JetStream",
-            [
-                ("raw async-nats JetStream (baseline)", Peer::RawJetStream),
+            vec![
+                (
+                    "raw async-nats JetStream, go-micro envelope (baseline)",
+                    Peer::RawJetStream,
+                ),
                 ("micro jetstream broker", Peer::MicroJetStream),
             ],
         ),
         (
             "R17 http: publish → handler, micro http broker vs raw hyper POST loop",
-            [
+            vec![
                 ("raw hyper POST → axum (baseline)", Peer::RawHttp),
                 ("micro http broker", Peer::MicroHttp),
             ],
         ),
-    ] {
+    ];
+    let only = std::env::var("R17_ONLY").ok();
+    for (title, peers) in peers {
+        if let Some(only) = &only
+            && !title.starts_with(&format!("R17 {only}:"))
+        {
+            continue;
+        }
         let labels: Vec<&str> = peers.iter().map(|(label, _)| *label).collect();
         let shapes: Vec<(String, Vec<report::PeerRounds>)> = groups
             .iter()
@@ -101,7 +157,9 @@ pub(crate) fn r17(plan: &Plan) -> String {
             .collect();
         out.push_str(&report::table(title, &shapes));
     }
-    out.push_str(&idle_rss(plan, &servers));
+    if only.as_deref().is_none_or(|only| only == "idle") {
+        out.push_str(&idle_rss(plan, &servers));
+    }
     drop((core, js));
     out
 }
@@ -189,7 +247,8 @@ async fn round(servers: &Servers, peer: Peer, subscribers: usize, timing: Timing
     let meter = Meter::new(timing);
     let topic = topic();
     let (publish, keep) = match peer {
-        Peer::RawCore => raw_core(&servers.core, &topic, subscribers, &meter).await,
+        Peer::RawCore => raw_core(&servers.core, &topic, subscribers, &meter, true).await,
+        Peer::RawCoreBare => raw_core(&servers.core, &topic, subscribers, &meter, false).await,
         Peer::RawJetStream => raw_jetstream(&servers.js, &topic, subscribers, &meter).await,
         Peer::RawHttp => raw_http(subscribers, &meter).await,
         Peer::MicroNats => {
@@ -345,6 +404,7 @@ async fn raw_core(
     topic: &str,
     subscribers: usize,
     meter: &Arc<Meter>,
+    envelope: bool,
 ) -> (Publish, Keep) {
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
@@ -365,15 +425,24 @@ async fn raw_core(
         tasks.push(tokio::spawn(async move {
             let _client = client;
             while let Some(message) = subscriber.next().await {
-                meter.handled(&message.payload);
+                if !envelope {
+                    meter.handled(&message.payload);
+                } else if let Some(body) = GoEnvelope::read(&message.payload) {
+                    meter.handled(&body);
+                }
             }
         }));
     }
     let client = async_nats::connect(url).await.expect("connect");
     let topic = topic.to_string();
-    let publish: Publish = Arc::new(move |body| {
+    let publish: Publish = Arc::new(move |body: Bytes| {
         let (client, topic) = (client.clone(), topic.clone());
-        Box::pin(async move { client.publish(topic, body).await.is_ok() })
+        let payload = if envelope {
+            GoEnvelope::write(&topic, &body)
+        } else {
+            body
+        };
+        Box::pin(async move { client.publish(topic, payload).await.is_ok() })
     });
     (publish, Keep::Tasks(tasks))
 }
@@ -420,16 +489,19 @@ async fn raw_jetstream(
         let meter = meter.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(message)) = messages.next().await {
-                meter.handled(&message.payload);
+                if let Some(body) = GoEnvelope::read(&message.payload) {
+                    meter.handled(&body);
+                }
                 let _ = message.double_ack().await;
             }
         }));
     }
     let topic = topic.to_string();
-    let publish: Publish = Arc::new(move |body| {
+    let publish: Publish = Arc::new(move |body: Bytes| {
         let (js, topic) = (js.clone(), topic.clone());
+        let payload = GoEnvelope::write(&topic, &body);
         Box::pin(async move {
-            match js.publish(topic, body).await {
+            match js.publish(topic, payload).await {
                 Ok(ack) => ack.await.is_ok(),
                 Err(_) => false,
             }

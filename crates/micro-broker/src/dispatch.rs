@@ -3,7 +3,8 @@
 //! shown to the observer.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use tokio::sync::Notify;
@@ -42,42 +43,41 @@ impl Outcome {
 }
 
 /// Admits deliveries until closed; [`drain`](Gate::drain) waits for those
-/// admitted.
+/// admitted. One atomic word (no lock per delivery): the closed flag and
+/// the count of deliveries in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    state: Mutex<GateState>,
+    state: AtomicUsize,
     idle: Notify,
 }
 
-#[derive(Debug, Default)]
-struct GateState {
-    closed: bool,
-    in_flight: usize,
-}
+/// The closed flag in [`Gate::state`]; the bits below count passes.
+const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// One admitted delivery; dropped when it ends.
 #[derive(Debug)]
 pub(crate) struct Pass(Arc<Gate>);
 
 impl Gate {
-    fn state(&self) -> MutexGuard<'_, GateState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A pass, unless the gate is closed.
     pub(crate) fn enter(self: &Arc<Self>) -> Option<Pass> {
-        let mut state = self.state();
-        if state.closed {
+        let before = self.state.fetch_add(1, Ordering::AcqRel);
+        if before & CLOSED != 0 {
+            self.leave();
             return None;
         }
-        state.in_flight += 1;
         Some(Pass(self.clone()))
     }
 
+    fn leave(&self) {
+        let before = self.state.fetch_sub(1, Ordering::AcqRel);
+        if before & !CLOSED == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     pub(crate) fn close(&self) {
-        self.state().closed = true;
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
     }
 
     /// Closes the gate and waits until no delivery is in flight.
@@ -86,12 +86,8 @@ impl Gate {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            {
-                let mut state = self.state();
-                state.closed = true;
-                if state.in_flight == 0 {
-                    return;
-                }
+            if self.state.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED == 0 {
+                return;
             }
             idle.await;
         }
@@ -100,11 +96,7 @@ impl Gate {
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.in_flight -= 1;
-        if state.in_flight == 0 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.leave();
     }
 }
 

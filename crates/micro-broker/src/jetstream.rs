@@ -30,9 +30,11 @@
 //! consumer gets what is published from then on.
 //!
 //! **Deliveries.** A subscription runs its handler on one message at a
-//! time; it pulls [`JetStreamOptions::batch`] messages at once and the
-//! server holds back more than [`JetStreamOptions::max_ack_pending`]
-//! unacknowledged ones. A handler's `Ok` acknowledges the message and waits
+//! time; it pulls [`JetStreamOptions::batch`] messages at once, asks for
+//! the next batch while less than half of one is still to come (so
+//! messages keep flowing while the handler runs), and the server holds
+//! back more than [`JetStreamOptions::max_ack_pending`] unacknowledged
+//! ones. A handler's `Ok` acknowledges the message and waits
 //! for the server to confirm the acknowledgement (then it is not delivered
 //! again); an error or a panic hands it back (a NAK) to be delivered again
 //! after a backoff doubling from [`JetStreamOptions::backoff_base`] up to
@@ -619,50 +621,86 @@ impl Run {
     /// the consumer is lost.
     ///
     /// Each pull asks for [`JetStreamOptions::batch`] messages and expires
-    /// after [`PULL_EXPIRES`]; a stopping subscription asks for no more and
-    /// hands back (NAK) what its last pull still brings, so no pull of it is
-    /// left on the server to take messages nobody will handle.
+    /// after [`PULL_EXPIRES`]. The next pull goes out once less than half a
+    /// batch is still asked for, so messages keep coming while the handler
+    /// runs (no round trip between batches). Messages are handled one at a
+    /// time, the oldest pull's first. A stopping subscription asks for no
+    /// more and hands back (NAK) what its last pulls still bring, so no pull
+    /// of it is left on the server to take messages nobody will handle.
     async fn pull(
         &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
         stopped: &mut watch::Receiver<bool>,
     ) -> Next {
+        use std::collections::VecDeque;
+        use std::task::Poll;
+        /// A pull running: its messages, and how many it brought so far.
+        struct Pull {
+            messages: consumer::pull::Batch,
+            brought: usize,
+        }
+        let batch = self.shared.options.batch;
+        let mut pulls: VecDeque<Pull> = VecDeque::new();
+        let mut failed = false;
         loop {
-            if *stopped.borrow() {
-                return Next::Stop;
-            }
-            let batch = consumer
-                .batch()
-                .max_messages(self.shared.options.batch)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
-                    return Next::Again;
-                }
-            };
-            let mut failed = false;
-            while let Some(next) = batch.next().await {
-                match next {
-                    // Handed back to come again once this pull is over
-                    // (at once, it would come straight back to it).
-                    Ok(message) if *stopped.borrow() => {
-                        let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
-                    }
-                    Ok(message) => self.handle(message).await,
+            let asked: usize = pulls.iter().map(|p| batch.saturating_sub(p.brought)).sum();
+            if !failed && !*stopped.borrow() && asked <= batch / 2 {
+                let pulled = consumer
+                    .batch()
+                    .max_messages(batch)
+                    .expires(PULL_EXPIRES)
+                    .messages()
+                    .await;
+                match pulled {
+                    Ok(messages) => pulls.push_back(Pull {
+                        messages,
+                        brought: 0,
+                    }),
                     Err(e) => {
-                        tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
+                        tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
                         failed = true;
                     }
                 }
             }
-            if failed {
-                // The pull failed (a server gone, the consumer lost): make
-                // the consumer again, after a backoff.
-                return Next::Again;
+            // The oldest pull's next message; pulls that ended are dropped.
+            let next = futures::future::poll_fn(|cx| {
+                let mut i = 0;
+                while i < pulls.len() {
+                    match pulls[i].messages.poll_next_unpin(cx) {
+                        Poll::Ready(Some(next)) => {
+                            pulls[i].brought += 1;
+                            return Poll::Ready(Some(next));
+                        }
+                        Poll::Ready(None) => {
+                            pulls.remove(i);
+                        }
+                        Poll::Pending => i += 1,
+                    }
+                }
+                if pulls.is_empty() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            match next {
+                // No pull running: stopping, or a pull could not be made.
+                None if failed || !*stopped.borrow() => return Next::Again,
+                None => return Next::Stop,
+                // Handed back to come again once this pull is over (at
+                // once, it would come straight back to it).
+                Some(Ok(message)) if *stopped.borrow() => {
+                    let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+                }
+                Some(Ok(message)) => self.handle(message).await,
+                Some(Err(e)) => {
+                    // A pull failed (a server gone, the consumer lost): no
+                    // more pulls; once the running ones are over, the
+                    // consumer is made again, after a backoff.
+                    tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
+                    failed = true;
+                }
             }
         }
     }

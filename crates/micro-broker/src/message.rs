@@ -100,6 +100,16 @@ impl Message {
     /// would; a JSON `null` (which go-micro's listener crashed on) and
     /// anything but an object are errors.
     pub fn from_envelope(bytes: &[u8]) -> Result<Message, EnvelopeError> {
+        // The envelope go-micro writes, in one pass; anything else (keys
+        // in another case, a key twice, a wrong type, bad base64) goes the
+        // long way, which explains what is wrong.
+        match fast::decode(bytes) {
+            Some(message) => Ok(message),
+            None => Message::from_envelope_slow(bytes),
+        }
+    }
+
+    fn from_envelope_slow(bytes: &[u8]) -> Result<Message, EnvelopeError> {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError(e.to_string()))?;
         let serde_json::Value::Object(fields) = value else {
@@ -139,13 +149,10 @@ impl Message {
             match body {
                 serde_json::Value::Null => {}
                 serde_json::Value::String(text) => {
-                    // Go's decoder skips line breaks in base64.
-                    let clean: String =
-                        text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
-                    let decoded = base64::engine::general_purpose::STANDARD
-                        .decode(clean)
-                        .map_err(|e| EnvelopeError(format!("Body is not base64: {e}")))?;
-                    message.body = Bytes::from(decoded);
+                    message.body = Bytes::from(
+                        decode_base64(text)
+                            .map_err(|e| EnvelopeError(format!("Body is not base64: {e}")))?,
+                    );
                 }
                 other => {
                     return Err(EnvelopeError(format!(
@@ -156,6 +163,136 @@ impl Message {
             }
         }
         Ok(message)
+    }
+}
+
+/// A body as Go's decoder reads it: standard base64, line breaks skipped.
+fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    if text.contains(['\r', '\n']) {
+        let clean: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+        engine.decode(clean)
+    } else {
+        engine.decode(text)
+    }
+}
+
+/// The envelope as go-micro writes it, read without a `serde_json::Value`
+/// tree: `Header` and `Body` spelled so, each at most once (unknown keys
+/// skipped). `None` for anything else, which the long way reads or
+/// explains.
+mod fast {
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::Deserializer as _;
+    use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+    use super::{Header, Message, decode_base64};
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
+        let mut reader = serde_json::Deserializer::from_slice(bytes);
+        let message = reader.deserialize_map(EnvelopeVisitor).ok()?;
+        reader.end().ok()?;
+        Some(message)
+    }
+
+    /// Not this path's: the caller takes the long way.
+    fn other<E: de::Error>() -> E {
+        E::custom("not the plain envelope")
+    }
+
+    enum Key {
+        Header,
+        Body,
+        /// Another spelling of `Header` or `Body`: Go's rules for which wins.
+        Folded,
+        Unknown,
+    }
+
+    struct KeyVisitor;
+
+    impl Visitor<'_> for KeyVisitor {
+        type Value = Key;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+            Ok(match key {
+                "Header" => Key::Header,
+                "Body" => Key::Body,
+                _ if key.eq_ignore_ascii_case("Header") || key.eq_ignore_ascii_case("Body") => {
+                    Key::Folded
+                }
+                _ => Key::Unknown,
+            })
+        }
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    /// A body: `null` or base64 text (borrowed when it has no escapes).
+    struct Body(Option<Vec<u8>>);
+
+    struct BodyVisitor;
+
+    impl Visitor<'_> for BodyVisitor {
+        type Value = Body;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("base64 text")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Body, E> {
+            decode_base64(text)
+                .map(|b| Body(Some(b)))
+                .map_err(|_| other())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Body, E> {
+            Ok(Body(None))
+        }
+    }
+
+    impl<'de> de::Deserialize<'de> for Body {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
+            d.deserialize_any(BodyVisitor)
+        }
+    }
+
+    struct EnvelopeVisitor;
+
+    impl<'de> Visitor<'de> for EnvelopeVisitor {
+        type Value = Message;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an envelope")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+            let mut header: Option<Option<Header>> = None;
+            let mut body: Option<Body> = None;
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Header if header.is_none() => header = Some(map.next_value()?),
+                    Key::Body if body.is_none() => body = Some(map.next_value()?),
+                    Key::Unknown => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    _ => return Err(other()),
+                }
+            }
+            Ok(Message {
+                header: header.flatten().unwrap_or_default(),
+                body: body.and_then(|b| b.0).map(Bytes::from).unwrap_or_default(),
+            })
+        }
     }
 }
 
@@ -254,6 +391,37 @@ mod tests {
             r#"{"Header":{"K":"a\u003cb\u003e\u0026c\"d\\e\nf\u0001g\u2028h"#.to_string()
                 + "\u{7f}é\"},\"Body\":\"\"}"
         );
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_the_long_way() {
+        let read = [
+            &br#"{"Header":{"Micro-Topic":"t","A":"<&>\u0041"},"Body":"aGk="}"#[..],
+            br#"{"Body":"aGk=","Header":{"A":"1","A":"2"},"Other":[1,{"x":null}]}"#,
+            br#"{"Header":null,"Body":null}"#,
+            br#"{"Body":"aG\r\nk="}"#,
+            b" {} ",
+        ];
+        for bytes in read {
+            let fast = fast::decode(bytes).expect("the one pass reads it");
+            assert_eq!(Ok(fast), Message::from_envelope_slow(bytes), "{bytes:?}");
+        }
+        // Left to the long way: Go's rules for keys in another case or
+        // twice, and every error's explanation.
+        let left = [
+            &br#"{"header":{"A":"1"}}"#[..],
+            br#"{"Header":{"A":"1"},"header":{"B":"2"}}"#,
+            br#"{"Body":"aGk=","Body":"aGk="}"#,
+            br#"{"Header":{"A":1}}"#,
+            br#"{"Body":"not base64!"}"#,
+            br#"{"Body":5}"#,
+            b"null",
+            b"[1]",
+            br#"{"Body":"aGk="} x"#,
+        ];
+        for bytes in left {
+            assert_eq!(fast::decode(bytes), None, "{bytes:?}");
+        }
     }
 
     #[test]

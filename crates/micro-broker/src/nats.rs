@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OnceCell, watch};
 
 use crate::dispatch::{Gate, Outcome, deliver};
@@ -283,13 +283,22 @@ async fn receive(
     observer: Option<Arc<dyn BrokerObserver>>,
 ) {
     loop {
-        let received = tokio::select! {
-            received = subscriber.next() => received,
-            _ = stopped.wait_for(|s| *s) => None,
+        // A message already in hand is taken without waiting on the stop
+        // signal (no waker registered per message); the stop is seen
+        // before each one all the same.
+        let received = match subscriber.next().now_or_never() {
+            Some(received) => received,
+            None => tokio::select! {
+                received = subscriber.next() => received,
+                _ = stopped.wait_for(|s| *s) => None,
+            },
         };
         let Some(received) = received else {
             break;
         };
+        if *stopped.borrow() {
+            break;
+        }
         let Some(pass) = gate.enter() else {
             break;
         };
