@@ -17,10 +17,15 @@
 //! # let _ = config; Ok(()) }
 //! ```
 
+mod reload;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use reload::{
+    Reload, ReloadableServerConfig, register, reload_all, reload_all_logged, reload_on_sighup,
+};
 pub use rustls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -149,10 +154,41 @@ pub fn server_config(
     key: &PrivateKey,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    server_config_with_client_ca(chain, key, None, alpn)
+}
+
+/// A server configuration as [`server_config`] makes, requiring client
+/// certificates signed by `client_ca` when given (mutual TLS).
+pub fn server_config_with_client_ca(
+    chain: &Certificates,
+    key: &PrivateKey,
+    client_ca: Option<&Certificates>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in ca.der() {
+                roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
+                    path: ca.path().display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
+                    .build()
+                    .map_err(|e| TlsError::Certificate {
+                        path: ca.path().display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain.der().to_vec(), key.der())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

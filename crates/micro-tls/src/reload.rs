@@ -1,0 +1,169 @@
+//! Certificates read again without a restart: a [`ReloadableServerConfig`]
+//! holds the server configuration new handshakes use, made from files; its
+//! [`reload`](ReloadableServerConfig::reload) reads them again and swaps the
+//! configuration only if the new files make a good one (readable, parsable,
+//! the key the certificate's), so a bad new certificate keeps the old one
+//! in use. Connections already made keep the configuration they started
+//! with.
+//!
+//! Every reloadable configuration of a process registers itself; one
+//! trigger (SIGHUP, installed with the process's shutdown signals) calls
+//! [`reload_all`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+
+use crate::{Certificates, PrivateKey, TlsError};
+
+/// Something that reads its files again: `Ok` names the files read,
+/// `Err` says why the old ones stay in use.
+pub trait Reload: Send + Sync {
+    fn reload(&self) -> Result<String, TlsError>;
+}
+
+static RELOADERS: Mutex<Vec<Weak<dyn Reload>>> = Mutex::new(Vec::new());
+
+/// Registers `reloader` for [`reload_all`] for as long as it lives.
+pub fn register(reloader: &Arc<dyn Reload>) {
+    let mut all = RELOADERS.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|r| r.strong_count() > 0);
+    all.push(Arc::downgrade(reloader));
+}
+
+/// Reloads every registered, living reloader, in registration order.
+pub fn reload_all() -> Vec<Result<String, TlsError>> {
+    let living: Vec<Arc<dyn Reload>> = {
+        let mut all = RELOADERS.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|r| r.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    living.iter().map(|r| r.reload()).collect()
+}
+
+/// The files a server configuration is made from.
+#[derive(Clone, Debug)]
+struct ServerFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl ServerFiles {
+    fn describe(&self) -> String {
+        let mut names = format!("{}, {}", self.cert.display(), self.key.display());
+        if let Some(ca) = &self.client_ca {
+            names.push_str(&format!(", {}", ca.display()));
+        }
+        names
+    }
+
+    fn load(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let chain = Certificates::from_file(&self.cert)?;
+        let key = PrivateKey::from_file(&self.key)?;
+        crate::check_pair(&chain, &key)?;
+        let client_ca = self
+            .client_ca
+            .as_deref()
+            .map(Certificates::from_file)
+            .transpose()?;
+        let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
+        crate::server_config_with_client_ca(&chain, &key, client_ca.as_ref(), &alpn)
+    }
+}
+
+/// The server configuration new handshakes use, read again from its files
+/// on [`reload`](Self::reload).
+#[derive(Debug)]
+pub struct ReloadableServerConfig {
+    files: Option<ServerFiles>,
+    current: RwLock<Arc<rustls::ServerConfig>>,
+}
+
+impl ReloadableServerConfig {
+    /// Reads `cert`, `key` (and `client_ca`, requiring client certificates
+    /// signed by it) and registers the result for [`reload_all`].
+    pub fn from_files(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<ReloadableServerConfig>, TlsError> {
+        let files = ServerFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        };
+        let config = files.load()?;
+        let reloadable = Arc::new(ReloadableServerConfig {
+            files: Some(files),
+            current: RwLock::new(config),
+        });
+        let reloader: Arc<dyn Reload> = reloadable.clone();
+        register(&reloader);
+        Ok(reloadable)
+    }
+
+    /// A configuration made elsewhere, never reloaded.
+    pub fn fixed(config: Arc<rustls::ServerConfig>) -> Arc<ReloadableServerConfig> {
+        Arc::new(ReloadableServerConfig {
+            files: None,
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Reload for ReloadableServerConfig {
+    fn reload(&self) -> Result<String, TlsError> {
+        let Some(files) = &self.files else {
+            return Ok("nothing (a fixed configuration)".into());
+        };
+        let config = files.load()?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(files.describe())
+    }
+}
+
+/// Logs the outcome of [`reload_all`]: one info line per configuration
+/// reloaded (naming its files), one warn line per configuration kept
+/// (naming the file and why).
+pub fn reload_all_logged() {
+    let outcomes = reload_all();
+    if outcomes.is_empty() {
+        tracing::info!("No TLS certificates to reload");
+    }
+    for outcome in outcomes {
+        match outcome {
+            Ok(files) => tracing::info!("TLS certificates reloaded from {files}"),
+            Err(e) => tracing::warn!("TLS certificates not reloaded, the old ones stay in use: {e}"),
+        }
+    }
+}
+
+/// Calls [`reload_all_logged`] on every SIGHUP, from a task on the current
+/// runtime; installed once per process (later calls do nothing).
+pub fn reload_on_sighup() -> std::io::Result<()> {
+    static INSTALLED: Mutex<bool> = Mutex::new(false);
+    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *installed {
+        return Ok(());
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("Received signal hangup: reloading TLS certificates");
+            reload_all_logged();
+        }
+    });
+    *installed = true;
+    Ok(())
+}
