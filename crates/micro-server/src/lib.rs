@@ -625,7 +625,9 @@ impl Server {
         };
         let builder = tonic::transport::Server::builder().layer(layers);
         let serve = match &options.tls {
-            None => AbortOnDrop::spawn(builder.serve_with_incoming_shutdown(routes, incoming, stopped)),
+            None => {
+                AbortOnDrop::spawn(builder.serve_with_incoming_shutdown(routes, incoming, stopped))
+            }
             Some(tls) => {
                 let reloadable = tls
                     .reloadable()

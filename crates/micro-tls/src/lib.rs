@@ -1,8 +1,10 @@
-//! PEM files for TLS, read once and checked: the gateway's HTTPS
+//! PEM files for TLS, read and checked: the gateway's HTTPS
 //! (`--tls_cert_file`), service servers (`--server_tls_*`) and clients
 //! (`--client_tls_*`) load their certificates and keys here, so a bad file is
 //! reported the same way everywhere, naming the file and the flag's problem,
-//! before anything listens or dials.
+//! before anything listens or dials. Servers read theirs again on SIGHUP
+//! ([`ReloadableServerConfig`], [`reloadable_server_config`],
+//! [`reload_on_sighup`]), keeping the old ones when the new ones are bad.
 //!
 //! Each loaded file keeps its PEM text (tonic's TLS configuration takes PEM)
 //! and the DER items it holds (rustls takes DER).
@@ -24,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use reload::{
-    Reload, ReloadableServerConfig, register, reload_all, reload_all_logged, reload_on_sighup,
+    Reload, ReloadableCertifiedKey, ReloadableServerConfig, register, reload_all,
+    reload_all_logged, reload_on_sighup, reloadable_server_config,
 };
 pub use rustls;
 use rustls::pki_types::pem::PemObject;
@@ -178,13 +181,15 @@ pub fn server_config_with_client_ca(
                     reason: e.to_string(),
                 })?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
-                    .build()
-                    .map_err(|e| TlsError::Certificate {
-                        path: ca.path().display().to_string(),
-                        reason: e.to_string(),
-                    })?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots.into(),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Certificate {
+                path: ca.path().display().to_string(),
+                reason: e.to_string(),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -198,15 +203,23 @@ pub fn server_config_with_client_ca(
 /// Checks that `key` is the private key of `chain`'s leaf certificate, so a
 /// mismatch is found at start, not at the first handshake.
 pub fn check_pair(chain: &Certificates, key: &PrivateKey) -> Result<(), TlsError> {
-    rustls::sign::CertifiedKey::from_der(chain.der().to_vec(), key.der(), &provider())
-        .map(drop)
-        .map_err(|e| {
+    certified_key(chain, key).map(drop)
+}
+
+/// `chain` with its `key`, checked to be the leaf's key.
+fn certified_key(
+    chain: &Certificates,
+    key: &PrivateKey,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    rustls::sign::CertifiedKey::from_der(chain.der().to_vec(), key.der(), &provider()).map_err(
+        |e| {
             TlsError::Config(format!(
                 "{} is not the key of {}: {e}",
                 key.path.display(),
                 chain.path.display()
             ))
-        })
+        },
+    )
 }
 
 /// The node metadata key set to `true` on nodes serving TLS: the key

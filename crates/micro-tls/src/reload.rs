@@ -133,6 +133,72 @@ impl Reload for ReloadableServerConfig {
     }
 }
 
+/// The certificate and key a [`rustls::ServerConfig`] serves, through its
+/// certificate resolver, read again on [`reload`](Reload::reload): for
+/// servers whose configuration is built once (the gateway's and web
+/// services' HTTPS), where only the certificate changes.
+#[derive(Debug)]
+pub struct ReloadableCertifiedKey {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ReloadableCertifiedKey {
+    fn load(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        let chain = Certificates::from_file(cert)?;
+        let private = PrivateKey::from_file(key)?;
+        crate::certified_key(&chain, &private).map(Arc::new)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCertifiedKey {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+impl Reload for ReloadableCertifiedKey {
+    fn reload(&self) -> Result<String, TlsError> {
+        let loaded = Self::load(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        Ok(format!("{}, {}", self.cert.display(), self.key.display()))
+    }
+}
+
+/// A server configuration (as [`crate::server_config`] makes) serving the
+/// certificate and key of these files, read again on SIGHUP
+/// ([`reload_all`]): new handshakes use the new certificate.
+pub fn reloadable_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let resolver = Arc::new(ReloadableCertifiedKey {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        current: RwLock::new(ReloadableCertifiedKey::load(cert, key)?),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let reloader: Arc<dyn Reload> = resolver;
+    // The configuration holds the resolver: registered while it lives.
+    register(&reloader);
+    Ok(Arc::new(config))
+}
+
 /// Logs the outcome of [`reload_all`]: one info line per configuration
 /// reloaded (naming its files), one warn line per configuration kept
 /// (naming the file and why).
@@ -144,7 +210,9 @@ pub fn reload_all_logged() {
     for outcome in outcomes {
         match outcome {
             Ok(files) => tracing::info!("TLS certificates reloaded from {files}"),
-            Err(e) => tracing::warn!("TLS certificates not reloaded, the old ones stay in use: {e}"),
+            Err(e) => {
+                tracing::warn!("TLS certificates not reloaded, the old ones stay in use: {e}")
+            }
         }
     }
 }
