@@ -151,11 +151,13 @@ async fn hello(channel: Channel) -> Result<(), tonic::Status> {
 }
 
 /// Calls until `stop` turns true, on one connection made before (`kept`)
-/// and on a new connection each time: (calls, failures).
+/// and on a new connection each time, counting calls into `done`:
+/// (calls, failures).
 async fn steady_calls(
     ca: &Path,
     address: &str,
     stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::watch::Sender<usize>,
 ) -> (usize, Vec<String>) {
     let kept = endpoint(ca, address).connect().await.expect("connect");
     let (mut calls, mut failures) = (0, Vec::new());
@@ -173,8 +175,20 @@ async fn steady_calls(
             Err(e) => failures.push(format!("new connection: {e:?}")),
         }
         calls += 2;
+        done.send_replace(calls);
     }
     (calls, failures)
+}
+
+/// Waits (bounded) until the load has made `count` calls.
+async fn wait_for_calls(
+    calls: &mut tokio::sync::watch::Receiver<usize>,
+    count: usize,
+) -> tokio::sync::watch::Ref<'_, usize> {
+    tokio::time::timeout(BOUND, calls.wait_for(|made| *made >= count))
+        .await
+        .unwrap_or_else(|_| panic!("not {count} calls within {BOUND:?}"))
+        .expect("load running")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,10 +199,13 @@ async fn a_certificate_rotated_on_sighup_is_served_to_new_connections_without_a_
     assert_eq!(served_certificate(&pki.ca, &address).await, old);
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (done, mut calls_made) = tokio::sync::watch::channel(0);
     let load = {
         let (ca, address) = (pki.ca.clone(), address.clone());
-        tokio::spawn(async move { steady_calls(&ca, &address, stopping).await })
+        tokio::spawn(async move { steady_calls(&ca, &address, stopping, done).await })
     };
+    // Calls under way before the rotation...
+    let before = *wait_for_calls(&mut calls_made, 20).await;
     let new = pki.rotate(2);
     child.signal(Signal::SIGHUP).expect("SIGHUP");
     let reloaded = lines
@@ -202,14 +219,15 @@ async fn a_certificate_rotated_on_sighup_is_served_to_new_connections_without_a_
     assert_eq!(served_certificate(&pki.ca, &address).await, new);
     assert_ne!(old, new);
 
-    // Some calls after the reload as well.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and after it.
+    let after = *calls_made.borrow();
+    wait_for_calls(&mut calls_made, after + 20).await;
     stop.send(true).expect("stop");
     let (calls, failures) = tokio::time::timeout(Duration::from_secs(150), load)
         .await
         .expect("load ends")
         .expect("load task");
-    assert!(calls > 0);
+    assert!(before >= 20 && calls >= after + 20, "{before}, {after}, {calls} calls");
     assert!(
         failures.is_empty(),
         "{} of {calls} failed: {failures:#?}",
