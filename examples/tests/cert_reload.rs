@@ -4,74 +4,20 @@
 //! on new ones), a connection made after it sees the new certificate, and a
 //! broken new certificate keeps the old one in use with one warn line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use examples::greeter::Request;
 use examples::greeter::greeter_client::GreeterClient;
 use micro_testing::process::{ChildGuard, OutputLines, Signal};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use micro_testing::tls::Pki;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const BIN: &str = env!("CARGO_BIN_EXE_greeter-server");
 /// Every wait here is bounded by this.
 const BOUND: Duration = Duration::from_secs(20);
-
-/// A CA, and server certificates signed by it (IP SAN 127.0.0.1) written
-/// to `server.pem` / `server-key.pem`.
-struct Pki {
-    dir: tempfile::TempDir,
-    issuer: Issuer<'static, KeyPair>,
-    ca: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("ca key");
-        let cert = params.self_signed(&key).expect("ca cert");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, cert.pem()).expect("write ca");
-        Pki {
-            dir,
-            issuer: Issuer::new(params, key),
-            ca,
-        }
-    }
-
-    fn cert_file(&self) -> PathBuf {
-        self.dir.path().join("server.pem")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.path().join("server-key.pem")
-    }
-
-    /// Issues a server certificate with `serial` and puts it (and its key)
-    /// in place as an operator would: written aside, renamed over.
-    fn rotate(&self, serial: u64) -> CertificateDer<'static> {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-        params.serial_number = Some(SerialNumber::from(serial));
-        let cert = params.signed_by(&key, &self.issuer).expect("cert");
-        replace(&self.key_file(), key.serialize_pem().as_bytes());
-        replace(&self.cert_file(), cert.pem().as_bytes());
-        cert.der().clone()
-    }
-}
-
-fn replace(path: &Path, bytes: &[u8]) {
-    let aside = path.with_extension("new");
-    std::fs::write(&aside, bytes).expect("write");
-    std::fs::rename(&aside, path).expect("rename");
-}
 
 /// greeter-server over TLS with `pki`'s files, and its stderr; waits until
 /// it listens, returns its address.
@@ -104,31 +50,8 @@ fn start(pki: &Pki) -> (ChildGuard, OutputLines, String) {
     (child, lines, address)
 }
 
-/// A new TLS connection to `address`: the leaf certificate it was served.
 async fn served_certificate(ca: &Path, address: &str) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
-        roots.add(cert.expect("ca cert")).expect("add ca");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let name = ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio::time::timeout(
-        BOUND,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    tls.get_ref().1.peer_certificates().expect("a certificate")[0].clone()
+    micro_testing::tls::served_certificate(ca, address, BOUND).await
 }
 
 fn endpoint(ca: &Path, address: &str) -> Endpoint {
@@ -196,12 +119,12 @@ async fn a_certificate_rotated_on_sighup_is_served_to_new_connections_without_a_
     let pki = Pki::new();
     let old = pki.rotate(1);
     let (mut child, mut lines, address) = start(&pki);
-    assert_eq!(served_certificate(&pki.ca, &address).await, old);
+    assert_eq!(served_certificate(pki.ca(), &address).await, old);
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let (done, mut calls_made) = tokio::sync::watch::channel(0);
     let load = {
-        let (ca, address) = (pki.ca.clone(), address.clone());
+        let (ca, address) = (pki.ca().to_path_buf(), address.clone());
         tokio::spawn(async move { steady_calls(&ca, &address, stopping, done).await })
     };
     // Calls under way before the rotation...
@@ -216,7 +139,7 @@ async fn a_certificate_rotated_on_sighup_is_served_to_new_connections_without_a_
             && reloaded.contains(&pki.key_file().display().to_string()),
         "{reloaded}"
     );
-    assert_eq!(served_certificate(&pki.ca, &address).await, new);
+    assert_eq!(served_certificate(pki.ca(), &address).await, new);
     assert_ne!(old, new);
 
     // ...and after it.
@@ -227,13 +150,16 @@ async fn a_certificate_rotated_on_sighup_is_served_to_new_connections_without_a_
         .await
         .expect("load ends")
         .expect("load task");
-    assert!(before >= 20 && calls >= after + 20, "{before}, {after}, {calls} calls");
+    assert!(
+        before >= 20 && calls >= after + 20,
+        "{before}, {after}, {calls} calls"
+    );
     assert!(
         failures.is_empty(),
         "{} of {calls} failed: {failures:#?}",
         failures.len()
     );
-    assert_eq!(served_certificate(&pki.ca, &address).await, new);
+    assert_eq!(served_certificate(pki.ca(), &address).await, new);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,10 +168,7 @@ async fn a_broken_new_certificate_keeps_the_old_one_with_one_log_line() {
     let old = pki.rotate(1);
     let (mut child, mut lines, address) = start(&pki);
 
-    replace(
-        &pki.cert_file(),
-        b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
-    );
+    pki.break_certificate();
     child.signal(Signal::SIGHUP).expect("SIGHUP");
     let warned = lines
         .wait_for_line("TLS certificates not reloaded", Instant::now() + BOUND)
@@ -254,9 +177,9 @@ async fn a_broken_new_certificate_keeps_the_old_one_with_one_log_line() {
         warned.contains(&pki.cert_file().display().to_string()),
         "names the file: {warned}"
     );
-    assert_eq!(served_certificate(&pki.ca, &address).await, old);
+    assert_eq!(served_certificate(pki.ca(), &address).await, old);
     hello(
-        endpoint(&pki.ca, &address)
+        endpoint(pki.ca(), &address)
             .connect()
             .await
             .expect("connect"),
@@ -265,15 +188,14 @@ async fn a_broken_new_certificate_keeps_the_old_one_with_one_log_line() {
     .expect("a call with the old certificate");
 
     // A key that is not the certificate's: kept as well.
-    let key_of_another = KeyPair::generate().expect("key");
     pki.rotate(3);
-    replace(&pki.key_file(), key_of_another.serialize_pem().as_bytes());
+    pki.replace_key_with_another();
     child.signal(Signal::SIGHUP).expect("SIGHUP");
     let mismatch = lines
         .wait_for_line("TLS certificates not reloaded", Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(mismatch.contains("is not the key of"), "{mismatch}");
-    assert_eq!(served_certificate(&pki.ca, &address).await, old);
+    assert_eq!(served_certificate(pki.ca(), &address).await, old);
 
     child.terminate().expect("SIGTERM");
     lines
