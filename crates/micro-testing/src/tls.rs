@@ -63,16 +63,41 @@ impl Pki {
         self.dir.path().join("server-key.pem")
     }
 
+    /// Issues a certificate for `names` (IP addresses become IP SANs) to
+    /// `<file>.pem` and its key to `<file>-key.pem`: (cert, key).
+    pub fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join(format!("{file}.pem"));
+        let key = self.dir.path().join(format!("{file}-key.pem"));
+        self.issue_to(&cert, &key, names, None);
+        (cert, key)
+    }
+
     /// Issues a server certificate for 127.0.0.1 with `serial` and puts it
     /// and its key in place as an operator would (the key first, each
     /// written aside and renamed over): the certificate's DER.
     pub fn rotate(&self, serial: u64) -> CertificateDer<'static> {
+        self.issue_to(
+            &self.cert_file(),
+            &self.key_file(),
+            &["127.0.0.1"],
+            Some(serial),
+        )
+    }
+
+    fn issue_to(
+        &self,
+        cert_file: &Path,
+        key_file: &Path,
+        names: &[&str],
+        serial: Option<u64>,
+    ) -> CertificateDer<'static> {
         let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-        params.serial_number = Some(SerialNumber::from(serial));
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.serial_number = serial.map(SerialNumber::from);
         let cert = params.signed_by(&key, &self.issuer).expect("cert");
-        replace(&self.key_file(), key.serialize_pem().as_bytes());
-        replace(&self.cert_file(), cert.pem().as_bytes());
+        replace(key_file, key.serialize_pem().as_bytes());
+        replace(cert_file, cert.pem().as_bytes());
         cert.der().clone()
     }
 
