@@ -35,15 +35,9 @@ fn start(pki: &Pki) -> (ChildGuard, OutputLines, String) {
         .stderr(Stdio::piped());
     let mut child = ChildGuard::spawn(&mut command).expect("spawn greeter-server");
     let mut lines = OutputLines::read(child.stderr.take().expect("stderr"));
-    let listening = lines
-        .wait_for_line("Server [grpc] Listening on", Instant::now() + BOUND)
+    let address = lines
+        .wait_for_listening("grpc", Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
-    let address = listening
-        .split("Listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address")
-        .to_string();
     lines
         .wait_for_line("Registering node", Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));

@@ -47,15 +47,9 @@ async fn the_gateway_serves_a_rotated_certificate_after_sighup_and_keeps_it_over
         .stderr(Stdio::piped());
     let mut child = ChildGuard::spawn(&mut command).expect("start micro api");
     let mut lines = OutputLines::read(child.stderr.take().expect("stderr"));
-    let listening = lines
-        .wait_for_line("Server [https] Listening on ", Instant::now() + BOUND)
+    let address = lines
+        .wait_for_listening("https", Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
-    let address = listening
-        .split("Listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address")
-        .to_string();
     assert_eq!(served_certificate(pki.ca(), &address, BOUND).await, old);
     // A connection made before the rotation, kept open across it.
     let mut kept = connect(pki.ca(), &address, BOUND).await;
