@@ -235,3 +235,74 @@ pub fn reload_on_sighup() -> std::io::Result<()> {
     *installed = true;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1 and its key, made by
+    /// rcgen: the files of `dir` named `name`.
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let (cert_file, key_file) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_file, cert.pem()).expect("cert");
+        std::fs::write(&key_file, key.serialize_pem()).expect("key");
+        (cert_file, key_file)
+    }
+
+    #[test]
+    fn a_reload_swaps_a_good_configuration_and_keeps_the_old_one_over_a_bad_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = write_pair(dir.path(), "server");
+        let reloadable =
+            ReloadableServerConfig::from_files(&cert, &key, None, &[b"h2"]).expect("loads");
+        let first = reloadable.current();
+
+        let (other_cert, other_key) = write_pair(dir.path(), "other");
+        std::fs::copy(&other_cert, &cert).expect("rotate cert");
+        std::fs::copy(&other_key, &key).expect("rotate key");
+        let named = reloadable.reload().expect("reloads");
+        assert!(named.contains(&cert.display().to_string()), "{named}");
+        let second = reloadable.current();
+        assert!(!Arc::ptr_eq(&first, &second), "swapped");
+
+        std::fs::write(&cert, "not a certificate").expect("break");
+        let err = reloadable.reload().expect_err("a broken certificate");
+        assert!(
+            err.to_string().contains(&cert.display().to_string()),
+            "{err}"
+        );
+        assert!(Arc::ptr_eq(&second, &reloadable.current()), "kept");
+
+        std::fs::copy(&other_cert, &cert).expect("restore cert");
+        let (_, third_key) = write_pair(dir.path(), "third");
+        std::fs::copy(&third_key, &key).expect("another key");
+        let err = reloadable
+            .reload()
+            .expect_err("a key that is not the certificate's");
+        assert!(err.to_string().contains("is not the key of"), "{err}");
+        assert!(Arc::ptr_eq(&second, &reloadable.current()), "kept");
+    }
+
+    #[test]
+    fn reload_all_reaches_living_reloaders_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = write_pair(dir.path(), "living");
+        let living = ReloadableServerConfig::from_files(&cert, &key, None, &[]).expect("loads");
+        let (gone_cert, gone_key) = write_pair(dir.path(), "gone");
+        drop(reloadable_server_config(&gone_cert, &gone_key, &[]).expect("loads"));
+        let named: Vec<String> = reload_all().into_iter().filter_map(Result::ok).collect();
+        let living_name = cert.display().to_string();
+        assert!(named.iter().any(|n| n.contains(&living_name)), "{named:?}");
+        let gone_name = gone_cert.display().to_string();
+        assert!(!named.iter().any(|n| n.contains(&gone_name)), "{named:?}");
+        drop(living);
+    }
+}
