@@ -218,21 +218,21 @@ pub fn reload_all_logged() {
 }
 
 /// Calls [`reload_all_logged`] on every SIGHUP, from a task on the current
-/// runtime; installed once per process (later calls do nothing).
+/// runtime; installed once per process (later calls do nothing while that
+/// task runs; one whose runtime has ended is replaced).
 pub fn reload_on_sighup() -> std::io::Result<()> {
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
-    if *installed {
+    static LISTENER: Mutex<Option<tokio::task::JoinHandle<()>>> = Mutex::new(None);
+    let mut listener = LISTENER.lock().unwrap_or_else(PoisonError::into_inner);
+    if listener.as_ref().is_some_and(|task| !task.is_finished()) {
         return Ok(());
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
+    *listener = Some(tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("Received signal hangup: reloading TLS certificates");
             reload_all_logged();
         }
-    });
-    *installed = true;
+    }));
     Ok(())
 }
 
