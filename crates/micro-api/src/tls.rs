@@ -16,7 +16,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use micro_tls::TlsError;
-use micro_tls::{Certificates, PrivateKey};
 pub use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -24,11 +23,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// A server configuration from a PEM certificate chain (leaf first) and a
-/// PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// PEM private key (PKCS#8, PKCS#1 or SEC1), read again on SIGHUP
+/// ([`micro_tls::reloadable_server_config`]).
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = Certificates::from_file(cert_file)?;
-    let key = PrivateKey::from_file(key_file)?;
-    micro_tls::server_config(&chain, &key, &ALPN)
+    micro_tls::reloadable_server_config(cert_file, key_file, &ALPN)
 }
 
 /// A server configuration from a certificate chain and key already parsed.

@@ -4,7 +4,7 @@
 //! (clear errors, no hang), gRPC health over TLS, and the gateway calling a
 //! TLS service.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,62 +15,31 @@ use micro_client::{Client, ClientOptions, ClientTls};
 use micro_registry::SharedRegistry;
 use micro_registry::memory::MemoryRegistry;
 use micro_server::ServerTls;
+use micro_testing::tls::Pki;
 use micro_testing::{TestGreeter, TestServer, loopback_options};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SERVICE: &str = "go.micro.srv.greeter";
 /// Every failing call here must fail well within this (no hang).
 const BOUND: Duration = Duration::from_secs(10);
 
-/// A CA and, signed by it, certificates for servers and a client.
-struct Pki {
-    dir: tempfile::TempDir,
-    issuer: Issuer<'static, KeyPair>,
-    ca: PathBuf,
+/// Server and client TLS settings from a [`Pki`]'s certificates.
+trait Identities {
+    fn server_tls(&self, names: &[&str], mutual: bool) -> ServerTls;
+    fn client_tls(&self, with_cert: bool, server_name: Option<&str>) -> ClientTls;
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("ca key");
-        let cert = params.self_signed(&key).expect("ca cert");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, cert.pem()).expect("write ca");
-        Pki {
-            dir,
-            issuer: Issuer::new(params, key),
-            ca,
-        }
-    }
-
-    /// A certificate for `names` (IP addresses become IP SANs): (cert, key).
-    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &self.issuer)
-            .expect("cert");
-        let cert_file = self.dir.path().join(format!("{file}.pem"));
-        let key_file = self.dir.path().join(format!("{file}-key.pem"));
-        std::fs::write(&cert_file, cert.pem()).expect("write cert");
-        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
-        (cert_file, key_file)
-    }
-
+impl Identities for Pki {
     fn server_tls(&self, names: &[&str], mutual: bool) -> ServerTls {
         let (cert, key) = self.issue("server", names);
-        let client_ca = mutual.then_some(self.ca.as_path());
+        let client_ca = mutual.then_some(self.ca());
         ServerTls::from_files(&cert, &key, client_ca).expect("server tls")
     }
 
     fn client_tls(&self, with_cert: bool, server_name: Option<&str>) -> ClientTls {
         let identity = with_cert.then(|| self.issue("client", &["micro-client"]));
         ClientTls::from_files(
-            &self.ca,
+            self.ca(),
             identity.as_ref().map(|(c, _)| c.as_path()),
             identity.as_ref().map(|(_, k)| k.as_path()),
             server_name.map(str::to_string),
@@ -311,7 +280,7 @@ fn tls_files_are_checked_when_read() {
     assert!(err.to_string().contains("no PEM CERTIFICATE"), "{err}");
     let err = ClientTls::from_files(missing, None, None, None).expect_err("missing CA");
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
-    let err = ClientTls::from_files(&pki.ca, Some(&cert), None, None).expect_err("cert alone");
+    let err = ClientTls::from_files(pki.ca(), Some(&cert), None, None).expect_err("cert alone");
     assert!(err.to_string().contains("go together"), "{err}");
 }
 

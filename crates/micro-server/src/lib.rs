@@ -429,8 +429,7 @@ impl ServerBuilder {
             None => tracing::info!("Server [grpc] Listening on {local_addr}"),
             Some(tls) => {
                 // Checked here, so that a bad configuration stops the start.
-                tonic::transport::Server::builder()
-                    .tls_config(tls.tonic_config())
+                tls.reloadable()
                     .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
                 let mode = if tls.is_mutual() {
                     "mutual TLS: client certificates required"
@@ -616,26 +615,30 @@ impl Server {
 
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = &options.tls {
-            builder = builder
-                .tls_config(tls.tonic_config())
-                .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
-        }
-        let serve = builder
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(paths)
-                    .option_layer(admission)
-                    .option_layer(observe)
-                    .layer(codecs),
-            )
-            .serve_with_incoming_shutdown(routes, incoming, async {
-                let _ = stopped.await;
-            });
+        let layers = tower::ServiceBuilder::new()
+            .layer(paths)
+            .option_layer(admission)
+            .option_layer(observe)
+            .layer(codecs);
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let builder = tonic::transport::Server::builder().layer(layers);
+        let serve = match &options.tls {
+            None => {
+                AbortOnDrop::spawn(builder.serve_with_incoming_shutdown(routes, incoming, stopped))
+            }
+            Some(tls) => {
+                let reloadable = tls
+                    .reloadable()
+                    .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+                let incoming = tls::incoming(incoming, reloadable);
+                AbortOnDrop::spawn(builder.serve_with_incoming_shutdown(routes, incoming, stopped))
+            }
+        };
         // If this future is dropped (the caller gave up on it, or crashed),
         // the tasks below must not outlive it.
-        let mut serving = AbortOnDrop::spawn(serve);
+        let mut serving = serve;
         let registrar = Registrar::start(
             registry,
             registration,
@@ -689,9 +692,12 @@ impl Server {
     }
 }
 
-/// Completes on the first SIGTERM, SIGINT or SIGQUIT.
+/// Completes on the first SIGTERM, SIGINT or SIGQUIT. Installs, once per
+/// process, the SIGHUP listener that reads the TLS certificates again
+/// ([`micro_tls::reload_on_sighup`]).
 pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
+    micro_tls::reload_on_sighup()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;

@@ -1,6 +1,9 @@
 //! TLS on a server's gRPC listener (`--server_tls_cert_file`,
 //! `--server_tls_key_file`), and mutual TLS with `--server_tls_client_ca`:
-//! rustls with the ring provider, through tonic's own TLS acceptor.
+//! rustls with the ring provider. The handshakes are made here (tonic's own
+//! TLS acceptor cannot change its certificate), with the configuration a
+//! [`ReloadableServerConfig`] holds: on SIGHUP the files are read again and
+//! new connections use them; connections made keep theirs.
 //!
 //! A TLS node is registered with the metadata `secure=true`, the key
 //! go-micro v2's http broker uses for its TLS nodes (go-micro's gRPC server
@@ -8,10 +11,18 @@
 //! clear error instead of speaking plaintext to it.
 
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub use micro_tls::{Certificates, PrivateKey, TlsError};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use futures::Stream;
+use micro_serve::AbortOnDrop;
+pub use micro_tls::{Certificates, PrivateKey, ReloadableServerConfig, TlsError};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use micro_tls::SECURE_METADATA;
 
@@ -52,13 +63,67 @@ impl ServerTls {
         self.client_ca.is_some()
     }
 
-    pub(crate) fn tonic_config(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(self.cert.pem(), self.key.pem()))
-            .timeout(HANDSHAKE_TIMEOUT);
-        match &self.client_ca {
-            Some(ca) => config.client_ca_root(Certificate::from_pem(ca.pem())),
-            None => config,
+    /// The configuration handshakes use, read again from these files on
+    /// SIGHUP.
+    pub(crate) fn reloadable(&self) -> Result<Arc<ReloadableServerConfig>, TlsError> {
+        ReloadableServerConfig::from_files(
+            self.cert.path(),
+            self.key.path(),
+            self.client_ca.as_ref().map(Certificates::path),
+            &[b"h2"],
+        )
+    }
+}
+
+/// How many finished handshakes may wait for the server to take them.
+const HANDSHAKES_QUEUED: usize = 64;
+
+/// The TLS connections made on `tcp`, each handshake on its own task
+/// (bounded by [`HANDSHAKE_TIMEOUT`]) with the configuration current when
+/// the connection came; the accepting ends when this stream is dropped.
+pub(crate) fn incoming(tcp: TcpIncoming, tls: Arc<ReloadableServerConfig>) -> TlsIncoming {
+    let (made, connections) = mpsc::channel(HANDSHAKES_QUEUED);
+    let accepting = AbortOnDrop::spawn(async move {
+        use futures::StreamExt;
+        let mut tcp = std::pin::pin!(tcp);
+        while let Some(accepted) = tcp.next().await {
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!("Server [grpc] accept failed: {e}");
+                    continue;
+                }
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            let made = made.clone();
+            tokio::spawn(async move {
+                let remote = stream.peer_addr().ok();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = made.send(stream).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(?remote, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(?remote, "TLS handshake not done in time"),
+                }
+            });
         }
+    });
+    TlsIncoming {
+        connections,
+        _accepting: accepting,
+    }
+}
+
+/// See [`incoming`].
+pub(crate) struct TlsIncoming {
+    connections: mpsc::Receiver<TlsStream<TcpStream>>,
+    _accepting: AbortOnDrop<()>,
+}
+
+impl Stream for TlsIncoming {
+    type Item = Result<TlsStream<TcpStream>, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.connections.poll_recv(cx).map(|made| made.map(Ok))
     }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod nats;
 pub mod nodes;
 pub mod process;
+pub mod tls;
 
 pub use micro_serve::AbortOnDrop;
 

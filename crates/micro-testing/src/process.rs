@@ -217,6 +217,23 @@ impl OutputLines {
         })
     }
 
+    /// The address in the next `Server [<kind>] Listening on <address>`
+    /// line (`kind`: `grpc`, `http`, `https`), by `deadline`.
+    pub fn wait_for_listening(
+        &mut self,
+        kind: &str,
+        deadline: Instant,
+    ) -> Result<String, MissingLine> {
+        let marker = format!("Server [{kind}] Listening on ");
+        let line = self.wait_for_line(&marker, deadline)?;
+        Ok(line
+            .split(&marker)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// The next line that `matches`, by `deadline`; `wanted` names it in the
     /// error.
     pub fn wait_for(

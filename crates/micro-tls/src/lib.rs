@@ -1,8 +1,10 @@
-//! PEM files for TLS, read once and checked: the gateway's HTTPS
+//! PEM files for TLS, read and checked: the gateway's HTTPS
 //! (`--tls_cert_file`), service servers (`--server_tls_*`) and clients
 //! (`--client_tls_*`) load their certificates and keys here, so a bad file is
 //! reported the same way everywhere, naming the file and the flag's problem,
-//! before anything listens or dials.
+//! before anything listens or dials. Servers read theirs again on SIGHUP
+//! ([`ReloadableServerConfig`], [`reloadable_server_config`],
+//! [`reload_on_sighup`]), keeping the old ones when the new ones are bad.
 //!
 //! Each loaded file keeps its PEM text (tonic's TLS configuration takes PEM)
 //! and the DER items it holds (rustls takes DER).
@@ -17,10 +19,16 @@
 //! # let _ = config; Ok(()) }
 //! ```
 
+mod reload;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use reload::{
+    Reload, ReloadableCertifiedKey, ReloadableServerConfig, register, reload_all,
+    reload_all_logged, reload_on_sighup, reloadable_server_config,
+};
 pub use rustls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -149,10 +157,43 @@ pub fn server_config(
     key: &PrivateKey,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    server_config_with_client_ca(chain, key, None, alpn)
+}
+
+/// A server configuration as [`server_config`] makes, requiring client
+/// certificates signed by `client_ca` when given (mutual TLS).
+pub fn server_config_with_client_ca(
+    chain: &Certificates,
+    key: &PrivateKey,
+    client_ca: Option<&Certificates>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in ca.der() {
+                roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
+                    path: ca.path().display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots.into(),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Certificate {
+                path: ca.path().display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain.der().to_vec(), key.der())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -162,15 +203,23 @@ pub fn server_config(
 /// Checks that `key` is the private key of `chain`'s leaf certificate, so a
 /// mismatch is found at start, not at the first handshake.
 pub fn check_pair(chain: &Certificates, key: &PrivateKey) -> Result<(), TlsError> {
-    rustls::sign::CertifiedKey::from_der(chain.der().to_vec(), key.der(), &provider())
-        .map(drop)
-        .map_err(|e| {
+    certified_key(chain, key).map(drop)
+}
+
+/// `chain` with its `key`, checked to be the leaf's key.
+fn certified_key(
+    chain: &Certificates,
+    key: &PrivateKey,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    rustls::sign::CertifiedKey::from_der(chain.der().to_vec(), key.der(), &provider()).map_err(
+        |e| {
             TlsError::Config(format!(
                 "{} is not the key of {}: {e}",
                 key.path.display(),
                 chain.path.display()
             ))
-        })
+        },
+    )
 }
 
 /// The node metadata key set to `true` on nodes serving TLS: the key

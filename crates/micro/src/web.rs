@@ -187,8 +187,12 @@ impl WebBuilder {
                         .into(),
                 ));
             }
-            let config = micro_tls::server_config(&tls.cert, &tls.key, &[b"h2", b"http/1.1"])
-                .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
+            let config = micro_tls::reloadable_server_config(
+                tls.cert.path(),
+                tls.key.path(),
+                &[b"h2", b"http/1.1"],
+            )
+            .map_err(|e| ServerError::Options(format!("server TLS: {e}")))?;
             serve.tls = Some(config);
         }
         let (listener, local_addr) = lifecycle::listen(&options).await?;
