@@ -12,61 +12,11 @@
 //! veth pair and the nftables rules: nothing is visible outside it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use micro_registry_etcd::testing::EtcdCluster;
 use topology_tests::lab::{DelayProxy, Fault, Link};
-use topology_tests::{Process, Topology, binary, curl, free_port, secret};
-
-/// One answer seen by a caller.
-struct Seen {
-    status: u16,
-    body: String,
-    took: Duration,
-}
-
-/// `callers` threads GET `url` back to back for `length` (each at most
-/// 100 000 times).
-fn load(url: &str, callers: usize, length: Duration) -> Vec<Seen> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..callers)
-        .map(|_| {
-            let (stop, url) = (stop.clone(), url.to_string());
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let sent = Instant::now();
-                    let reply = curl(&url, None);
-                    seen.push(Seen {
-                        status: reply.status,
-                        body: reply.body,
-                        took: sent.elapsed(),
-                    });
-                }
-                seen
-            })
-        })
-        .collect();
-    std::thread::sleep(length);
-    stop.store(true, Ordering::Relaxed);
-    threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("caller"))
-        .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+use topology_tests::{Process, Topology, binary, curl, free_port, secret, steady_gets};
 
 fn calls(topology: &Topology) -> Vec<usize> {
     topology
@@ -188,34 +138,28 @@ fn a_bad_link_to_one_instance_fails_no_idempotent_request() {
             );
         }
         let before = calls(&topology);
-        let seen = load(&hello, 8, Duration::from_secs(20));
+        let seen = steady_gets(&hello, 8, || std::thread::sleep(Duration::from_secs(20)));
         link.set(Fault::None);
         proxy.set_delay(Duration::ZERO);
         let after = calls(&topology);
         let per: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         let total: usize = per.iter().sum();
-        let mut took: Vec<Duration> = seen.iter().map(|s| s.took).collect();
-        took.sort();
-        let failed: Vec<String> = seen
-            .iter()
-            .filter(|s| s.status != 200)
-            .map(|s| format!("{name}: {} {}", s.status, s.body))
-            .collect();
         eprintln!(
-            "faults: {name}: {} GETs by 8 callers in 20 s, {} failed; p50 {:?} p99 {:?} max {:?}; \
-             user-srv calls per instance (bad first) {per:?}, bad share {:.1} %",
-            seen.len(),
-            failed.len(),
-            percentile(&took, 50.0),
-            percentile(&took, 99.0),
-            took.last().copied().unwrap_or_default(),
+            "faults: {name}: 8 callers for 20 s: {}; user-srv calls per instance (bad first) \
+             {per:?}, bad share {:.1} %",
+            seen.figures(),
             if total == 0 {
                 0.0
             } else {
                 per[0] as f64 * 100.0 / total as f64
             },
         );
-        assert!(seen.len() >= 8, "{name}: only {} answers", seen.len());
+        assert!(
+            seen.took.len() >= 8,
+            "{name}: only {} answers",
+            seen.took.len()
+        );
+        let failed = seen.failed.iter().map(|f| format!("{name}: {f}"));
         failures.extend(failed);
         // The link healed: calls reach the instance again before the next
         // phase (its registration may have lapsed in the blackhole).
