@@ -785,3 +785,35 @@ pub fn scenario(registry: &dyn Registry) {
     drop(srv);
     drop(greeter);
 }
+
+/// `micro FLAGS... subscribe EXTRA... TOPIC` (flags: the registry and the
+/// broker), returned once it has logged its subscription, with the lines
+/// it prints (one per message).
+pub fn micro_subscribe(
+    flags: &[&str],
+    extra: &[&str],
+    topic: &str,
+) -> (
+    micro_testing::process::ChildGuard,
+    micro_testing::process::OutputLines,
+) {
+    use micro_testing::process::{ChildGuard, OutputLines};
+    let mut child = ChildGuard::spawn(
+        Command::new(binary("micro"))
+            .args(flags)
+            .arg("subscribe")
+            .args(extra)
+            .arg(topic)
+            .env_remove("RUST_LOG")
+            .env_remove("MICRO_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("micro subscribe");
+    let lines = OutputLines::read(child.stdout.take().expect("stdout"));
+    let mut log = OutputLines::read(child.stderr.take().expect("stderr"));
+    log.wait_for_line("Subscribed to", Instant::now() + Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (child, lines)
+}

@@ -18,23 +18,11 @@ fn deadline() -> Instant {
 
 /// `micro subscribe` on the nats broker; returns once it is subscribed.
 fn micro_subscribe(broker: &str, extra: &[&str]) -> (ChildGuard, OutputLines) {
-    let mut child = ChildGuard::spawn(
-        Command::new(binary("micro"))
-            .args(["--registry=memory", "--broker=nats", broker, "subscribe"])
-            .args(extra)
-            .arg(TOPIC)
-            .env_remove("RUST_LOG")
-            .env_remove("MICRO_LOG_LEVEL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+    interop_tests::micro_subscribe(
+        &["--registry=memory", "--broker=nats", broker],
+        extra,
+        TOPIC,
     )
-    .expect("micro subscribe");
-    let lines = OutputLines::read(child.stdout.take().expect("stdout"));
-    let mut log = OutputLines::read(child.stderr.take().expect("stderr"));
-    log.wait_for_line("Subscribed to", deadline())
-        .unwrap_or_else(|e| panic!("{e}"));
-    (child, lines)
 }
 
 /// A Go subscriber, subscribed (on the server) when this returns.
