@@ -240,6 +240,15 @@ pub fn reload_on_sighup() -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// The tests that reload: [`reload_all`] reaches every living
+    /// reloader of the process, so one test's `reload_all` would swap
+    /// another's configuration while it checks that a bad reload kept it.
+    static RELOADING: Mutex<()> = Mutex::new(());
+
+    fn reloading() -> std::sync::MutexGuard<'static, ()> {
+        RELOADING.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A self-signed certificate for 127.0.0.1 and its key, made by
     /// rcgen: the files of `dir` named `name`.
     fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -259,6 +268,7 @@ mod tests {
 
     #[test]
     fn a_reload_swaps_a_good_configuration_and_keeps_the_old_one_over_a_bad_one() {
+        let _serial = reloading();
         let dir = tempfile::tempdir().expect("dir");
         let (cert, key) = write_pair(dir.path(), "server");
         let reloadable =
@@ -293,6 +303,7 @@ mod tests {
 
     #[test]
     fn reload_all_reaches_living_reloaders_only() {
+        let _serial = reloading();
         let dir = tempfile::tempdir().expect("dir");
         let (cert, key) = write_pair(dir.path(), "living");
         let living = ReloadableServerConfig::from_files(&cert, &key, None, &[]).expect("loads");
