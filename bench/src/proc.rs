@@ -96,6 +96,18 @@ impl Proc {
         last
     }
 
+    /// Every output line printed so far and not yet read (the last `keep`).
+    pub fn recent_lines(&mut self, keep: usize) -> Vec<String> {
+        let mut lines = std::collections::VecDeque::new();
+        while let Ok(line) = self.lines.try_recv() {
+            if lines.len() == keep {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+        lines.into()
+    }
+
     /// Waits (20 s at most) for the `READY <address> [more]` line a server
     /// child prints once it serves; returns the address and the rest.
     pub fn wait_ready(&mut self) -> (SocketAddr, String) {

@@ -13,8 +13,9 @@
 //! - a fresh client (this binary, `micro-bench scale-client`): spawn → its
 //!   first call to a real greeter answered, and its RSS;
 //! - churn (registrations and deregistrations of synthetic nodes at a fixed
-//!   rate): the CPU the gateway and the client spend (utime + stime from
-//!   /proc/PID/stat) over the window, per registry event;
+//!   rate): the CPU the gateway and the client spend (the scheduler's
+//!   nanosecond count, /proc/PID/task/*/schedstat) over the window, per
+//!   registry event;
 //! - under the same churn, a new greeter node registers → the first call the
 //!   gateway (an HTTP closed loop through it) routes to it, and the first call
 //!   a running in-process client makes to it (R6/R7's trial).
@@ -64,6 +65,9 @@ pub(crate) struct Config {
     trials: Trials,
     /// Registrations in flight at once while populating and churning.
     in_flight: usize,
+    /// Nodes of the burst (registered as fast as `in_flight` allows, then
+    /// deregistered: a fleet restarting together).
+    burst: usize,
 }
 
 impl Config {
@@ -82,6 +86,7 @@ impl Config {
                     budget: Duration::from_secs(4),
                 },
                 in_flight: 64,
+                burst: 1000,
             }
         } else {
             Config {
@@ -94,6 +99,7 @@ impl Config {
                     budget: Duration::from_secs(10),
                 },
                 in_flight: 64,
+                burst: 1000,
             }
         }
     }
@@ -114,6 +120,9 @@ impl Config {
                     budget: Duration::from_secs(6),
                 },
                 in_flight: 256,
+                // A registration returns before its probes end: when the
+                // gateway has heard them all is not observable from here.
+                burst: 0,
             }
         } else {
             Config {
@@ -126,6 +135,9 @@ impl Config {
                     budget: Duration::from_secs(12),
                 },
                 in_flight: 256,
+                // A registration returns before its probes end: when the
+                // gateway has heard them all is not observable from here.
+                burst: 0,
             }
         }
     }
@@ -141,6 +153,7 @@ impl Config {
                 budget: Duration::from_secs(4),
             },
             in_flight: 16,
+            burst: 10,
         }
     }
 }
@@ -178,10 +191,13 @@ struct Row {
     cl_route_p99: f64,
     cl_route_trials: f64,
     cl_route_missed: f64,
+    burst_events: f64,
+    burst_s: f64,
+    gw_burst_cpu_ms: f64,
 }
 
 impl Row {
-    fn fields(&self) -> [f64; 26] {
+    fn fields(&self) -> [f64; 29] {
         [
             self.services,
             self.nodes,
@@ -209,6 +225,9 @@ impl Row {
             self.cl_route_p99,
             self.cl_route_trials,
             self.cl_route_missed,
+            self.burst_events,
+            self.burst_s,
+            self.gw_burst_cpu_ms,
         ]
     }
 
@@ -250,6 +269,9 @@ impl Row {
             cl_route_p99,
             cl_route_trials,
             cl_route_missed,
+            burst_events,
+            burst_s,
+            gw_burst_cpu_ms,
         ] = v.try_into().ok()?;
         Some(Row {
             services,
@@ -278,6 +300,9 @@ impl Row {
             cl_route_p99,
             cl_route_trials,
             cl_route_missed,
+            burst_events,
+            burst_s,
+            gw_burst_cpu_ms,
         })
     }
 
@@ -288,6 +313,11 @@ impl Row {
 
     fn cl_cpu_per_event_us(&self) -> f64 {
         self.cl_cpu_ms * 1000.0 / self.churn_events
+    }
+
+    /// Gateway CPU per registry event of the burst, µs.
+    fn gw_burst_cpu_per_event_us(&self) -> f64 {
+        self.gw_burst_cpu_ms * 1000.0 / self.burst_events
     }
 }
 
@@ -398,6 +428,53 @@ async fn populate(
     }
 }
 
+/// Registers `count` synthetic nodes (spread over the first `services`
+/// services) with `in_flight` registrations at once, then deregisters them
+/// the same way; the registry events this made (completed operations).
+async fn burst(registry: &SharedRegistry, services: usize, count: usize, in_flight: usize) -> u64 {
+    use futures::StreamExt;
+    let services = services.max(1);
+    let nodes: Vec<Service> = (0..count)
+        .map(|j| {
+            let service = synthetic_service(j % services);
+            let node = Node::new(
+                format!("{}-burst-{j:010}", service.name),
+                format!("127.0.0.1:{}", 55_000 + j % 5000),
+            )
+            .with_metadata("protocol", "grpc");
+            service.with_node(node)
+        })
+        .collect();
+    let registering = futures::stream::iter(nodes.iter())
+        .map(|one| async move { registry.register(one, RegisterOptions::default()).await })
+        .buffer_unordered(in_flight.max(1))
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    let deregistering = futures::stream::iter(nodes.iter())
+        .map(|one| async move { registry.deregister(one).await })
+        .buffer_unordered(in_flight.max(1))
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    (registering + deregistering) as u64
+}
+
+/// The CPU of `pid` once it stops rising (the events in its queue taken
+/// in): read every 50 ms until two reads agree, for at most 10 s.
+async fn settled_cpu_ms(pid: u32) -> Option<f64> {
+    let mut last = cpu_ms(pid)?;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = cpu_ms(pid)?;
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
 /// Registrations and deregistrations of synthetic nodes at `rate` per second
 /// each, until stopped; counts completed operations (= registry events).
 struct Churn {
@@ -505,12 +582,35 @@ impl Churn {
     }
 }
 
-/// utime + stime of `pid`, in milliseconds.
+/// CPU time `pid` has run, in milliseconds: the scheduler's own count
+/// (nanoseconds, `/proc/PID/task/*/schedstat`) summed over its threads, so
+/// a window of a few milliseconds of CPU is measured, not rounded to the
+/// 10 ms ticks of `/proc/PID/stat` (which read 0 or 10 ms for the same 2 ms
+/// of work). Threads that ended are not in the sum (the gateway and the
+/// client keep theirs); without schedstat, utime + stime in ticks.
 fn cpu_ms(pid: u32) -> Option<f64> {
+    schedstat_ms(pid).or_else(|| stat_cpu_ms(pid))
+}
+
+fn schedstat_ms(pid: u32) -> Option<f64> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that ended since the listing is not counted.
+        let Ok(line) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        ns += line.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e6)
+}
+
+/// utime + stime of `pid` (stat(5) fields 14 and 15), in milliseconds.
+fn stat_cpu_ms(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3 (state).
+    // `after` starts at field 3 (state).
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) * 1000.0 / clock_ticks())
@@ -539,6 +639,18 @@ fn memory_kib(pid: u32) -> (f64, f64) {
             .unwrap_or(f64::NAN)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The whole answer to `GET path` on `addr` (HTTP/1.0), if it answers.
+fn http_body(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write as _};
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 /// The HTTP status of `GET path` on `addr` (HTTP/1.0), if it answers.
@@ -583,7 +695,7 @@ fn start_gateway(bin_dir: &Path, backend: &Backend, extra: &[&str]) -> Gateway {
         "--namespace=go.micro.srv".into(),
         format!("--address={address}"),
     ]);
-    let proc = Proc::spawn(
+    let mut proc = Proc::spawn(
         "micro api",
         &bin_dir.join("micro"),
         &args,
@@ -594,7 +706,14 @@ fn start_gateway(bin_dir: &Path, backend: &Backend, extra: &[&str]) -> Gateway {
         if http_status(&admin, "/health/ready") == Some(200) {
             break;
         }
-        assert!(Instant::now() < until, "micro api not ready within 120 s");
+        if Instant::now() >= until {
+            // What it said and what its readiness says, for the report.
+            let said = proc.recent_lines(20).join("\n  ");
+            let ready = http_body(&admin, "/health/ready").unwrap_or_default();
+            panic!(
+                "micro api not ready within 120 s; /health/ready: {ready}\n  its last lines:\n  {said}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
     let ready_ms = proc.started.elapsed().as_secs_f64() * 1000.0;
@@ -796,6 +915,24 @@ async fn measure(
             row.cl_rss_kib / 1024.0
         );
 
+        // A burst (the fleet restarting together): the gateway's CPU per
+        // event when events come faster than one at a time.
+        if config.burst > 0 {
+            let gw0 = cpu_ms(gateway_proc.pid());
+            let t0 = Instant::now();
+            row.burst_events =
+                burst(&registry, services, config.burst, config.in_flight).await as f64;
+            row.burst_s = t0.elapsed().as_secs_f64();
+            let gw1 = settled_cpu_ms(gateway_proc.pid()).await;
+            row.gw_burst_cpu_ms = gw1.zip(gw0).map_or(f64::NAN, |(b, a)| b - a);
+            eprintln!(
+                "    burst: {} events in {:.1} s; gateway {:.1} µs CPU per event",
+                row.burst_events,
+                row.burst_s,
+                row.gw_burst_cpu_per_event_us()
+            );
+        }
+
         // Churn: CPU window (no calls), then routing trials under churn.
         let churn = Churn::start(
             backend.registry().await,
@@ -906,8 +1043,16 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
          the `Registry` API ({} nodes each, four endpoints with request/response descriptions and \
          metadata like the user service's; their nodes listen nowhere), cumulatively. Churn: {} \
          registrations and {} deregistrations per second of synthetic nodes, {:?} for the CPU \
-         window (no calls), then on during the routing trials.\n",
-        config.nodes_per_service, config.churn_rate, config.churn_rate, config.churn
+         window (no calls), then on during the routing trials. Before it, a burst (etcd only): {} \
+         synthetic nodes registered with {} registrations in flight, then deregistered the same way \
+         (a fleet restarting together); the gateway's CPU from its start until the gateway is idle \
+         again. CPU is the scheduler's count (/proc/PID/task/*/schedstat).\n",
+        config.nodes_per_service,
+        config.churn_rate,
+        config.churn_rate,
+        config.churn,
+        config.burst,
+        config.in_flight
     );
     let _ = writeln!(
         out,
@@ -936,13 +1081,16 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "| services × nodes | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
+        "| services × nodes | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | burst events (s) | gateway CPU per burst event (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {:.1} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
+            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {:.1} | {} | {} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
             r.services,
             config.nodes_per_service,
             r.nodes,
@@ -955,6 +1103,16 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
             },
             r.gw_cpu_per_event_us(),
             r.cl_cpu_per_event_us(),
+            if r.burst_events > 0.0 {
+                format!("{:.0} ({:.2})", r.burst_events, r.burst_s)
+            } else {
+                "—".to_string()
+            },
+            if r.burst_events > 0.0 {
+                format!("{:.1}", r.gw_burst_cpu_per_event_us())
+            } else {
+                "—".to_string()
+            },
             r.gw_route_p50,
             r.gw_route_p99,
             r.gw_route_trials,
@@ -997,6 +1155,13 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
                     y_desc: "CPU per registry event (µs)".into(),
                     series: vec![
                         ("gateway".into(), points(Row::gw_cpu_per_event_us)),
+                        (
+                            "gateway, burst".into(),
+                            points(Row::gw_burst_cpu_per_event_us)
+                                .into_iter()
+                                .filter(|(_, y)| y.is_finite())
+                                .collect(),
+                        ),
                         ("client".into(), points(Row::cl_cpu_per_event_us)),
                     ],
                 },
@@ -1018,6 +1183,13 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
         "- Gateway CPU per event: {}.",
         growth(rows, Row::gw_cpu_per_event_us, "µs")
     );
+    if rows.iter().all(|r| r.burst_events > 0.0) {
+        let _ = writeln!(
+            out,
+            "- Gateway CPU per event of a burst: {}.",
+            growth(rows, Row::gw_burst_cpu_per_event_us, "µs")
+        );
+    }
     let _ = writeln!(
         out,
         "- Client time to first answer: {}.",

@@ -43,13 +43,15 @@ struct Remote {
     srv: Option<(u16, Lifetime)>,
     addr: Option<(IpAddr, Lifetime)>,
     txt: Option<(TxtInfo, Lifetime)>,
-    /// The node as last reported to watchers.
+    /// The node as last reported to watchers, without its endpoints (the
+    /// TXT holds them: one copy per node, not two).
     published: Option<Service>,
     refresh_sent: bool,
 }
 
 impl Remote {
-    fn derive(&self) -> Option<Service> {
+    /// The node once its SRV, address and TXT are known, without endpoints.
+    fn derive_bare(&self) -> Option<Service> {
         let id = self.node_id.as_ref()?;
         let (port, _) = self.srv.as_ref()?;
         let (ip, _) = self.addr.as_ref()?;
@@ -58,13 +60,26 @@ impl Remote {
             name: txt.service.clone(),
             version: txt.version.clone(),
             metadata: Default::default(),
-            endpoints: txt.endpoints.clone(),
+            endpoints: Vec::new(),
             nodes: vec![Node {
                 id: id.clone(),
                 address: format_address(*ip, *port),
                 metadata: txt.metadata.clone(),
             }],
         })
+    }
+
+    /// `bare` with the endpoints of the TXT, when it is still known.
+    fn with_endpoints(&self, mut bare: Service) -> Service {
+        if let Some((txt, _)) = &self.txt {
+            bare.endpoints = txt.endpoints.clone();
+        }
+        bare
+    }
+
+    /// The node as watchers and lookups see it, endpoints included.
+    fn derive(&self) -> Option<Service> {
+        self.derive_bare().map(|bare| self.with_endpoints(bare))
     }
 
     fn lifetimes(&self) -> impl Iterator<Item = &Lifetime> {
@@ -119,13 +134,15 @@ impl Cache {
             // Same target, no address repeated: the address lives as long as the SRV.
             remote.addr = Some((ip, Lifetime::new(now, update.srv.map_or(0, |s| s.1))));
         }
+        let mut txt_changed = false;
         if let Some((txt, ttl)) = update.txt {
+            txt_changed = remote.txt.as_ref().is_none_or(|(known, _)| *known != txt);
             remote.txt = Some((txt, Lifetime::new(now, ttl)));
             remote.node_id = update.node_id;
             remote.refresh_sent = false;
         }
-        let derived = remote.derive()?;
-        if remote.published.as_ref() == Some(&derived) {
+        let bare = remote.derive_bare()?;
+        if !txt_changed && remote.published.as_ref() == Some(&bare) {
             return None;
         }
         let action = if remote.published.is_some() {
@@ -133,17 +150,17 @@ impl Cache {
         } else {
             Action::Create
         };
-        remote.published = Some(derived.clone());
+        remote.published = Some(bare.clone());
         Some(Event {
             action,
-            service: derived,
+            service: remote.with_endpoints(bare),
         })
     }
 
     /// Forgets an instance; a delete event if it had been reported.
     pub(crate) fn remove(&mut self, key: &str) -> Option<Event> {
         let remote = self.instances.remove(key)?;
-        let service = remote.published?;
+        let service = remote.with_endpoints(remote.published.clone()?);
         // The service may be gone with it: let the list forget it too.
         let name = service.name.clone();
         if !self.has_service(&name) {
@@ -181,11 +198,12 @@ impl Cache {
             if remote.txt.as_ref().is_some_and(|(_, l)| l.expires <= now) {
                 remote.txt = None;
             }
-            if remote.derive().is_none() {
-                if let Some(service) = remote.published.take() {
+            if remote.derive_bare().is_none() {
+                if let Some(bare) = remote.published.take() {
+                    // Its endpoints too, while its TXT lives.
                     events.push(Event {
                         action: Action::Delete,
-                        service,
+                        service: remote.with_endpoints(bare),
                     });
                 }
                 if remote.srv.is_none() && remote.txt.is_none() {
@@ -212,9 +230,8 @@ impl Cache {
     pub(crate) fn nodes(&self, service: &str) -> Vec<Service> {
         self.instances
             .values()
-            .filter_map(|r| r.published.as_ref())
-            .filter(|s| s.name == service)
-            .cloned()
+            .filter(|r| r.published.as_ref().is_some_and(|s| s.name == service))
+            .filter_map(Remote::derive)
             .collect()
     }
 
@@ -229,10 +246,13 @@ impl Cache {
     /// (empty when only a `_services` answer named it).
     pub(crate) fn services(&self) -> BTreeMap<String, Vec<Service>> {
         let mut out: BTreeMap<String, Vec<Service>> = BTreeMap::new();
-        for service in self.instances.values().filter_map(|r| r.published.as_ref()) {
-            out.entry(service.name.clone())
-                .or_default()
-                .push(service.clone());
+        for service in self
+            .instances
+            .values()
+            .filter(|r| r.published.is_some())
+            .filter_map(Remote::derive)
+        {
+            out.entry(service.name.clone()).or_default().push(service);
         }
         for name in self.service_names.keys() {
             out.entry(name.clone()).or_default();
@@ -307,6 +327,39 @@ mod tests {
         assert_eq!(deleted.action, Action::Delete);
         assert_eq!(deleted.service.nodes[0].id, "b");
         assert!(cache.services().is_empty());
+    }
+
+    fn with_endpoint(mut update: InstanceUpdate, endpoint: &str) -> InstanceUpdate {
+        if let Some((txt, _)) = &mut update.txt {
+            txt.endpoints = vec![micro_registry::Endpoint {
+                name: endpoint.into(),
+                ..Default::default()
+            }];
+        }
+        update
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_are_reported_and_a_change_of_them_is_an_update() {
+        let mut cache = Cache::default();
+        let now = Instant::now();
+        let first = with_endpoint(update("a", Some(1), Some(120)), "Say.Hello");
+        let created = cache.apply(first.clone(), now).expect("create");
+        assert_eq!(created.service.endpoints[0].name, "Say.Hello");
+        assert_eq!(cache.nodes("svc")[0].endpoints[0].name, "Say.Hello");
+        assert_eq!(cache.services()["svc"][0].endpoints[0].name, "Say.Hello");
+        // The same TXT again: nothing new.
+        assert!(cache.apply(first, now).is_none());
+        // Only the endpoints changed: an update that carries the new ones.
+        let changed = with_endpoint(update("a", Some(1), Some(120)), "Say.Bye");
+        let updated = cache.apply(changed, now).expect("update");
+        assert_eq!(updated.action, Action::Update);
+        assert_eq!(updated.service.endpoints[0].name, "Say.Bye");
+        // A delete while the TXT is known names them too.
+        let mut bye = update("a", None, None);
+        bye.goodbye = true;
+        let deleted = cache.apply(bye, now).expect("delete");
+        assert_eq!(deleted.service.endpoints[0].name, "Say.Bye");
     }
 
     #[tokio::test(start_paused = true)]

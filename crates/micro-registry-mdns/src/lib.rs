@@ -77,7 +77,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType};
 use hickory_proto::rr::{Name, RData, RecordType};
 use micro_registry::{
-    Action, Error, Event, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+    Action, Detail, Error, Event, RegisterOptions, Registry, Service, WatchOptions, Watcher,
     group_by_version, validate,
 };
 use tokio::sync::broadcast;
@@ -829,10 +829,18 @@ impl Registry for MdnsRegistry {
         self.ensure_open()?;
         let receiver = self.inner.events.subscribe();
         let filter = options.service;
+        let nodes_only = options.detail == Detail::Nodes;
         let stream = BroadcastStream::new(receiver).filter_map(move |item| match item {
-            Ok(event) => match &filter {
+            Ok(mut event) => match &filter {
                 Some(name) if *name != event.service.name => None,
-                _ => Some(Ok(event)),
+                _ => {
+                    if nodes_only {
+                        // The watcher keeps what it is given: not the endpoints
+                        // it did not ask for.
+                        event.service.endpoints = Vec::new();
+                    }
+                    Some(Ok(event))
+                }
             },
             Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(Error::Lagged(missed))),
         });

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
 use micro_registry::{
-    Action, Event, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+    Action, Detail, Event, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
 };
 use micro_registry_mdns::{MdnsOptions, MdnsRegistry, testing};
 use tokio::time::{Instant, timeout};
@@ -74,6 +74,10 @@ async fn learns_from_go_micro_announcement_and_goodbye() {
         .watch(WatchOptions::service(SERVICE))
         .await
         .expect("watch");
+    let mut nodes_only = registry
+        .watch(WatchOptions::service(SERVICE).with_detail(Detail::Nodes))
+        .await
+        .expect("watch");
     let sender = client_socket();
 
     sender
@@ -81,6 +85,10 @@ async fn learns_from_go_micro_announcement_and_goodbye() {
         .await
         .expect("send");
     let created = next_event(&mut watcher, "create from announcement", |_| true).await;
+    // A watcher that asked for nodes only is not given the endpoints to keep.
+    let brief = next_event(&mut nodes_only, "create, nodes only", |_| true).await;
+    assert_eq!(brief.service.nodes[0].id, NODE);
+    assert!(brief.service.endpoints.is_empty(), "{brief:?}");
     assert_eq!(created.action, Action::Create);
     let node = &created.service.nodes[0];
     assert_eq!(node.id, NODE);
