@@ -121,6 +121,13 @@ enum Command {
         #[arg(long = "registry_address")]
         registry_address: Option<String>,
     },
+    /// Internal: R13's floor on etcd, a bare etcd-client watch of the
+    /// registry's prefix that only counts events (prints `R13-FLOOR READY`).
+    #[command(hide = true)]
+    ScaleFloor {
+        #[arg(long = "registry_address")]
+        registry_address: String,
+    },
     /// Internal: R13 on mDNS, run by the benchmark in a private network
     /// namespace (refuses to run where it sees more than loopback).
     #[command(hide = true)]
@@ -212,6 +219,9 @@ fn main() {
             subscribe,
         }) => return events::idle_child(&broker, &address, subscribe),
         Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
+        Some(Command::ScaleFloor { registry_address }) => {
+            return scale::floor_child(&registry_address);
+        }
         Some(Command::SoakClient {
             registry_address,
             gateway,

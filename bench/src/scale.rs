@@ -47,6 +47,7 @@ use crate::servers::Flavor;
 /// Prefix of the lines the mDNS child and the client child print.
 const CHILD_PREFIX: &str = "R13-CHILD ";
 const CLIENT_PREFIX: &str = "R13-CLIENT ";
+const FLOOR_PREFIX: &str = "R13-FLOOR ";
 /// Environment variable: `tiny` runs a few services for a few seconds (the
 /// test of the scenario).
 pub const SIZE_ENV: &str = "MICRO_BENCH_R13";
@@ -194,10 +195,12 @@ struct Row {
     burst_events: f64,
     burst_s: f64,
     gw_burst_cpu_ms: f64,
+    floor_cpu_ms: f64,
+    floor_burst_cpu_ms: f64,
 }
 
 impl Row {
-    fn fields(&self) -> [f64; 29] {
+    fn fields(&self) -> [f64; 31] {
         [
             self.services,
             self.nodes,
@@ -228,6 +231,8 @@ impl Row {
             self.burst_events,
             self.burst_s,
             self.gw_burst_cpu_ms,
+            self.floor_cpu_ms,
+            self.floor_burst_cpu_ms,
         ]
     }
 
@@ -272,6 +277,8 @@ impl Row {
             burst_events,
             burst_s,
             gw_burst_cpu_ms,
+            floor_cpu_ms,
+            floor_burst_cpu_ms,
         ] = v.try_into().ok()?;
         Some(Row {
             services,
@@ -303,6 +310,8 @@ impl Row {
             burst_events,
             burst_s,
             gw_burst_cpu_ms,
+            floor_cpu_ms,
+            floor_burst_cpu_ms,
         })
     }
 
@@ -318,6 +327,15 @@ impl Row {
     /// Gateway CPU per registry event of the burst, µs.
     fn gw_burst_cpu_per_event_us(&self) -> f64 {
         self.gw_burst_cpu_ms * 1000.0 / self.burst_events
+    }
+
+    /// A bare etcd watch's CPU per event of the churn, µs (etcd only).
+    fn floor_cpu_per_event_us(&self) -> f64 {
+        self.floor_cpu_ms * 1000.0 / self.churn_events
+    }
+
+    fn floor_burst_cpu_per_event_us(&self) -> f64 {
+        self.floor_burst_cpu_ms * 1000.0 / self.burst_events
     }
 }
 
@@ -735,6 +753,63 @@ fn start_client(exe: &Path, backend: &Backend) -> (Proc, f64) {
     (proc, ready_ms)
 }
 
+/// A floor child: spawned, until its watch is set up.
+fn start_floor(exe: &Path, address: &str) -> Proc {
+    let args = vec![
+        "scale-floor".to_string(),
+        format!("--registry_address={address}"),
+    ];
+    let mut proc = Proc::spawn("scale floor", exe, &args, &[]);
+    let (line, _) = proc.wait_line(FLOOR_PREFIX, Duration::from_secs(60));
+    assert!(line.contains("READY"), "the floor watch failed: {line}");
+    proc
+}
+
+/// `micro-bench scale-floor`: a bare etcd-client watch of the registry's
+/// prefix (with previous values, as the registry watches), on a
+/// current-thread runtime like the gateway's; counts events and nothing
+/// else, until stopped. What any process following the registry pays.
+pub fn floor_child(registry_address: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let endpoint = format!("http://{}", registry_address.trim_start_matches("http://"));
+        let mut client = match etcd_client::Client::connect([endpoint], None).await {
+            Ok(client) => client,
+            Err(e) => {
+                println!("{FLOOR_PREFIX}ERROR cannot reach etcd: {e}");
+                std::process::exit(1);
+            }
+        };
+        let options = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_prev_key();
+        let mut stream = match client.watch("/micro/registry/", Some(options)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                println!("{FLOOR_PREFIX}ERROR cannot watch: {e}");
+                std::process::exit(1);
+            }
+        };
+        // Set up once etcd says so, as the registry's watch waits for.
+        match stream.message().await {
+            Ok(Some(response)) if response.created() => {}
+            other => {
+                println!("{FLOOR_PREFIX}ERROR etcd did not set the watch up: {other:?}");
+                std::process::exit(1);
+            }
+        }
+        println!("{FLOOR_PREFIX}READY");
+        let mut events = 0usize;
+        while let Ok(Some(response)) = stream.message().await {
+            events += response.events().len();
+        }
+        std::hint::black_box(events);
+    });
+}
+
 /// `micro-bench scale-client`: resolves the greeter, calls it once, says so,
 /// then idles (following the registry) until stopped.
 pub fn client_child(registry: &str, registry_address: Option<&str>) {
@@ -905,6 +980,20 @@ async fn measure(
                 .expect("client start")
         };
         row.cl_ready_ms = client_ready;
+        // The floor: what any process following the registry's etcd prefix
+        // pays per event (etcd only).
+        let floor_proc = match &backend {
+            Backend::Etcd { address } => {
+                let (exe, address) = (exe.clone(), address.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || start_floor(&exe, &address))
+                        .await
+                        .expect("floor start"),
+                )
+            }
+            Backend::Mdns => None,
+        };
+        let floor_cpu = || floor_proc.as_ref().and_then(|p| cpu_ms(p.pid()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         row.cl_rss_kib = memory_kib(client_proc.pid()).0;
         eprintln!(
@@ -918,18 +1007,24 @@ async fn measure(
         // A burst (the fleet restarting together): the gateway's CPU per
         // event when events come faster than one at a time.
         if config.burst > 0 {
-            let gw0 = cpu_ms(gateway_proc.pid());
+            let (gw0, fl0) = (cpu_ms(gateway_proc.pid()), floor_cpu());
             let t0 = Instant::now();
             row.burst_events =
                 burst(&registry, services, config.burst, config.in_flight).await as f64;
             row.burst_s = t0.elapsed().as_secs_f64();
             let gw1 = settled_cpu_ms(gateway_proc.pid()).await;
+            let fl1 = match &floor_proc {
+                Some(p) => settled_cpu_ms(p.pid()).await,
+                None => None,
+            };
             row.gw_burst_cpu_ms = gw1.zip(gw0).map_or(f64::NAN, |(b, a)| b - a);
+            row.floor_burst_cpu_ms = fl1.zip(fl0).map_or(f64::NAN, |(b, a)| b - a);
             eprintln!(
-                "    burst: {} events in {:.1} s; gateway {:.1} µs CPU per event",
+                "    burst: {} events in {:.1} s; gateway {:.1} µs CPU per event (a bare etcd watch {:.1})",
                 row.burst_events,
                 row.burst_s,
-                row.gw_burst_cpu_per_event_us()
+                row.gw_burst_cpu_per_event_us(),
+                row.floor_burst_cpu_per_event_us()
             );
         }
 
@@ -941,28 +1036,33 @@ async fn measure(
             config.in_flight,
         )
         .await;
-        let (gw0, cl0, e0, t0) = (
+        let (gw0, cl0, fl0, e0, t0) = (
             cpu_ms(gateway_proc.pid()),
             cpu_ms(client_proc.pid()),
+            floor_cpu(),
             churn.events(),
             Instant::now(),
         );
         tokio::time::sleep(config.churn).await;
-        let (gw1, cl1, e1) = (
+        let (gw1, cl1, fl1, e1) = (
             cpu_ms(gateway_proc.pid()),
             cpu_ms(client_proc.pid()),
+            floor_cpu(),
             churn.events(),
         );
+        row.floor_cpu_ms = fl1.zip(fl0).map_or(f64::NAN, |(b, a)| b - a);
+        drop(floor_proc);
         row.churn_s = t0.elapsed().as_secs_f64();
         row.churn_events = (e1 - e0) as f64;
         row.gw_cpu_ms = gw1.zip(gw0).map_or(f64::NAN, |(b, a)| b - a);
         row.cl_cpu_ms = cl1.zip(cl0).map_or(f64::NAN, |(b, a)| b - a);
         row.gw_rss_after_kib = memory_kib(gateway_proc.pid()).0;
         eprintln!(
-            "    churn: {} events in {:.1} s; gateway {:.1} µs CPU per event, client {:.1} µs",
+            "    churn: {} events in {:.1} s; gateway {:.1} µs CPU per event (a bare etcd watch {:.1}), client {:.1} µs",
             row.churn_events,
             row.churn_s,
             row.gw_cpu_per_event_us(),
+            row.floor_cpu_per_event_us(),
             row.cl_cpu_per_event_us()
         );
         let (gw, gw_missed) = gateway_trials(&backend, &gateway_address, config.trials).await;
@@ -1013,6 +1113,15 @@ async fn measure(
     }
     base.stop().await;
     registry.close().await;
+}
+
+/// A figure with one decimal, or a dash where there is none.
+fn or_dash(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.1}")
+    } else {
+        "—".to_string()
+    }
 }
 
 /// Marginal cost per 1,000 nodes between consecutive rows, as text.
@@ -1081,16 +1190,16 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "| services × nodes | churn events (s) | gateway CPU per event (µs) | client CPU per event (µs) | burst events (s) | gateway CPU per burst event (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
+        "| services × nodes | churn events (s) | gateway CPU per event (µs) | a bare etcd watch (µs) | client CPU per event (µs) | burst events (s) | gateway CPU per burst event (µs) | a bare etcd watch (µs) | via the gateway, p2c (default) p50 / p99 (ms) | via the gateway, round robin p50 / p99 (ms) | registry watch delivers the node p99 (ms) | running client (p2c) p50 / p99 (ms) |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {:.1} | {} | {} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
+            "| {:.0} × {} ({:.0}) | {:.0} ({:.1}){} | {:.1} | {} | {:.1} | {} | {} | {} | {:.2} / {:.2} ({:.0} trials{}) | {:.2} / {:.2} ({:.0} trials) | {:.2} | {:.2} / {:.2} ({:.0} trials{}) |",
             r.services,
             config.nodes_per_service,
             r.nodes,
@@ -1102,17 +1211,15 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
                 String::new()
             },
             r.gw_cpu_per_event_us(),
+            or_dash(r.floor_cpu_per_event_us()),
             r.cl_cpu_per_event_us(),
             if r.burst_events > 0.0 {
                 format!("{:.0} ({:.2})", r.burst_events, r.burst_s)
             } else {
                 "—".to_string()
             },
-            if r.burst_events > 0.0 {
-                format!("{:.1}", r.gw_burst_cpu_per_event_us())
-            } else {
-                "—".to_string()
-            },
+            or_dash(r.gw_burst_cpu_per_event_us()),
+            or_dash(r.floor_burst_cpu_per_event_us()),
             r.gw_route_p50,
             r.gw_route_p99,
             r.gw_route_trials,
