@@ -436,9 +436,11 @@ pub fn client_child(registry_address: &str, gateway: &str) {
             let gateway = gateway.to_string();
             tasks.spawn(async move { http_loop(&gateway, &running, &counts).await });
         }
+        let first_churn_failure = Arc::new(std::sync::Mutex::new(None::<String>));
         {
             let (running, counts) = (running.clone(), counts.clone());
-            tasks.spawn(async move { churn(&registry, &running, &counts).await });
+            let first = first_churn_failure.clone();
+            tasks.spawn(async move { churn(&registry, &running, &counts, &first).await });
         }
         println!("{CLIENT_PREFIX}READY");
         let stop = tokio::task::spawn_blocking(|| {
@@ -468,13 +470,19 @@ pub fn client_child(registry_address: &str, gateway: &str) {
             .take()
             .map(|f| format!("; the first failed call: {f}"))
             .unwrap_or_default();
+        let first_churn = first_churn_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|f| format!("; the first failed registry change: {f}"))
+            .unwrap_or_default();
         let startup = if startup_failures > 0 {
             format!(" ({startup_failures} calls failed before the first answer, not counted)")
         } else {
             String::new()
         };
         println!(
-            "{CLIENT_PREFIX}{} RPC calls ({} failed), {} gateway requests ({} failed), {} registry changes ({} failed){first}{startup}",
+            "{CLIENT_PREFIX}{} RPC calls ({} failed), {} gateway requests ({} failed), {} registry changes ({} failed){first}{first_churn}{startup}",
             c(0) + c(1),
             c(1),
             c(2) + c(3),
@@ -548,7 +556,25 @@ async fn http_loop(gateway: &str, running: &AtomicBool, counts: &[AtomicU64; 6])
 
 /// Registers a synthetic node and deregisters the oldest of `CHURN_KEPT`
 /// every 250 ms, with a 30 s TTL; deregisters what is left at the end.
-async fn churn(registry: &SharedRegistry, running: &AtomicBool, counts: &[AtomicU64; 6]) {
+async fn churn(
+    registry: &SharedRegistry,
+    running: &AtomicBool,
+    counts: &[AtomicU64; 6],
+    first_failure: &std::sync::Mutex<Option<String>>,
+) {
+    let began = Instant::now();
+    let count = |result: Result<(), micro_registry::Error>| {
+        counts[if result.is_ok() { 4 } else { 5 }].fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = result {
+            let mut first = first_failure.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(format!(
+                    "{e} ({:.1} s after the start)",
+                    began.elapsed().as_secs_f64()
+                ));
+            }
+        }
+    };
     let mut kept = std::collections::VecDeque::new();
     let mut n = 0usize;
     let options = RegisterOptions::with_ttl(Duration::from_secs(30));
@@ -557,14 +583,12 @@ async fn churn(registry: &SharedRegistry, running: &AtomicBool, counts: &[Atomic
         let one = service
             .clone()
             .with_node(synthetic_node(&service, n % 5, n));
-        let ok = registry.register(&one, options).await.is_ok();
-        counts[if ok { 4 } else { 5 }].fetch_add(1, Ordering::Relaxed);
+        count(registry.register(&one, options).await);
         kept.push_back(one);
         if kept.len() > CHURN_KEPT
             && let Some(old) = kept.pop_front()
         {
-            let ok = registry.deregister(&old).await.is_ok();
-            counts[if ok { 4 } else { 5 }].fetch_add(1, Ordering::Relaxed);
+            count(registry.deregister(&old).await);
         }
         n += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
