@@ -27,14 +27,16 @@
 //!
 //! Four publishing tasks share a window of 256 messages not yet handled, so
 //! a core NATS publisher (which returns before delivery) cannot outrun its
-//! subscriber; the timestamp travels in the body. Then the idle RSS of a
+//! subscriber; the timestamp travels in the body. The warm-up and the
+//! measured second start once both sides are set up (connections,
+//! subscriptions, the http broker's registrations found). Then the idle RSS of a
 //! micro server subscribing to one topic against the same server without
 //! subscriptions (hidden subcommand `events-idle`), per backend.
 //!
 //! `R17_ONLY=nats|jetstream|http|idle` runs one part alone (profiling).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -179,8 +181,11 @@ struct Servers {
 /// the measured window recorded, the window's slot given back.
 struct Meter {
     base: Instant,
-    from: Instant,
-    until: Instant,
+    /// The warm-up's end and the measured window's, set once the peer is
+    /// set up ([`start`](Self::start)): a slow setup (connections, the
+    /// http broker's registrations) takes nothing from the round.
+    span: OnceLock<(Instant, Instant)>,
+    timing: Timing,
     hist: Mutex<Histogram<u64>>,
     ok: AtomicU64,
     window: Semaphore,
@@ -191,12 +196,20 @@ impl Meter {
         let base = Instant::now();
         Arc::new(Meter {
             base,
-            from: base + timing.warmup,
-            until: base + timing.warmup + timing.measure,
+            span: OnceLock::new(),
+            timing,
             hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
             ok: AtomicU64::new(0),
             window: Semaphore::new(WINDOW),
         })
+    }
+
+    /// Starts the warm-up, then the measured window; returns its end.
+    fn start(&self) -> Instant {
+        let now = Instant::now();
+        let from = now + self.timing.warmup;
+        let until = from + self.timing.measure;
+        self.span.get_or_init(|| (from, until)).1
     }
 
     /// The body to publish: when it starts, in µs since `base`.
@@ -209,7 +222,10 @@ impl Meter {
         if let Ok(stamp) = <[u8; 8]>::try_from(body) {
             let sent = u64::from_be_bytes(stamp);
             let latency = ((now - self.base).as_micros() as u64).saturating_sub(sent);
-            if now >= self.from && now < self.until {
+            if let Some(&(from, until)) = self.span.get()
+                && now >= from
+                && now < until
+            {
                 let _ = self
                     .hist
                     .lock()
@@ -290,12 +306,13 @@ async fn round(servers: &Servers, peer: Peer, subscribers: usize, timing: Timing
             micro(make, &topic, subscribers, &meter).await
         }
     };
+    let until = meter.start();
     let errors = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..PUBLISHERS)
         .map(|_| {
             let (meter, publish, errors) = (meter.clone(), publish.clone(), errors.clone());
             tokio::spawn(async move {
-                while Instant::now() < meter.until {
+                while Instant::now() < until {
                     let Ok(permit) = meter.window.acquire().await else {
                         break;
                     };
