@@ -17,18 +17,26 @@
 //!   (nothing a go-micro service could read) is an extra row for nats;
 //!   ratios are against the envelope baseline.
 //! - `http` (HttpBroker on a memory registry) against a raw hyper POST loop
-//!   to axum receivers (a queue group of 3: the POSTs spread over 3).
+//!   to axum receivers (a queue group of 3: the POSTs spread over 3), which
+//!   also writes and reads the envelope.
+//!
+//! Connections as deployed, alike on both sides: each subscriber is its
+//! own process, so its own connection (one per member of a queue group),
+//! and the publisher another one. (The raw JetStream baseline used to run
+//! its publisher and its three pull streams on one shared connection.)
 //!
 //! Four publishing tasks share a window of 256 messages not yet handled, so
 //! a core NATS publisher (which returns before delivery) cannot outrun its
-//! subscriber; the timestamp travels in the body. Then the idle RSS of a
+//! subscriber; the timestamp travels in the body. The warm-up and the
+//! measured second start once both sides are set up (connections,
+//! subscriptions, the http broker's registrations found). Then the idle RSS of a
 //! micro server subscribing to one topic against the same server without
 //! subscriptions (hidden subcommand `events-idle`), per backend.
 //!
 //! `R17_ONLY=nats|jetstream|http|idle` runs one part alone (profiling).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -173,8 +181,11 @@ struct Servers {
 /// the measured window recorded, the window's slot given back.
 struct Meter {
     base: Instant,
-    from: Instant,
-    until: Instant,
+    /// The warm-up's end and the measured window's, set once the peer is
+    /// set up ([`start`](Self::start)): a slow setup (connections, the
+    /// http broker's registrations) takes nothing from the round.
+    span: OnceLock<(Instant, Instant)>,
+    timing: Timing,
     hist: Mutex<Histogram<u64>>,
     ok: AtomicU64,
     window: Semaphore,
@@ -185,12 +196,20 @@ impl Meter {
         let base = Instant::now();
         Arc::new(Meter {
             base,
-            from: base + timing.warmup,
-            until: base + timing.warmup + timing.measure,
+            span: OnceLock::new(),
+            timing,
             hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
             ok: AtomicU64::new(0),
             window: Semaphore::new(WINDOW),
         })
+    }
+
+    /// Starts the warm-up, then the measured window; returns its end.
+    fn start(&self) -> Instant {
+        let now = Instant::now();
+        let from = now + self.timing.warmup;
+        let until = from + self.timing.measure;
+        self.span.get_or_init(|| (from, until)).1
     }
 
     /// The body to publish: when it starts, in µs since `base`.
@@ -203,7 +222,10 @@ impl Meter {
         if let Ok(stamp) = <[u8; 8]>::try_from(body) {
             let sent = u64::from_be_bytes(stamp);
             let latency = ((now - self.base).as_micros() as u64).saturating_sub(sent);
-            if now >= self.from && now < self.until {
+            if let Some(&(from, until)) = self.span.get()
+                && now >= from
+                && now < until
+            {
                 let _ = self
                     .hist
                     .lock()
@@ -250,7 +272,7 @@ async fn round(servers: &Servers, peer: Peer, subscribers: usize, timing: Timing
         Peer::RawCore => raw_core(&servers.core, &topic, subscribers, &meter, true).await,
         Peer::RawCoreBare => raw_core(&servers.core, &topic, subscribers, &meter, false).await,
         Peer::RawJetStream => raw_jetstream(&servers.js, &topic, subscribers, &meter).await,
-        Peer::RawHttp => raw_http(subscribers, &meter).await,
+        Peer::RawHttp => raw_http(&topic, subscribers, &meter).await,
         Peer::MicroNats => {
             let make = || -> SharedBroker {
                 Arc::new(NatsBroker::new(
@@ -284,12 +306,13 @@ async fn round(servers: &Servers, peer: Peer, subscribers: usize, timing: Timing
             micro(make, &topic, subscribers, &meter).await
         }
     };
+    let until = meter.start();
     let errors = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..PUBLISHERS)
         .map(|_| {
             let (meter, publish, errors) = (meter.clone(), publish.clone(), errors.clone());
             tokio::spawn(async move {
-                while Instant::now() < meter.until {
+                while Instant::now() < until {
                     let Ok(permit) = meter.window.acquire().await else {
                         break;
                     };
@@ -347,12 +370,11 @@ async fn micro(
     for _ in 0..subscribers {
         let broker = make();
         let meter = meter.clone();
+        // The raw loops' work, done as they do it (no clone of the meter
+        // per message); the broker still boxes the returned future.
         let handler = move |event: Event| {
-            let meter = meter.clone();
-            async move {
-                meter.handled(&event.message().body);
-                Ok::<(), HandlerError>(())
-            }
+            meter.handled(&event.message().body);
+            std::future::ready(Ok::<(), HandlerError>(()))
         };
         let options = if subscribers > 1 || broker.name() == "jetstream" {
             SubscribeOptions::queue("q")
@@ -454,32 +476,34 @@ async fn raw_jetstream(
     meter: &Arc<Meter>,
 ) -> (Publish, Keep) {
     use async_nats::jetstream::{self, consumer, stream};
-    let client = async_nats::connect(url).await.expect("connect");
-    let js = jetstream::new(client);
+    // As deployed, and as the broker side runs: each subscriber its own
+    // process and so its own connection, the publisher another.
+    let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
     let name = micro_broker::jetstream::stream_name(topic);
-    let stream = js
-        .create_stream(stream::Config {
-            name,
-            subjects: vec![topic.to_string()],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .expect("stream");
-    let consumer: consumer::Consumer<consumer::pull::Config> = stream
-        .get_or_create_consumer(
-            "q",
-            consumer::pull::Config {
-                durable_name: Some("q".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                max_ack_pending: 256,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("consumer");
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![topic.to_string()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let config = consumer::pull::Config {
+        durable_name: Some("q".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: 256,
+        ..Default::default()
+    };
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
+        let own = jetstream::new(async_nats::connect(url).await.expect("connect"));
+        let consumer: consumer::Consumer<consumer::pull::Config> = own
+            .get_stream_no_info(&name)
+            .await
+            .expect("stream")
+            .get_or_create_consumer("q", config.clone())
+            .await
+            .expect("consumer");
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(64)
@@ -488,6 +512,7 @@ async fn raw_jetstream(
             .expect("messages");
         let meter = meter.clone();
         tasks.push(tokio::spawn(async move {
+            let _own = own;
             while let Some(Ok(message)) = messages.next().await {
                 if let Some(body) = GoEnvelope::read(&message.payload) {
                     meter.handled(&body);
@@ -510,7 +535,7 @@ async fn raw_jetstream(
     (publish, Keep::Tasks(tasks))
 }
 
-async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
+async fn raw_http(topic: &str, subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
     let mut tasks = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..subscribers {
@@ -524,8 +549,13 @@ async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
             axum::routing::post(move |body: Bytes| {
                 let meter = meter.clone();
                 async move {
-                    meter.handled(&body);
-                    http::StatusCode::OK
+                    match GoEnvelope::read(&body) {
+                        Some(body) => {
+                            meter.handled(&body);
+                            http::StatusCode::OK
+                        }
+                        None => http::StatusCode::BAD_REQUEST,
+                    }
                 }
             }),
         );
@@ -545,14 +575,16 @@ async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
         }
     }
     let senders = Arc::new(senders);
-    let publish: Publish = Arc::new(move |body| {
+    let topic = topic.to_string();
+    let publish: Publish = Arc::new(move |body: Bytes| {
         let i = next.fetch_add(1, Ordering::Relaxed) % senders.len();
         let sender = senders[i].clone();
+        let body = GoEnvelope::write(&topic, &body);
         Box::pin(async move {
             let mut sender = sender.lock().await;
             let request = http::Request::post("/")
                 .header(http::header::HOST, "127.0.0.1")
-                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .header(http::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(body))
                 .expect("request");
             match sender.send_request(request).await {
@@ -568,25 +600,29 @@ async fn raw_http(subscribers: usize, meter: &Arc<Meter>) -> (Publish, Keep) {
 }
 
 /// Idle RSS of a micro server (the greeter) with one subscription against
-/// the same without, per backend, each its own process.
+/// the same without, per backend, each its own process; and against the
+/// same server connected to the broker (it published one message on the
+/// topic: for `jetstream` its stream made), which separates what the
+/// subscription costs from what the connection and its code cost.
 fn idle_rss(plan: &Plan, servers: &Servers) -> String {
     let mut out = String::from(
-        "### R17 idle RSS: a micro server subscribing to one topic vs the same server without subscriptions\n\n| broker | without (KiB) | subscribing (KiB) | difference (KiB) |\n| --- | --- | --- | --- |\n",
+        "### R17 idle RSS: a micro server subscribing to one topic vs the same server without subscriptions\n\n\
+         RSS, in KiB (anonymous memory in brackets: the rest is mostly the executable's pages).\n\n\
+         | broker | without | published once (connected) | subscribing | subscribing − without | subscribing − connected |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
     );
     for (broker, address) in [
         ("http", "127.0.0.1:0".to_string()),
         ("nats", servers.core.clone()),
         ("jetstream", servers.js.clone()),
     ] {
-        let rss = |subscribe: bool| -> u64 {
+        let rss = |flag: Option<&str>| -> (i64, i64) {
             let mut args = vec![
                 "events-idle".to_string(),
                 format!("--broker={broker}"),
                 format!("--address={address}"),
             ];
-            if subscribe {
-                args.push("--subscribe".into());
-            }
+            args.extend(flag.map(str::to_string));
             let mut proc = Proc::spawn(
                 &format!("events-idle {broker}"),
                 &plan.exe,
@@ -596,24 +632,44 @@ fn idle_rss(plan: &Plan, servers: &Servers) -> String {
             proc.wait_ready();
             // Idle: what it holds once set up.
             std::thread::sleep(Duration::from_secs(1));
-            let rss = proc.rss_kib().expect("RSS");
+            let rss = proc.rss_kib().expect("RSS") as i64;
+            let anon = rss_anon_kib(proc.pid()).unwrap_or(0) as i64;
             proc.stop();
-            rss
+            (rss, anon)
         };
-        let without = rss(false);
-        let with = rss(true);
+        let without = rss(None);
+        let connected = rss(Some("--publish"));
+        let with = rss(Some("--subscribe"));
+        let show = |(rss, anon): (i64, i64)| format!("{rss} ({anon})");
+        let diff = |a: (i64, i64), b: (i64, i64)| format!("{:+} ({:+})", a.0 - b.0, a.1 - b.1);
         out.push_str(&format!(
-            "| {broker} | {without} | {with} | {} |\n",
-            with as i64 - without as i64
+            "| {broker} | {} | {} | {} | {} | {} |\n",
+            show(without),
+            show(connected),
+            show(with),
+            diff(with, without),
+            diff(with, connected),
         ));
     }
     out.push('\n');
     out
 }
 
+/// `RssAnon` of process `pid`, KiB.
+fn rss_anon_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The topic of the `events-idle` child.
+const IDLE_TOPIC: &str = "go.micro.bench.r17.idle";
+
 /// The `events-idle` child: a micro server with the broker named, one
 /// subscription if asked; `READY <address>`, then idle until stdin closes.
-pub(crate) fn idle_child(broker: &str, address: &str, subscribe: bool) {
+pub(crate) fn idle_child(broker: &str, address: &str, subscribe: bool, publish: bool) {
     Flavor::Multi.runtime().block_on(async move {
         let registry = Arc::new(MemoryRegistry::new());
         let broker: SharedBroker = match broker {
@@ -635,7 +691,7 @@ pub(crate) fn idle_child(broker: &str, address: &str, subscribe: bool) {
         };
         let mut builder = micro_server::Server::builder("go.micro.srv.greeter")
             .registry(registry)
-            .broker(broker)
+            .broker(broker.clone())
             .options(micro_server::ServerOptions {
                 address: "127.0.0.1:0".into(),
                 ..micro_server::ServerOptions::default()
@@ -646,9 +702,16 @@ pub(crate) fn idle_child(broker: &str, address: &str, subscribe: bool) {
             ));
         if subscribe {
             builder = builder.subscribe(
-                "go.micro.bench.r17.idle",
+                IDLE_TOPIC,
                 |_: micro_server::Received<micro_testing::greeter::Request>| async { Ok(()) },
             );
+        }
+        if publish {
+            // No subscriber: the http broker finds none and is done.
+            broker
+                .publish(IDLE_TOPIC, Message::new("{}"))
+                .await
+                .expect("published");
         }
         let server = builder.bind().await.expect("binds");
         println!("READY {}", server.local_addr());

@@ -145,6 +145,9 @@ enum Command {
         address: String,
         #[arg(long)]
         subscribe: bool,
+        /// Publish one message first (connects the broker).
+        #[arg(long)]
+        publish: bool,
     },
     /// Internal: the soak's load (RPC calls, gateway requests, registration
     /// churn) until stdin closes or SIGTERM; prints its totals.
@@ -217,7 +220,8 @@ fn main() {
             broker,
             address,
             subscribe,
-        }) => return events::idle_child(&broker, &address, subscribe),
+            publish,
+        }) => return events::idle_child(&broker, &address, subscribe, publish),
         Some(Command::ScaleMdns { bin_dir }) => return scale::mdns_child(args.quick, &bin_dir),
         Some(Command::ScaleFloor { registry_address }) => {
             return scale::floor_child(&registry_address);

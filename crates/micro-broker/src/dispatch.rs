@@ -1,12 +1,17 @@
 //! Running handlers: each delivery through a [`Gate`] (so a subscription
 //! can stop and drain), panics caught as failed deliveries, every outcome
-//! shown to the observer.
+//! shown to the observer; a receive loop's [`StopSignal`], and
+//! [`Detached`] for a handler run that outlives its caller.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use futures::FutureExt;
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::{BrokerObserver, Event, Handler};
@@ -109,8 +114,10 @@ pub(crate) async fn deliver(
     pass: Pass,
     observer: Option<&dyn BrokerObserver>,
 ) -> Outcome {
-    let started = tokio::time::Instant::now();
-    let topic = event.topic().to_string();
+    // Only what the outcome's log line and the observer need: the topic is
+    // shared (no copy), the clock read only for an observer.
+    let started = observer.map(|_| tokio::time::Instant::now());
+    let topic = event.topic.clone();
     // What the observer's wrapping sees (headers, topic; the body is shared).
     let seen = observer.map(|_| event.clone());
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(event))) {
@@ -131,10 +138,117 @@ pub(crate) async fn deliver(
     if let Some(failure) = outcome.failure() {
         tracing::warn!("Broker [{broker}] {topic}: {failure}");
     }
-    if let Some(observer) = observer {
+    if let (Some(observer), Some(started)) = (observer, started) {
         observer.delivered(broker, &topic, &outcome, started.elapsed());
     }
     outcome
+}
+
+/// A receive loop's stop signal: one flag and the loop's waker, so that
+/// waiting for a message or the stop costs two atomic operations, not a
+/// lock (a `watch` channel's waiter list) per message.
+#[derive(Debug, Default)]
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    waker: AtomicWaker,
+    /// Set by the loop as it ends ([`Ending`]).
+    ended: AtomicBool,
+    on_end: Notify,
+}
+
+/// Held by a receive loop: dropped as it ends (returned, panicked or
+/// aborted), which [`StopSignal::ended`] waits for.
+pub(crate) struct Ending(pub(crate) Arc<StopSignal>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.0.on_end.notify_waiters();
+    }
+}
+
+impl StopSignal {
+    /// Stops the loop (wakes it if it waits).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Ready once stopped; else the waker is woken by [`stop`](Self::stop).
+    pub(crate) fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_stopped() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.is_stopped() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits until stopped.
+    pub(crate) async fn stopped(&self) {
+        std::future::poll_fn(|cx| self.poll_stopped(cx)).await
+    }
+
+    /// Waits until the loop holding this signal's [`Ending`] ended.
+    pub(crate) async fn ended(&self) {
+        loop {
+            let end = self.on_end.notified();
+            tokio::pin!(end);
+            end.as_mut().enable();
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            end.await;
+        }
+    }
+}
+
+/// A future run in place by its caller; if the caller drops it before it
+/// finished (an HTTP client that hung up), the rest runs on a task of its
+/// own, so a handler is never cut short (a drain waits for it). No task
+/// spawned per message on the usual path.
+pub(crate) struct Detached<T: Send + 'static> {
+    future: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Detached<T> {
+    pub(crate) fn new(future: impl Future<Output = T> + Send + 'static) -> Detached<T> {
+        Detached {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = future.await;
+            });
+        }
+    }
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
@@ -162,5 +276,54 @@ mod tests {
         assert!(gate.enter().is_none(), "closed while draining");
         drop(pass);
         drained.await.expect("drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_wakes_a_waiting_loop_and_its_end_is_seen() {
+        let signal = Arc::new(StopSignal::default());
+        let ending = Ending(signal.clone());
+        let waiting = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.stopped().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished() && !signal.is_stopped());
+        signal.stop();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
+            .await
+            .expect("woken")
+            .expect("ran");
+        let ended = tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.ended().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!ended.is_finished(), "the loop still holds its Ending");
+        drop(ending);
+        tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+            .await
+            .expect("ended")
+            .expect("ran");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_run_dropped_by_its_caller_runs_to_its_end() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let run = Detached::new(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let _ = tx.send("finished");
+        });
+        // The caller gives up after 1 s (a publisher that hung up).
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), run)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx).await,
+            Ok(Ok("finished"))
+        );
+        // Run to its end in place: its output, nothing left behind.
+        assert_eq!(Detached::new(async { 7 }).await, 7);
     }
 }

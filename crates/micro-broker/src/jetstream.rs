@@ -62,13 +62,13 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::OnceCell;
 
-use crate::dispatch::{Gate, Outcome, deliver};
+use crate::dispatch::{Ending, Gate, Outcome, StopSignal, deliver};
 use crate::nats::{NatsOptions, connect};
 use crate::{
     Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
-    addressed, check_subscription,
+    check_subscription, envelope,
 };
 
 const BROKER: &str = "jetstream";
@@ -233,7 +233,7 @@ struct Shared {
     /// The stream capturing each topic used so far.
     streams: Mutex<HashMap<String, String>>,
     dead_letters: OnceCell<()>,
-    subs: Mutex<HashMap<String, watch::Sender<bool>>>,
+    subs: Mutex<HashMap<String, Arc<StopSignal>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -412,10 +412,11 @@ impl Broker for JetStreamBroker {
     /// Returns once the stream acknowledged the message.
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
         let shared = &self.shared;
-        let message = addressed(BROKER, topic, message, shared.observer.as_deref())?;
-        let payload = Bytes::from(message.to_envelope());
+        let payload = envelope(BROKER, topic, message, shared.observer.as_deref())?;
         let result = async {
-            shared.stream_for(topic).await?;
+            if !lock(&shared.streams).contains_key(topic) {
+                shared.stream_for(topic).await?;
+            }
             let mut tries = 0;
             loop {
                 tries += 1;
@@ -477,11 +478,11 @@ impl Broker for JetStreamBroker {
         };
         let consumer = make_consumer(&shared, &stream, &config).await?;
         let id = format!("{topic}-{}", uuid::Uuid::new_v4());
-        let (stop, stopped) = watch::channel(false);
+        let stop = Arc::new(StopSignal::default());
         let gate = Arc::new(Gate::default());
         let run = Run {
             shared: shared.clone(),
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             stream,
             config,
             handler,
@@ -492,7 +493,7 @@ impl Broker for JetStreamBroker {
                 .or(options.service.clone())
                 .unwrap_or_default(),
         };
-        let task = tokio::spawn(run.run(consumer, stopped));
+        let task = tokio::spawn(run.run(consumer, stop.clone()));
         lock(&shared.subs).insert(id.clone(), stop.clone());
         tracing::info!(
             "Broker [jetstream] Subscribed to {topic} as {id} ({})",
@@ -517,13 +518,12 @@ impl Broker for JetStreamBroker {
 
     /// Stops every subscription (drained, bounded), then flushes.
     async fn close(&self) {
-        let stops: Vec<watch::Sender<bool>> =
-            lock(&self.shared.subs).drain().map(|(_, s)| s).collect();
+        let stops: Vec<Arc<StopSignal>> = lock(&self.shared.subs).drain().map(|(_, s)| s).collect();
         for stop in &stops {
-            let _ = stop.send(true);
+            stop.stop();
         }
         let limit = self.shared.options.nats.close_timeout;
-        let closed = futures::future::join_all(stops.iter().map(|s| s.closed()));
+        let closed = futures::future::join_all(stops.iter().map(|s| s.ended()));
         if tokio::time::timeout(limit, closed).await.is_err() {
             tracing::warn!(
                 "Broker [jetstream] subscribers still running after {limit:?}; closing anyway"
@@ -559,7 +559,8 @@ async fn make_consumer(
 /// One subscription's loop.
 struct Run {
     shared: Arc<Shared>,
-    topic: String,
+    /// Shared with every delivery's [`Event`].
+    topic: Arc<str>,
     stream: String,
     config: consumer::pull::Config,
     handler: Arc<dyn Handler>,
@@ -578,11 +579,12 @@ impl Run {
     async fn run(
         self,
         mut consumer: consumer::Consumer<consumer::pull::Config>,
-        mut stopped: watch::Receiver<bool>,
+        stopped: Arc<StopSignal>,
     ) {
+        let _ending = Ending(stopped.clone());
         let mut failures: u32 = 0;
         loop {
-            match self.pull(&consumer, &mut stopped).await {
+            match self.pull(&consumer, &stopped).await {
                 Next::Stop => break,
                 Next::Again => {}
             }
@@ -594,7 +596,7 @@ impl Run {
                     .min(Duration::from_secs(5));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = stopped.wait_for(|s| *s) => return,
+                    () = stopped.stopped() => return,
                 }
                 match make_consumer(&self.shared, &self.stream, &self.config).await {
                     Ok(made) => {
@@ -630,7 +632,7 @@ impl Run {
     async fn pull(
         &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
-        stopped: &mut watch::Receiver<bool>,
+        stopped: &StopSignal,
     ) -> Next {
         use std::collections::VecDeque;
         use std::task::Poll;
@@ -644,7 +646,7 @@ impl Run {
         let mut failed = false;
         loop {
             let asked: usize = pulls.iter().map(|p| batch.saturating_sub(p.brought)).sum();
-            if !failed && !*stopped.borrow() && asked <= batch / 2 {
+            if !failed && !stopped.is_stopped() && asked <= batch / 2 {
                 let pulled = consumer
                     .batch()
                     .max_messages(batch)
@@ -686,11 +688,11 @@ impl Run {
             .await;
             match next {
                 // No pull running: stopping, or a pull could not be made.
-                None if failed || !*stopped.borrow() => return Next::Again,
+                None if failed || !stopped.is_stopped() => return Next::Again,
                 None => return Next::Stop,
                 // Handed back to come again once this pull is over (at
                 // once, it would come straight back to it).
-                Some(Ok(message)) if *stopped.borrow() => {
+                Some(Ok(message)) if stopped.is_stopped() => {
                     let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
                 }
                 Some(Ok(message)) => self.handle(message).await,
@@ -708,17 +710,19 @@ impl Run {
     async fn handle(&self, message: jetstream::Message) {
         let shared = &*self.shared;
         let options = &shared.options;
-        let (delivered, origin) = match message.info() {
-            Ok(info) => (
-                u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                format!("{}:{}", info.stream, info.stream_sequence),
-            ),
+        let delivered = match message.info() {
+            Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX),
             Err(e) => {
                 tracing::warn!("Broker [jetstream] {}: no delivery info: {e}", self.topic);
-                (1, String::new())
+                1
             }
         };
-        let topic = message.subject.to_string();
+        // The subscription's own topic (shared), the subject it filters on.
+        let topic = if message.subject.as_str() == &*self.topic {
+            self.topic.clone()
+        } else {
+            Arc::from(message.subject.as_str())
+        };
         if delivered > 1
             && let Some(observer) = &shared.observer
         {
@@ -733,8 +737,7 @@ impl Run {
                 shared
                     .observe_delivered(&topic, Outcome::Error(reason.clone()))
                     .await;
-                self.dead_letter(&message, &topic, &reason, delivered, &origin)
-                    .await;
+                self.dead_letter(&message, &topic, &reason, delivered).await;
                 return;
             }
         };
@@ -742,8 +745,7 @@ impl Run {
             // Delivered again by the server (ack wait over, a crashed
             // subscriber) past the bound: no handler runs it again.
             let reason = format!("delivered {delivered} times without an acknowledgement");
-            self.dead_letter(&message, &topic, &reason, delivered, &origin)
-                .await;
+            self.dead_letter(&message, &topic, &reason, delivered).await;
             return;
         }
         let Some(pass) = self.gate.enter() else {
@@ -761,8 +763,7 @@ impl Run {
         match outcome.failure() {
             None => confirm_ack(&message, &topic).await,
             Some(reason) if delivered >= options.max_deliveries => {
-                self.dead_letter(&message, &topic, &reason, delivered, &origin)
-                    .await;
+                self.dead_letter(&message, &topic, &reason, delivered).await;
             }
             Some(_) => {
                 let wait = options.backoff(delivered);
@@ -783,8 +784,11 @@ impl Run {
         topic: &str,
         reason: &str,
         delivered: u32,
-        origin: &str,
     ) {
+        let origin = message
+            .info()
+            .map(|info| format!("{}:{}", info.stream, info.stream_sequence))
+            .unwrap_or_default();
         let shared = &*self.shared;
         let subject = format!("{DEAD_LETTER_PREFIX}{topic}");
         let mut headers = message.headers.clone().unwrap_or_default();
@@ -792,7 +796,7 @@ impl Run {
         let reason_line: String = reason.chars().filter(|c| !c.is_control()).collect();
         headers.insert(DEAD_LETTER_REASON, reason_line.as_str());
         headers.insert(DEAD_LETTER_DELIVERIES, delivered.to_string().as_str());
-        headers.insert(DEAD_LETTER_ORIGIN, origin);
+        headers.insert(DEAD_LETTER_ORIGIN, origin.as_str());
         headers.insert(DEAD_LETTER_CONSUMER, self.label.as_str());
         let stored = match shared.ensure_dead_letters().await {
             Ok(()) => shared
@@ -845,14 +849,14 @@ async fn confirm_ack(message: &jetstream::Message, topic: &str) {
 struct JetStreamStop {
     shared: std::sync::Weak<Shared>,
     id: String,
-    stop: watch::Sender<bool>,
+    stop: Arc<StopSignal>,
     gate: Arc<Gate>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl JetStreamStop {
     fn signal(&self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         if let Some(shared) = self.shared.upgrade() {
             lock(&shared.subs).remove(&self.id);
         }

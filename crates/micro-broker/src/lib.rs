@@ -65,12 +65,14 @@ pub use crate::observer::BrokerObserver;
 /// A message delivered to a subscription.
 #[derive(Clone, Debug)]
 pub struct Event {
-    topic: String,
+    /// Shared: a subscription hands its own topic to every delivery (no
+    /// copy per message).
+    topic: Arc<str>,
     message: Message,
 }
 
 impl Event {
-    pub fn new(topic: impl Into<String>, message: Message) -> Event {
+    pub fn new(topic: impl Into<Arc<str>>, message: Message) -> Event {
         Event {
             topic: topic.into(),
             message,
@@ -344,6 +346,21 @@ pub(crate) fn addressed(
         observer.publishing(broker, topic, &mut message.header);
     }
     Ok(message)
+}
+
+/// The envelope every wire backend sends on `topic`: [`addressed`]'s
+/// message, written without inserting the topic into its header map.
+pub(crate) fn envelope(
+    broker: &'static str,
+    topic: &str,
+    mut message: Message,
+    observer: Option<&dyn BrokerObserver>,
+) -> Result<bytes::Bytes, Error> {
+    check_name("topic", topic)?;
+    if let Some(observer) = observer {
+        observer.publishing(broker, topic, &mut message.header);
+    }
+    Ok(bytes::Bytes::from(message.to_envelope_on(topic)))
 }
 
 /// Checks what a subscription names: its topic, queue and service.

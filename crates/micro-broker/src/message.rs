@@ -79,19 +79,57 @@ impl Message {
     /// The envelope go-micro's http and nats brokers send: Go's
     /// `encoding/json` output, byte for byte (see the module docs).
     pub fn to_envelope(&self) -> Vec<u8> {
-        let body = base64::engine::general_purpose::STANDARD.encode(&self.body);
-        let mut out = Vec::with_capacity(32 + body.len() + self.header.len() * 32);
+        self.write_envelope(None)
+    }
+
+    /// The envelope of this message published on `topic`: its headers
+    /// with [`TOPIC_HEADER`] set to `topic` (in its sorted place, replacing
+    /// one there), as if inserted first, without touching the map.
+    pub fn to_envelope_on(&self, topic: &str) -> Vec<u8> {
+        self.write_envelope(Some(topic))
+    }
+
+    fn write_envelope(&self, topic: Option<&str>) -> Vec<u8> {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let body_len = base64::encoded_len(self.body.len(), true).unwrap_or(0);
+        let headers_len: usize = self.header.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let topic_len = topic.map_or(0, |t| TOPIC_HEADER.len() + t.len());
+        let mut out =
+            Vec::with_capacity(32 + body_len + headers_len + topic_len + self.header.len() * 8);
         out.extend_from_slice(b"{\"Header\":{");
-        for (i, (key, value)) in self.header.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        let mut entry = |out: &mut Vec<u8>, key: &str, value: &str| {
+            if !first {
                 out.push(b',');
             }
-            go_json_string(&mut out, key);
+            first = false;
+            go_json_string(out, key);
             out.push(b':');
-            go_json_string(&mut out, value);
+            go_json_string(out, value);
+        };
+        let mut topic = topic;
+        for (key, value) in &self.header {
+            if let Some(t) = topic
+                && key.as_str() >= TOPIC_HEADER
+            {
+                entry(&mut out, TOPIC_HEADER, t);
+                topic = None;
+                if key == TOPIC_HEADER {
+                    continue;
+                }
+            }
+            entry(&mut out, key, value);
+        }
+        if let Some(t) = topic {
+            entry(&mut out, TOPIC_HEADER, t);
         }
         out.extend_from_slice(b"},\"Body\":\"");
-        out.extend_from_slice(body.as_bytes());
+        let start = out.len();
+        out.resize(start + body_len, 0);
+        let written = engine
+            .encode_slice(&self.body, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
         out.extend_from_slice(b"\"}");
         out
     }
@@ -380,6 +418,32 @@ mod tests {
         assert_eq!(title_case("traceparent"), "Traceparent");
         // `_` is no separator to Go's strings.Title.
         assert_eq!(title_case("x_request id"), "X_request Id");
+    }
+
+    #[test]
+    fn the_topic_header_is_written_in_its_sorted_place() {
+        for header in [
+            &[][..],
+            &[("A", "1")],
+            &[("Z", "1")],
+            &[("A", "1"), ("Micro-Topic", "old"), ("Z", "2")],
+            &[("Micro-From-Service", "s"), ("Micro-Topicz", "x")],
+            &[
+                ("Content-Type", "application/json"),
+                ("micro-topic", "lower"),
+            ],
+        ] {
+            let mut message = Message::new(&b"some body"[..]);
+            for (k, v) in header {
+                message = message.with_header(*k, *v);
+            }
+            let on = message.to_envelope_on("t.1");
+            let inserted = message.with_header(TOPIC_HEADER, "t.1").to_envelope();
+            assert_eq!(
+                String::from_utf8(on).expect("utf-8"),
+                String::from_utf8(inserted).expect("utf-8")
+            );
+        }
     }
 
     #[test]

@@ -22,16 +22,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
-use tokio::sync::{OnceCell, watch};
+use futures::StreamExt;
+use tokio::sync::OnceCell;
 
-use crate::dispatch::{Gate, Outcome, deliver};
+use crate::dispatch::{Gate, Outcome, StopSignal, deliver};
 use crate::{
     Broker, BrokerObserver, Error, Event, Handler, Message, SubscribeOptions, Subscription,
-    addressed, check_subscription,
+    check_subscription, envelope,
 };
 
 /// go-micro's default server (nats.go's `DefaultURL`).
@@ -101,7 +101,7 @@ struct Shared {
 
 #[derive(Debug, Clone)]
 struct Running {
-    stop: watch::Sender<bool>,
+    stop: Arc<StopSignal>,
     gate: Arc<Gate>,
 }
 
@@ -178,10 +178,10 @@ impl Broker for NatsBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let message = addressed("nats", topic, message, self.shared.observer.as_deref())?;
+        let payload = envelope("nats", topic, message, self.shared.observer.as_deref())?;
         let client = self.client().await?;
         let result = client
-            .publish(topic.to_string(), Bytes::from(message.to_envelope()))
+            .publish(topic.to_string(), payload)
             .await
             .map_err(|e| Error::Unavailable {
                 broker: "nats",
@@ -221,12 +221,13 @@ impl Broker for NatsBroker {
         })?;
         let id = format!("{topic}-{}", uuid::Uuid::new_v4());
         let gate = Arc::new(Gate::default());
-        let (stop, stopped) = watch::channel(false);
+        let stop = Arc::new(StopSignal::default());
         let task = tokio::spawn(receive(
             subscriber,
+            Arc::from(topic),
             handler,
             gate.clone(),
-            stopped,
+            stop.clone(),
             self.shared.observer.clone(),
         ));
         self.shared.subs().insert(
@@ -252,7 +253,7 @@ impl Broker for NatsBroker {
         let running: Vec<Running> = self.shared.subs().drain().map(|(_, r)| r).collect();
         let limit = self.shared.options.close_timeout;
         let drains = running.iter().map(|r| {
-            let _ = r.stop.send(true);
+            r.stop.stop();
             r.gate.drain()
         });
         if tokio::time::timeout(limit, futures::future::join_all(drains))
@@ -277,32 +278,39 @@ impl Broker for NatsBroker {
 /// one at a time, until stopped.
 async fn receive(
     mut subscriber: async_nats::Subscriber,
+    topic: Arc<str>,
     handler: Arc<dyn Handler>,
     gate: Arc<Gate>,
-    mut stopped: watch::Receiver<bool>,
+    stop: Arc<StopSignal>,
     observer: Option<Arc<dyn BrokerObserver>>,
 ) {
     loop {
-        // A message already in hand is taken without waiting on the stop
-        // signal (no waker registered per message); the stop is seen
-        // before each one all the same.
-        let received = match subscriber.next().now_or_never() {
-            Some(received) => received,
-            None => tokio::select! {
-                received = subscriber.next() => received,
-                _ = stopped.wait_for(|s| *s) => None,
-            },
-        };
+        // The stop is seen before each message; a message in hand is taken
+        // without registering a waker for the stop.
+        let received = std::future::poll_fn(|cx| {
+            if stop.is_stopped() {
+                return Poll::Ready(None);
+            }
+            match subscriber.poll_next_unpin(cx) {
+                Poll::Ready(received) => Poll::Ready(received),
+                Poll::Pending => stop.poll_stopped(cx).map(|()| None),
+            }
+        })
+        .await;
         let Some(received) = received else {
             break;
         };
-        if *stopped.borrow() {
-            break;
-        }
         let Some(pass) = gate.enter() else {
             break;
         };
-        let topic = received.subject.to_string();
+        // The subscription's own topic (shared) unless a wildcard matched
+        // another subject.
+        let subject = received.subject.as_str();
+        let topic = if subject == &*topic {
+            topic.clone()
+        } else {
+            Arc::from(subject)
+        };
         match Message::from_envelope(&received.payload) {
             Ok(message) => {
                 deliver(
@@ -343,7 +351,7 @@ struct NatsStop {
 
 impl NatsStop {
     fn signal(&self) {
-        let _ = self.running.stop.send(true);
+        self.running.stop.stop();
         if let Some(shared) = self.shared.upgrade() {
             shared.subs().remove(&self.id);
         }

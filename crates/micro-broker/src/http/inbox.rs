@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 use micro_errors::MicroError;
 use micro_serve::AbortOnDrop;
 
-use crate::dispatch::{Gate, deliver};
+use crate::dispatch::{Detached, Gate, deliver};
 use crate::{BrokerObserver, Event, Handler, Message, TOPIC_HEADER};
 
 /// The error id go-micro's broker answers with.
@@ -34,7 +34,8 @@ const ERROR_ID: &str = "go.micro.broker";
 
 /// One subscription of this process.
 pub(super) struct Sub {
-    pub(super) topic: String,
+    /// Shared with every delivery's [`Event`].
+    pub(super) topic: Arc<str>,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) gate: Arc<Gate>,
     /// Its `micro.http.broker` entry.
@@ -154,11 +155,11 @@ async fn receive(State(inbox): State<Arc<Inbox>>, request: Request) -> Response 
             );
         }
     };
-    let Some(topic) = message.header(TOPIC_HEADER).map(str::to_string) else {
+    let Some(topic) = message.header(TOPIC_HEADER) else {
         return answer(StatusCode::BAD_REQUEST, 400, "Topic not found");
     };
     let sub = id.as_deref().and_then(|id| inbox.subs().get(id).cloned());
-    let Some(sub) = sub.filter(|s| s.topic == topic) else {
+    let Some(sub) = sub.filter(|s| &*s.topic == topic) else {
         return answer(
             StatusCode::NOT_FOUND,
             404,
@@ -171,25 +172,24 @@ async fn receive(State(inbox): State<Arc<Inbox>>, request: Request) -> Response 
     let Some(pass) = sub.gate.enter() else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, 503, "unsubscribing");
     };
-    // The handler runs in its own task: a publisher that gives up does not
-    // cut it short (a drain waits for it).
+    // Run here; a publisher that gives up (the connection dropped) does not
+    // cut the handler short: the rest of it runs on a task of its own (a
+    // drain waits for it).
     let observer = inbox.observer.clone();
-    let run = tokio::spawn(async move {
+    let outcome = Detached::new(async move {
         deliver(
             "http",
             &*sub.handler,
-            Event::new(topic, message),
+            Event::new(sub.topic.clone(), message),
             pass,
             observer.as_deref(),
         )
         .await
-    });
-    match run.await {
-        Ok(outcome) => match outcome.failure() {
-            None => Response::new(Body::empty()),
-            Some(failure) => answer(StatusCode::INTERNAL_SERVER_ERROR, 500, failure),
-        },
-        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string()),
+    })
+    .await;
+    match outcome.failure() {
+        None => Response::new(Body::empty()),
+        Some(failure) => answer(StatusCode::INTERNAL_SERVER_ERROR, 500, failure),
     }
 }
 

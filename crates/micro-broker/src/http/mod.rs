@@ -32,7 +32,6 @@ mod outbox;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use micro_registry::keep::{Keep, KeepStatus, keep_registered};
 use micro_registry::{Node, Service, SharedRegistry};
 use micro_serve::{AbortOnDrop, ServeOptions, address};
@@ -42,8 +41,8 @@ use self::inbox::{Inbox, Sub};
 use self::outbox::Outbox;
 use crate::dispatch::Gate;
 use crate::{
-    Broker, BrokerObserver, Error, Handler, Message, SubscribeOptions, Subscription, addressed,
-    check_subscription,
+    Broker, BrokerObserver, Error, Handler, Message, SubscribeOptions, Subscription,
+    check_subscription, envelope,
 };
 
 /// The registry service of http broker nodes.
@@ -239,8 +238,7 @@ impl Broker for HttpBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        let message = addressed("http", topic, message, self.shared.observer.as_deref())?;
-        let envelope = Bytes::from(message.to_envelope());
+        let envelope = envelope("http", topic, message, self.shared.observer.as_deref())?;
         self.shared.outbox.publish(topic, envelope).await
     }
 
@@ -260,7 +258,7 @@ impl Broker for HttpBroker {
         let version = options.queue.as_deref().unwrap_or(BROADCAST_VERSION);
         let registration = Service::new(SERVICE_NAME, version).with_node(node);
         let sub = Arc::new(Sub {
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             handler,
             gate: Arc::new(Gate::default()),
             registration: registration.clone(),

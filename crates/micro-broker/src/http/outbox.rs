@@ -9,18 +9,24 @@
 //! the buffer holds `retry_buffer` messages and drops the oldest when full
 //! (counted: [`HttpBroker::dropped`](super::HttpBroker::dropped)). go-micro's
 //! kept 64 and dropped the newest.
+//!
+//! Per publish, nothing is looked up twice: where a topic's messages go
+//! (its broadcast nodes and queue groups, each node's request target and
+//! `Host` made once) is kept per topic until the registry's next change,
+//! and the POSTs go over keep-alive HTTP/1.1 connections kept per node
+//! address (go-micro's listeners speak HTTP/1.1), taken and given back
+//! without a task per request.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use micro_registry::{Node, ResolveOptions, SharedRegistry, Update};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -29,12 +35,62 @@ use super::inbox::query_escape;
 use super::{BROADCAST_VERSION, HttpOptions, SERVICE_NAME};
 use crate::{BrokerObserver, Error, Undelivered};
 
-/// The `micro.http.broker` nodes by id, each with its version (queue).
+/// Topics whose routes are kept at most; past that the cache starts again.
+const MAX_ROUTES: usize = 1024;
+/// Idle connections kept per node address at most.
+const MAX_IDLE_PER_ADDRESS: usize = 32;
+
+/// The `micro.http.broker` nodes by id, each with its version (queue), and
+/// the routes made from them.
 #[derive(Debug, Default)]
 struct Nodes {
     by_id: BTreeMap<String, (String, Node)>,
     /// Why the registry could not be listed, while it never could.
     error: Option<String>,
+    /// Each topic published to since the nodes last changed: where its
+    /// messages go.
+    routes: HashMap<String, Arc<Route>>,
+}
+
+/// Where a topic's messages go: each broadcast node, and one node of each
+/// queue group.
+#[derive(Debug, Default)]
+struct Route {
+    nodes: Vec<Arc<Endpoint>>,
+    groups: Vec<(String, Vec<Arc<Endpoint>>)>,
+}
+
+/// A node as the publisher POSTs to it.
+#[derive(Debug)]
+struct Endpoint {
+    id: String,
+    address: String,
+    secure: bool,
+    /// `/?id=<node id>` and the `Host` header, or why the address makes
+    /// no request.
+    target: Result<(Uri, HeaderValue), String>,
+}
+
+impl Endpoint {
+    fn new(node: &Node) -> Endpoint {
+        let path = format!("/?id={}", query_escape(&node.id));
+        let target = match (
+            Uri::try_from(path),
+            HeaderValue::from_str(&node.address),
+            format!("http://{}/", node.address).parse::<Uri>(),
+        ) {
+            (Ok(uri), Ok(host), Ok(_)) => Ok((uri, host)),
+            (Err(e), _, _) => Err(e.to_string()),
+            (_, Err(e), _) => Err(e.to_string()),
+            (_, _, Err(e)) => Err(e.to_string()),
+        };
+        Endpoint {
+            id: node.id.clone(),
+            address: node.address.clone(),
+            secure: node.metadata.get("secure").map(String::as_str) == Some("true"),
+            target,
+        }
+    }
 }
 
 /// Where a message must go: one node, or one of a queue group's nodes.
@@ -42,6 +98,15 @@ struct Nodes {
 enum Target {
     Node(String),
     Group(String),
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match self {
+            Target::Node(id) => id.clone(),
+            Target::Group(queue) => format!("queue {queue}"),
+        }
+    }
 }
 
 /// A message waiting for another try.
@@ -68,7 +133,7 @@ enum Sent {
 pub(super) struct Outbox {
     registry: SharedRegistry,
     options: HttpOptions,
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: Pool,
     nodes: Mutex<Nodes>,
     listed: watch::Sender<bool>,
     buffer: Mutex<VecDeque<Pending>>,
@@ -93,12 +158,9 @@ impl Outbox {
         options: HttpOptions,
         observer: Option<Arc<dyn BrokerObserver>>,
     ) -> Outbox {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.request_timeout));
         Outbox {
             registry,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            pool: Pool::default(),
             options,
             nodes: Mutex::default(),
             listed: watch::channel(false).0,
@@ -129,9 +191,19 @@ impl Outbox {
         self.buffer().len()
     }
 
+    fn unavailable(&self, detail: String) -> Error {
+        Error::Registry(micro_registry::Error::Unavailable {
+            registry: self.registry.name().to_string(),
+            detail,
+        })
+    }
+
     /// Starts following the registry and the retry loop (once), and waits
     /// for the first listing (bounded by the request timeout).
     async fn ready(self: &Arc<Self>) -> Result<(), Error> {
+        if self.tasks.initialized() && *self.listed.borrow() {
+            return Ok(());
+        }
         self.tasks
             .get_or_init(|| async {
                 let weak = Arc::downgrade(self);
@@ -149,21 +221,45 @@ impl Outbox {
         let waited =
             tokio::time::timeout(self.options.request_timeout, listed.wait_for(|l| *l)).await;
         if waited.is_err() {
-            return Err(Error::Registry(micro_registry::Error::Unavailable {
-                registry: self.registry.name().to_string(),
-                detail: format!(
-                    "{SERVICE_NAME} not listed within {:?}",
-                    self.options.request_timeout
-                ),
-            }));
+            return Err(self.unavailable(format!(
+                "{SERVICE_NAME} not listed within {:?}",
+                self.options.request_timeout
+            )));
         }
-        match self.nodes().error.clone() {
-            Some(detail) => Err(Error::Registry(micro_registry::Error::Unavailable {
-                registry: self.registry.name().to_string(),
-                detail,
-            })),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// Where `topic`'s messages go: kept until the nodes change.
+    fn route(&self, topic: &str) -> Result<Arc<Route>, Error> {
+        let mut nodes = self.nodes();
+        if let Some(detail) = &nodes.error {
+            let detail = detail.clone();
+            drop(nodes);
+            return Err(self.unavailable(detail));
         }
+        if let Some(route) = nodes.routes.get(topic) {
+            return Ok(route.clone());
+        }
+        let mut route = Route::default();
+        for (version, node) in nodes.by_id.values() {
+            if !serves(node, topic) {
+                continue;
+            }
+            let endpoint = Arc::new(Endpoint::new(node));
+            if version == BROADCAST_VERSION {
+                route.nodes.push(endpoint);
+            } else if let Some((_, members)) = route.groups.iter_mut().find(|(q, _)| q == version) {
+                members.push(endpoint);
+            } else {
+                route.groups.push((version.clone(), vec![endpoint]));
+            }
+        }
+        let route = Arc::new(route);
+        if nodes.routes.len() >= MAX_ROUTES {
+            nodes.routes.clear();
+        }
+        nodes.routes.insert(topic.to_string(), route.clone());
+        Ok(route)
     }
 
     /// Sends `envelope` to every subscriber of `topic` (see the module docs).
@@ -173,31 +269,46 @@ impl Outbox {
         envelope: Bytes,
     ) -> Result<(), Error> {
         self.ready().await?;
-        let mut targets: Vec<Target> = Vec::new();
-        for (version, node) in self.nodes().by_id.values() {
-            if !serves(node, topic) {
-                continue;
+        let route = self.route(topic)?;
+        let targets = route.nodes.len() + route.groups.len();
+        let failures: Vec<Undelivered> = match targets {
+            0 => {
+                tracing::debug!("Broker [http] {topic}: no subscriber");
+                Vec::new()
             }
-            let target = if version == BROADCAST_VERSION {
-                Target::Node(node.id.clone())
-            } else {
-                Target::Group(version.clone())
-            };
-            if !targets.contains(&target) {
-                targets.push(target);
+            // The usual case (one subscriber or one group): no join.
+            1 => match (route.nodes.first(), route.groups.first()) {
+                (Some(node), _) => self
+                    .send_to(topic, &envelope, std::slice::from_ref(node), || {
+                        Target::Node(node.id.clone())
+                    })
+                    .await
+                    .into_iter()
+                    .collect(),
+                (None, Some((queue, members))) => self
+                    .send_to(topic, &envelope, members, || Target::Group(queue.clone()))
+                    .await
+                    .into_iter()
+                    .collect(),
+                (None, None) => Vec::new(),
+            },
+            _ => {
+                let nodes = route.nodes.iter().map(|node| {
+                    self.send_to(topic, &envelope, std::slice::from_ref(node), || {
+                        Target::Node(node.id.clone())
+                    })
+                });
+                let groups = route.groups.iter().map(|(queue, members)| {
+                    self.send_to(topic, &envelope, members, || Target::Group(queue.clone()))
+                });
+                let (nodes, groups) = futures::future::join(
+                    futures::future::join_all(nodes),
+                    futures::future::join_all(groups),
+                )
+                .await;
+                nodes.into_iter().chain(groups).flatten().collect()
             }
-        }
-        if targets.is_empty() {
-            tracing::debug!("Broker [http] {topic}: no subscriber");
-        }
-        let sends = targets
-            .into_iter()
-            .map(|target| self.send_to(topic, &envelope, target));
-        let failures: Vec<Undelivered> = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        };
         if let Some(observer) = &self.observer {
             observer.published("http", topic, failures.is_empty());
         }
@@ -208,15 +319,22 @@ impl Outbox {
         }
     }
 
-    /// One target: its node, or a group's nodes in random order until one
-    /// takes it. Unreachable → into the retry buffer.
-    async fn send_to(&self, topic: &str, envelope: &Bytes, target: Target) -> Option<Undelivered> {
-        let (label, result) = self.attempt(topic, envelope, &target).await;
-        let (reason, queue) = match result {
+    /// One target: its node, or a group's nodes from a random one on until
+    /// one takes it. Unreachable → into the retry buffer.
+    async fn send_to(
+        &self,
+        topic: &str,
+        envelope: &Bytes,
+        candidates: &[Arc<Endpoint>],
+        target: impl FnOnce() -> Target,
+    ) -> Option<Undelivered> {
+        let (reason, queue) = match self.attempt(topic, envelope, candidates).await {
             Sent::Delivered => return None,
             Sent::Refused(reason) | Sent::Gone(reason) => (reason, false),
             Sent::Unreachable(reason) => (reason, true),
         };
+        let target = target();
+        let label = target.label();
         if queue {
             self.push(Pending {
                 topic: topic.to_string(),
@@ -232,29 +350,16 @@ impl Outbox {
         })
     }
 
-    async fn attempt(&self, topic: &str, envelope: &Bytes, target: &Target) -> (String, Sent) {
-        let mut candidates: Vec<Node> = {
-            let nodes = self.nodes();
-            nodes
-                .by_id
-                .values()
-                .filter(|(version, node)| match target {
-                    Target::Node(id) => &node.id == id,
-                    Target::Group(queue) => version == queue && serves(node, topic),
-                })
-                .map(|(_, node)| node.clone())
-                .collect()
-        };
-        let label = match target {
-            Target::Node(id) => id.clone(),
-            Target::Group(queue) => format!("queue {queue}"),
-        };
+    /// Tries `candidates` from a random one on, each once, until one takes
+    /// the message or refuses it.
+    async fn attempt(&self, topic: &str, envelope: &Bytes, candidates: &[Arc<Endpoint>]) -> Sent {
         if candidates.is_empty() {
-            return (label, Sent::Gone("no longer registered".into()));
+            return Sent::Gone("no longer registered".into());
         }
-        fastrand::shuffle(&mut candidates);
+        let first = fastrand::usize(..candidates.len());
         let mut last = Sent::Gone("no node".into());
-        for node in &candidates {
+        for i in 0..candidates.len() {
+            let node = &candidates[(first + i) % candidates.len()];
             last = self.post(node, envelope.clone()).await;
             match &last {
                 Sent::Delivered | Sent::Refused(_) => break,
@@ -263,47 +368,48 @@ impl Outbox {
                 }
             }
         }
-        (label, last)
+        last
     }
 
-    /// `POST http://<address>/?id=<node id>` with the envelope.
-    async fn post(&self, node: &Node, envelope: Bytes) -> Sent {
-        if node.metadata.get("secure").map(String::as_str) == Some("true") {
+    /// `POST /?id=<node id>` with the envelope, to the node's address.
+    async fn post(&self, node: &Endpoint, envelope: Bytes) -> Sent {
+        if node.secure {
             return Sent::Refused(format!(
                 "{} is a secure (https) broker node, which this broker cannot reach yet",
                 node.id
             ));
         }
-        let uri = format!("http://{}/?id={}", node.address, query_escape(&node.id));
-        let request = match http::Request::post(&uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(envelope))
-        {
-            Ok(request) => request,
+        let (uri, host) = match &node.target {
+            Ok(target) => target,
             Err(e) => return Sent::Refused(format!("bad node address {:?}: {e}", node.address)),
+        };
+        let request = || {
+            let mut request = http::Request::new(Full::new(envelope.clone()));
+            *request.method_mut() = http::Method::POST;
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(http::header::HOST, host.clone());
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            request
         };
         let timeout = self.options.request_timeout;
         let exchange = async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
-            // The answer's first KiB: an error's detail.
-            let body = http_body_util::Limited::new(response.into_body(), 1024)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, hyper_util::client::legacy::Error>((status, body))
+            let (status, body) = self.pool.send(&node.address, request).await?;
+            Ok::<_, String>((status, body))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Sent::Unreachable(format!(
                 "no answer from {} within {timeout:?}",
                 node.address
             )),
-            Ok(Err(e)) => Sent::Unreachable(format!("{}: {}", node.address, error_chain(&e))),
+            Ok(Err(e)) => Sent::Unreachable(format!("{}: {e}", node.address)),
+            Ok(Ok((status, _))) if status.is_success() => Sent::Delivered,
             Ok(Ok((status, body))) => {
                 let detail = detail(&body).unwrap_or_else(|| status.to_string());
                 match status {
-                    s if s.is_success() => Sent::Delivered,
                     StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE => Sent::Gone(detail),
                     _ => Sent::Refused(detail),
                 }
@@ -341,10 +447,20 @@ impl Outbox {
                 self.drop_pending(&item, "retried for too long");
                 continue;
             }
-            let (_, sent) = self
-                .attempt(&item.topic, &item.envelope, &item.target)
-                .await;
-            match sent {
+            let route = self.route(&item.topic).unwrap_or_default();
+            let candidates: &[Arc<Endpoint>] = match &item.target {
+                Target::Node(id) => match route.nodes.iter().position(|n| &n.id == id) {
+                    Some(i) => std::slice::from_ref(&route.nodes[i]),
+                    None => &[],
+                },
+                Target::Group(queue) => route
+                    .groups
+                    .iter()
+                    .find(|(q, _)| q == queue)
+                    .map(|(_, members)| members.as_slice())
+                    .unwrap_or_default(),
+            };
+            match self.attempt(&item.topic, &item.envelope, candidates).await {
                 Sent::Delivered => {
                     tracing::debug!("Broker [http] {}: delivered on retry", item.topic)
                 }
@@ -355,6 +471,114 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Keep-alive HTTP/1.1 connections to broker nodes, idle ones kept by
+/// address: a POST takes one (or opens one) and gives it back answered.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
+}
+
+impl Pool {
+    fn idle(&self) -> MutexGuard<'_, HashMap<String, Vec<SendRequest<Full<Bytes>>>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends the request `make` builds to `address`: the answer's status
+    /// and first KiB. A kept connection that closed before taking the
+    /// request is left for a new one (the request was not sent).
+    async fn send(
+        &self,
+        address: &str,
+        make: impl Fn() -> http::Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut request = make();
+        loop {
+            let (mut sender, reused) = match self.take(address).await {
+                Some(sender) => (sender, true),
+                None => (connect(address).await?, false),
+            };
+            let response = match sender.try_send_request(request).await {
+                Ok(response) => response,
+                Err(mut e) => match e.take_message() {
+                    // Never sent: a kept connection the node closed meanwhile.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        continue;
+                    }
+                    _ => return Err(error_chain(e.error())),
+                },
+            };
+            let status = response.status();
+            // The answer's first KiB: an error's detail.
+            let body = http_body_util::Limited::new(response.into_body(), 1024)
+                .collect()
+                .await
+                .map(|c| c.to_bytes());
+            match body {
+                Ok(body) => {
+                    self.give_back(address, sender);
+                    return Ok((status, body));
+                }
+                Err(_) => return Ok((status, Bytes::new())),
+            }
+        }
+    }
+
+    /// An idle connection to `address` ready for a request, if one is kept.
+    async fn take(&self, address: &str) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle();
+                let kept = idle.get_mut(address)?;
+                let sender = kept.pop();
+                if kept.is_empty() {
+                    idle.remove(address);
+                }
+                sender?
+            };
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn give_back(&self, address: &str, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        let kept = idle.entry(address.to_string()).or_default();
+        if kept.len() < MAX_IDLE_PER_ADDRESS {
+            kept.push(sender);
+        }
+    }
+
+    /// Drops the connections to addresses no longer registered.
+    fn retain(&self, addresses: &HashSet<&str>) {
+        self.idle()
+            .retain(|address, _| addresses.contains(address.as_str()));
+    }
+}
+
+/// A new HTTP/1.1 connection to `address` (its task spawned).
+async fn connect(address: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("Broker [http] connection: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Whether `node` is an http broker node subscribed to `topic`.
@@ -424,6 +648,14 @@ async fn follow(
                 }
             }
         }
+        // Routes are made again from the nodes as they are now.
+        nodes.routes.clear();
+        let addresses: HashSet<&str> = nodes
+            .by_id
+            .values()
+            .map(|(_, node)| node.address.as_str())
+            .collect();
+        outbox.pool.retain(&addresses);
         drop(nodes);
         listed.send_replace(true);
     }
