@@ -343,16 +343,7 @@ async fn a_secure_node_is_dialled_over_tls() {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
     let (address, site) = start_site_with("secure", Some(acceptor)).await;
     let registry = Arc::new(MemoryRegistry::new());
-    let mut node = Node::new("site-secure", address.to_string());
-    node.metadata
-        .insert(micro_tls::SECURE_METADATA.to_string(), "true".to_string());
-    registry
-        .register(
-            &Service::new(SERVICE, "latest").with_node(node),
-            RegisterOptions::default(),
-        )
-        .await
-        .expect("register");
+    register_secure(&registry, "site-secure", address).await;
     let http = http_client();
 
     let tls = micro_client::ClientTls::from_files(&cert_file, None, None, None).expect("ca");
@@ -400,7 +391,13 @@ async fn start_mutual_site(
     .expect("server config");
     let (address, site) =
         start_site_with(name, Some(tokio_rustls::TlsAcceptor::from(config))).await;
-    let mut node = Node::new(format!("site-{name}"), address.to_string());
+    register_secure(registry, &format!("site-{name}"), address).await;
+    site
+}
+
+/// Registers the node `id` at `address`, marked `secure=true`.
+async fn register_secure(registry: &MemoryRegistry, id: &str, address: SocketAddr) {
+    let mut node = Node::new(id, address.to_string());
     node.metadata
         .insert(micro_tls::SECURE_METADATA.to_string(), "true".to_string());
     registry
@@ -410,7 +407,6 @@ async fn start_mutual_site(
         )
         .await
         .expect("register");
-    site
 }
 
 /// GETs through the gateway until `site` answers one (bounded): every

@@ -176,15 +176,8 @@ pub fn server_config_with_client_ca(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in ca.der() {
-                roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
-                    path: ca.path().display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                roots.into(),
+                roots(ca)?.into(),
                 provider(),
             )
             .build()
@@ -209,17 +202,10 @@ pub fn client_config(
     ca: &Certificates,
     identity: Option<(&Certificates, &PrivateKey)>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in ca.der() {
-        roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
-            path: ca.path().display().to_string(),
-            reason: e.to_string(),
-        })?;
-    }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots);
+        .with_root_certificates(roots(ca)?);
     let config = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain.der().to_vec(), key.der())
@@ -227,6 +213,18 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The certificates of `ca` as trust anchors.
+fn roots(ca: &Certificates) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca.der() {
+        roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
+            path: ca.path().display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Checks that `key` is the private key of `chain`'s leaf certificate, so a
