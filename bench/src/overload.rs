@@ -13,6 +13,14 @@
 //!
 //! One node, so a shed call is not retried: its refusal is what is timed.
 //! The client's deadline is its default (5 s; attempt timeout 2 s).
+//!
+//! The generator shares the machine: every latency it times includes its
+//! own queueing (its tasks, the client's stack, the one HTTP/2 connection
+//! whose frames refused and answered calls share). So the report also says
+//! how late calls left against their schedule (send lag) and how much CPU
+//! the generator (pinned to one core) and the server used during the
+//! overload: a generator near 100 % of its core is itself the bottleneck,
+//! and the refused calls' times are then mostly its own.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +36,7 @@ use user_proto::user::user_client::UserClient;
 use crate::fixtures::Plan;
 use crate::load::{Timing, closed_loop, micro_client_for};
 use crate::proc::{Proc, free_port};
+use crate::r2::{clock_tick, cpu_time};
 use crate::servers::Flavor;
 
 const USER: &str = "go.micro.srv.user";
@@ -46,7 +55,13 @@ struct OpenLoop {
     refused: Histogram<u64>,
     /// Other failures (deadlines, attempt timeouts).
     failed: Histogram<u64>,
+    /// How late each call was sent against its schedule.
+    lag: Histogram<u64>,
     elapsed: Duration,
+    /// CPU seconds per second: the generator (this process), the server.
+    cpu: Option<(f64, f64)>,
+    /// The server's adaptive limit, sampled during the run.
+    limits: Vec<f64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -58,9 +73,13 @@ fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
 }
 
 /// user-srv on a memory registry (the client is given its address), with
-/// `--server_max_concurrent=limit`.
-fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAddr) {
+/// `--server_max_concurrent=limit`: the process, its gRPC address and its
+/// admin address (metrics).
+fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAddr, SocketAddr) {
     let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let p = Proc::spawn(
         "user-srv",
         &plan.bin_dir.join("user-srv"),
@@ -70,10 +89,35 @@ fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAd
             format!("--data_dir={}", data.display()),
             "--auth_secret=bench-secret".into(),
             format!("--server_max_concurrent={limit}"),
+            format!("--admin_address={admin}"),
         ],
         &[("RUST_LOG", "warn".to_string())],
     );
-    (p, format!("127.0.0.1:{port}").parse().expect("address"))
+    (
+        p,
+        format!("127.0.0.1:{port}").parse().expect("address"),
+        admin,
+    )
+}
+
+/// The server's adaptive limit (`micro_admission_limit`), read from its
+/// metrics every 250 ms for `length`, on a thread of its own.
+fn sample_limit(admin: SocketAddr, length: Duration) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::spawn(move || {
+        let period = Duration::from_millis(250);
+        let samples = (length.as_millis() / period.as_millis()) as usize;
+        let mut limits = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            std::thread::sleep(period);
+            let metrics = micro_testing::http::get(admin, "/metrics");
+            let limit = metrics
+                .lines()
+                .filter(|l| l.starts_with("micro_admission_limit{"))
+                .find_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok());
+            limits.extend(limit);
+        }
+        limits
+    })
 }
 
 fn request() -> UserRequest {
@@ -109,13 +153,18 @@ async fn open_loop(
     client: &UserClient<micro_client::ServiceChannel>,
     rate: f64,
     length: Duration,
+    server_pid: u32,
 ) -> OpenLoop {
     #[derive(Default)]
     struct Seen {
         ok: Vec<u64>,
         refused: Vec<u64>,
         failed: Vec<u64>,
+        lag: Vec<u64>,
     }
+    let tick = clock_tick();
+    let server = server_pid.to_string();
+    let cpu_before = cpu_time("self", tick).zip(cpu_time(&server, tick));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
@@ -135,9 +184,12 @@ async fn open_loop(
         let seen = seen.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
+            let late = sent.saturating_duration_since(due);
             let result = client.query_user_by_name(request()).await;
             let us = (sent.elapsed().as_micros() as u64).clamp(1, 60_000_000);
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.lag
+                .push((late.as_micros() as u64).clamp(1, 60_000_000));
             if answered(&result) {
                 seen.ok.push(us);
             } else if result
@@ -151,6 +203,12 @@ async fn open_loop(
         }));
     }
     let sent_for = start.elapsed();
+    let cpu = cpu_before
+        .zip(cpu_time("self", tick).zip(cpu_time(&server, tick)))
+        .map(|((load0, server0), (load1, server1))| {
+            let wall = sent_for.as_secs_f64();
+            ((load1 - load0) / wall, (server1 - server0) / wall)
+        });
     for task in tasks {
         let _ = task.await;
     }
@@ -167,7 +225,10 @@ async fn open_loop(
         ok: fill(&seen.ok),
         refused: fill(&seen.refused),
         failed: fill(&seen.failed),
+        lag: fill(&seen.lag),
         elapsed: length,
+        cpu,
+        limits: Vec::new(),
     }
 }
 
@@ -179,7 +240,13 @@ struct Row {
     run: OpenLoop,
 }
 
-async fn measure(addr: SocketAddr, overload: Duration, timing: Timing) -> (f64, f64, OpenLoop) {
+async fn measure(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    server_pid: u32,
+    overload: Duration,
+    timing: Timing,
+) -> (f64, f64, OpenLoop) {
     let client = micro_client_for(USER, &[addr], ClientOptions::default()).await;
     let user = UserClient::new(client.service(USER));
     ready(&user).await;
@@ -193,9 +260,17 @@ async fn measure(addr: SocketAddr, overload: Duration, timing: Timing) -> (f64, 
         })
         .collect();
     let capacity = closed_loop(workers, timing).await.rps();
-    let quiet = open_loop(&user, (capacity / 10.0).max(10.0), timing.measure * 2).await;
+    let quiet = open_loop(
+        &user,
+        (capacity / 10.0).max(10.0),
+        timing.measure * 2,
+        server_pid,
+    )
+    .await;
     let unloaded_p99 = ms(&quiet.ok, 0.99);
-    let run = open_loop(&user, capacity * OVERLOAD_FACTOR, overload).await;
+    let limits = sample_limit(admin, overload);
+    let mut run = open_loop(&user, capacity * OVERLOAD_FACTOR, overload, server_pid).await;
+    run.limits = limits.join().unwrap_or_default();
     (capacity, unloaded_p99, run)
 }
 
@@ -219,9 +294,10 @@ pub fn overload(plan: &Plan) -> String {
         ));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).expect("data dir");
-        let (proc, addr) = user_srv(plan, limit, &data);
+        let (proc, addr, admin) = user_srv(plan, limit, &data);
         let runtime = Flavor::Multi.runtime();
-        let (capacity, unloaded_p99, run) = runtime.block_on(measure(addr, overload, timing));
+        let (capacity, unloaded_p99, run) =
+            runtime.block_on(measure(addr, admin, proc.pid(), overload, timing));
         drop(runtime);
         drop(proc);
         let _ = std::fs::remove_dir_all(&data);
@@ -239,9 +315,12 @@ pub fn overload(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "| `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | unloaded p99 (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) |"
+        "| `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | unloaded p99 (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) | send lag p50 / p99 (ms) | CPU generator / server (cores) | limit median / max |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for row in &rows {
         let r = &row.run;
         let goodput = r.ok.len() as f64 / r.elapsed.as_secs_f64();
@@ -250,9 +329,23 @@ pub fn overload(plan: &Plan) -> String {
         } else {
             format!("{:.2} / {:.2}", ms(&r.refused, 0.5), ms(&r.refused, 0.99))
         };
+        let cpu = r.cpu.map_or("–".to_string(), |(load, server)| {
+            format!("{load:.2} / {server:.2}")
+        });
+        let limit = if r.limits.is_empty() {
+            "–".to_string()
+        } else {
+            let mut sorted = r.limits.clone();
+            sorted.sort_by(f64::total_cmp);
+            format!(
+                "{:.0} / {:.0}",
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1]
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2} | {:.1}× | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2} | {:.1}× | {} | {} | {} | {:.2} / {:.2} | {} | {} |",
             row.limit,
             row.capacity,
             r.sent_rate,
@@ -264,6 +357,10 @@ pub fn overload(plan: &Plan) -> String {
             r.refused.len(),
             refused,
             r.failed.len(),
+            ms(&r.lag, 0.5),
+            ms(&r.lag, 0.99),
+            cpu,
+            limit,
         );
     }
     out.push('\n');
