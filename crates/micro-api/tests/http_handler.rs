@@ -347,14 +347,7 @@ async fn a_secure_node_is_dialled_over_tls() {
     let http = http_client();
 
     let tls = micro_client::ClientTls::from_files(&cert_file, None, None, None).expect("ca");
-    let client = micro_client::Client::new(
-        registry.clone(),
-        micro_client::ClientOptions {
-            tls: Some(tls),
-            ..micro_client::ClientOptions::default()
-        },
-    );
-    let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+    let gateway = proxy_with_tls(&registry, tls).await;
     common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
     let reply = get(&http, &gateway.url("/site/x")).await.expect("answer");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -393,6 +386,21 @@ async fn start_mutual_site(
         start_site_with(name, Some(tokio_rustls::TlsAcceptor::from(config))).await;
     register_secure(registry, &format!("site-{name}"), address).await;
     site
+}
+
+/// A gateway proxying over HTTP with the client TLS settings `tls`.
+async fn proxy_with_tls(
+    registry: &Arc<MemoryRegistry>,
+    tls: micro_client::ClientTls,
+) -> RunningGateway {
+    let client = micro_client::Client::new(
+        registry.clone(),
+        micro_client::ClientOptions {
+            tls: Some(tls),
+            ..micro_client::ClientOptions::default()
+        },
+    );
+    RunningGateway::start_with_client(client, proxy_options()).await
 }
 
 /// Registers the node `id` at `address`, marked `secure=true`.
@@ -464,14 +472,7 @@ async fn the_proxys_client_certificate_and_ca_are_read_again_for_new_connections
     let site_a = start_mutual_site(&registry, "a", &old_ca, &client_ca_both).await;
     let tls = micro_client::ClientTls::from_files(&bundle, Some(&cert), Some(&key), None)
         .expect("client tls");
-    let client = micro_client::Client::new(
-        registry.clone(),
-        micro_client::ClientOptions {
-            tls: Some(tls),
-            ..micro_client::ClientOptions::default()
-        },
-    );
-    let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+    let gateway = proxy_with_tls(&registry, tls).await;
     common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
     let http = http_client();
     let url = gateway.url("/site/x");
