@@ -13,6 +13,14 @@
 //!
 //! One node, so a shed call is not retried: its refusal is what is timed.
 //! The client's deadline is its default (5 s; attempt timeout 2 s).
+//!
+//! The generator shares the machine: every latency it times includes its
+//! own queueing (its tasks, the client's stack, the one HTTP/2 connection
+//! whose frames refused and answered calls share). So the report also says
+//! how late calls left against their schedule (send lag) and how much CPU
+//! the generator (pinned to one core) and the server used during the
+//! overload: a generator near 100 % of its core is itself the bottleneck,
+//! and the refused calls' times are then mostly its own.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +36,7 @@ use user_proto::user::user_client::UserClient;
 use crate::fixtures::Plan;
 use crate::load::{Timing, closed_loop, micro_client_for};
 use crate::proc::{Proc, free_port};
+use crate::r2::{clock_tick, cpu_time};
 use crate::servers::Flavor;
 
 const USER: &str = "go.micro.srv.user";
@@ -37,16 +46,31 @@ const CAPACITY_CONCURRENCY: usize = 32;
 const OVERLOAD_FACTOR: f64 = 3.0;
 /// How long the overload lasts (full mode).
 const OVERLOAD: Duration = Duration::from_secs(30);
+/// Calls the generator keeps outstanding at most: past that it is behind
+/// (its own runtime is the queue) and a call due is skipped and counted, not
+/// spawned. Without a bound a generator that falls behind on a busy machine
+/// piles up hundreds of thousands of tasks, every call then outlives its
+/// deadline, and the run measures the generator's collapse (it did: 0.02
+/// of capacity answered, the server 0.13 cores busy).
+const MAX_OUTSTANDING: usize = 4096;
 
 /// What an open-loop run saw.
 struct OpenLoop {
     /// Calls sent per second (what the generator managed).
     sent_rate: f64,
+    /// Calls due but not sent: [`MAX_OUTSTANDING`] were outstanding.
+    skipped: u64,
     ok: Histogram<u64>,
     refused: Histogram<u64>,
     /// Other failures (deadlines, attempt timeouts).
     failed: Histogram<u64>,
+    /// How late each call was sent against its schedule.
+    lag: Histogram<u64>,
     elapsed: Duration,
+    /// CPU seconds per second: the generator (this process), the server.
+    cpu: Option<(f64, f64)>,
+    /// The server's adaptive limit, sampled during the run.
+    limits: Vec<f64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -58,9 +82,13 @@ fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
 }
 
 /// user-srv on a memory registry (the client is given its address), with
-/// `--server_max_concurrent=limit`.
-fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAddr) {
+/// `--server_max_concurrent=limit`: the process, its gRPC address and its
+/// admin address (metrics).
+fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAddr, SocketAddr) {
     let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let p = Proc::spawn(
         "user-srv",
         &plan.bin_dir.join("user-srv"),
@@ -70,10 +98,35 @@ fn user_srv(plan: &Plan, limit: &str, data: &std::path::Path) -> (Proc, SocketAd
             format!("--data_dir={}", data.display()),
             "--auth_secret=bench-secret".into(),
             format!("--server_max_concurrent={limit}"),
+            format!("--admin_address={admin}"),
         ],
         &[("RUST_LOG", "warn".to_string())],
     );
-    (p, format!("127.0.0.1:{port}").parse().expect("address"))
+    (
+        p,
+        format!("127.0.0.1:{port}").parse().expect("address"),
+        admin,
+    )
+}
+
+/// The server's adaptive limit (`micro_admission_limit`), read from its
+/// metrics every 250 ms for `length`, on a thread of its own.
+fn sample_limit(admin: SocketAddr, length: Duration) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::spawn(move || {
+        let period = Duration::from_millis(250);
+        let samples = (length.as_millis() / period.as_millis()) as usize;
+        let mut limits = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            std::thread::sleep(period);
+            let metrics = micro_testing::http::get(admin, "/metrics");
+            let limit = metrics
+                .lines()
+                .filter(|l| l.starts_with("micro_admission_limit{"))
+                .find_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok());
+            limits.extend(limit);
+        }
+        limits
+    })
 }
 
 fn request() -> UserRequest {
@@ -109,19 +162,26 @@ async fn open_loop(
     client: &UserClient<micro_client::ServiceChannel>,
     rate: f64,
     length: Duration,
+    server_pid: u32,
 ) -> OpenLoop {
     #[derive(Default)]
     struct Seen {
         ok: Vec<u64>,
         refused: Vec<u64>,
         failed: Vec<u64>,
+        lag: Vec<u64>,
     }
+    let tick = clock_tick();
+    let server = server_pid.to_string();
+    let cpu_before = cpu_time("self", tick).zip(cpu_time(&server, tick));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let end = start + length;
     let mut tasks = Vec::new();
     let mut n: u32 = 0;
+    let (mut sent_calls, mut skipped) = (0u32, 0u64);
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let due = start + period * n;
         if due >= end {
@@ -131,13 +191,24 @@ async fn open_loop(
             tokio::time::sleep_until(due).await;
         }
         n += 1;
+        if outstanding.load(std::sync::atomic::Ordering::Relaxed) >= MAX_OUTSTANDING {
+            skipped += 1;
+            continue;
+        }
+        sent_calls += 1;
+        outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outstanding = outstanding.clone();
         let mut client = client.clone();
         let seen = seen.clone();
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
+            let late = sent.saturating_duration_since(due);
             let result = client.query_user_by_name(request()).await;
+            outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let us = (sent.elapsed().as_micros() as u64).clamp(1, 60_000_000);
             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.lag
+                .push((late.as_micros() as u64).clamp(1, 60_000_000));
             if answered(&result) {
                 seen.ok.push(us);
             } else if result
@@ -151,6 +222,12 @@ async fn open_loop(
         }));
     }
     let sent_for = start.elapsed();
+    let cpu = cpu_before
+        .zip(cpu_time("self", tick).zip(cpu_time(&server, tick)))
+        .map(|((load0, server0), (load1, server1))| {
+            let wall = sent_for.as_secs_f64();
+            ((load1 - load0) / wall, (server1 - server0) / wall)
+        });
     for task in tasks {
         let _ = task.await;
     }
@@ -163,11 +240,15 @@ async fn open_loop(
         hist
     };
     OpenLoop {
-        sent_rate: f64::from(n) / sent_for.as_secs_f64(),
+        sent_rate: f64::from(sent_calls) / sent_for.as_secs_f64(),
+        skipped,
         ok: fill(&seen.ok),
         refused: fill(&seen.refused),
         failed: fill(&seen.failed),
+        lag: fill(&seen.lag),
         elapsed: length,
+        cpu,
+        limits: Vec::new(),
     }
 }
 
@@ -179,7 +260,13 @@ struct Row {
     run: OpenLoop,
 }
 
-async fn measure(addr: SocketAddr, overload: Duration, timing: Timing) -> (f64, f64, OpenLoop) {
+async fn measure(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    server_pid: u32,
+    overload: Duration,
+    timing: Timing,
+) -> (f64, f64, OpenLoop) {
     let client = micro_client_for(USER, &[addr], ClientOptions::default()).await;
     let user = UserClient::new(client.service(USER));
     ready(&user).await;
@@ -193,9 +280,17 @@ async fn measure(addr: SocketAddr, overload: Duration, timing: Timing) -> (f64, 
         })
         .collect();
     let capacity = closed_loop(workers, timing).await.rps();
-    let quiet = open_loop(&user, (capacity / 10.0).max(10.0), timing.measure * 2).await;
+    let quiet = open_loop(
+        &user,
+        (capacity / 10.0).max(10.0),
+        timing.measure * 2,
+        server_pid,
+    )
+    .await;
     let unloaded_p99 = ms(&quiet.ok, 0.99);
-    let run = open_loop(&user, capacity * OVERLOAD_FACTOR, overload).await;
+    let limits = sample_limit(admin, overload);
+    let mut run = open_loop(&user, capacity * OVERLOAD_FACTOR, overload, server_pid).await;
+    run.limits = limits.join().unwrap_or_default();
     (capacity, unloaded_p99, run)
 }
 
@@ -219,9 +314,10 @@ pub fn overload(plan: &Plan) -> String {
         ));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).expect("data dir");
-        let (proc, addr) = user_srv(plan, limit, &data);
+        let (proc, addr, admin) = user_srv(plan, limit, &data);
         let runtime = Flavor::Multi.runtime();
-        let (capacity, unloaded_p99, run) = runtime.block_on(measure(addr, overload, timing));
+        let (capacity, unloaded_p99, run) =
+            runtime.block_on(measure(addr, admin, proc.pid(), overload, timing));
         drop(runtime);
         drop(proc);
         let _ = std::fs::remove_dir_all(&data);
@@ -239,9 +335,12 @@ pub fn overload(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "| `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | unloaded p99 (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) |"
+        "| `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | unloaded p99 (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) | not sent (generator behind) | send lag p50 / p99 (ms) | CPU generator / server (cores) | limit median / max |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for row in &rows {
         let r = &row.run;
         let goodput = r.ok.len() as f64 / r.elapsed.as_secs_f64();
@@ -250,9 +349,23 @@ pub fn overload(plan: &Plan) -> String {
         } else {
             format!("{:.2} / {:.2}", ms(&r.refused, 0.5), ms(&r.refused, 0.99))
         };
+        let cpu = r.cpu.map_or("–".to_string(), |(load, server)| {
+            format!("{load:.2} / {server:.2}")
+        });
+        let limit = if r.limits.is_empty() {
+            "–".to_string()
+        } else {
+            let mut sorted = r.limits.clone();
+            sorted.sort_by(f64::total_cmp);
+            format!(
+                "{:.0} / {:.0}",
+                sorted[sorted.len() / 2],
+                sorted[sorted.len() - 1]
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2} | {:.1}× | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.2} | {:.1}× | {} | {} | {} | {} | {:.2} / {:.2} | {} | {} |",
             row.limit,
             row.capacity,
             r.sent_rate,
@@ -264,6 +377,11 @@ pub fn overload(plan: &Plan) -> String {
             r.refused.len(),
             refused,
             r.failed.len(),
+            r.skipped,
+            ms(&r.lag, 0.5),
+            ms(&r.lag, 0.99),
+            cpu,
+            limit,
         );
     }
     out.push('\n');

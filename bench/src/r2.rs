@@ -120,7 +120,7 @@ async fn hello(addr: SocketAddr) -> String {
 }
 
 /// CPU time (user + system, all threads) a process has used so far.
-fn cpu_time(pid: &str, tick: f64) -> Option<f64> {
+pub(crate) fn cpu_time(pid: &str, tick: f64) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is field
     // 3, utime and stime fields 14 and 15.
@@ -130,7 +130,7 @@ fn cpu_time(pid: &str, tick: f64) -> Option<f64> {
 }
 
 /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`, else 100).
-fn clock_tick() -> f64 {
+pub(crate) fn clock_tick() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -343,27 +343,11 @@ async fn a_secure_node_is_dialled_over_tls() {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
     let (address, site) = start_site_with("secure", Some(acceptor)).await;
     let registry = Arc::new(MemoryRegistry::new());
-    let mut node = Node::new("site-secure", address.to_string());
-    node.metadata
-        .insert(micro_tls::SECURE_METADATA.to_string(), "true".to_string());
-    registry
-        .register(
-            &Service::new(SERVICE, "latest").with_node(node),
-            RegisterOptions::default(),
-        )
-        .await
-        .expect("register");
+    register_secure(&registry, "site-secure", address).await;
     let http = http_client();
 
     let tls = micro_client::ClientTls::from_files(&cert_file, None, None, None).expect("ca");
-    let client = micro_client::Client::new(
-        registry.clone(),
-        micro_client::ClientOptions {
-            tls: Some(tls),
-            ..micro_client::ClientOptions::default()
-        },
-    );
-    let gateway = RunningGateway::start_with_client(client, proxy_options()).await;
+    let gateway = proxy_with_tls(&registry, tls).await;
     common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
     let reply = get(&http, &gateway.url("/site/x")).await.expect("answer");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -380,6 +364,153 @@ async fn a_secure_node_is_dialled_over_tls() {
     );
     gateway.stop().await;
     site.abort();
+}
+
+/// A secure site `name` serving a certificate of `server`'s CA, requiring
+/// client certificates signed by the CAs in `client_ca`, registered.
+async fn start_mutual_site(
+    registry: &MemoryRegistry,
+    name: &'static str,
+    server: &micro_testing::tls::Pki,
+    client_ca: &std::path::Path,
+) -> JoinHandle<()> {
+    let (cert, key) = server.issue(name, &["127.0.0.1"]);
+    let config = micro_tls::server_config_with_client_ca(
+        &micro_tls::Certificates::from_file(&cert).expect("cert"),
+        &micro_tls::PrivateKey::from_file(&key).expect("key"),
+        Some(&micro_tls::Certificates::from_file(client_ca).expect("client ca")),
+        &[b"http/1.1"],
+    )
+    .expect("server config");
+    let (address, site) =
+        start_site_with(name, Some(tokio_rustls::TlsAcceptor::from(config))).await;
+    register_secure(registry, &format!("site-{name}"), address).await;
+    site
+}
+
+/// A gateway proxying over HTTP with the client TLS settings `tls`.
+async fn proxy_with_tls(
+    registry: &Arc<MemoryRegistry>,
+    tls: micro_client::ClientTls,
+) -> RunningGateway {
+    let client = micro_client::Client::new(
+        registry.clone(),
+        micro_client::ClientOptions {
+            tls: Some(tls),
+            ..micro_client::ClientOptions::default()
+        },
+    );
+    RunningGateway::start_with_client(client, proxy_options()).await
+}
+
+/// Registers the node `id` at `address`, marked `secure=true`.
+async fn register_secure(registry: &MemoryRegistry, id: &str, address: SocketAddr) {
+    let mut node = Node::new(id, address.to_string());
+    node.metadata
+        .insert(micro_tls::SECURE_METADATA.to_string(), "true".to_string());
+    registry
+        .register(
+            &Service::new(SERVICE, "latest").with_node(node),
+            RegisterOptions::default(),
+        )
+        .await
+        .expect("register");
+}
+
+/// GETs through the gateway until `site` answers one (bounded): every
+/// answer must be a 200.
+async fn until_site_answers(
+    http: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    url: &str,
+    site: &str,
+) {
+    for _ in 0..200 {
+        let reply = get(http, url).await.expect("answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if reply.json()["site"] == site {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("site {site} never answered");
+}
+
+/// The proxy's client certificate and CA, rotated and read again
+/// ([`micro_tls::reload_all`], what SIGHUP calls): a node added after the
+/// reload, trusting only the new client CA and serving a certificate of the
+/// new CA, answers (so its new connection presented the new certificate and
+/// trusted the new CA); a broken new certificate keeps the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_client_certificate_and_ca_are_read_again_for_new_connections() {
+    use micro_testing::tls::{Pki, replace};
+    let (old_ca, new_ca) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().expect("tmp");
+    let (bundle, cert, key) = (
+        dir.path().join("ca-bundle.pem"),
+        dir.path().join("client.pem"),
+        dir.path().join("client-key.pem"),
+    );
+    let both = [
+        std::fs::read(old_ca.ca()).expect("old ca"),
+        std::fs::read(new_ca.ca()).expect("new ca"),
+    ]
+    .concat();
+    let client_ca_both = dir.path().join("client-ca-both.pem");
+    std::fs::write(&client_ca_both, &both).expect("both cas");
+    let issue_client = |pki: &Pki, name: &str| {
+        let (c, k) = pki.issue(name, &["micro-client"]);
+        replace(&key, &std::fs::read(k).expect("key"));
+        replace(&cert, &std::fs::read(c).expect("cert"));
+    };
+    std::fs::copy(old_ca.ca(), &bundle).expect("bundle");
+    issue_client(&old_ca, "client-1");
+
+    let registry = Arc::new(MemoryRegistry::new());
+    let site_a = start_mutual_site(&registry, "a", &old_ca, &client_ca_both).await;
+    let tls = micro_client::ClientTls::from_files(&bundle, Some(&cert), Some(&key), None)
+        .expect("client tls");
+    let gateway = proxy_with_tls(&registry, tls).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 1).await;
+    let http = http_client();
+    let url = gateway.url("/site/x");
+    until_site_answers(&http, &url, "a").await;
+
+    // The new CA joins the bundle; the client certificate is one of its.
+    replace(&bundle, &both);
+    issue_client(&new_ca, "client-2");
+    let reloaded = micro_tls::reload_all();
+    let ours = |outcomes: &[Result<String, micro_tls::TlsError>]| -> Result<String, String> {
+        let name = cert.display().to_string();
+        outcomes
+            .iter()
+            .find_map(|o| match o {
+                Ok(files) if files.contains(&name) => Some(Ok(files.clone())),
+                Err(e) if e.to_string().contains(&name) => Some(Err(e.to_string())),
+                _ => None,
+            })
+            .expect("our reload among them")
+    };
+    ours(&reloaded).expect("reloaded");
+    let site_b = start_mutual_site(&registry, "b", &new_ca, new_ca.ca()).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 2).await;
+    until_site_answers(&http, &url, "b").await;
+    until_site_answers(&http, &url, "a").await;
+
+    // A broken new certificate: the one in use stays.
+    micro_testing::tls::replace(&cert, b"not a certificate");
+    let err = ours(&micro_tls::reload_all()).expect_err("a broken certificate");
+    assert!(err.contains("cannot read the TLS certificate"), "{err}");
+    let site_c = start_mutual_site(&registry, "c", &new_ca, new_ca.ca()).await;
+    common::wait_for_nodes(gateway.gateway.client(), SERVICE, 3).await;
+    until_site_answers(&http, &url, "c").await;
+
+    gateway.stop().await;
+    for site in [site_a, site_b, site_c] {
+        site.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

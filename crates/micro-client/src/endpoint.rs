@@ -18,12 +18,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use hyper_util::client::legacy::connect::HttpConnector;
 use micro_registry::{Backoff, Node};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
 use crate::load::Load;
 use crate::options::ClientOptions;
+use crate::tls::TlsConnector;
 
 /// Where a node stands in the rotation, as one client sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -328,9 +330,6 @@ pub(crate) fn channel_for(address: &str, options: &ClientOptions) -> Result<Chan
     Ok(endpoint_for(address, options)?.connect_lazy())
 }
 
-/// The tonic endpoint for a node at `address` (`host:port`), over TLS when
-/// `options.tls` is set: for callers that dial one node themselves (`micro
-/// call --address`, `micro health`).
 /// Idle time before the first TCP keepalive probe, time between probes, and
 /// probes unanswered before the kernel drops the connection: a dead peer is
 /// found within 30 + 3 × 10 seconds of silence.
@@ -347,13 +346,49 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// by each stream's own window.
 const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
-pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<TonicEndpoint, String> {
-    let scheme = if options.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let uri: http::Uri = format!("{scheme}://{address}")
+/// The way to one node: tonic's endpoint (address, timeouts, TCP and
+/// HTTP/2 options) and, with TLS, the connector that dials it with the
+/// client's current TLS configuration (read again on SIGHUP).
+#[derive(Clone, Debug)]
+pub struct NodeEndpoint {
+    endpoint: TonicEndpoint,
+    tls: Option<TlsConnector>,
+}
+
+impl NodeEndpoint {
+    /// Each request on the channel bounded by `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.endpoint = self.endpoint.timeout(timeout);
+        self
+    }
+
+    /// A channel that connects on first use (and again after a lost
+    /// connection, with the TLS configuration current then).
+    pub fn connect_lazy(&self) -> Channel {
+        match &self.tls {
+            Some(connector) => self.endpoint.connect_with_connector_lazy(connector.clone()),
+            None => self.endpoint.connect_lazy(),
+        }
+    }
+
+    /// A channel, connected now.
+    pub async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            Some(connector) => {
+                self.endpoint
+                    .connect_with_connector(connector.clone())
+                    .await
+            }
+            None => self.endpoint.connect().await,
+        }
+    }
+}
+
+/// The endpoint for a node at `address` (`host:port`), over TLS when
+/// `options.tls` is set: for callers that dial one node themselves (`micro
+/// call --address`, `micro health`).
+pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<NodeEndpoint, String> {
+    let uri: http::Uri = format!("http://{address}")
         .parse()
         .map_err(|e| format!("bad node address {address:?}: {e}"))?;
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
@@ -378,12 +413,28 @@ pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<TonicEndpo
         .tcp_keepalive(Some(TCP_KEEPALIVE_IDLE))
         .tcp_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
         .tcp_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
-    if let Some(tls) = &options.tls {
-        endpoint = endpoint
-            .tls_config(tls.tonic_config(options.dial_timeout))
-            .map_err(|e| format!("TLS to node address {address:?}: {e}"))?;
-    }
-    Ok(endpoint)
+    let Some(tls) = &options.tls else {
+        return Ok(NodeEndpoint {
+            endpoint,
+            tls: None,
+        });
+    };
+    // Our connector dials TLS (tonic sees `http`); requests say `https`.
+    let origin: http::Uri = format!("https://{address}")
+        .parse()
+        .map_err(|e| format!("bad node address {address:?}: {e}"))?;
+    endpoint = endpoint.origin(origin);
+    // The TCP options tonic gives its own connector; tonic's connect
+    // timeout bounds TCP and the handshake together.
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+    Ok(NodeEndpoint {
+        endpoint,
+        tls: Some(TlsConnector::new(tcp, tls.clone())),
+    })
 }
 
 #[cfg(test)]

@@ -87,7 +87,9 @@
 //! its certificate checked against the node's registered address (or
 //! `--client_tls_server_name`); without it, a node registered `secure=true`
 //! is refused at once, naming the flag. TLS failures are
-//! [`NodeFailure::Tls`], with rustls's reason. See [`tls`].
+//! [`NodeFailure::Tls`], with rustls's reason. The CA and certificate are
+//! read again on SIGHUP; connections made after that use the new ones. See
+//! [`tls`].
 
 pub mod attempt;
 pub mod balance;
@@ -115,7 +117,7 @@ use std::sync::{Arc, Mutex};
 
 pub use call::{Idempotent, Streaming};
 pub use channel::{ServiceChannel, ServiceLayers};
-pub use endpoint::{NodeEntry, NodeState, NodeStats, endpoint_for};
+pub use endpoint::{NodeEndpoint, NodeEntry, NodeState, NodeStats, endpoint_for};
 pub use error::{ClientError, NodeFailure, error_chain, find_rustls};
 use micro_registry::{Node, SharedRegistry};
 use micro_selector::Selector;

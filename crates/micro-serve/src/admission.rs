@@ -19,12 +19,32 @@
 //!
 //! once per window of at least [`WINDOW`] and [`WINDOW_SAMPLES`] calls;
 //! `short_rtt` is the window's mean, `long_rtt` an average over the last
-//! [`LONG_WINDOWS`] windows. While latency stays within `TOLERANCE` of its
-//! usual, the limit grows by about √limit per window; when requests start
-//! to queue inside the server (latency up, throughput flat), it shrinks
-//! toward the concurrency the server actually completes. A window where
-//! fewer than half the limit were in flight leaves it alone (the load, not
-//! the server, set the latency). It needs no CPU measurement (go-zero's
+//! [`LONG_WINDOWS`] windows: the server's usual latency. While latency stays
+//! within `TOLERANCE` of its usual, the limit grows by about √limit per
+//! window; when requests start to queue inside the server (latency up,
+//! throughput flat), it shrinks toward the concurrency the server actually
+//! completes. A window where fewer than half the limit were in flight
+//! leaves it alone (the load, not the server, set the latency).
+//!
+//! Three departures from Gradient2, so that the calls admitted under
+//! lasting overload wait little more than usual (measured by `micro-bench
+//! --only overload`, docs/benchmarks.md):
+//!
+//! - A *saturated* window (every slot taken: calls were being refused) does
+//!   not raise `long_rtt`. Its latency includes the server's own queue; in
+//!   Gradient2 the long average follows that queue up over a minute or so,
+//!   the gradient reads 1 again, and the limit creeps up with the latency:
+//!   8× the unloaded p99 in the first overload runs here.
+//! - At the floor ([`MIN_LIMIT`]) a saturated window that is still slow
+//!   sets `long_rtt` to its latency over `TOLERANCE`: the limit cannot fall
+//!   further, so that is what the server does now at its least (a slower
+//!   dependency or host), and without it such a server would stay pinned
+//!   at the floor.
+//! - The limit falls at once (`limit × gradient + √limit`) and rises
+//!   smoothed: a queue that grows is latency for every call admitted while
+//!   it lasts, so overload is cut within a few windows.
+//!
+//! It needs no CPU measurement (go-zero's
 //! shedder reads CPU usage, which on a shared host says little about this
 //! process's capacity) and no latency target to configure.
 
@@ -307,13 +327,25 @@ impl Gradient {
     }
 
     fn update(&mut self, short: f64, peak: usize) {
+        // Every slot was taken in this window: calls were (or could have
+        // been) refused, and the latency includes the server's own queue.
+        // Under lasting overload the long-run average would follow that
+        // queue up, the gradient would read 1 again, and the limit would
+        // creep up with the latency (Gradient2's known drift): a saturated
+        // window does not raise the usual latency. Except at the floor:
+        // there the limit cannot fall further, so the latency seen is what
+        // the server now does at its least (a slower dependency, a slower
+        // host); it becomes the usual (within the tolerance), or a server
+        // that truly became slower would stay pinned at the floor.
+        let saturated = peak >= self.limit as usize;
+        let at_floor = self.limit <= MIN_LIMIT as f64;
         let long = match self.long_rtt {
             None => short,
+            Some(long) if saturated && at_floor && short > TOLERANCE * long => short / TOLERANCE,
+            Some(long) if saturated && short > long => long,
             Some(long) => long + (short - long) * (2.0 / (LONG_WINDOWS + 1.0)),
         };
-        // After a lasting rise the long-run latency would stay high and
-        // hold the limit up: let it come down to meet the recent one.
-        // And after a fall (a faster dependency, a cache warmed), catch up.
+        // After a fall (a faster dependency, a cache warmed), catch up.
         let long = if long / short > 2.0 {
             long * 0.95
         } else {
@@ -326,8 +358,14 @@ impl Gradient {
         let gradient = (TOLERANCE * long / short).clamp(0.5, 1.0);
         let queue = self.limit.sqrt();
         let next = self.limit * gradient + queue;
-        self.limit = (self.limit * (1.0 - SMOOTHING) + next * SMOOTHING)
-            .clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
+        // Down at once (a queue is growing now: every window of it is
+        // latency for the calls admitted), up smoothly.
+        let next = if next < self.limit {
+            next
+        } else {
+            self.limit * (1.0 - SMOOTHING) + next * SMOOTHING
+        };
+        self.limit = next.clamp(MIN_LIMIT as f64, MAX_LIMIT as f64);
     }
 }
 
@@ -442,6 +480,87 @@ mod tests {
             "recovered: {} vs {loaded}",
             admission.limit()
         );
+    }
+
+    /// A server that works on one call at a time, `service` each (one
+    /// core, CPU-bound handlers): a call admitted with `n` in flight takes
+    /// `n × service` (it waits for the ones before it).
+    fn serial(service: Duration) -> impl Fn(usize) -> Duration {
+        move |in_flight| service * in_flight.max(1) as u32
+    }
+
+    /// Runs `windows` windows on paused time, `offered(limit)` calls tried at
+    /// once in each round (those over the limit refused), each admitted call
+    /// taking `rtt(admitted)`: the limit after each window.
+    async fn run_model(
+        admission: &Arc<Admission>,
+        windows: usize,
+        offered: impl Fn(usize) -> usize,
+        rtt: impl Fn(usize) -> Duration,
+    ) -> Vec<usize> {
+        let mut limits = Vec::with_capacity(windows);
+        for _ in 0..windows {
+            let started = Instant::now();
+            while Instant::now() - started < WINDOW {
+                let permits: Vec<Permit> = (0..offered(admission.limit()))
+                    .filter_map(|_| admission.try_acquire().ok())
+                    .collect();
+                tokio::time::advance(rtt(permits.len())).await;
+                drop(permits);
+            }
+            limits.push(admission.limit());
+        }
+        limits
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lasting_overload_brings_the_limit_down_at_once_and_it_stays_down() {
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
+        let server = serial(Duration::from_micros(100));
+        // Quiet: one call at a time, the server's usual latency.
+        run_model(&admission, 50, |_| 1, &server).await;
+        assert_eq!(admission.limit(), INITIAL_LIMIT);
+        // Three times what the limit lets in, for five minutes: every
+        // window saturated, the latency the server's own queue.
+        let limits = run_model(&admission, 3000, |limit| 3 * limit, &server).await;
+        let near_floor = 2 * MIN_LIMIT;
+        let settled = limits
+            .iter()
+            .position(|&l| l <= near_floor)
+            .expect("the limit comes down");
+        assert!(
+            settled <= 10,
+            "down within a second, not {settled} windows: {:?}",
+            &limits[..20]
+        );
+        let highest = limits[settled..].iter().max().copied().unwrap_or_default();
+        assert!(
+            highest <= near_floor,
+            "under lasting overload the limit stays down (the queue is not \
+             taken for the usual latency): up to {highest}, {:?}",
+            &limits[limits.len() - 20..]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_truly_became_slower_gets_its_limit_back() {
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
+        // Handlers waiting on a dependency: 2 ms whatever the load, up to
+        // 200 at once.
+        let waiting = |wait: Duration| move |n: usize| wait * (n.max(200) as u32) / 200;
+        run_model(&admission, 50, |_| 150, waiting(Duration::from_millis(2))).await;
+        let before = admission.limit();
+        assert!(before >= 150, "{before}");
+        // The dependency becomes five times slower for good, and callers
+        // offer more than the limit: the limit falls, to its floor...
+        let slower = waiting(Duration::from_millis(10));
+        let limits = run_model(&admission, 20, |limit| 3 * limit, &slower).await;
+        assert!(limits.contains(&MIN_LIMIT), "{limits:?}");
+        // ...and does not stay there: at the floor the slower latency
+        // becomes the usual, and the limit climbs again.
+        let limits = run_model(&admission, 300, |limit| 3 * limit, &slower).await;
+        let last = limits.last().copied().unwrap_or_default();
+        assert!(last >= 100, "back up within 30 s: {last}");
     }
 
     #[tokio::test(start_paused = true)]

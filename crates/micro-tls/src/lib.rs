@@ -4,7 +4,9 @@
 //! reported the same way everywhere, naming the file and the flag's problem,
 //! before anything listens or dials. Servers read theirs again on SIGHUP
 //! ([`ReloadableServerConfig`], [`reloadable_server_config`],
-//! [`reload_on_sighup`]), keeping the old ones when the new ones are bad.
+//! [`reload_on_sighup`]), keeping the old ones when the new ones are bad;
+//! clients read their CA and certificate again the same way
+//! ([`ReloadableClientConfig`]).
 //!
 //! Each loaded file keeps its PEM text (tonic's TLS configuration takes PEM)
 //! and the DER items it holds (rustls takes DER).
@@ -26,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use reload::{
-    Reload, ReloadableCertifiedKey, ReloadableServerConfig, register, reload_all,
-    reload_all_logged, reload_on_sighup, reloadable_server_config,
+    Reload, ReloadableCertifiedKey, ReloadableClientConfig, ReloadableServerConfig, register,
+    reload_all, reload_all_logged, reload_on_sighup, reloadable_server_config,
 };
 pub use rustls;
 use rustls::pki_types::pem::PemObject;
@@ -174,15 +176,8 @@ pub fn server_config_with_client_ca(
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in ca.der() {
-                roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
-                    path: ca.path().display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                roots.into(),
+                roots(ca)?.into(),
                 provider(),
             )
             .build()
@@ -198,6 +193,38 @@ pub fn server_config_with_client_ca(
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A client configuration (TLS 1.2 and 1.3, ring, no ALPN) trusting the
+/// certificates of `ca`, presenting `identity` (a chain and its key) to
+/// servers that ask for a client certificate.
+pub fn client_config(
+    ca: &Certificates,
+    identity: Option<(&Certificates, &PrivateKey)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca)?);
+    let config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain.der().to_vec(), key.der())
+            .map_err(|e| TlsError::Config(format!("{}: {e}", chain.path().display())))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The certificates of `ca` as trust anchors.
+fn roots(ca: &Certificates) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca.der() {
+        roots.add(cert.clone()).map_err(|e| TlsError::Certificate {
+            path: ca.path().display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Checks that `key` is the private key of `chain`'s leaf certificate, so a

@@ -4,7 +4,8 @@
 //! configuration only if the new files make a good one (readable, parsable,
 //! the key the certificate's), so a bad new certificate keeps the old one
 //! in use. Connections already made keep the configuration they started
-//! with.
+//! with. A [`ReloadableClientConfig`] does the same for a client's CA and
+//! certificate: the connector reads it for each new connection.
 //!
 //! Every reloadable configuration of a process registers itself; one
 //! trigger (SIGHUP, installed with the process's shutdown signals) calls
@@ -130,6 +131,106 @@ impl Reload for ReloadableServerConfig {
         let config = files.load()?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(files.describe())
+    }
+}
+
+/// The files a client configuration is made from.
+#[derive(Clone, Debug)]
+struct ClientFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientFiles {
+    fn describe(&self) -> String {
+        match &self.identity {
+            Some((cert, key)) => format!(
+                "{}, {}, {}",
+                self.ca.display(),
+                cert.display(),
+                key.display()
+            ),
+            None => self.ca.display().to_string(),
+        }
+    }
+
+    fn load(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let ca = Certificates::from_file(&self.ca)?;
+        let identity = match &self.identity {
+            Some((cert, key)) => {
+                let chain = Certificates::from_file(cert)?;
+                let key = PrivateKey::from_file(key)?;
+                crate::check_pair(&chain, &key)?;
+                Some((chain, key))
+            }
+            None => None,
+        };
+        crate::client_config(&ca, identity.as_ref().map(|(c, k)| (c, k)))
+    }
+}
+
+/// The client configuration new connections use (the CA that servers'
+/// certificates must chain to, and the client's own certificate for mutual
+/// TLS), read again from its files on [`reload`](Reload::reload): a
+/// connector takes [`current`](Self::current) for each connection, so a
+/// rotated client certificate or CA bundle reaches every new connection
+/// while the ones made before keep theirs.
+#[derive(Debug)]
+pub struct ReloadableClientConfig {
+    files: ClientFiles,
+    current: RwLock<Arc<rustls::ClientConfig>>,
+}
+
+impl ReloadableClientConfig {
+    /// Reads `ca` (and `identity`, a certificate and its key, checked to
+    /// match) and registers the result for [`reload_all`].
+    pub fn from_files(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Arc<ReloadableClientConfig>, TlsError> {
+        let files = ClientFiles {
+            ca: ca.to_path_buf(),
+            identity: identity.map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+        };
+        let config = files.load()?;
+        let reloadable = Arc::new(ReloadableClientConfig {
+            files,
+            current: RwLock::new(config),
+        });
+        let reloader: Arc<dyn Reload> = reloadable.clone();
+        register(&reloader);
+        Ok(reloadable)
+    }
+
+    /// The configuration for the next connection, offering no ALPN.
+    pub fn current(&self) -> Arc<rustls::ClientConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The configuration for the next connection, offering `alpn`: a copy
+    /// per connection (a few reference counts; a handshake costs far more),
+    /// sharing the current configuration's session cache, so one file set
+    /// serves gRPC (`h2`) and HTTP/1 (`http/1.1`) dialers alike.
+    pub fn offering(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut config = (*self.current()).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// The CA file.
+    pub fn ca_path(&self) -> &Path {
+        &self.files.ca
+    }
+}
+
+impl Reload for ReloadableClientConfig {
+    fn reload(&self) -> Result<String, TlsError> {
+        let config = self.files.load()?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(self.files.describe())
     }
 }
 
@@ -298,6 +399,72 @@ mod tests {
             .reload()
             .expect_err("a key that is not the certificate's");
         assert!(err.to_string().contains("is not the key of"), "{err}");
+        assert!(Arc::ptr_eq(&second, &reloadable.current()), "kept");
+    }
+
+    /// A CA in `dir` named `name`, and a client certificate it signed
+    /// (with its key): (ca file, cert file, key file).
+    fn write_client(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("cert");
+        let files = (
+            dir.join(format!("{name}-ca.pem")),
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&files.0, ca.pem()).expect("ca");
+        std::fs::write(&files.1, cert.pem()).expect("cert");
+        std::fs::write(&files.2, key.serialize_pem()).expect("key");
+        files
+    }
+
+    #[test]
+    fn a_client_reload_swaps_a_good_configuration_and_keeps_the_old_one_over_a_bad_one() {
+        let _serial = reloading();
+        let dir = tempfile::tempdir().expect("dir");
+        let (ca, cert, key) = write_client(dir.path(), "client");
+        let reloadable =
+            ReloadableClientConfig::from_files(&ca, Some((&cert, &key))).expect("loads");
+        let first = reloadable.current();
+        assert!(first.client_auth_cert_resolver.has_certs());
+        let offered = reloadable.offering(&[b"h2"]);
+        assert_eq!(offered.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(
+            first.alpn_protocols.is_empty(),
+            "the shared one offers none"
+        );
+
+        let (other_ca, other_cert, other_key) = write_client(dir.path(), "other");
+        std::fs::copy(&other_ca, &ca).expect("rotate ca");
+        std::fs::copy(&other_cert, &cert).expect("rotate cert");
+        std::fs::copy(&other_key, &key).expect("rotate key");
+        let named = reloadable.reload().expect("reloads");
+        for file in [&ca, &cert, &key] {
+            assert!(named.contains(&file.display().to_string()), "{named}");
+        }
+        let second = reloadable.current();
+        assert!(!Arc::ptr_eq(&first, &second), "swapped");
+
+        std::fs::write(&cert, "not a certificate").expect("break");
+        let err = reloadable.reload().expect_err("a broken certificate");
+        assert!(
+            err.to_string().contains(&cert.display().to_string()),
+            "{err}"
+        );
+        assert!(Arc::ptr_eq(&second, &reloadable.current()), "kept");
+
+        std::fs::copy(&other_cert, &cert).expect("restore cert");
+        std::fs::write(&ca, "").expect("empty ca");
+        let err = reloadable.reload().expect_err("an empty CA bundle");
+        assert!(err.to_string().contains(&ca.display().to_string()), "{err}");
         assert!(Arc::ptr_eq(&second, &reloadable.current()), "kept");
     }
 

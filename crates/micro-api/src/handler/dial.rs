@@ -3,11 +3,12 @@
 //! TLS settings (`--client_tls_ca`, a certificate for mutual TLS,
 //! `--client_tls_server_name`). The certificate must chain to the CA and
 //! name the node's address (or the configured name), as for gRPC nodes.
+//! The TLS settings are [`ClientTls`]'s, shared with the gRPC client: read
+//! again on SIGHUP, taken afresh by each new connection.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,31 +17,16 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use micro_client::ClientTls;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// Dials nodes for the proxy's HTTP/1 client.
 #[derive(Clone, Debug)]
 pub(crate) struct Dialer {
     tcp: HttpConnector,
-    /// `Err`: TLS was asked for but its settings are unusable (why).
-    tls: Option<Result<Tls, Arc<str>>>,
-}
-
-#[derive(Clone)]
-struct Tls {
-    connector: TlsConnector,
-    server_name: Option<ServerName<'static>>,
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
+    /// The client's TLS settings, read again on SIGHUP: each connection
+    /// takes the current ones.
+    tls: Option<ClientTls>,
 }
 
 impl Dialer {
@@ -50,47 +36,11 @@ impl Dialer {
         tcp.set_nodelay(true);
         // `https` URIs are ours to handle.
         tcp.enforce_http(false);
-        let tls = tls.map(|tls| {
-            let made = tls_config(tls);
-            if let Err(reason) = &made {
-                tracing::error!("the proxy cannot dial TLS nodes: {reason}");
-            }
-            made.map_err(Arc::from)
-        });
-        Dialer { tcp, tls }
+        Dialer {
+            tcp,
+            tls: tls.cloned(),
+        }
     }
-}
-
-fn tls_config(tls: &ClientTls) -> Result<Tls, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in tls.ca.der() {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("{}: {e}", tls.ca.path().display()))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(micro_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut config = match &tls.identity {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain.der().to_vec(), key.der())
-            .map_err(|e| format!("{}: {e}", chain.path().display()))?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let server_name = tls
-        .server_name
-        .as_deref()
-        .map(|name| {
-            ServerName::try_from(name.to_string())
-                .map_err(|e| format!("--client_tls_server_name {name}: {e}"))
-        })
-        .transpose()?;
-    Ok(Tls {
-        connector: TlsConnector::from(Arc::new(config)),
-        server_name,
-    })
 }
 
 impl tower::Service<Uri> for Dialer {
@@ -111,29 +61,14 @@ impl tower::Service<Uri> for Dialer {
             if !secure {
                 return Ok(Stream::Plain(tcp));
             }
-            let tls = match tls {
-                Some(Ok(tls)) => tls,
-                Some(Err(reason)) => {
-                    return Err(io::Error::other(format!(
-                        "the proxy's TLS settings are unusable: {reason}"
-                    )));
-                }
-                None => {
-                    return Err(io::Error::other(
-                        "the node serves TLS (registered secure=true) and the gateway has no \
-                         client TLS; set --client_tls_ca (MICRO_CLIENT_TLS_CA)",
-                    ));
-                }
+            let Some(tls) = tls else {
+                return Err(io::Error::other(
+                    "the node serves TLS (registered secure=true) and the gateway has no \
+                     client TLS; set --client_tls_ca (MICRO_CLIENT_TLS_CA)",
+                ));
             };
-            let name = match tls.server_name {
-                Some(name) => name,
-                None => {
-                    let host = uri.host().unwrap_or_default();
-                    let host = host.trim_start_matches('[').trim_end_matches(']');
-                    ServerName::try_from(host.to_string()).map_err(io::Error::other)?
-                }
-            };
-            let stream = tls.connector.connect(name, tcp.into_inner()).await?;
+            let host = uri.host().unwrap_or_default();
+            let stream = tls.connect(host, tcp.into_inner(), b"http/1.1").await?;
             Ok(Stream::Tls(Box::new(TokioIo::new(stream))))
         })
     }
