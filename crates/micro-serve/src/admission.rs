@@ -492,9 +492,9 @@ mod tests {
         );
     }
 
-    /// Calls ending on several threads at once: every end is counted (the
-    /// windows close, without a lock on the way), nothing stays in flight,
-    /// and the limit stays within its bounds.
+    /// Calls ending on several threads at once (the window filled without
+    /// a lock): nothing stays in flight, the limit stays within its bounds,
+    /// and windows close while the calls end.
     #[test]
     fn ends_on_many_threads_at_once_are_all_counted() {
         let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
