@@ -372,9 +372,10 @@ impl NodeSet {
             Update::Unavailable(e) => {
                 // Keep serving the nodes we knew.
                 if self.resolution() != Resolution::Resolved {
+                    // Before the watch: whoever it wakes sees the flag.
+                    self.answered.store(true, Ordering::Release);
                     self.resolution
                         .send_replace(Resolution::Failed(e.to_string()));
-                    self.answered.store(true, Ordering::Release);
                 }
                 return;
             }
@@ -386,8 +387,9 @@ impl NodeSet {
             .send_if_modified(|n| std::mem::replace(n, count) != count);
         // Only now: whoever waits for the first answer sees its nodes.
         if reset {
-            self.resolution.send_replace(Resolution::Resolved);
+            // Before the watch: whoever it wakes sees the flag.
             self.answered.store(true, Ordering::Release);
+            self.resolution.send_replace(Resolution::Resolved);
         }
     }
 
