@@ -204,23 +204,14 @@ pub fn encode_api_request(
     let mut ip_buf = [0u8; IP_TEXT_LEN];
     let ip = remote.map(|remote| ip_text(remote.ip(), &mut ip_buf));
 
-    // The query and form maps: rare and unbounded, so built as before.
-    let mut get = HashMap::new();
-    if let Some(query) = uri.query() {
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            push(&mut get, key.into_owned(), value.into_owned());
-        }
-    }
-    let mut post = HashMap::new();
+    // The query and form maps are written straight from their text.
+    let query = uri.query().unwrap_or("").as_bytes();
     let form =
         is_form(headers) && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-    let text_body = if form {
-        for (key, value) in form_urlencoded::parse(body) {
-            push(&mut post, key.into_owned(), value.into_owned());
-        }
-        Cow::Borrowed("")
+    let (post, text_body): (&[u8], _) = if form {
+        (body, Cow::Borrowed(""))
     } else {
-        String::from_utf8_lossy(body)
+        (b"", String::from_utf8_lossy(body))
     };
 
     // Room for everything in one allocation: each header costs its name
@@ -234,8 +225,8 @@ pub fn encode_api_request(
             + string_field_len(2, &path)
             + header_bytes
             + 128
-            + pair_map_len(4, &get)
-            + pair_map_len(5, &post)
+            + form_map_len_hint(query)
+            + form_map_len_hint(post)
             + string_field_len(6, &text_body)
             + string_field_len(7, &url),
     );
@@ -299,8 +290,8 @@ pub fn encode_api_request(
     };
     put_header_entry(&mut out, HeaderKey::Exact("Host"), &[host]);
 
-    put_pair_map(&mut out, 4, &get);
-    put_pair_map(&mut out, 5, &post);
+    put_form_map(&mut out, 4, query);
+    put_form_map(&mut out, 5, post);
     put_string_field(&mut out, 6, &text_body);
     put_string_field(&mut out, 7, &url);
     out
@@ -355,9 +346,22 @@ impl HeaderKey<'_> {
     }
 }
 
-/// One `map<string, Pair>` entry of the header map:
+/// One `map<string, Pair>` entry of the header map.
+fn put_header_entry<I>(out: &mut Vec<u8>, key: HeaderKey<'_>, values: I)
+where
+    I: IntoIterator + Clone,
+    I::Item: AsRef<str>,
+{
+    put_pair_entry(out, 3, key, values);
+}
+
+/// One entry of the `map<string, Pair>` field `tag`:
 /// `{1: key, 2: Pair { 1: key, 2: values }}`.
-fn put_header_entry<V: AsRef<str>>(out: &mut Vec<u8>, key: HeaderKey<'_>, values: &[V]) {
+fn put_pair_entry<I>(out: &mut Vec<u8>, tag: u32, key: HeaderKey<'_>, values: I)
+where
+    I: IntoIterator + Clone,
+    I::Item: AsRef<str>,
+{
     let key_len = if key.len() == 0 {
         0
     } else {
@@ -365,10 +369,11 @@ fn put_header_entry<V: AsRef<str>>(out: &mut Vec<u8>, key: HeaderKey<'_>, values
     };
     let pair = key_len
         + values
-            .iter()
+            .clone()
+            .into_iter()
             .map(|v| delimited_len(v.as_ref().len()))
             .sum::<usize>();
-    put_delimited(out, 3, key_len + delimited_len(pair));
+    put_delimited(out, tag, key_len + delimited_len(pair));
     key.put(out, 1);
     put_delimited(out, 2, pair);
     key.put(out, 1);
@@ -407,14 +412,49 @@ fn put_string_field(out: &mut Vec<u8>, tag: u32, value: &str) {
     }
 }
 
-/// The encoded length of a `map<string, Pair>` field (`get`, `post`).
-fn pair_map_len(tag: u32, map: &HashMap<String, Pair>) -> usize {
-    prost::encoding::hash_map::encoded_len(
-        prost::encoding::string::encoded_len,
-        prost::encoding::message::encoded_len,
-        tag,
-        map,
-    )
+/// Room for the `map<string, Pair>` field of URL-encoded `form`: each key
+/// twice, each value, a few bytes of framing per pair (a guess: the buffer
+/// grows if it is short).
+fn form_map_len_hint(form: &[u8]) -> usize {
+    if form.is_empty() {
+        0
+    } else {
+        3 * form.len() + 16
+    }
+}
+
+/// At most this many pairs are grouped by key in place (each compared with
+/// those before it); more go through a `HashMap`.
+const FEW_PAIRS: usize = 16;
+
+/// The `map<string, Pair>` field `tag` (`get`, `post`) of URL-encoded
+/// `form`, written straight from the text: one entry per key, its values in
+/// order, as `to_api_request`'s map holds them. A few pairs (nearly always)
+/// are grouped without a map, their keys and values borrowed when nothing
+/// was escaped.
+fn put_form_map(out: &mut Vec<u8>, tag: u32, form: &[u8]) {
+    if form.is_empty() {
+        return;
+    }
+    let pairs = || form_urlencoded::parse(form);
+    if pairs().nth(FEW_PAIRS).is_some() {
+        let mut map = HashMap::new();
+        for (key, value) in pairs() {
+            push(&mut map, key.into_owned(), value.into_owned());
+        }
+        put_pair_map(out, tag, &map);
+        return;
+    }
+    for (i, (key, _)) in pairs().enumerate() {
+        // Written with the first pair of its key.
+        if pairs().take(i).any(|(earlier, _)| earlier == key) {
+            continue;
+        }
+        let values = pairs()
+            .filter(|(other, _)| *other == key)
+            .map(|(_, value)| value);
+        put_pair_entry(out, tag, HeaderKey::Exact(&key), values);
+    }
 }
 
 /// Writes a `map<string, Pair>` field (`get`, `post`).

@@ -23,11 +23,13 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
@@ -114,15 +116,49 @@ impl EdgeLayer {
             gateway: None,
         }))
     }
+}
 
-    /// The gateway's own: its limits, its rate limiter, then its auth.
-    pub(crate) fn gateway(inner: Arc<Inner>) -> Self {
-        EdgeLayer(Arc::new(EdgeState {
-            options: EdgeOptions::from(&inner.options),
-            limiter: inner.limiter.clone(),
-            admission: inner.admission.clone(),
-            gateway: Some(inner),
-        }))
+/// The gateway's edge and its handlers as one service: its limits, its
+/// rate limiter, its auth, then [`crate::handler::handle`], all in one
+/// future (an [`Edge`] over a handler service would box the handler's
+/// future too, on every request).
+#[derive(Clone)]
+pub(crate) struct GatewayEdge {
+    state: Arc<EdgeState>,
+    inner: Arc<Inner>,
+}
+
+impl GatewayEdge {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        GatewayEdge {
+            state: Arc::new(EdgeState {
+                options: EdgeOptions::from(&inner.options),
+                limiter: inner.limiter.clone(),
+                admission: inner.admission.clone(),
+                gateway: Some(inner.clone()),
+            }),
+            inner,
+        }
+    }
+}
+
+impl Service<Request> for GatewayEdge {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(
+            edge(self.state.clone(), request, move |request| {
+                crate::handler::handle(inner, request)
+            })
+            .map(Ok),
+        )
     }
 }
 
@@ -170,25 +206,30 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         // The service made ready is the one called; a clone stays behind.
         let clone = self.next.clone();
-        let next = std::mem::replace(&mut self.next, clone);
-        Box::pin(edge(self.state.clone(), request, next))
+        let mut next = std::mem::replace(&mut self.next, clone);
+        Box::pin(
+            edge(self.state.clone(), request, move |request| {
+                next.call(request).map(|answer| match answer {
+                    Ok(response) => response,
+                })
+            })
+            .map(Ok),
+        )
     }
 }
 
-async fn edge<S>(
-    state: Arc<EdgeState>,
-    mut request: Request,
-    mut next: S,
-) -> Result<Response, Infallible>
+/// The edge's checks, then `next` for what passes them.
+async fn edge<F, Fut>(state: Arc<EdgeState>, mut request: Request, next: F) -> Response
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
 {
     let options = &state.options;
     if let Some(error) = check_head(&request, options.max_headers, options.max_header_bytes) {
-        return Ok(error.into_response());
+        return error.into_response();
     }
     if let Some(error) = check_declared_body(&request, options.max_body_bytes) {
-        return Ok(error.into_response());
+        return error.into_response();
     }
 
     let allowed_origin = request
@@ -201,14 +242,14 @@ where
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        return Ok(match allowed_origin {
+        return match allowed_origin {
             Some(origin) => preflight(origin, &request),
             None => ApiError::new(
                 403,
                 "cross-origin requests from this origin are not allowed (see --cors_allowed_origins)",
             )
             .into_response(),
-        });
+        };
     }
 
     let timeout = options.request_timeout;
@@ -231,9 +272,7 @@ where
         {
             return refused;
         }
-        match next.call(request).await {
-            Ok(response) => response,
-        }
+        next(request).await
     };
     let mut response = match tokio::time::timeout_at(deadline, handled).await {
         Ok(response) => response,
@@ -248,7 +287,7 @@ where
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
-    Ok(response)
+    response
 }
 
 /// 503 with `Retry-After` (whole seconds, at least 1) for a request over

@@ -385,9 +385,9 @@ impl Gateway {
                 "go.micro.api",
                 self.inner.options.handler.as_str(),
             ))
-            // Edge checks, then rate limits, then auth (all in `edge`).
-            .layer(edge::EdgeLayer::gateway(self.inner.clone()))
-            .service(handler::Dispatch(self.inner.clone()))
+            // Edge checks, then rate limits, then auth, then the handler
+            // (all in `edge`, one future).
+            .service(edge::GatewayEdge::new(self.inner.clone()))
     }
 
     /// Serves the gateway on `listener` until `shutdown` completes, then stops

@@ -4,7 +4,7 @@
 //! | extension | put by | read by |
 //! | --- | --- | --- |
 //! | [`Idempotent`] | the caller | retry |
-//! | [`Streaming`] | the caller, or streams (the registry lists the endpoint as a stream) | deadline, retry |
+//! | [`Streaming`] | the caller, or deadline (the registry lists the endpoint as a stream) | deadline, retry |
 //! | [`Observed`] | observe | retry (each attempt's result) |
 //! | [`CallDeadline`] | deadline | retry |
 //! | [`AttemptContext`] | retry (balance fills in the node) | balance, attempt |
@@ -35,7 +35,7 @@ use crate::observer::CallEnd;
 pub struct Idempotent;
 
 /// Marks a call as a stream (server-, client- or bidi-streaming), which
-/// may last far longer than a unary call. The [`streams`](crate::streams)
+/// may last far longer than a unary call. The [`deadline`](crate::deadline)
 /// stage marks every call to an endpoint registered as a stream; callers
 /// mark theirs for services that register no endpoints.
 ///

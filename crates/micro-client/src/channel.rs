@@ -8,23 +8,22 @@
 //! stages above it in an [`outcome`](crate::outcome).
 //!
 //! 1. **observe** ([`observe`](crate::observe)): the telemetry hook
-//!    ([`CallObserver`]) around everything; its future is the call's one
-//!    allocation;
-//! 2. **streams** ([`streams`](crate::streams)): a call to an endpoint the
-//!    registry lists as a stream is marked [`Streaming`](crate::Streaming),
-//!    whoever made it (a generated client, unmarked);
-//! 3. **deadline** ([`deadline`](crate::deadline)): the call's deadline, from
-//!    the caller's `grpc-timeout` or `request_timeout` (a stream's: the
+//!    ([`CallObserver`]) around everything; its future holds the stages'
+//!    futures, one inside the other (none is boxed);
+//! 2. **deadline** ([`deadline`](crate::deadline)): a call to an endpoint
+//!    the registry lists as a stream is marked [`Streaming`](crate::Streaming),
+//!    whoever made it (a generated client, unmarked); the call's deadline,
+//!    from the caller's `grpc-timeout` or `request_timeout` (a stream's: the
 //!    caller's or `stream_timeout`, else none);
-//! 4. **retry** ([`retry`](crate::retry)): runs the attempts and judges each:
+//! 3. **retry** ([`retry`](crate::retry)): runs the attempts and judges each:
 //!    whether a failed attempt may go to another node (policy), whether the
 //!    service can take another retry (budget), and for idempotent calls
 //!    with `hedge_after` set, a second attempt on another node when the
 //!    first is slow;
-//! 5. **balance** ([`balance`](crate::balance)): which node, by the selector,
+//! 4. **balance** ([`balance`](crate::balance)): which node, by the selector,
 //!    among nodes up and not tried yet in this call; not ready until the
 //!    registry has answered;
-//! 6. **attempt** ([`attempt`](crate::attempt)): one request to that node's
+//! 5. **attempt** ([`attempt`](crate::attempt)): one request to that node's
 //!    connection, bounded by the attempt timeout, reported to the node's
 //!    health and load ([`endpoint`](crate::endpoint)).
 //!
@@ -36,7 +35,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use tonic::body::Body;
 use tower::{Service, ServiceBuilder};
 
@@ -44,13 +42,12 @@ use crate::BoxError;
 use crate::attempt::Attempt;
 use crate::balance::{Balance, BalanceLayer};
 use crate::deadline::{DeadlineLayer, WithDeadline};
-use crate::observe::{Observe, ObserveLayer};
+use crate::observe::{Observe, ObserveFuture, ObserveLayer};
 use crate::observer::CallObserver;
 use crate::options::ClientOptions;
 use crate::pick::Picker;
 use crate::pool::NodeSet;
-use crate::retry::{Budget, Retry, RetryLayer, RetryOptions};
-use crate::streams::{MarkStreams, MarkStreamsLayer};
+use crate::retry::{Budget, Retry, RetryFuture, RetryLayer, RetryOptions};
 
 /// The retry and balance stages of one service, built once by the
 /// [`Client`](crate::Client) and shared by its gRPC channel and by callers
@@ -85,7 +82,7 @@ impl ServiceLayers {
 }
 
 /// The stages of a call, outermost first.
-type Stack = Observe<MarkStreams<WithDeadline<Retry<Balance<Attempt>>>>>;
+type Stack = Observe<WithDeadline<Retry<Balance<Attempt>>>>;
 
 /// A channel to one service by name. Cheap to clone; all clones share the
 /// node set, its health and load, and the rotation.
@@ -116,9 +113,10 @@ impl ServiceChannel {
         let set = layers.set.clone();
         let stack = ServiceBuilder::new()
             .layer(ObserveLayer::new(set.clone(), observer))
-            .layer(MarkStreamsLayer::new(set.clone()))
             .layer(
-                DeadlineLayer::new(options.request_timeout).stream_timeout(options.stream_timeout),
+                DeadlineLayer::new(options.request_timeout)
+                    .stream_timeout(options.stream_timeout)
+                    .streams_of(set.clone()),
             )
             .layer(layers.retry.clone())
             .layer(layers.balance.clone())
@@ -137,11 +135,7 @@ impl ServiceChannel {
     /// Treat every call through this channel as [`Idempotent`](crate::Idempotent).
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
-        self.stack
-            .get_mut()
-            .get_mut()
-            .get_mut()
-            .set_idempotent(true);
+        self.stack.get_mut().get_mut().set_idempotent(true);
         self
     }
 
@@ -159,7 +153,8 @@ impl ServiceChannel {
 impl Service<http::Request<Body>> for ServiceChannel {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+    /// The stages' futures one inside the other: not boxed.
+    type Future = ObserveFuture<RetryFuture<Balance<Attempt>>>;
 
     /// Ready once the registry has answered for the service (or failed to,
     /// or `request_timeout` passed): until then no node can be chosen. Once

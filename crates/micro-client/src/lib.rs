@@ -4,8 +4,8 @@
 //! cached node list kept live by a registry watch, so no registry round trip
 //! per call) → a stack of tower services, each in its own module with one
 //! job and its own `Layer`, generic over the service below it:
-//! [`observe`] (telemetry) → [`streams`] (which calls are streams) →
-//! [`deadline`] → [`retry`] (policy, budget,
+//! [`observe`] (telemetry) → [`deadline`] (which calls are streams, and
+//! each call's deadline) → [`retry`] (policy, budget,
 //! hedging) → [`balance`] ([`micro_selector::Selector`], p2c by
 //! default) → [`attempt`] (attempt timeout, node health and load) → a tonic
 //! `Channel` per node. What a call carries from stage to stage travels in
@@ -107,7 +107,6 @@ pub mod outcome;
 mod pick;
 mod pool;
 pub mod retry;
-pub mod streams;
 mod timeout;
 pub mod tls;
 

@@ -2,15 +2,14 @@
 //! [`CallObserver`]'s record of each call, hands it down in the request's
 //! extensions ([`Observed`]) so that the attempts below report to it, ends it
 //! with the call's answer, and turns a [`ClientError`] into the gRPC status a
-//! tonic client sees. Its future is the one allocation of a call: the stages
-//! below it are plain futures inside it.
+//! tonic client sees. Its future ([`ObserveFuture`]) holds the stages below
+//! as plain futures: a call through the stack allocates no future.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -64,11 +63,10 @@ impl<S> Observe<S> {
 impl<S> Service<http::Request<Body>> for Observe<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = ClientError>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+    type Future = ObserveFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(ClientError::into_status)
@@ -84,16 +82,16 @@ where
             request = http::Request::from_parts(parts, body);
             end = Some(record);
         }
-        Box::pin(ObserveFuture {
+        ObserveFuture {
             inner: self.inner.call(request),
             end,
-        })
+        }
     }
 }
 
 pin_project! {
     /// The call below, and the observer's record of it, ended with it.
-    struct ObserveFuture<F> {
+    pub struct ObserveFuture<F> {
         #[pin]
         inner: F,
         end: Option<Arc<dyn CallEnd>>,

@@ -73,6 +73,9 @@ pub struct NodeSet {
     /// then skip the look-up.
     has_streams: AtomicBool,
     resolution: watch::Sender<Resolution>,
+    /// Whether `resolution` left `Pending` (it never goes back): read on
+    /// every call, without the watch's lock.
+    answered: AtomicBool,
     task: OnceLock<AbortHandle>,
     /// How many nodes the pool holds, for callers waiting for the first.
     count: watch::Sender<usize>,
@@ -110,6 +113,7 @@ impl NodeSet {
             streams: ArcSwap::from_pointee(HashSet::new()),
             has_streams: AtomicBool::new(false),
             resolution: watch::channel(Resolution::Pending).0,
+            answered: AtomicBool::new(false),
             task: OnceLock::new(),
             count: watch::channel(0).0,
             lookup: Mutex::new(None),
@@ -297,7 +301,7 @@ impl NodeSet {
 
     /// Whether the registry has not answered yet (no clone of the state).
     pub(crate) fn is_pending(&self) -> bool {
-        *self.resolution.borrow() == Resolution::Pending
+        !self.answered.load(Ordering::Acquire)
     }
 
     /// Takes in the stream endpoints of `services`: they replace what was
@@ -368,6 +372,8 @@ impl NodeSet {
             Update::Unavailable(e) => {
                 // Keep serving the nodes we knew.
                 if self.resolution() != Resolution::Resolved {
+                    // Before the watch: whoever it wakes sees the flag.
+                    self.answered.store(true, Ordering::Release);
                     self.resolution
                         .send_replace(Resolution::Failed(e.to_string()));
                 }
@@ -381,6 +387,8 @@ impl NodeSet {
             .send_if_modified(|n| std::mem::replace(n, count) != count);
         // Only now: whoever waits for the first answer sees its nodes.
         if reset {
+            // Before the watch: whoever it wakes sees the flag.
+            self.answered.store(true, Ordering::Release);
             self.resolution.send_replace(Resolution::Resolved);
         }
     }

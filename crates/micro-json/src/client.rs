@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryFutureExt as _;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, header};
 use micro_client::{Client, Idempotent};
@@ -92,7 +93,11 @@ enum Inner {
 impl tower::Service<http::Request<Body>> for TargetChannel {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+    /// Not boxed: the rpc handler calls through it on every request.
+    type Future = futures::future::Either<
+        <micro_client::ServiceChannel as tower::Service<http::Request<Body>>>::Future,
+        futures::future::ErrInto<tonic::transport::channel::ResponseFuture, BoxError>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -111,10 +116,9 @@ impl tower::Service<http::Request<Body>> for TargetChannel {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(GRPC_JSON));
         }
         match &mut self.inner {
-            Inner::Registry(channel) => channel.call(request),
+            Inner::Registry(channel) => futures::future::Either::Left(channel.call(request)),
             Inner::Address(channel) => {
-                let call = channel.call(request);
-                Box::pin(async move { call.await.map_err(Into::into) })
+                futures::future::Either::Right(channel.call(request).err_into())
             }
         }
     }

@@ -17,7 +17,9 @@
 //! limit    = (1 − SMOOTHING) × limit + SMOOTHING × (limit × gradient + √limit)
 //! ```
 //!
-//! once per window of at least [`WINDOW`] and [`WINDOW_SAMPLES`] calls;
+//! once per window of at least [`WINDOW`] and [`WINDOW_SAMPLES`] calls
+//! (a call's end adds its latency to the window with two atomic operations;
+//! only the end that closes a window takes a lock);
 //! `short_rtt` is the window's mean, `long_rtt` an average over the last
 //! [`LONG_WINDOWS`] windows: the server's usual latency. While latency stays
 //! within `TOLERANCE` of its usual, the limit grows by about √limit per
@@ -51,7 +53,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -145,16 +147,44 @@ pub struct Admission {
     in_flight: AtomicUsize,
     /// The recent mean latency, nanoseconds (for [`Shed::retry_after`]).
     recent: AtomicU64,
-    gradient: Option<Mutex<Gradient>>,
+    adaptive: Option<Adaptive>,
     observer: Option<Arc<dyn AdmissionObserver>>,
 }
+
+/// The adaptive limit's window, filled without a lock, and its state,
+/// locked only to close a window.
+#[derive(Debug)]
+struct Adaptive {
+    /// Zero of `window_start`.
+    epoch: Instant,
+    /// The window's calls (above [`SUM_BITS`]) and the sum of their
+    /// latencies in microseconds (below): one `fetch_add` per call.
+    window: AtomicU64,
+    /// Most requests in flight seen in the window.
+    peak: AtomicUsize,
+    /// When the window started, microseconds since `epoch`.
+    window_start: AtomicU64,
+    gradient: Mutex<Gradient>,
+}
+
+/// The low bits of [`Adaptive::window`]: the latency sum, microseconds
+/// (2^44 µs is 203 days; one call counts at most [`MAX_SAMPLE_US`]).
+const SUM_BITS: u32 = 44;
+const SUM_MASK: u64 = (1 << SUM_BITS) - 1;
+/// A window closes at this many calls whatever its age, well before the
+/// count (20 bits) could overflow.
+const MAX_WINDOW_SAMPLES: u64 = 1 << 19;
+/// One call's latency counts at most this much (71 minutes): at the
+/// largest limit, 1,000 calls at once, a window's sum stays far below
+/// 2^44 µs.
+const MAX_SAMPLE_US: u64 = u32::MAX as u64;
 
 impl fmt::Debug for Admission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admission")
             .field("limit", &self.limit())
             .field("in_flight", &self.in_flight())
-            .field("adaptive", &self.gradient.is_some())
+            .field("adaptive", &self.adaptive.is_some())
             .finish()
     }
 }
@@ -165,12 +195,18 @@ impl Admission {
         limit: ConcurrencyLimit,
         observer: Option<Arc<dyn AdmissionObserver>>,
     ) -> Option<Arc<Self>> {
-        let (start, gradient) = match limit {
+        let (start, adaptive) = match limit {
             ConcurrencyLimit::Off | ConcurrencyLimit::Fixed(0) => return None,
             ConcurrencyLimit::Fixed(n) => (n, None),
             ConcurrencyLimit::Adaptive => (
                 INITIAL_LIMIT,
-                Some(Mutex::new(Gradient::new(INITIAL_LIMIT as f64))),
+                Some(Adaptive {
+                    epoch: Instant::now(),
+                    window: AtomicU64::new(0),
+                    peak: AtomicUsize::new(0),
+                    window_start: AtomicU64::new(0),
+                    gradient: Mutex::new(Gradient::new(INITIAL_LIMIT as f64)),
+                }),
             ),
         };
         if let Some(observer) = &observer {
@@ -180,7 +216,7 @@ impl Admission {
             limit: AtomicUsize::new(start),
             in_flight: AtomicUsize::new(0),
             recent: AtomicU64::new(0),
-            gradient,
+            adaptive,
             observer,
         }))
     }
@@ -240,15 +276,11 @@ impl Admission {
         if let Some(observer) = &self.observer {
             observer.in_flight(left);
         }
-        let Some(gradient) = &self.gradient else {
+        let Some(adaptive) = &self.adaptive else {
             return;
         };
         let rtt = now.saturating_duration_since(started);
-        let updated = gradient
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sample(now, rtt, in_flight);
-        if let Some((limit, recent)) = updated {
+        if let Some((limit, recent)) = adaptive.sample(now, rtt, in_flight) {
             self.recent
                 .store(recent.as_nanos() as u64, Ordering::Relaxed);
             if self.limit.swap(limit, Ordering::Relaxed) != limit
@@ -276,17 +308,60 @@ impl Drop for Permit {
     }
 }
 
+impl Adaptive {
+    /// One call's latency, added to the window; at a window's end, the new
+    /// limit and the window's mean latency.
+    fn sample(&self, now: Instant, rtt: Duration, in_flight: usize) -> Option<(usize, Duration)> {
+        let rtt_us = u64::try_from(rtt.as_micros())
+            .unwrap_or(MAX_SAMPLE_US)
+            .min(MAX_SAMPLE_US);
+        let before = self
+            .window
+            .fetch_add((1 << SUM_BITS) | rtt_us, Ordering::AcqRel);
+        if self.peak.load(Ordering::Relaxed) < in_flight {
+            self.peak.fetch_max(in_flight, Ordering::Relaxed);
+        }
+        let samples = (before >> SUM_BITS) + 1;
+        if samples < u64::from(WINDOW_SAMPLES) {
+            return None;
+        }
+        let now_us = u64::try_from(now.saturating_duration_since(self.epoch).as_micros())
+            .unwrap_or(u64::MAX);
+        let start = self.window_start.load(Ordering::Acquire);
+        if samples < MAX_WINDOW_SAMPLES && now_us.saturating_sub(start) < WINDOW.as_micros() as u64
+        {
+            return None;
+        }
+        // One end closes the window; another one ending meanwhile adds to
+        // the next.
+        let mut gradient = match self.gradient.try_lock() {
+            Ok(gradient) => gradient,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.window_start.load(Ordering::Acquire) != start {
+            // Closed by another end just now.
+            return None;
+        }
+        let taken = self.window.swap(0, Ordering::AcqRel);
+        let peak = self.peak.swap(0, Ordering::Relaxed);
+        self.window_start.store(now_us, Ordering::Release);
+        let count = taken >> SUM_BITS;
+        if count == 0 {
+            return None;
+        }
+        let short = ((taken & SUM_MASK) as f64 * 1000.0 / count as f64).max(1.0);
+        gradient.update(short, peak);
+        Some((gradient.limit as usize, Duration::from_nanos(short as u64)))
+    }
+}
+
 /// The gradient limiter's state (module docs).
 #[derive(Debug)]
 struct Gradient {
     limit: f64,
     /// Mean latency over about [`LONG_WINDOWS`] windows, nanoseconds.
     long_rtt: Option<f64>,
-    window_start: Option<Instant>,
-    samples: u32,
-    sum_ns: f64,
-    /// Most requests in flight seen in the window.
-    peak: usize,
 }
 
 impl Gradient {
@@ -294,38 +369,11 @@ impl Gradient {
         Gradient {
             limit,
             long_rtt: None,
-            window_start: None,
-            samples: 0,
-            sum_ns: 0.0,
-            peak: 0,
         }
     }
 
-    /// One call's latency; at a window's end, the new limit and the
-    /// window's mean latency.
-    fn sample(
-        &mut self,
-        now: Instant,
-        rtt: Duration,
-        in_flight: usize,
-    ) -> Option<(usize, Duration)> {
-        let start = *self.window_start.get_or_insert(now);
-        self.samples += 1;
-        self.sum_ns += rtt.as_nanos() as f64;
-        self.peak = self.peak.max(in_flight);
-        if self.samples < WINDOW_SAMPLES || now.saturating_duration_since(start) < WINDOW {
-            return None;
-        }
-        let short = (self.sum_ns / f64::from(self.samples)).max(1.0);
-        let peak = self.peak;
-        self.window_start = Some(now);
-        self.samples = 0;
-        self.sum_ns = 0.0;
-        self.peak = 0;
-        self.update(short, peak);
-        Some((self.limit as usize, Duration::from_nanos(short as u64)))
-    }
-
+    /// A window closed: its mean latency (nanoseconds) and the most
+    /// requests in flight during it.
     fn update(&mut self, short: f64, peak: usize) {
         // Every slot was taken in this window: calls were (or could have
         // been) refused, and the latency includes the server's own queue.
@@ -561,6 +609,40 @@ mod tests {
         let limits = run_model(&admission, 300, |limit| 3 * limit, &slower).await;
         let last = limits.last().copied().unwrap_or_default();
         assert!(last >= 100, "back up within 30 s: {last}");
+    }
+
+    /// Calls ending on several threads at once (the window filled without
+    /// a lock): nothing stays in flight, the limit stays within its bounds,
+    /// and windows close while the calls end.
+    #[test]
+    fn ends_on_many_threads_at_once_are_all_counted() {
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, None).expect("on");
+        let adaptive = admission.adaptive.as_ref().expect("adaptive");
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..20_000 {
+                        if let Ok(permit) = admission.try_acquire() {
+                            drop(permit);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admission.in_flight(), 0);
+        let limit = admission.limit();
+        assert!((MIN_LIMIT..=MAX_LIMIT).contains(&limit), "{limit}");
+        // What is left in the open window is what no closed window took:
+        // fewer calls than all of them unless the run took under a window.
+        let open = adaptive.window.load(Ordering::Relaxed) >> SUM_BITS;
+        assert!(open <= 80_000);
+        if started.elapsed() > WINDOW * 3 {
+            assert!(
+                open < 80_000,
+                "windows closed while the calls ended ({open} calls left open)"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,14 +4,15 @@
 //! A slot is never held by waiting alone: a connection that has no request
 //! in flight is *idle*, and idle connections are closed after a deadline
 //! (the header read timeout before the first request head, the idle timeout
-//! after one). When the gateway is full (`max_connections`), or one client
+//! after one, and the header read timeout again once the bytes of the next
+//! HTTP/1 head start arriving). When the gateway is full (`max_connections`), or one client
 //! IP holds its share (`max_connections_per_ip`), the connection idle the
 //! longest (of that IP, for the per-IP cap) is closed to make room. A new
 //! connection is refused only when every slot is busy with a request.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -77,8 +78,11 @@ impl Connections {
             id: table.next_id,
             ip,
             in_flight: AtomicUsize::new(0),
+            head_begun: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             state: Mutex::new(ConnState {
                 idle_since: Instant::now(),
+                head_since: None,
                 requests: 0,
             }),
             close: Notify::new(),
@@ -137,6 +141,11 @@ pub(crate) struct Conn {
     id: u64,
     ip: IpAddr,
     in_flight: AtomicUsize,
+    /// Bytes of the next request head arrived (`head_since` is set).
+    head_begun: AtomicBool,
+    /// Serves HTTP/2: frames arrive between requests (pings, settings), so
+    /// bytes read while idle begin no head.
+    http2: AtomicBool,
     state: Mutex<ConnState>,
     /// Notified when the connection lost its slot to a newer one.
     pub(crate) close: Notify,
@@ -147,6 +156,9 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 struct ConnState {
     idle_since: Instant,
+    /// When the first bytes of the next request head arrived on an idle
+    /// HTTP/1 connection (after its first request).
+    head_since: Option<Instant>,
     /// Request heads received so far.
     requests: u64,
 }
@@ -168,6 +180,8 @@ impl Conn {
         let first = {
             let mut state = self.state();
             state.requests += 1;
+            state.head_since = None;
+            self.head_begun.store(false, Ordering::Relaxed);
             state.requests == 1
         };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -175,6 +189,29 @@ impl Conn {
             self.first_request.notify_waiters();
         }
         Busy(self.clone())
+    }
+
+    /// The connection serves HTTP/2 (its requests say so).
+    pub(crate) fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived. On an idle HTTP/1 connection they begin the next
+    /// request head, which has the header read timeout from now (hyper's
+    /// own per-head timer, a boxed tokio timer armed and cleared on every
+    /// request, is off). Cheap when nothing changes: two atomic loads.
+    pub(crate) fn bytes_read(&self) {
+        if self.head_begun.load(Ordering::Relaxed)
+            || self.http2.load(Ordering::Relaxed)
+            || self.in_flight.load(Ordering::Acquire) > 0
+        {
+            return;
+        }
+        let mut state = self.state();
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.head_begun.store(true, Ordering::Relaxed);
+            state.head_since = Some(Instant::now());
+        }
     }
 
     /// Whether a request head has arrived on this connection yet.
@@ -185,7 +222,8 @@ impl Conn {
     /// When this connection must close if nothing changes: `None` while a
     /// request is in flight. Before its first request head it has
     /// `head_timeout` from accept; after a request, `idle_timeout` from its
-    /// end.
+    /// end, and `head_timeout` from the first bytes of the next head if
+    /// that is sooner.
     pub(crate) fn close_at(
         &self,
         head_timeout: Duration,
@@ -195,12 +233,14 @@ impl Conn {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let limit = if state.requests == 0 {
-            head_timeout
-        } else {
-            idle_timeout
-        };
-        Some(state.idle_since + limit)
+        if state.requests == 0 {
+            return Some(state.idle_since + head_timeout);
+        }
+        let idle_end = state.idle_since + idle_timeout;
+        Some(match state.head_since {
+            Some(since) => idle_end.min(since.max(state.idle_since) + head_timeout),
+            None => idle_end,
+        })
     }
 }
 
@@ -288,6 +328,36 @@ mod tests {
         assert_eq!(conn.close_at(head, idle), None);
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(busy);
+        let idle_from = Instant::now();
+        assert_eq!(conn.close_at(head, idle), Some(idle_from + idle));
+        // The next head starts arriving: it has the head timeout from now,
+        // once (more bytes do not move it).
+        tokio::time::advance(Duration::from_secs(20)).await;
+        conn.bytes_read();
+        let head_from = Instant::now();
+        assert_eq!(conn.close_at(head, idle), Some(head_from + head));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        conn.bytes_read();
+        assert_eq!(conn.close_at(head, idle), Some(head_from + head));
+        // Complete: busy, then idle again with the whole idle timeout.
+        let busy = conn.begin();
+        conn.bytes_read(); // a body: no head
+        drop(busy);
         assert_eq!(conn.close_at(head, idle), Some(Instant::now() + idle));
+        // Past the idle deadline's share: the sooner of the two.
+        tokio::time::advance(Duration::from_secs(55)).await;
+        conn.bytes_read();
+        assert_eq!(
+            conn.close_at(head, idle),
+            Some(Instant::now() - Duration::from_secs(55) + idle)
+        );
+        // HTTP/2 frames between requests begin no head.
+        let h2 = conns.admit(ip(3)).expect("admit");
+        h2.set_http2();
+        drop(h2.begin());
+        let idle_from = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        h2.bytes_read();
+        assert_eq!(h2.close_at(head, idle), Some(idle_from + idle));
     }
 }

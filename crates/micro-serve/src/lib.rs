@@ -12,6 +12,10 @@
 //! - a connection has `header_read_timeout` from accept to its first
 //!   complete request head, HTTP/1 and HTTP/2 alike (the version detection,
 //!   and the TLS handshake, included), and `idle_timeout` between requests;
+//!   on HTTP/1, once the bytes of the next head start arriving, that head
+//!   has `header_read_timeout` to complete (checked here, with the
+//!   connection's one lazy timer, rather than by hyper's per-head timer,
+//!   which allocated and armed a tokio timer on every request);
 //! - HTTP/2 connections are pinged, and closed when a ping goes unanswered;
 //! - hyper enforces the header size and count caps.
 //!
@@ -250,10 +254,9 @@ fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
     if !options.http2 {
         builder = builder.http1_only();
     }
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+    // The head deadlines are the connection's (`drive`, `Conn::close_at`):
+    // hyper's own header read timer would be armed on every request.
+    builder.http1().header_read_timeout(None);
     // hyper parses up to 100 headers on the stack; a cap set explicitly,
     // even to 100, makes it fill a 100-entry buffer on every request head.
     if options.max_headers != HYPER_MAX_HEADERS {
@@ -384,6 +387,10 @@ where
         };
         // With upgrades: a WebSocket takes the connection over; a handler
         // keeps it in the budget with the request's `ConnectionHold`.
+        let io = Watched {
+            io,
+            conn: conn.clone(),
+        };
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -392,7 +399,9 @@ where
         // The deadline is checked lazily: one timer, re-armed only when it
         // fires (not on every request), at most `step` apart, so a deadline
         // that moved earlier (the idle timeout after the first request being
-        // shorter than the head timeout) is late by at most `step`.
+        // shorter than the head timeout) is late by at most `step`. A head
+        // that starts arriving is never late: its deadline is `head` (≥
+        // `step`) away, and the next check re-arms to it.
         let step = head.min(idle).max(Duration::from_millis(1));
         let mut check_at = tokio::time::Instant::now() + step;
         let close = conn.close.notified();
@@ -474,6 +483,9 @@ where
     type Future = Answer<S>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        if request.version() == http::Version::HTTP_2 {
+            self.conn.set_http2();
+        }
         let busy = self.conn.begin();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(RemoteAddr(self.remote));
@@ -514,6 +526,59 @@ where
         let response = std::task::ready!(this.inner.poll(cx))?;
         let busy = this.busy.take().expect("Answer polled after it completed");
         Poll::Ready(Ok(response.map(|body| Tracked { body, _busy: busy })))
+    }
+}
+
+/// A connection's IO, telling its [`Conn`] when bytes arrive (on an idle
+/// HTTP/1 connection, the start of the next request head: see
+/// [`Conn::bytes_read`]).
+struct Watched<I> {
+    io: I,
+    conn: Arc<Conn>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.bytes_read();
+        }
+        read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

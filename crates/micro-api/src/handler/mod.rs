@@ -8,16 +8,13 @@ pub(crate) mod http;
 pub(crate) mod rpc;
 mod stream;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::http::{HeaderValue, Method, header};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 
@@ -36,29 +33,13 @@ pub(crate) async fn version() -> Response {
     response
 }
 
-/// The gateway's innermost service: `/` answers [`version`], every other
-/// path goes to the configured handler.
-#[derive(Clone)]
-pub(crate) struct Dispatch(pub(crate) Arc<Inner>);
-
-impl tower::Service<Request> for Dispatch {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+/// The gateway's innermost step (after the edge, [`crate::edge`]): `/`
+/// answers [`version`], every other path goes to the configured handler.
+pub(crate) async fn handle(inner: Arc<Inner>, request: Request) -> Response {
+    if request.uri().path() == "/" {
+        return version().await;
     }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            if request.uri().path() == "/" {
-                return Ok(version().await);
-            }
-            Ok(dispatch(inner, request).await)
-        })
-    }
+    dispatch(inner, request).await
 }
 
 /// Every other path: the configured handler.
