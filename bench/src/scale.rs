@@ -1152,16 +1152,24 @@ fn table(title: &str, chart: &str, config: &Config, rows: &[Row]) -> String {
          the `Registry` API ({} nodes each, four endpoints with request/response descriptions and \
          metadata like the user service's; their nodes listen nowhere), cumulatively. Churn: {} \
          registrations and {} deregistrations per second of synthetic nodes, {:?} for the CPU \
-         window (no calls), then on during the routing trials. Before it, a burst (etcd only): {} \
-         synthetic nodes registered with {} registrations in flight, then deregistered the same way \
-         (a fleet restarting together); the gateway's CPU from its start until the gateway is idle \
-         again. CPU is the scheduler's count (/proc/PID/task/*/schedstat).\n",
+         window (no calls), then on during the routing trials.{} CPU is the scheduler's count \
+         (/proc/PID/task/*/schedstat); \"a bare etcd watch\" is an etcd-client watch of the \
+         registry's prefix that only counts events, measured beside the gateway: what any process \
+         following the registry pays.\n",
         config.nodes_per_service,
         config.churn_rate,
         config.churn_rate,
         config.churn,
-        config.burst,
-        config.in_flight
+        if config.burst > 0 {
+            format!(
+                " Before it, a burst: {} synthetic nodes registered with {} registrations in \
+                 flight, then deregistered the same way (a fleet restarting together); the \
+                 gateway's CPU from its start until the gateway is idle again.",
+                config.burst, config.in_flight
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         out,
