@@ -607,7 +607,9 @@ impl Churn {
 /// of work). Threads that ended are not in the sum (the gateway and the
 /// client keep theirs); without schedstat, utime + stime in ticks.
 fn cpu_ms(pid: u32) -> Option<f64> {
-    schedstat_ms(pid).or_else(|| stat_cpu_ms(pid))
+    schedstat_ms(pid).or_else(|| {
+        crate::r2::cpu_time(&pid.to_string(), crate::r2::clock_tick()).map(|s| s * 1000.0)
+    })
 }
 
 fn schedstat_ms(pid: u32) -> Option<f64> {
@@ -621,29 +623,6 @@ fn schedstat_ms(pid: u32) -> Option<f64> {
         ns += line.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(ns as f64 / 1e6)
-}
-
-/// utime + stime of `pid` (stat(5) fields 14 and 15), in milliseconds.
-fn stat_cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3 (state).
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1000.0 / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 /// VmRSS and VmHWM of `pid`, KiB.
