@@ -195,11 +195,7 @@ async fn a_broken_new_certificate_keeps_the_old_one_with_one_log_line() {
     lines
         .wait_for_end(Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
-    let about_tls: Vec<&String> = lines
-        .log()
-        .iter()
-        .filter(|l| l.contains("TLS certificates"))
-        .collect();
+    let about_tls = lines.logged("TLS certificates");
     assert_eq!(
         about_tls
             .iter()

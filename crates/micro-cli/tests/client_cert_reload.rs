@@ -250,11 +250,7 @@ async fn the_gateways_client_certificate_and_ca_rotate_on_sighup_without_a_faile
     lines
         .wait_for_end(Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
-    let about_tls: Vec<&String> = lines
-        .log()
-        .iter()
-        .filter(|l| l.contains("TLS certificates"))
-        .collect();
+    let about_tls = lines.logged("TLS certificates");
     let count = |what: &str| about_tls.iter().filter(|l| l.contains(what)).count();
     assert_eq!(count("reloaded from"), 1, "{about_tls:#?}");
     assert_eq!(count("not reloaded"), 1, "one warn line: {about_tls:#?}");

@@ -99,10 +99,6 @@ async fn the_gateway_serves_a_rotated_certificate_after_sighup_and_keeps_it_over
     lines
         .wait_for_end(Instant::now() + BOUND)
         .unwrap_or_else(|e| panic!("{e}"));
-    let about_tls: Vec<&String> = lines
-        .log()
-        .iter()
-        .filter(|l| l.contains("TLS certificates"))
-        .collect();
+    let about_tls = lines.logged("TLS certificates");
     assert_eq!(about_tls.len(), 4, "{about_tls:#?}");
 }

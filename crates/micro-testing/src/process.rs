@@ -201,6 +201,11 @@ impl OutputLines {
         &self.log
     }
 
+    /// The lines read so far that contain `pattern`.
+    pub fn logged(&self, pattern: &str) -> Vec<&String> {
+        self.log.iter().filter(|l| l.contains(pattern)).collect()
+    }
+
     /// The next line, by `deadline`.
     pub fn next_line(&mut self, deadline: Instant) -> Result<String, MissingLine> {
         self.wait_for("line", deadline, |_| true)
