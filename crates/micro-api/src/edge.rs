@@ -38,12 +38,9 @@ use tower::{Layer, Service};
 use micro_serve::admission::{Admission, ConcurrencyLimit, Shed};
 
 use crate::error::ApiError;
+use crate::handler::Deadline;
 use crate::ratelimit::{Limiter, RateLimits};
 use crate::{ApiOptions, Inner};
-
-/// When the answer to a request is due; set by [`edge`] for the handlers.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(pub(crate) Instant);
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const DEFAULT_ALLOWED_HEADERS: &str = "Accept, Authorization, Content-Type";

@@ -18,9 +18,13 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 
-use crate::edge::Deadline;
 use crate::error::ApiError;
 use crate::{HandlerKind, Inner, VERSION};
+
+/// When the answer to a request is due; set by [`crate::edge`] for the
+/// handlers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline(pub(crate) Instant);
 
 /// `/`: `{"version": ...}`.
 pub(crate) async fn version() -> Response {
