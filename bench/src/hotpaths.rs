@@ -49,6 +49,9 @@ pub enum Workload {
     CallTonic,
     /// The same, with a `grpc-timeout` header (as deadline propagation sends).
     CallTonicDeadline,
+    /// One unary call, tonic's client over hyper's HTTP/2 connection itself
+    /// (no `Channel`: no buffer task, no reconnect, no timeout layer).
+    CallH2,
     /// One unary call through the toolkit's `Client` (registry lookup,
     /// selector, deadline, retry bookkeeping).
     CallMicro,
@@ -59,13 +62,14 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 9] = [
+    const ALL: [Workload; 10] = [
         Workload::Selector,
         Workload::Resolver,
         Workload::ApiCodec,
         Workload::JsonCodec,
         Workload::CallTonic,
         Workload::CallTonicDeadline,
+        Workload::CallH2,
         Workload::CallMicro,
         Workload::CallMicroMetrics,
         Workload::CallMicroTraced,
@@ -79,6 +83,7 @@ impl Workload {
             Workload::JsonCodec => "json-codec",
             Workload::CallTonic => "call-tonic",
             Workload::CallTonicDeadline => "call-tonic-deadline",
+            Workload::CallH2 => "call-h2",
             Workload::CallMicro => "call-micro",
             Workload::CallMicroMetrics => "call-micro-metrics",
             Workload::CallMicroTraced => "call-micro-traced",
@@ -93,6 +98,7 @@ impl Workload {
             Workload::JsonCodec => "rpc handler: JSON → protobuf, protobuf → JSON",
             Workload::CallTonic => "unary call, raw tonic `Channel` (client side)",
             Workload::CallTonicDeadline => "unary call, raw tonic + `grpc-timeout` (client side)",
+            Workload::CallH2 => "unary call, tonic client on a bare hyper HTTP/2 connection",
             Workload::CallMicro => "unary call, toolkit `Client` (client side)",
             Workload::CallMicroMetrics => "the same, with the telemetry observer (metrics)",
             Workload::CallMicroTraced => "the same, metrics + tracing set up, no span sampled",
@@ -106,6 +112,7 @@ impl Workload {
             Workload::ApiCodec | Workload::JsonCodec => 2_000,
             Workload::CallTonic
             | Workload::CallTonicDeadline
+            | Workload::CallH2
             | Workload::CallMicro
             | Workload::CallMicroMetrics
             | Workload::CallMicroTraced => 400,
@@ -117,6 +124,7 @@ impl Workload {
             self,
             Workload::CallTonic
                 | Workload::CallTonicDeadline
+                | Workload::CallH2
                 | Workload::CallMicro
                 | Workload::CallMicroMetrics
                 | Workload::CallMicroTraced
@@ -198,6 +206,42 @@ pub fn run_workload(workload: Workload, ops: u64, server: Option<SocketAddr>) {
                 }
             });
         }
+        Workload::CallH2 => {
+            let server = server.expect("calls need --server");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let request = || {
+                tonic::Request::new(Request {
+                    name: "huohuo".into(),
+                    ..Default::default()
+                })
+            };
+            let mut greeter = runtime.block_on(async {
+                let tcp = tokio::net::TcpStream::connect(server)
+                    .await
+                    .expect("connects");
+                tcp.set_nodelay(true).expect("nodelay");
+                let (send, connection) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .expect("HTTP/2 handshake");
+                tokio::spawn(connection);
+                let origin: http::Uri = format!("http://{server}").parse().expect("uri");
+                let mut greeter = GreeterClient::with_origin(BareH2 { send }, origin);
+                greeter.hello(request()).await.expect("first call answers");
+                greeter
+            });
+            measured(|| {
+                runtime.block_on(async {
+                    for _ in 0..ops {
+                        greeter.hello(request()).await.expect("call answers");
+                    }
+                })
+            });
+        }
         Workload::CallTonic
         | Workload::CallTonicDeadline
         | Workload::CallMicro
@@ -275,6 +319,30 @@ pub fn run_workload(workload: Workload, ops: u64, server: Option<SocketAddr>) {
                 });
             }
         }
+    }
+}
+
+/// hyper's HTTP/2 connection as a tonic transport, nothing around it.
+#[derive(Clone)]
+struct BareH2 {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for BareH2 {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
     }
 }
 

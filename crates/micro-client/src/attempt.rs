@@ -1,5 +1,5 @@
 //! The attempt stage: one request to one node, bounded by the attempt
-//! timeout ([`Attempt`], the innermost service, over the node's tonic
+//! timeout ([`Attempt`], the innermost service, over the node's HTTP/2
 //! connection). The node, the call's deadline and whether the attempt timeout
 //! applies come in the request's [`AttemptContext`].
 //!
@@ -23,11 +23,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tonic::Code;
 use tonic::body::Body;
-use tonic::transport::Channel;
-use tonic::transport::channel::ResponseFuture;
 use tower::Service;
 
+use crate::BoxError;
 use crate::call::AttemptContext;
+use crate::connection::{ConnectError, ResponseFuture};
 use crate::endpoint::NodeEntry;
 use crate::error::{NodeFailure, error_chain, find_rustls};
 use crate::outcome::{Outcome, Sent};
@@ -138,9 +138,8 @@ enum Stage {
         /// When the attempt's time runs out.
         until: Instant,
     },
-    /// Waiting for the node's connection to take the request.
-    Connecting(Channel, http::Request<Body>),
-    /// Sent: the answer is awaited.
+    /// Sent (or waiting for the node's connection to take it): the answer
+    /// is awaited.
     Sent,
     /// Ended (an outcome was returned).
     Done,
@@ -251,7 +250,8 @@ impl Future for AttemptFuture {
             node.count_attempt();
             node.load().enter();
             this.timer.set(Some(tokio::time::sleep_until(until)));
-            *this.stage = Stage::Connecting(node.connection(), request);
+            this.response.set(Some(node.connection.call(request)));
+            *this.stage = Stage::Sent;
             *this.in_flight = Some(InFlight {
                 node,
                 started,
@@ -260,23 +260,6 @@ impl Future for AttemptFuture {
         }
 
         // The node first, then the clock (as `tokio::time::timeout` does).
-        if let Stage::Connecting(channel, _) = this.stage {
-            match channel.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let Stage::Connecting(mut channel, request) =
-                        std::mem::replace(this.stage, Stage::Sent)
-                    else {
-                        unreachable!("matched above");
-                    };
-                    this.response.set(Some(channel.call(request)));
-                    if let Some(in_flight) = this.in_flight {
-                        in_flight.node.give_back(channel);
-                    }
-                }
-                Poll::Ready(Err(error)) => return end(this, Ok(Err(error))),
-                Poll::Pending => {}
-            }
-        }
         if let Some(response) = this.response.as_mut().as_pin_mut()
             && let Poll::Ready(result) = response.poll(cx)
         {
@@ -297,7 +280,7 @@ impl Future for AttemptFuture {
 /// and judges the result.
 fn end(
     mut this: AttemptProj<'_>,
-    result: Result<Result<http::Response<Body>, tonic::transport::Error>, Elapsed>,
+    result: Result<Result<http::Response<Body>, BoxError>, Elapsed>,
 ) -> Poll<Result<Outcome, Infallible>> {
     *this.stage = Stage::Done;
     this.response.set(None);
@@ -396,7 +379,7 @@ fn judge(
     tls: bool,
     in_flight: InFlight,
     attempt_bound: bool,
-    result: Result<Result<http::Response<Body>, tonic::transport::Error>, Elapsed>,
+    result: Result<Result<http::Response<Body>, BoxError>, Elapsed>,
 ) -> Outcome {
     let timed_out = || {
         if attempt_bound {
@@ -413,25 +396,17 @@ fn judge(
             },
             None => Outcome::Deadline,
         },
-        Ok(Err(error)) => match classify(&error, tls) {
-            // The channel enforces the grpc-timeout we set.
-            Class::Timeout => match timed_out() {
-                Some(failure) => Outcome::Failed {
-                    failure,
-                    sent: Sent::Maybe,
-                },
-                None => Outcome::Deadline,
-            },
+        Ok(Err(error)) => match classify(error.as_ref(), tls) {
             Class::Tls(reason) => Outcome::Failed {
                 failure: NodeFailure::Tls(reason),
                 sent: Sent::No,
             },
             Class::NotSent => Outcome::Failed {
-                failure: NodeFailure::Connect(error_chain(&error)),
+                failure: NodeFailure::Connect(error_chain(error.as_ref())),
                 sent: Sent::No,
             },
             Class::MaybeSent => Outcome::Failed {
-                failure: NodeFailure::Connection(error_chain(&error)),
+                failure: NodeFailure::Connection(error_chain(error.as_ref())),
                 sent: Sent::Maybe,
             },
         },
@@ -503,7 +478,6 @@ fn judge(
 }
 
 enum Class {
-    Timeout,
     /// The TLS handshake failed (the request was not sent).
     Tls(String),
     NotSent,
@@ -514,10 +488,7 @@ enum Class {
 fn classify(error: &(dyn StdError + 'static), tls: bool) -> Class {
     let mut source = Some(error);
     while let Some(err) = source {
-        if err.is::<tonic::TimeoutExpired>() {
-            return Class::Timeout;
-        }
-        if err.is::<tonic::ConnectError>() {
+        if err.is::<ConnectError>() {
             return match tls.then(|| tls_failure(err)).flatten() {
                 Some(reason) => Class::Tls(reason),
                 None => Class::NotSent,

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use hyper_util::client::legacy::connect::HttpConnector;
 use micro_registry::{Backoff, Node};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
+use crate::connection::NodeConnection;
 use crate::load::Load;
 use crate::options::ClientOptions;
 use crate::tls::TlsConnector;
@@ -56,7 +56,7 @@ impl NodeState {
 #[derive(Debug)]
 pub struct NodeEntry {
     pub node: Node,
-    pub(crate) channel: Channel,
+    pub(crate) connection: NodeConnection,
     /// Why no attempt can succeed (a TLS node and no client TLS): attempts
     /// fail at once with it.
     pub(crate) refusal: Option<Box<str>>,
@@ -70,16 +70,7 @@ struct Shared {
     load: Load,
     attempts: AtomicU64,
     failures: AtomicU64,
-    /// Handles on the connection, given back after their request went out.
-    /// Each clone of a tonic `Channel` allocates twice (its buffer's sender
-    /// and that sender's reservation future); reusing them saves both on
-    /// every attempt.
-    spare: ArrayQueue<Channel>,
 }
-
-/// Spare connection handles kept per node: more calls in flight than this
-/// clone a new handle each.
-const SPARE_HANDLES: usize = 32;
 
 #[derive(Debug)]
 struct Health {
@@ -100,11 +91,11 @@ impl NodeEntry {
     /// A node, its connection (made when first used) and a fresh health
     /// record; an error for an address that cannot be dialled.
     pub fn new(node: Node, options: &ClientOptions) -> Result<NodeEntry, String> {
-        let channel = channel_for(&node.address, options)?;
+        let connection = connection_for(&node.address, options)?;
         Ok(NodeEntry {
             refusal: crate::tls::refusal(&node, options.tls.as_ref()).map(Into::into),
             node,
-            channel,
+            connection,
             shared: Arc::new(Shared {
                 health: Mutex::new(Health {
                     probe: Backoff::new(options.backoff_min, options.backoff_max),
@@ -117,7 +108,6 @@ impl NodeEntry {
                 load: Load::default(),
                 attempts: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
-                spare: ArrayQueue::new(SPARE_HANDLES),
             }),
         })
     }
@@ -127,27 +117,13 @@ impl NodeEntry {
         NodeEntry {
             refusal: crate::tls::refusal(&node, options.tls.as_ref()).map(Into::into),
             node,
-            channel: self.channel.clone(),
+            connection: self.connection.clone(),
             shared: self.shared.clone(),
         }
     }
 
     fn health(&self) -> MutexGuard<'_, Health> {
         lock(&self.shared.health)
-    }
-
-    /// A handle on the node's connection for one request.
-    pub(crate) fn connection(&self) -> Channel {
-        self.shared
-            .spare
-            .pop()
-            .unwrap_or_else(|| self.channel.clone())
-    }
-
-    /// Takes back a handle once its request went out.
-    pub(crate) fn give_back(&self, channel: Channel) {
-        // A full queue drops the handle.
-        let _ = self.shared.spare.push(channel);
     }
 
     pub(crate) fn load(&self) -> &Load {
@@ -324,10 +300,44 @@ async fn probe(
     }
 }
 
-/// Checks a registered address and makes a lazily connecting channel for it.
+/// Checks a registered address and makes a lazily made connection to it.
 /// Only addresses of registered nodes are ever dialled.
-pub(crate) fn channel_for(address: &str, options: &ClientOptions) -> Result<Channel, String> {
-    Ok(endpoint_for(address, options)?.connect_lazy())
+fn connection_for(address: &str, options: &ClientOptions) -> Result<NodeConnection, String> {
+    let uri = node_uri(address)?;
+    let authority = uri.authority().cloned().expect("checked: host and port");
+    Ok(NodeConnection::new(
+        authority,
+        tcp_connector(),
+        options.tls.as_ref(),
+        options.dial_timeout,
+        CONNECTION_WINDOW,
+    ))
+}
+
+/// `http://host:port` for a node's address: an error unless it is exactly a
+/// host and a non-zero port.
+fn node_uri(address: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = format!("http://{address}")
+        .parse()
+        .map_err(|e| format!("bad node address {address:?}: {e}"))?;
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    let port_ok = uri.port_u16().is_some_and(|p| p != 0);
+    if !host_ok || !port_ok || uri.path() != "/" {
+        return Err(format!(
+            "bad node address {address:?}: expected host:port with a non-zero port"
+        ));
+    }
+    Ok(uri)
+}
+
+/// TCP to nodes: no Nagle delay, and keepalive probes (see below).
+fn tcp_connector() -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+    tcp
 }
 
 /// Idle time before the first TCP keepalive probe, time between probes, and
@@ -388,16 +398,7 @@ impl NodeEndpoint {
 /// `options.tls` is set: for callers that dial one node themselves (`micro
 /// call --address`, `micro health`).
 pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<NodeEndpoint, String> {
-    let uri: http::Uri = format!("http://{address}")
-        .parse()
-        .map_err(|e| format!("bad node address {address:?}: {e}"))?;
-    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
-    let port_ok = uri.port_u16().is_some_and(|p| p != 0);
-    if !host_ok || !port_ok || uri.path() != "/" {
-        return Err(format!(
-            "bad node address {address:?}: expected host:port with a non-zero port"
-        ));
-    }
+    let uri = node_uri(address)?;
     let mut endpoint = TonicEndpoint::from(uri)
         .connect_timeout(options.dial_timeout)
         .tcp_nodelay(true)
@@ -426,14 +427,9 @@ pub fn endpoint_for(address: &str, options: &ClientOptions) -> Result<NodeEndpoi
     endpoint = endpoint.origin(origin);
     // The TCP options tonic gives its own connector; tonic's connect
     // timeout bounds TCP and the handshake together.
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.set_keepalive(Some(TCP_KEEPALIVE_IDLE));
-    tcp.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
-    tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
     Ok(NodeEndpoint {
         endpoint,
-        tls: Some(TlsConnector::new(tcp, tls.clone())),
+        tls: Some(TlsConnector::new(tcp_connector(), tls.clone())),
     })
 }
 

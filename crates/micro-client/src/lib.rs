@@ -96,6 +96,7 @@ pub mod balance;
 mod body;
 pub mod call;
 mod channel;
+mod connection;
 pub mod deadline;
 mod endpoint;
 mod error;
