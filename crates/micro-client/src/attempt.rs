@@ -129,6 +129,9 @@ impl Service<http::Request<Body>> for Attempt {
 }
 
 /// Where an attempt is.
+// The request is held only until the first poll; boxing it would cost an
+// allocation per attempt.
+#[allow(clippy::large_enum_variant)]
 enum Stage {
     /// Not started: the first poll starts it.
     Start {

@@ -305,6 +305,9 @@ type Sending = Pin<
     >,
 >;
 
+// A request waits only while a connection is made; boxing it would cost an
+// allocation on every call.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Waiting {
         generation: u64,
