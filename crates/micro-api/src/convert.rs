@@ -26,9 +26,11 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use micro_api_proto::{Pair, Request as ApiRequest, Response as ApiResponse};
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 use crate::error::ApiError;
 use crate::serve::{IP_TEXT_LEN, ip_text};
@@ -237,7 +239,19 @@ pub fn encode_api_request(
     // name once (a `HeaderMap` key is unique, and so is its canonical
     // form), its values in order.
     let mut forwarded = false;
-    for name in headers.keys() {
+    // `HeaderMap::iter` gives a name's values one after another, each with
+    // the same `&HeaderName` (the entry's key): grouped here without a
+    // look-up per name.
+    let mut pairs = headers.iter().peekable();
+    while let Some((name, first)) = pairs.next() {
+        let mut more: Vec<&HeaderValue> = Vec::new();
+        while let Some((next, value)) = pairs.peek() {
+            if !std::ptr::eq(*next, name) {
+                break;
+            }
+            more.push(value);
+            pairs.next();
+        }
         if name == header::HOST {
             continue;
         }
@@ -247,30 +261,19 @@ pub fn encode_api_request(
                 // The peer appended to the list it was sent.
                 forwarded = true;
                 let mut joined = String::new();
-                for value in headers.get_all(name) {
+                for value in std::iter::once(first).chain(more) {
                     joined.push_str(&value_text(value));
                     joined.push_str(", ");
                 }
                 joined.push_str(ip);
                 put_header_entry(&mut out, key, &[joined.as_str()]);
             }
+            // The common case: one value, no `Vec` of texts.
+            _ if more.is_empty() => put_header_entry(&mut out, key, &[value_text(first)]),
             _ => {
-                let values = headers.get_all(name);
-                let single = {
-                    let mut iter = values.iter();
-                    match (iter.next(), iter.next()) {
-                        (Some(value), None) => Some(value),
-                        _ => None,
-                    }
-                };
-                match single {
-                    // The common case: one value, no `Vec`.
-                    Some(value) => put_header_entry(&mut out, key, &[value_text(value)]),
-                    None => {
-                        let all: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-                        put_header_entry(&mut out, key, &all);
-                    }
-                }
+                let all: Vec<Cow<'_, str>> =
+                    std::iter::once(first).chain(more).map(value_text).collect();
+                put_header_entry(&mut out, key, &all);
             }
         }
     }
@@ -472,7 +475,31 @@ fn put_pair_map(out: &mut Vec<u8>, tag: u32, map: &HashMap<String, Pair>) {
 
 /// The HTTP response for a `go.api.Response`.
 pub fn from_api_response(reply: ApiResponse, service: &str) -> Result<Response, ApiError> {
-    let status = match reply.status_code {
+    let mut pairs: Vec<(&String, &Pair)> = reply.header.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let entries = pairs.into_iter().map(|(map_key, pair)| {
+        let key = if pair.key.is_empty() {
+            map_key.as_str()
+        } else {
+            pair.key.as_str()
+        };
+        (key, pair.values.iter().map(String::as_str))
+    });
+    build_response(reply.status_code, entries, Body::from(reply.body), service)
+}
+
+/// The reply's status, headers (in the order given, each name with its
+/// values) and body as an HTTP response.
+fn build_response<'a, V>(
+    status_code: i32,
+    entries: impl Iterator<Item = (&'a str, V)>,
+    body: Body,
+    service: &str,
+) -> Result<Response, ApiError>
+where
+    V: Iterator<Item = &'a str>,
+{
+    let status = match status_code {
         0 => StatusCode::OK,
         code => u16::try_from(code)
             .ok()
@@ -487,14 +514,7 @@ pub fn from_api_response(reply: ApiResponse, service: &str) -> Result<Response, 
             })?,
     };
     let mut headers = HeaderMap::new();
-    let mut pairs: Vec<(&String, &Pair)> = reply.header.iter().collect();
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    for (map_key, pair) in pairs {
-        let key = if pair.key.is_empty() {
-            map_key
-        } else {
-            &pair.key
-        };
+    for (key, values) in entries {
         let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
             tracing::debug!(service, header = %key, "dropping an invalid header name");
             continue;
@@ -502,7 +522,7 @@ pub fn from_api_response(reply: ApiResponse, service: &str) -> Result<Response, 
         if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
             continue;
         }
-        for value in &pair.values {
+        for value in values {
             match HeaderValue::from_str(value) {
                 Ok(value) => {
                     headers.append(name.clone(), value);
@@ -519,10 +539,227 @@ pub fn from_api_response(reply: ApiResponse, service: &str) -> Result<Response, 
             HeaderValue::from_static("application/json"),
         );
     }
-    let mut response = Response::new(Body::from(reply.body));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// A `go.api.Response` read straight from its protobuf bytes, without
+/// prost's `HashMap` of `Pair`s (a `String` key, a `Pair` and a `Vec` of
+/// `String`s per header): what the api handler answers with. The same
+/// bytes give the same errors as prost's decoding (a wrong wire type, a
+/// truncated field, a string that is not UTF-8) and the same response as
+/// [`from_api_response`] of prost's message; the body is a slice of the
+/// received buffer.
+#[derive(Debug)]
+pub struct ApiReply {
+    status_code: i32,
+    header: Vec<ReplyHeader>,
+    body: Bytes,
+}
+
+/// One `header` map entry, checked.
+#[derive(Debug)]
+struct ReplyHeader {
+    map_key: Bytes,
+    /// The `Pair`'s own `key` (empty if it has none).
+    pair_key: Bytes,
+    /// The `Pair` message, read again for its values.
+    pair: Bytes,
+}
+
+impl ApiReply {
+    /// Reads a `go.api.Response`.
+    pub fn decode(mut buf: Bytes) -> Result<ApiReply, ReplyError> {
+        let mut reply = ApiReply {
+            status_code: 0,
+            header: Vec::new(),
+            body: Bytes::new(),
+        };
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut buf)?;
+            match tag {
+                1 => {
+                    expect_wire_type(wire_type, WireType::Varint)?;
+                    // int32: the varint's low 32 bits, as prost reads it.
+                    reply.status_code = decode_varint(&mut buf)? as i32;
+                }
+                2 => {
+                    expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                    let entry = length_delimited(&mut buf)?;
+                    reply.header.push(ReplyHeader::decode(entry)?);
+                }
+                3 => {
+                    expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                    reply.body = utf8(length_delimited(&mut buf)?)?;
+                }
+                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The HTTP response, as [`from_api_response`] makes it.
+    pub fn into_response(self, service: &str) -> Result<Response, ApiError> {
+        let mut entries = self.header;
+        // Sorted by map key; a key given twice keeps its last entry (a
+        // map's rule; the sort is stable).
+        entries.sort_by(|a, b| a.map_key.cmp(&b.map_key));
+        entries.dedup_by(|later, earlier| {
+            if later.map_key == earlier.map_key {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let headers = entries.iter().map(|entry| {
+            let key = if entry.pair_key.is_empty() {
+                &entry.map_key
+            } else {
+                &entry.pair_key
+            };
+            (checked_text(key), PairValues { buf: &entry.pair })
+        });
+        build_response(self.status_code, headers, Body::from(self.body), service)
+    }
+}
+
+impl ReplyHeader {
+    /// A map entry: `key` (1) and `value` (2, a `Pair`: `key` 1, `values` 2).
+    fn decode(mut buf: Bytes) -> Result<ReplyHeader, ReplyError> {
+        let mut header = ReplyHeader {
+            map_key: Bytes::new(),
+            pair_key: Bytes::new(),
+            pair: Bytes::new(),
+        };
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut buf)?;
+            match tag {
+                1 => {
+                    expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                    header.map_key = utf8(length_delimited(&mut buf)?)?;
+                }
+                2 => {
+                    expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                    let pair = length_delimited(&mut buf)?;
+                    // A message field given twice is merged (prost's
+                    // rule): its key is the last one sent, its values all.
+                    let (key, merged) = check_pair(pair, &header.pair)?;
+                    if let Some(key) = key {
+                        header.pair_key = key;
+                    }
+                    header.pair = merged;
+                }
+                _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+            }
+        }
+        Ok(header)
+    }
+}
+
+/// Checks a `Pair` message; its last `key` (if it has one), and the message
+/// merged after `earlier` (another `Pair` of the same entry, usually none).
+fn check_pair(pair: Bytes, earlier: &Bytes) -> Result<(Option<Bytes>, Bytes), ReplyError> {
+    let mut key = None;
+    let mut buf = pair.clone();
+    while buf.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut buf)?;
+        match tag {
+            1 => {
+                expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                key = Some(utf8(length_delimited(&mut buf)?)?);
+            }
+            2 => {
+                expect_wire_type(wire_type, WireType::LengthDelimited)?;
+                utf8(length_delimited(&mut buf)?)?;
+            }
+            _ => skip_field(wire_type, tag, &mut buf, DecodeContext::default())?,
+        }
+    }
+    let merged = if earlier.is_empty() {
+        pair
+    } else {
+        // Concatenated messages are the merged message.
+        let mut both = Vec::with_capacity(earlier.len() + pair.len());
+        both.extend_from_slice(earlier);
+        both.extend_from_slice(&pair);
+        Bytes::from(both)
+    };
+    Ok((key, merged))
+}
+
+/// The `values` of a checked `Pair` message, in order.
+struct PairValues<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for PairValues<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        // Checked when decoded: every field here is well formed.
+        while !self.buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut self.buf).ok()?;
+            if wire_type != WireType::LengthDelimited {
+                skip_field(wire_type, tag, &mut self.buf, DecodeContext::default()).ok()?;
+                continue;
+            }
+            let len = usize::try_from(decode_varint(&mut self.buf).ok()?).ok()?;
+            let (field, rest) = self.buf.split_at_checked(len)?;
+            self.buf = rest;
+            if tag == 2 {
+                return Some(checked_text(field));
+            }
+        }
+        None
+    }
+}
+
+/// Why a `go.api.Response` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to decode go.api.Response: {0}")]
+pub struct ReplyError(String);
+
+impl From<prost::DecodeError> for ReplyError {
+    fn from(e: prost::DecodeError) -> Self {
+        ReplyError(e.to_string())
+    }
+}
+
+/// Text already checked to be UTF-8.
+fn checked_text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+fn expect_wire_type(actual: WireType, expected: WireType) -> Result<(), ReplyError> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(ReplyError(format!(
+            "invalid wire type: {actual:?} (expected {expected:?})"
+        )))
+    }
+}
+
+/// A length-delimited field's bytes.
+fn length_delimited(buf: &mut Bytes) -> Result<Bytes, ReplyError> {
+    let len = decode_varint(buf)?;
+    match usize::try_from(len) {
+        Ok(len) if len <= buf.remaining() => Ok(buf.split_to(len)),
+        _ => Err(ReplyError("buffer underflow".into())),
+    }
+}
+
+/// A string field: its bytes, if UTF-8.
+fn utf8(bytes: Bytes) -> Result<Bytes, ReplyError> {
+    match std::str::from_utf8(&bytes) {
+        Ok(_) => Ok(bytes),
+        Err(_) => Err(ReplyError(
+            "invalid string value: data is not UTF-8 encoded".into(),
+        )),
+    }
 }
 
 /// Whether the body is a URL-encoded form.

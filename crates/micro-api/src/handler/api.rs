@@ -4,17 +4,16 @@
 
 use axum::extract::Request;
 use axum::response::Response;
-use micro_api_proto::Response as ApiResponse;
 use micro_client::Idempotent;
 use tonic::Status;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use axum::response::IntoResponse;
 use tonic::Code;
 
 use super::{call_timeout, deadline, ensure_registered, is_safe, read_body, routed};
 use crate::Inner;
-use crate::convert::{encode_api_request, from_api_response, to_metadata};
+use crate::convert::{ApiReply, encode_api_request, to_metadata};
 use crate::error::ApiError;
 use crate::serve::RemoteAddr;
 
@@ -47,7 +46,7 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
     let matched = resolved.name.clone();
     match reply {
         Ok(reply) => Ok(routed(
-            from_api_response(reply.into_inner(), &route.service)?,
+            reply.into_inner().into_response(&route.service)?,
             matched,
         )),
         // No such endpoint: the path named it, so it is no route.
@@ -64,22 +63,22 @@ pub(crate) async fn handle(inner: &Inner, request: Request) -> Result<Response, 
 }
 
 /// The codec of the api handler's calls: the `go.api.Request` goes out as
-/// the bytes [`encode_api_request`] wrote; the `go.api.Response` is decoded
-/// by prost.
+/// the bytes [`encode_api_request`] wrote; the `go.api.Response` is read
+/// by [`ApiReply::decode`].
 struct PreEncoded;
 
 impl Codec for PreEncoded {
     type Encode = Vec<u8>;
-    type Decode = ApiResponse;
+    type Decode = ApiReply;
     type Encoder = PreEncoded;
-    type Decoder = tonic_prost::ProstDecoder<ApiResponse>;
+    type Decoder = PreEncoded;
 
     fn encoder(&mut self) -> PreEncoded {
         PreEncoded
     }
 
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+    fn decoder(&mut self) -> PreEncoded {
+        PreEncoded
     }
 }
 
@@ -90,5 +89,17 @@ impl Encoder for PreEncoded {
     fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         bytes::BufMut::put_slice(dst, &item);
         Ok(())
+    }
+}
+
+impl Decoder for PreEncoded {
+    type Item = ApiReply;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ApiReply>, Status> {
+        let bytes = bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src));
+        ApiReply::decode(bytes)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
