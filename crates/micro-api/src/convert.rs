@@ -377,9 +377,13 @@ where
             .map(|v| delimited_len(v.as_ref().len()))
             .sum::<usize>();
     put_delimited(out, tag, key_len + delimited_len(pair));
+    // The key twice (map key, then the pair's): written (and canonicalised)
+    // once, then copied.
+    let first = out.len();
     key.put(out, 1);
+    let written = first..out.len();
     put_delimited(out, 2, pair);
-    key.put(out, 1);
+    out.extend_from_within(written);
     for value in values {
         // Repeated: every value written, empty ones too.
         let value = value.as_ref();
@@ -439,24 +443,29 @@ fn put_form_map(out: &mut Vec<u8>, tag: u32, form: &[u8]) {
     if form.is_empty() {
         return;
     }
-    let pairs = || form_urlencoded::parse(form);
-    if pairs().nth(FEW_PAIRS).is_some() {
-        let mut map = HashMap::new();
-        for (key, value) in pairs() {
-            push(&mut map, key.into_owned(), value.into_owned());
+    // Parsed once: nearly always a few pairs, grouped here without a map.
+    let mut few = Vec::with_capacity(4);
+    for (i, pair) in form_urlencoded::parse(form).enumerate() {
+        if i == FEW_PAIRS {
+            let mut map = HashMap::new();
+            for (key, value) in form_urlencoded::parse(form) {
+                push(&mut map, key.into_owned(), value.into_owned());
+            }
+            put_pair_map(out, tag, &map);
+            return;
         }
-        put_pair_map(out, tag, &map);
-        return;
+        few.push(pair);
     }
-    for (i, (key, _)) in pairs().enumerate() {
+    for (i, (key, _)) in few.iter().enumerate() {
         // Written with the first pair of its key.
-        if pairs().take(i).any(|(earlier, _)| earlier == key) {
+        if few[..i].iter().any(|(earlier, _)| earlier == key) {
             continue;
         }
-        let values = pairs()
-            .filter(|(other, _)| *other == key)
+        let values = few
+            .iter()
+            .filter(|(other, _)| other == key)
             .map(|(_, value)| value);
-        put_pair_entry(out, tag, HeaderKey::Exact(&key), values);
+        put_pair_entry(out, tag, HeaderKey::Exact(key), values);
     }
 }
 
