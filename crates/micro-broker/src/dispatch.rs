@@ -7,10 +7,13 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[cfg(feature = "nats")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
+#[cfg(feature = "nats")]
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
@@ -147,6 +150,7 @@ pub(crate) async fn deliver(
 /// A receive loop's stop signal: one flag and the loop's waker, so that
 /// waiting for a message or the stop costs two atomic operations, not a
 /// lock (a `watch` channel's waiter list) per message.
+#[cfg(feature = "nats")]
 #[derive(Debug, Default)]
 pub(crate) struct StopSignal {
     stopped: AtomicBool,
@@ -158,8 +162,10 @@ pub(crate) struct StopSignal {
 
 /// Held by a receive loop: dropped as it ends (returned, panicked or
 /// aborted), which [`StopSignal::ended`] waits for.
+#[cfg(feature = "nats")]
 pub(crate) struct Ending(pub(crate) Arc<StopSignal>);
 
+#[cfg(feature = "nats")]
 impl Drop for Ending {
     fn drop(&mut self) {
         self.0.ended.store(true, Ordering::Release);
@@ -167,6 +173,7 @@ impl Drop for Ending {
     }
 }
 
+#[cfg(feature = "nats")]
 impl StopSignal {
     /// Stops the loop (wakes it if it waits).
     pub(crate) fn stop(&self) {
@@ -278,6 +285,7 @@ mod tests {
         drained.await.expect("drained");
     }
 
+    #[cfg(feature = "nats")]
     #[tokio::test(start_paused = true)]
     async fn a_stop_wakes_a_waiting_loop_and_its_end_is_seen() {
         let signal = Arc::new(StopSignal::default());
