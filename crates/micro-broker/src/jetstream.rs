@@ -30,9 +30,11 @@
 //! consumer gets what is published from then on.
 //!
 //! **Deliveries.** A subscription runs its handler on one message at a
-//! time; it pulls [`JetStreamOptions::batch`] messages at once, asks for
-//! the next batch while less than half of one is still to come (so
-//! messages keep flowing while the handler runs), and the server holds
+//! time; it keeps one subscription on an inbox of its own for its whole
+//! life and sends pull requests of [`JetStreamOptions::batch`] messages
+//! answered there (no subscription made per batch), asks for the next
+//! batch while less than half of one is still to come (so messages keep
+//! flowing while the handler runs), and the server holds
 //! back more than [`JetStreamOptions::max_ack_pending`] unacknowledged
 //! ones. A handler's `Ok` acknowledges the message and waits
 //! for the server to confirm the acknowledgement (then it is not delivered
@@ -575,6 +577,80 @@ enum Next {
     Again,
 }
 
+/// A pull's status that ends it (the rest of its batch not coming).
+const ENDED: [async_nats::StatusCode; 2] = [
+    async_nats::StatusCode::TIMEOUT,
+    async_nats::StatusCode::REQUEST_TERMINATED,
+];
+
+/// How long past its expiry a pull is still waited for when its end (a
+/// 408) never came: a server restarted, a connection lost meanwhile.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+
+/// A subscription's pulls: one inbox subscription for the subscription's
+/// life, pull requests of [`JetStreamOptions::batch`] messages answered
+/// on it (no subscription per batch). The server answers each pull with
+/// up to its batch of messages, then, unless the batch was filled, a
+/// status (408 on expiry) saying how many of it will not come.
+struct Pulls {
+    inbox: async_nats::Subject,
+    messages: async_nats::Subscriber,
+    /// What a message's acknowledgements go through.
+    context: jetstream::Context,
+    /// The subscription ended (the client closed): open another.
+    closed: bool,
+    /// Messages asked for, not yet brought, their pulls not ended.
+    asked: usize,
+    /// When the last pull sent is surely over: past it, none runs.
+    until: Option<tokio::time::Instant>,
+}
+
+impl Pulls {
+    async fn open(shared: &Shared) -> Result<Pulls, Error> {
+        let context = shared.js().await?.clone();
+        let client = context.client();
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let messages = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(format!("subscribing to a pull inbox: {e}")))?;
+        Ok(Pulls {
+            inbox,
+            messages,
+            context,
+            closed: false,
+            asked: 0,
+            until: None,
+        })
+    }
+
+    /// Forgets pulls that are over though their end never came.
+    fn expire(&mut self) {
+        if self
+            .until
+            .is_some_and(|until| tokio::time::Instant::now() >= until)
+        {
+            self.asked = 0;
+            self.until = None;
+        }
+    }
+}
+
+/// What came on the inbox.
+enum Came {
+    Message(async_nats::Message),
+    /// A pull ended with `left` of its messages not coming.
+    Ended {
+        left: usize,
+    },
+    /// The pull (or the consumer) failed.
+    Failed(String),
+    /// Nothing before every pull was over.
+    Quiet,
+    /// The subscription ended (the client closed).
+    Closed,
+}
+
 impl Run {
     async fn run(
         self,
@@ -583,10 +659,22 @@ impl Run {
     ) {
         let _ending = Ending(stopped.clone());
         let mut failures: u32 = 0;
+        let mut pulls: Option<Pulls> = None;
         loop {
-            match self.pull(&consumer, &stopped).await {
-                Next::Stop => break,
-                Next::Again => {}
+            if pulls.is_none() {
+                match Pulls::open(&self.shared).await {
+                    Ok(opened) => pulls = Some(opened),
+                    Err(e) => tracing::warn!("Broker [jetstream] {}: {e}", self.topic),
+                }
+            }
+            if let Some(open) = pulls.as_mut() {
+                match self.pull(&consumer, open, &stopped).await {
+                    Next::Stop => break,
+                    Next::Again if open.closed => pulls = None,
+                    Next::Again => {}
+                }
+            } else if stopped.is_stopped() {
+                break;
             }
             // The consumer is gone (a server that lost it) or its messages
             // ended: make it again, backing off up to 5 s, until stopped.
@@ -611,6 +699,7 @@ impl Run {
                 }
             }
         }
+        drop(pulls);
         if self.config.durable_name.is_none()
             && let Ok(js) = self.shared.js().await
             && let Ok(info) = consumer.get_info().await.map(|i| i.name.clone())
@@ -619,89 +708,91 @@ impl Run {
         }
     }
 
-    /// Pulls batches and handles their messages until stopped, or until
-    /// the consumer is lost.
+    /// Pulls and handles messages until stopped, or until the consumer is
+    /// lost.
     ///
     /// Each pull asks for [`JetStreamOptions::batch`] messages and expires
     /// after [`PULL_EXPIRES`]. The next pull goes out once less than half a
     /// batch is still asked for, so messages keep coming while the handler
     /// runs (no round trip between batches). Messages are handled one at a
-    /// time, the oldest pull's first. A stopping subscription asks for no
-    /// more and hands back (NAK) what its last pulls still bring, so no pull
-    /// of it is left on the server to take messages nobody will handle.
+    /// time, as they come. A stopping subscription asks for no more and
+    /// hands back (NAK) what its last pulls still bring until they are
+    /// over, so no pull of it is left on the server to take messages
+    /// nobody will handle.
     async fn pull(
         &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
+        pulls: &mut Pulls,
         stopped: &StopSignal,
     ) -> Next {
-        use std::collections::VecDeque;
-        use std::task::Poll;
-        /// A pull running: its messages, and how many it brought so far.
-        struct Pull {
-            messages: consumer::pull::Batch,
-            brought: usize,
-        }
         let batch = self.shared.options.batch;
-        let mut pulls: VecDeque<Pull> = VecDeque::new();
         let mut failed = false;
         loop {
-            let asked: usize = pulls.iter().map(|p| batch.saturating_sub(p.brought)).sum();
-            if !failed && !stopped.is_stopped() && asked <= batch / 2 {
-                let pulled = consumer
-                    .batch()
-                    .max_messages(batch)
-                    .expires(PULL_EXPIRES)
-                    .messages()
-                    .await;
-                match pulled {
-                    Ok(messages) => pulls.push_back(Pull {
-                        messages,
-                        brought: 0,
-                    }),
+            pulls.expire();
+            if !failed && !stopped.is_stopped() && pulls.asked <= batch / 2 {
+                let request = consumer::pull::BatchConfig {
+                    batch,
+                    expires: Some(PULL_EXPIRES),
+                    ..Default::default()
+                };
+                match consumer.request_batch(request, pulls.inbox.clone()).await {
+                    Ok(()) => {
+                        pulls.asked += batch;
+                        pulls.until = Some(tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE);
+                    }
                     Err(e) => {
                         tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
                         failed = true;
                     }
                 }
             }
-            // The oldest pull's next message; pulls that ended are dropped.
-            let next = futures::future::poll_fn(|cx| {
-                let mut i = 0;
-                while i < pulls.len() {
-                    match pulls[i].messages.poll_next_unpin(cx) {
-                        Poll::Ready(Some(next)) => {
-                            pulls[i].brought += 1;
-                            return Poll::Ready(Some(next));
-                        }
-                        Poll::Ready(None) => {
-                            pulls.remove(i);
-                        }
-                        Poll::Pending => i += 1,
+            if pulls.asked == 0 {
+                // No pull running: stopping, or a pull could not be made.
+                return if failed || !stopped.is_stopped() {
+                    Next::Again
+                } else {
+                    Next::Stop
+                };
+            }
+            match next(pulls, batch).await {
+                Came::Message(message) => {
+                    pulls.asked = pulls.asked.saturating_sub(1);
+                    let message = jetstream::Message {
+                        message,
+                        context: pulls.context.clone(),
+                    };
+                    if stopped.is_stopped() {
+                        // Handed back to come again once this pull is over
+                        // (at once, it would come straight back to it).
+                        let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+                    } else {
+                        self.handle(message).await;
                     }
                 }
-                if pulls.is_empty() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
+                Came::Ended { left } => pulls.asked = pulls.asked.saturating_sub(left),
+                Came::Quiet => {
+                    pulls.asked = 0;
+                    pulls.until = None;
                 }
-            })
-            .await;
-            match next {
-                // No pull running: stopping, or a pull could not be made.
-                None if failed || !stopped.is_stopped() => return Next::Again,
-                None => return Next::Stop,
-                // Handed back to come again once this pull is over (at
-                // once, it would come straight back to it).
-                Some(Ok(message)) if stopped.is_stopped() => {
-                    let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
-                }
-                Some(Ok(message)) => self.handle(message).await,
-                Some(Err(e)) => {
-                    // A pull failed (a server gone, the consumer lost): no
-                    // more pulls; once the running ones are over, the
-                    // consumer is made again, after a backoff.
+                Came::Failed(e) => {
+                    // A pull failed (the consumer lost, its leader gone):
+                    // no more pulls; the consumer is made again, after a
+                    // backoff. What running pulls still bring comes on the
+                    // same inbox and is handled then.
                     tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
-                    failed = true;
+                    pulls.asked = 0;
+                    pulls.until = None;
+                    return Next::Again;
+                }
+                Came::Closed => {
+                    pulls.closed = true;
+                    pulls.asked = 0;
+                    pulls.until = None;
+                    return if stopped.is_stopped() {
+                        Next::Stop
+                    } else {
+                        Next::Again
+                    };
                 }
             }
         }
@@ -827,6 +918,46 @@ impl Run {
             }
         }
     }
+}
+
+/// The next thing the inbox brings, waiting at most until every pull is
+/// over (see [`async_nats`]'s own pull stream, whose accounting this is).
+async fn next(pulls: &mut Pulls, batch: usize) -> Came {
+    let until = pulls.until;
+    let came = tokio::select! {
+        came = pulls.messages.next() => came,
+        () = async {
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        } => return Came::Quiet,
+    };
+    let Some(message) = came else {
+        return Came::Closed;
+    };
+    let status = message.status.unwrap_or(async_nats::StatusCode::OK);
+    if status == async_nats::StatusCode::OK {
+        return Came::Message(message);
+    }
+    if status == async_nats::StatusCode::IDLE_HEARTBEAT {
+        return Came::Ended { left: 0 };
+    }
+    let description = message.description.as_deref().unwrap_or_default();
+    if ENDED.contains(&status)
+        && description != "Consumer Deleted"
+        && description != "Consumer is push based"
+        && !description.starts_with("Exceeded MaxRequest")
+    {
+        let left = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Pending-Messages"))
+            .and_then(|left| left.as_str().parse().ok())
+            .unwrap_or(batch);
+        return Came::Ended { left };
+    }
+    Came::Failed(format!("pull answered {status} {description}"))
 }
 
 /// Acknowledges `message` and waits until the server confirms it (so it is
