@@ -10,7 +10,14 @@
 //! **Publish** returns `Ok` only once the stream acknowledged the message
 //! (its PubAck): stored, on a majority of its replicas. No stream, no
 //! acknowledgement within [`JetStreamOptions::publish_timeout`], a server
-//! without JetStream: an error naming why.
+//! without JetStream: an error naming why. Within that time, a publish
+//! that nobody took (no responders: the stream has no leader while its
+//! members elect one) or that was sent on a live connection and not
+//! answered within a quarter of the time (at least 1 s) is tried again
+//! after a short pause (50 ms, doubled up to 500 ms); a retry after an
+//! unanswered attempt may store the message twice (at least once). While
+//! the connection is down nothing is retried: the message waits in the
+//! client's buffer and its PubAck is awaited until the time is up.
 //!
 //! **Streams** are made on first use of a topic (publish or subscribe):
 //! one per topic, named [`stream_name`] (`MICRO_` and the topic, `.` as
@@ -91,6 +98,14 @@ pub const DEAD_LETTER_CONSUMER: &str = "Micro-Dead-Letter-Consumer";
 /// How long one pull waits for messages (and, when stopping, how long the
 /// last pull may still bring some, handed back at once).
 pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// The least time one publish attempt gets (a quarter of
+/// [`JetStreamOptions::publish_timeout`] otherwise).
+const ATTEMPT_MIN: Duration = Duration::from_secs(1);
+/// The pause before a publish is tried again (no leader, no answer, a
+/// connection lost), doubled each try up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// JetStream's limit on a stream or consumer name, kept well under.
 const MAX_NAME: usize = 200;
@@ -398,6 +413,13 @@ impl Shared {
         ack.await
     }
 
+    /// Whether the connection is up now.
+    fn connected(&self) -> bool {
+        self.connection.get().is_some_and(|(client, _)| {
+            client.connection_state() == async_nats::connection::State::Connected
+        })
+    }
+
     async fn observe_delivered(&self, topic: &str, outcome: Outcome) {
         if let Some(observer) = &self.observer {
             observer.delivered(BROKER, topic, &outcome, Duration::ZERO);
@@ -416,29 +438,76 @@ impl Broker for JetStreamBroker {
         let shared = &self.shared;
         let payload = envelope(BROKER, topic, message, shared.observer.as_deref())?;
         let result = async {
+            use async_nats::jetstream::context::PublishErrorKind as Kind;
+            let limit = shared.options.publish_timeout;
+            let deadline = tokio::time::Instant::now() + limit;
+            let bounded = |what: String| unavailable(format!("publish {topic}: {what}"));
             if !lock(&shared.streams).contains_key(topic) {
                 shared.stream_for(topic).await?;
             }
-            let mut tries = 0;
+            // Each attempt gets a part of the call's time, so one lost to a
+            // stream without a leader (a member killed, an election) leaves
+            // time for the next.
+            let attempt = (limit / 4).max(ATTEMPT_MIN);
+            let mut pause = RETRY_PAUSE_FIRST;
+            let mut looked_up = false;
+            let mut tries = 0u32;
             loop {
                 tries += 1;
-                match shared.publish_acked(topic, None, payload.clone()).await {
-                    Ok(_) => return Ok(()),
-                    // The stream went away since: make it again, once.
-                    Err(e)
-                        if tries == 1
-                            && e.kind()
-                                == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
-                    {
-                        lock(&shared.streams).remove(topic);
-                        shared.stream_for(topic).await?;
+                let sent = shared.publish_acked(topic, None, payload.clone());
+                tokio::pin!(sent);
+                let sent = loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(attempt.min(left), &mut sent).await {
+                        Ok(sent) => break Some(sent),
+                        Err(_) if left <= attempt => break None,
+                        // Sent and not answered: tried again. While the
+                        // connection is down the message waits in the
+                        // client's buffer (sent on reconnecting): its
+                        // PubAck is awaited, no copy piled up behind it.
+                        Err(_) if shared.connected() => break None,
+                        Err(_) => {}
                     }
-                    Err(e) => {
-                        return Err(unavailable(format!(
-                            "publish {topic}: not acknowledged by the stream: {e}"
+                };
+                let (kind, error) = match sent {
+                    Some(Ok(_)) => return Ok(()),
+                    Some(Err(e)) => (e.kind(), e.to_string()),
+                    None => (Kind::TimedOut, "no PubAck".to_string()),
+                };
+                match kind {
+                    // No responder: the stream went away since (made again,
+                    // once), or it has no leader (an election: tried again).
+                    Kind::StreamNotFound if !looked_up => {
+                        looked_up = true;
+                        lock(&shared.streams).remove(topic);
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match tokio::time::timeout(left, shared.stream_for(topic)).await {
+                            Ok(found) => {
+                                found?;
+                                continue;
+                            }
+                            Err(_) => {
+                                return Err(bounded(format!(
+                                    "no stream answered within {limit:?}: {error}"
+                                )));
+                            }
+                        }
+                    }
+                    Kind::StreamNotFound | Kind::TimedOut => {}
+                    _ => {
+                        return Err(bounded(format!(
+                            "not acknowledged by the stream: {error}"
                         )));
                     }
                 }
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(bounded(format!(
+                        "not acknowledged by the stream within {limit:?} ({tries} tries; the last: {error})"
+                    )));
+                }
+                tracing::debug!("Broker [jetstream] publish {topic}: {error}; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
             }
         }
         .await;

@@ -3,7 +3,8 @@
 //! both ways with core NATS, streams made once with their limits, durable
 //! queue consumers, redelivery with backoff then a dead letter (a failing
 //! or panicking handler, a payload that is no envelope), draining, a
-//! restarted server, a cluster member killed under publish load.
+//! restarted server, a cluster member killed under publish load, a publish
+//! retried while the stream elects a new leader.
 #![cfg(feature = "nats")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -569,4 +570,47 @@ async fn a_cluster_member_killed_under_publish_load_loses_no_acknowledged_messag
     }
     subscription.unsubscribe().await;
     cluster.restart(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_while_the_stream_elects_a_leader_is_retried_until_acknowledged() {
+    let mut cluster = NatsCluster::start(3);
+    let mut opts = options(&cluster.urls());
+    opts.replicas = 3;
+    // Longer than an election (a few seconds after the leader is lost).
+    opts.publish_timeout = Duration::from_secs(20);
+    let publisher = JetStreamBroker::new(opts).expect("broker");
+    // The stream made, with 3 replicas and a leader (the cluster may take
+    // a moment to have one after it formed).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = publisher.publish(TOPIC, Message::new("first")).await {
+        assert!(Instant::now() < deadline, "no stream: {e}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its leader, as the cluster reports it.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(cluster.address(0).to_string())
+            .await
+            .expect("connects"),
+    );
+    let mut stream = js.get_stream(stream_name(TOPIC)).await.expect("stream");
+    let info = stream.info().await.expect("info");
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader");
+    let index: usize = leader
+        .strip_prefix('n')
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("members are n1..n3")
+        - 1;
+    cluster.kill(index);
+    // At once: the stream has no leader (nobody answers a publish) until
+    // the other two elect one; the publish is tried again until then.
+    publisher
+        .publish(TOPIC, Message::new("during the election"))
+        .await
+        .expect("acknowledged once a new leader is elected");
+    cluster.restart(index);
 }
