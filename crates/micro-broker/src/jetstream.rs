@@ -15,7 +15,10 @@
 //! members elect one) or that was sent on a live connection and not
 //! answered within a quarter of the time (at least 1 s) is tried again
 //! after a short pause (50 ms, doubled up to 500 ms); a retry after an
-//! unanswered attempt may store the message twice (at least once). While
+//! unanswered attempt may store the message twice (at least once). Nobody
+//! taking it makes the stream looked up (made again if deleted); a lookup
+//! unanswered (the JetStream API's leader lost too) gets an attempt's time
+//! and is tried again with the publish. While
 //! the connection is down nothing is retried: the message waits in the
 //! client's buffer and its PubAck is awaited until the time is up.
 //!
@@ -469,28 +472,29 @@ impl Broker for JetStreamBroker {
                         Err(_) => {}
                     }
                 };
-                let (kind, error) = match sent {
+                let (kind, mut error) = match sent {
                     Some(Ok(_)) => return Ok(()),
                     Some(Err(e)) => (e.kind(), e.to_string()),
                     None => (Kind::TimedOut, "no PubAck".to_string()),
                 };
                 match kind {
-                    // No responder: the stream went away since (made again,
-                    // once), or it has no leader (an election: tried again).
+                    // No responder: the stream went away since (made again),
+                    // or it has no leader (an election: tried again). Looked
+                    // up until the lookup answers once; an unanswered one
+                    // (the JetStream API's own leader lost too: its
+                    // requests go unanswered until the election) gets an
+                    // attempt's time and is tried again.
                     Kind::StreamNotFound if !looked_up => {
-                        looked_up = true;
                         lock(&shared.streams).remove(topic);
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        match tokio::time::timeout(left, shared.stream_for(topic)).await {
-                            Ok(found) => {
-                                found?;
+                        match tokio::time::timeout(attempt.min(left), shared.stream_for(topic)).await
+                        {
+                            Ok(Ok(_)) => {
+                                looked_up = true;
                                 continue;
                             }
-                            Err(_) => {
-                                return Err(bounded(format!(
-                                    "no stream answered within {limit:?}: {error}"
-                                )));
-                            }
+                            Ok(Err(e)) => error = format!("{error}; {e}"),
+                            Err(_) => error = format!("{error}; the stream's lookup unanswered"),
                         }
                     }
                     Kind::StreamNotFound | Kind::TimedOut => {}
