@@ -33,7 +33,8 @@
 //! micro server subscribing to one topic against the same server without
 //! subscriptions (hidden subcommand `events-idle`), per backend.
 //!
-//! `R17_ONLY=nats|jetstream|http|idle` runs one part alone (profiling).
+//! `R17_ONLY=nats|jetstream|http|idle` runs one part alone, and
+//! `R17_PEER=raw|micro` one side of it (profiling).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -153,6 +154,15 @@ pub(crate) fn r17(plan: &Plan) -> String {
         {
             continue;
         }
+        // `R17_PEER=raw|micro`: only the peers whose label starts so
+        // (profiling one side alone).
+        let peers: Vec<(&str, Peer)> = match std::env::var("R17_PEER") {
+            Ok(side) => peers
+                .into_iter()
+                .filter(|(label, _)| label.starts_with(&side))
+                .collect(),
+            Err(_) => peers,
+        };
         let labels: Vec<&str> = peers.iter().map(|(label, _)| *label).collect();
         let shapes: Vec<(String, Vec<report::PeerRounds>)> = groups
             .iter()

@@ -10,7 +10,17 @@
 //! **Publish** returns `Ok` only once the stream acknowledged the message
 //! (its PubAck): stored, on a majority of its replicas. No stream, no
 //! acknowledgement within [`JetStreamOptions::publish_timeout`], a server
-//! without JetStream: an error naming why.
+//! without JetStream: an error naming why. Within that time, a publish
+//! that nobody took (no responders: the stream has no leader while its
+//! members elect one) or that was sent on a live connection and not
+//! answered within a quarter of the time (at least 1 s) is tried again
+//! after a short pause (50 ms, doubled up to 500 ms); a retry after an
+//! unanswered attempt may store the message twice (at least once). Nobody
+//! taking it makes the stream looked up (made again if deleted); a lookup
+//! unanswered (the JetStream API's leader lost too) gets an attempt's time
+//! and is tried again with the publish. While
+//! the connection is down nothing is retried: the message waits in the
+//! client's buffer and its PubAck is awaited until the time is up.
 //!
 //! **Streams** are made on first use of a topic (publish or subscribe):
 //! one per topic, named [`stream_name`] (`MICRO_` and the topic, `.` as
@@ -30,9 +40,11 @@
 //! consumer gets what is published from then on.
 //!
 //! **Deliveries.** A subscription runs its handler on one message at a
-//! time; it pulls [`JetStreamOptions::batch`] messages at once, asks for
-//! the next batch while less than half of one is still to come (so
-//! messages keep flowing while the handler runs), and the server holds
+//! time; it keeps one subscription on an inbox of its own for its whole
+//! life and sends pull requests of [`JetStreamOptions::batch`] messages
+//! answered there (no subscription made per batch), asks for the next
+//! batch while less than half of one is still to come (so messages keep
+//! flowing while the handler runs), and the server holds
 //! back more than [`JetStreamOptions::max_ack_pending`] unacknowledged
 //! ones. A handler's `Ok` acknowledges the message and waits
 //! for the server to confirm the acknowledgement (then it is not delivered
@@ -89,6 +101,14 @@ pub const DEAD_LETTER_CONSUMER: &str = "Micro-Dead-Letter-Consumer";
 /// How long one pull waits for messages (and, when stopping, how long the
 /// last pull may still bring some, handed back at once).
 pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+/// The least time one publish attempt gets (a quarter of
+/// [`JetStreamOptions::publish_timeout`] otherwise).
+const ATTEMPT_MIN: Duration = Duration::from_secs(1);
+/// The pause before a publish is tried again (no leader, no answer, a
+/// connection lost), doubled each try up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// JetStream's limit on a stream or consumer name, kept well under.
 const MAX_NAME: usize = 200;
@@ -396,6 +416,13 @@ impl Shared {
         ack.await
     }
 
+    /// Whether the connection is up now.
+    fn connected(&self) -> bool {
+        self.connection.get().is_some_and(|(client, _)| {
+            client.connection_state() == async_nats::connection::State::Connected
+        })
+    }
+
     async fn observe_delivered(&self, topic: &str, outcome: Outcome) {
         if let Some(observer) = &self.observer {
             observer.delivered(BROKER, topic, &outcome, Duration::ZERO);
@@ -414,29 +441,77 @@ impl Broker for JetStreamBroker {
         let shared = &self.shared;
         let payload = envelope(BROKER, topic, message, shared.observer.as_deref())?;
         let result = async {
+            use async_nats::jetstream::context::PublishErrorKind as Kind;
+            let limit = shared.options.publish_timeout;
+            let deadline = tokio::time::Instant::now() + limit;
+            let bounded = |what: String| unavailable(format!("publish {topic}: {what}"));
             if !lock(&shared.streams).contains_key(topic) {
                 shared.stream_for(topic).await?;
             }
-            let mut tries = 0;
+            // Each attempt gets a part of the call's time, so one lost to a
+            // stream without a leader (a member killed, an election) leaves
+            // time for the next.
+            let attempt = (limit / 4).max(ATTEMPT_MIN);
+            let mut pause = RETRY_PAUSE_FIRST;
+            let mut looked_up = false;
+            let mut tries = 0u32;
             loop {
                 tries += 1;
-                match shared.publish_acked(topic, None, payload.clone()).await {
-                    Ok(_) => return Ok(()),
-                    // The stream went away since: make it again, once.
-                    Err(e)
-                        if tries == 1
-                            && e.kind()
-                                == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
-                    {
-                        lock(&shared.streams).remove(topic);
-                        shared.stream_for(topic).await?;
+                let sent = shared.publish_acked(topic, None, payload.clone());
+                tokio::pin!(sent);
+                let sent = loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(attempt.min(left), &mut sent).await {
+                        Ok(sent) => break Some(sent),
+                        Err(_) if left <= attempt => break None,
+                        // Sent and not answered: tried again. While the
+                        // connection is down the message waits in the
+                        // client's buffer (sent on reconnecting): its
+                        // PubAck is awaited, no copy piled up behind it.
+                        Err(_) if shared.connected() => break None,
+                        Err(_) => {}
                     }
-                    Err(e) => {
-                        return Err(unavailable(format!(
-                            "publish {topic}: not acknowledged by the stream: {e}"
+                };
+                let (kind, mut error) = match sent {
+                    Some(Ok(_)) => return Ok(()),
+                    Some(Err(e)) => (e.kind(), e.to_string()),
+                    None => (Kind::TimedOut, "no PubAck".to_string()),
+                };
+                match kind {
+                    // No responder: the stream went away since (made again),
+                    // or it has no leader (an election: tried again). Looked
+                    // up until the lookup answers once; an unanswered one
+                    // (the JetStream API's own leader lost too: its
+                    // requests go unanswered until the election) gets an
+                    // attempt's time and is tried again.
+                    Kind::StreamNotFound if !looked_up => {
+                        lock(&shared.streams).remove(topic);
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match tokio::time::timeout(attempt.min(left), shared.stream_for(topic)).await
+                        {
+                            Ok(Ok(_)) => {
+                                looked_up = true;
+                                continue;
+                            }
+                            Ok(Err(e)) => error = format!("{error}; {e}"),
+                            Err(_) => error = format!("{error}; the stream's lookup unanswered"),
+                        }
+                    }
+                    Kind::StreamNotFound | Kind::TimedOut => {}
+                    _ => {
+                        return Err(bounded(format!(
+                            "not acknowledged by the stream: {error}"
                         )));
                     }
                 }
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(bounded(format!(
+                        "not acknowledged by the stream within {limit:?} ({tries} tries; the last: {error})"
+                    )));
+                }
+                tracing::debug!("Broker [jetstream] publish {topic}: {error}; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
             }
         }
         .await;
@@ -575,6 +650,80 @@ enum Next {
     Again,
 }
 
+/// A pull's status that ends it (the rest of its batch not coming).
+const ENDED: [async_nats::StatusCode; 2] = [
+    async_nats::StatusCode::TIMEOUT,
+    async_nats::StatusCode::REQUEST_TERMINATED,
+];
+
+/// How long past its expiry a pull is still waited for when its end (a
+/// 408) never came: a server restarted, a connection lost meanwhile.
+const PULL_GRACE: Duration = Duration::from_secs(1);
+
+/// A subscription's pulls: one inbox subscription for the subscription's
+/// life, pull requests of [`JetStreamOptions::batch`] messages answered
+/// on it (no subscription per batch). The server answers each pull with
+/// up to its batch of messages, then, unless the batch was filled, a
+/// status (408 on expiry) saying how many of it will not come.
+struct Pulls {
+    inbox: async_nats::Subject,
+    messages: async_nats::Subscriber,
+    /// What a message's acknowledgements go through.
+    context: jetstream::Context,
+    /// The subscription ended (the client closed): open another.
+    closed: bool,
+    /// Messages asked for, not yet brought, their pulls not ended.
+    asked: usize,
+    /// When the last pull sent is surely over: past it, none runs.
+    until: Option<tokio::time::Instant>,
+}
+
+impl Pulls {
+    async fn open(shared: &Shared) -> Result<Pulls, Error> {
+        let context = shared.js().await?.clone();
+        let client = context.client();
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let messages = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(format!("subscribing to a pull inbox: {e}")))?;
+        Ok(Pulls {
+            inbox,
+            messages,
+            context,
+            closed: false,
+            asked: 0,
+            until: None,
+        })
+    }
+
+    /// Forgets pulls that are over though their end never came.
+    fn expire(&mut self) {
+        if self
+            .until
+            .is_some_and(|until| tokio::time::Instant::now() >= until)
+        {
+            self.asked = 0;
+            self.until = None;
+        }
+    }
+}
+
+/// What came on the inbox.
+enum Came {
+    Message(async_nats::Message),
+    /// A pull ended with `left` of its messages not coming.
+    Ended {
+        left: usize,
+    },
+    /// The pull (or the consumer) failed.
+    Failed(String),
+    /// Nothing before every pull was over.
+    Quiet,
+    /// The subscription ended (the client closed).
+    Closed,
+}
+
 impl Run {
     async fn run(
         self,
@@ -583,10 +732,22 @@ impl Run {
     ) {
         let _ending = Ending(stopped.clone());
         let mut failures: u32 = 0;
+        let mut pulls: Option<Pulls> = None;
         loop {
-            match self.pull(&consumer, &stopped).await {
-                Next::Stop => break,
-                Next::Again => {}
+            if pulls.is_none() {
+                match Pulls::open(&self.shared).await {
+                    Ok(opened) => pulls = Some(opened),
+                    Err(e) => tracing::warn!("Broker [jetstream] {}: {e}", self.topic),
+                }
+            }
+            if let Some(open) = pulls.as_mut() {
+                match self.pull(&consumer, open, &stopped).await {
+                    Next::Stop => break,
+                    Next::Again if open.closed => pulls = None,
+                    Next::Again => {}
+                }
+            } else if stopped.is_stopped() {
+                break;
             }
             // The consumer is gone (a server that lost it) or its messages
             // ended: make it again, backing off up to 5 s, until stopped.
@@ -611,6 +772,7 @@ impl Run {
                 }
             }
         }
+        drop(pulls);
         if self.config.durable_name.is_none()
             && let Ok(js) = self.shared.js().await
             && let Ok(info) = consumer.get_info().await.map(|i| i.name.clone())
@@ -619,89 +781,91 @@ impl Run {
         }
     }
 
-    /// Pulls batches and handles their messages until stopped, or until
-    /// the consumer is lost.
+    /// Pulls and handles messages until stopped, or until the consumer is
+    /// lost.
     ///
     /// Each pull asks for [`JetStreamOptions::batch`] messages and expires
     /// after [`PULL_EXPIRES`]. The next pull goes out once less than half a
     /// batch is still asked for, so messages keep coming while the handler
     /// runs (no round trip between batches). Messages are handled one at a
-    /// time, the oldest pull's first. A stopping subscription asks for no
-    /// more and hands back (NAK) what its last pulls still bring, so no pull
-    /// of it is left on the server to take messages nobody will handle.
+    /// time, as they come. A stopping subscription asks for no more and
+    /// hands back (NAK) what its last pulls still bring until they are
+    /// over, so no pull of it is left on the server to take messages
+    /// nobody will handle.
     async fn pull(
         &self,
         consumer: &consumer::Consumer<consumer::pull::Config>,
+        pulls: &mut Pulls,
         stopped: &StopSignal,
     ) -> Next {
-        use std::collections::VecDeque;
-        use std::task::Poll;
-        /// A pull running: its messages, and how many it brought so far.
-        struct Pull {
-            messages: consumer::pull::Batch,
-            brought: usize,
-        }
         let batch = self.shared.options.batch;
-        let mut pulls: VecDeque<Pull> = VecDeque::new();
         let mut failed = false;
         loop {
-            let asked: usize = pulls.iter().map(|p| batch.saturating_sub(p.brought)).sum();
-            if !failed && !stopped.is_stopped() && asked <= batch / 2 {
-                let pulled = consumer
-                    .batch()
-                    .max_messages(batch)
-                    .expires(PULL_EXPIRES)
-                    .messages()
-                    .await;
-                match pulled {
-                    Ok(messages) => pulls.push_back(Pull {
-                        messages,
-                        brought: 0,
-                    }),
+            pulls.expire();
+            if !failed && !stopped.is_stopped() && pulls.asked <= batch / 2 {
+                let request = consumer::pull::BatchConfig {
+                    batch,
+                    expires: Some(PULL_EXPIRES),
+                    ..Default::default()
+                };
+                match consumer.request_batch(request, pulls.inbox.clone()).await {
+                    Ok(()) => {
+                        pulls.asked += batch;
+                        pulls.until = Some(tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE);
+                    }
                     Err(e) => {
                         tracing::warn!("Broker [jetstream] {}: pulling: {e}", self.topic);
                         failed = true;
                     }
                 }
             }
-            // The oldest pull's next message; pulls that ended are dropped.
-            let next = futures::future::poll_fn(|cx| {
-                let mut i = 0;
-                while i < pulls.len() {
-                    match pulls[i].messages.poll_next_unpin(cx) {
-                        Poll::Ready(Some(next)) => {
-                            pulls[i].brought += 1;
-                            return Poll::Ready(Some(next));
-                        }
-                        Poll::Ready(None) => {
-                            pulls.remove(i);
-                        }
-                        Poll::Pending => i += 1,
+            if pulls.asked == 0 {
+                // No pull running: stopping, or a pull could not be made.
+                return if failed || !stopped.is_stopped() {
+                    Next::Again
+                } else {
+                    Next::Stop
+                };
+            }
+            match next(pulls, batch).await {
+                Came::Message(message) => {
+                    pulls.asked = pulls.asked.saturating_sub(1);
+                    let message = jetstream::Message {
+                        message,
+                        context: pulls.context.clone(),
+                    };
+                    if stopped.is_stopped() {
+                        // Handed back to come again once this pull is over
+                        // (at once, it would come straight back to it).
+                        let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
+                    } else {
+                        self.handle(message).await;
                     }
                 }
-                if pulls.is_empty() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
+                Came::Ended { left } => pulls.asked = pulls.asked.saturating_sub(left),
+                Came::Quiet => {
+                    pulls.asked = 0;
+                    pulls.until = None;
                 }
-            })
-            .await;
-            match next {
-                // No pull running: stopping, or a pull could not be made.
-                None if failed || !stopped.is_stopped() => return Next::Again,
-                None => return Next::Stop,
-                // Handed back to come again once this pull is over (at
-                // once, it would come straight back to it).
-                Some(Ok(message)) if stopped.is_stopped() => {
-                    let _ = message.ack_with(AckKind::Nak(Some(PULL_EXPIRES))).await;
-                }
-                Some(Ok(message)) => self.handle(message).await,
-                Some(Err(e)) => {
-                    // A pull failed (a server gone, the consumer lost): no
-                    // more pulls; once the running ones are over, the
-                    // consumer is made again, after a backoff.
+                Came::Failed(e) => {
+                    // A pull failed (the consumer lost, its leader gone):
+                    // no more pulls; the consumer is made again, after a
+                    // backoff. What running pulls still bring comes on the
+                    // same inbox and is handled then.
                     tracing::warn!("Broker [jetstream] {}: {e}", self.topic);
-                    failed = true;
+                    pulls.asked = 0;
+                    pulls.until = None;
+                    return Next::Again;
+                }
+                Came::Closed => {
+                    pulls.closed = true;
+                    pulls.asked = 0;
+                    pulls.until = None;
+                    return if stopped.is_stopped() {
+                        Next::Stop
+                    } else {
+                        Next::Again
+                    };
                 }
             }
         }
@@ -827,6 +991,46 @@ impl Run {
             }
         }
     }
+}
+
+/// The next thing the inbox brings, waiting at most until every pull is
+/// over (see [`async_nats`]'s own pull stream, whose accounting this is).
+async fn next(pulls: &mut Pulls, batch: usize) -> Came {
+    let until = pulls.until;
+    let came = tokio::select! {
+        came = pulls.messages.next() => came,
+        () = async {
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        } => return Came::Quiet,
+    };
+    let Some(message) = came else {
+        return Came::Closed;
+    };
+    let status = message.status.unwrap_or(async_nats::StatusCode::OK);
+    if status == async_nats::StatusCode::OK {
+        return Came::Message(message);
+    }
+    if status == async_nats::StatusCode::IDLE_HEARTBEAT {
+        return Came::Ended { left: 0 };
+    }
+    let description = message.description.as_deref().unwrap_or_default();
+    if ENDED.contains(&status)
+        && description != "Consumer Deleted"
+        && description != "Consumer is push based"
+        && !description.starts_with("Exceeded MaxRequest")
+    {
+        let left = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("Nats-Pending-Messages"))
+            .and_then(|left| left.as_str().parse().ok())
+            .unwrap_or(batch);
+        return Came::Ended { left };
+    }
+    Came::Failed(format!("pull answered {status} {description}"))
 }
 
 /// Acknowledges `message` and waits until the server confirms it (so it is

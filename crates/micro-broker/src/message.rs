@@ -381,28 +381,46 @@ pub fn title_case(key: &str) -> String {
 /// (HTML-safe escaping; see the module docs).
 pub fn go_json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
-            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
-                let b = c as u8;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+    // Runs of bytes written as they are are copied whole; only what Go
+    // escapes stops one. `text` is UTF-8, so U+2028 and U+2029 are the
+    // bytes E2 80 A8 and E2 80 A9, and no other sequence holds them.
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (escaped, width): (&[u8], usize) = match b {
+            b'"' => (b"\\\"", 1),
+            b'\\' => (b"\\\\", 1),
+            b'\n' => (b"\\n", 1),
+            b'\r' => (b"\\r", 1),
+            b'\t' => (b"\\t", 1),
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA8) => {
+                (b"\\u2028", 3)
             }
-            c => {
-                let mut buf = [0; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            0xE2 if bytes.get(i + 1) == Some(&0x80) && bytes.get(i + 2) == Some(&0xA9) => {
+                (b"\\u2029", 3)
             }
+            b'<' | b'>' | b'&' | 0..0x20 => (&[], 1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if escaped.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
         }
+        i += width;
+        run = i;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -455,6 +473,48 @@ mod tests {
             r#"{"Header":{"K":"a\u003cb\u003e\u0026c\"d\\e\nf\u0001g\u2028h"#.to_string()
                 + "\u{7f}é\"},\"Body\":\"\"}"
         );
+    }
+
+    /// Go's escaping, one character at a time (what `go_json_string`
+    /// does in runs).
+    fn go_json_string_per_char(text: &str) -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for c in text.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                '\u{2028}' => out.extend_from_slice(b"\\u2028"),
+                '\u{2029}' => out.extend_from_slice(b"\\u2029"),
+                c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
+                    out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+                }
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        out.push(b'"');
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_in_runs_as_per_character() {
+        let texts = [
+            "",
+            "go.micro.topic.greet",
+            "a<b>&c\"d\\e\nf\rg\th",
+            "\u{0}\u{1f}\u{7f} é€–—\u{2027}\u{2028}\u{2029}\u{202a}",
+            "\u{2028}",
+            "x\u{2029}",
+            "日本語 🦀 <&>",
+            "\u{e2}",
+        ];
+        for text in texts {
+            let mut out = b"prefix".to_vec();
+            go_json_string(&mut out, text);
+            assert_eq!(&out[6..], &go_json_string_per_char(text)[..], "{text:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! both ways with core NATS, streams made once with their limits, durable
 //! queue consumers, redelivery with backoff then a dead letter (a failing
 //! or panicking handler, a payload that is no envelope), draining, a
-//! restarted server, a cluster member killed under publish load.
+//! restarted server, a cluster member killed under publish load, a publish
+//! retried while the stream elects a new leader.
 #![cfg(feature = "nats")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -569,4 +570,92 @@ async fn a_cluster_member_killed_under_publish_load_loses_no_acknowledged_messag
     }
     subscription.unsubscribe().await;
     cluster.restart(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_while_the_stream_elects_a_leader_is_retried_until_acknowledged() {
+    let mut cluster = NatsCluster::start(3);
+    let mut opts = options(&cluster.urls());
+    opts.replicas = 3;
+    let maker = JetStreamBroker::new(opts).expect("broker");
+    // The stream made, with 3 replicas and a leader (the cluster may take
+    // a moment to have one after it formed).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = maker.publish(TOPIC, Message::new("first")).await {
+        assert!(Instant::now() < deadline, "no stream: {e}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Its leader, as the cluster reports it.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(cluster.address(0).to_string())
+            .await
+            .expect("connects"),
+    );
+    let info = js
+        .get_stream(stream_name(TOPIC))
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a leader");
+    let index: usize = leader
+        .strip_prefix('n')
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("members are n1..n3")
+        - 1;
+    // The publisher (and a probe) on a member that stays: its connection
+    // lives through the kill, so what it meets is the stream without a
+    // leader, not a lost connection.
+    let survivor = (index + 1) % 3;
+    let mut to_survivor = options(&cluster.address(survivor).to_string());
+    to_survivor.replicas = 3;
+    // Longer than an election (seconds after the leader is lost).
+    to_survivor.publish_timeout = Duration::from_secs(20);
+    let publisher = JetStreamBroker::new(to_survivor).expect("broker");
+    publisher
+        .publish(TOPIC, Message::new("second"))
+        .await
+        .expect("acknowledged by the leader");
+    let probe = async_nats::connect(cluster.address(survivor).to_string())
+        .await
+        .expect("connects");
+    drop(js);
+    cluster.kill(index);
+    // Only the stream's leader takes its subject: until the other two
+    // elect one (an election timeout, seconds) a publish has no responder.
+    // A request after the kill meets exactly that (it is answered at once,
+    // stored nowhere).
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        probe.request(TOPIC, "probe".into()),
+    )
+    .await
+    .expect("answered");
+    match answer {
+        Err(e) => assert_eq!(e.kind(), async_nats::RequestErrorKind::NoResponders, "{e}"),
+        Ok(reply) => panic!("a leader answered at once: {reply:?}"),
+    }
+    // The publish meets it too and is tried again until a new leader
+    // acknowledges it.
+    publisher
+        .publish(TOPIC, Message::new("during the election"))
+        .await
+        .expect("acknowledged once a new leader is elected");
+    // Stored: the last message on the subject, read from a member that
+    // stayed (the new leader answers).
+    let js = async_nats::jetstream::new(probe);
+    let stream = js.get_stream(stream_name(TOPIC)).await.expect("stream");
+    let last = stream
+        .get_last_raw_message_by_subject(TOPIC)
+        .await
+        .expect("the last message");
+    let stored = Message::from_envelope(&last.payload).expect("an envelope");
+    assert_eq!(&stored.body[..], b"during the election");
+    cluster.restart(index);
 }

@@ -69,10 +69,13 @@ struct Endpoint {
     /// `/?id=<node id>` and the `Host` header, or why the address makes
     /// no request.
     target: Result<(Uri, HeaderValue), String>,
+    /// The idle connections to its address (shared by every endpoint of
+    /// that address): found once, not per message.
+    idle: Arc<Idle>,
 }
 
 impl Endpoint {
-    fn new(node: &Node) -> Endpoint {
+    fn new(node: &Node, idle: Arc<Idle>) -> Endpoint {
         let path = format!("/?id={}", query_escape(&node.id));
         let target = match (
             Uri::try_from(path),
@@ -89,6 +92,7 @@ impl Endpoint {
             address: node.address.clone(),
             secure: node.metadata.get("secure").map(String::as_str) == Some("true"),
             target,
+            idle,
         }
     }
 }
@@ -245,7 +249,7 @@ impl Outbox {
             if !serves(node, topic) {
                 continue;
             }
-            let endpoint = Arc::new(Endpoint::new(node));
+            let endpoint = Arc::new(Endpoint::new(node, self.pool.slot(&node.address)));
             if version == BROADCAST_VERSION {
                 route.nodes.push(endpoint);
             } else if let Some((_, members)) = route.groups.iter_mut().find(|(q, _)| q == version) {
@@ -397,7 +401,7 @@ impl Outbox {
         };
         let timeout = self.options.request_timeout;
         let exchange = async {
-            let (status, body) = self.pool.send(&node.address, request).await?;
+            let (status, body) = send(&node.idle, &node.address, request).await?;
             Ok::<_, String>((status, body))
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -475,92 +479,117 @@ impl Outbox {
 
 /// Keep-alive HTTP/1.1 connections to broker nodes, idle ones kept by
 /// address: a POST takes one (or opens one) and gives it back answered.
+/// Each route's endpoint holds its address's [`Idle`] (looked up when the
+/// route is made), so a POST touches only that one's lock.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
+    by_address: Mutex<HashMap<String, Arc<Idle>>>,
+}
+
+/// The idle connections to one address.
+#[derive(Default)]
+struct Idle(Mutex<Vec<SendRequest<Full<Bytes>>>>);
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("kept", &self.kept().len())
+            .finish()
+    }
 }
 
 impl Pool {
-    fn idle(&self) -> MutexGuard<'_, HashMap<String, Vec<SendRequest<Full<Bytes>>>>> {
-        self.idle
+    fn by_address(&self) -> MutexGuard<'_, HashMap<String, Arc<Idle>>> {
+        self.by_address
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends the request `make` builds to `address`: the answer's status
-    /// and first KiB. A kept connection that closed before taking the
-    /// request is left for a new one (the request was not sent).
-    async fn send(
-        &self,
-        address: &str,
-        make: impl Fn() -> http::Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), String> {
-        let mut request = make();
-        loop {
-            let (mut sender, reused) = match self.take(address).await {
-                Some(sender) => (sender, true),
-                None => (connect(address).await?, false),
-            };
-            let response = match sender.try_send_request(request).await {
-                Ok(response) => response,
-                Err(mut e) => match e.take_message() {
-                    // Never sent: a kept connection the node closed meanwhile.
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        continue;
-                    }
-                    _ => return Err(error_chain(e.error())),
-                },
-            };
-            let status = response.status();
-            // The answer's first KiB: an error's detail.
-            let body = http_body_util::Limited::new(response.into_body(), 1024)
-                .collect()
-                .await
-                .map(|c| c.to_bytes());
-            match body {
-                Ok(body) => {
-                    self.give_back(address, sender);
-                    return Ok((status, body));
-                }
-                Err(_) => return Ok((status, Bytes::new())),
-            }
+    /// The idle connections to `address` (made empty on first use).
+    fn slot(&self, address: &str) -> Arc<Idle> {
+        let mut by_address = self.by_address();
+        if let Some(idle) = by_address.get(address) {
+            return idle.clone();
         }
+        let idle = Arc::new(Idle::default());
+        by_address.insert(address.to_string(), idle.clone());
+        idle
     }
 
-    /// An idle connection to `address` ready for a request, if one is kept.
-    async fn take(&self, address: &str) -> Option<SendRequest<Full<Bytes>>> {
+    /// Drops the connections to addresses no longer registered.
+    fn retain(&self, addresses: &HashSet<&str>) {
+        self.by_address()
+            .retain(|address, _| addresses.contains(address.as_str()));
+    }
+}
+
+impl Idle {
+    fn kept(&self) -> MutexGuard<'_, Vec<SendRequest<Full<Bytes>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A kept connection ready for a request, if there is one.
+    async fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
-            let mut sender = {
-                let mut idle = self.idle();
-                let kept = idle.get_mut(address)?;
-                let sender = kept.pop();
-                if kept.is_empty() {
-                    idle.remove(address);
-                }
-                sender?
-            };
+            let mut sender = self.kept().pop()?;
             if !sender.is_closed() && sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
     }
 
-    fn give_back(&self, address: &str, sender: SendRequest<Full<Bytes>>) {
+    fn give_back(&self, sender: SendRequest<Full<Bytes>>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle();
-        let kept = idle.entry(address.to_string()).or_default();
+        let mut kept = self.kept();
         if kept.len() < MAX_IDLE_PER_ADDRESS {
             kept.push(sender);
         }
     }
+}
 
-    /// Drops the connections to addresses no longer registered.
-    fn retain(&self, addresses: &HashSet<&str>) {
-        self.idle()
-            .retain(|address, _| addresses.contains(address.as_str()));
+/// Sends the request `make` builds to `address` on a connection of `idle`
+/// (or a new one): the answer's status and first KiB. A kept connection
+/// that closed before taking the request is left for a new one (the
+/// request was not sent).
+async fn send(
+    idle: &Idle,
+    address: &str,
+    make: impl Fn() -> http::Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = make();
+    loop {
+        let (mut sender, reused) = match idle.take().await {
+            Some(sender) => (sender, true),
+            None => (connect(address).await?, false),
+        };
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut e) => match e.take_message() {
+                // Never sent: a kept connection the node closed meanwhile.
+                Some(unsent) if reused => {
+                    request = unsent;
+                    continue;
+                }
+                _ => return Err(error_chain(e.error())),
+            },
+        };
+        let status = response.status();
+        // The answer's first KiB: an error's detail.
+        let body = http_body_util::Limited::new(response.into_body(), 1024)
+            .collect()
+            .await
+            .map(|c| c.to_bytes());
+        match body {
+            Ok(body) => {
+                idle.give_back(sender);
+                return Ok((status, body));
+            }
+            Err(_) => return Ok((status, Bytes::new())),
+        }
     }
 }
 
