@@ -193,7 +193,9 @@ fn request() -> UserRequest {
 /// `grpc-status`: the handler answered (a user, or `NotFound` after the
 /// store lookup: no user is registered, the call does the same work),
 /// refused, or failed.
-fn toolkit_status(result: &Result<tonic::Response<user_proto::user::Response>, tonic::Status>) -> Status {
+fn toolkit_status(
+    result: &Result<tonic::Response<user_proto::user::Response>, tonic::Status>,
+) -> Status {
     match result {
         Ok(_) => Status::Answered,
         Err(status) if status.code() == tonic::Code::NotFound => Status::Answered,
@@ -293,13 +295,12 @@ where
             let wall = sent_for.as_secs_f64();
             ((load1 - load0) / wall, (server1 - server0) / wall)
         });
-    let per_call = cpu_before
-        .zip(cpu_done)
-        .filter(|_| sent_calls > 0)
-        .map(|((load0, server0), (load1, server1))| {
+    let per_call = cpu_before.zip(cpu_done).filter(|_| sent_calls > 0).map(
+        |((load0, server0), (load1, server1))| {
             let calls = f64::from(sent_calls) / 1e6;
             ((load1 - load0) / calls, (server1 - server0) / calls)
-        });
+        },
+    );
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
     let fill = |values: &[u64]| {
         let mut hist = histogram();
@@ -364,12 +365,13 @@ where
     let server = server_pid.to_string();
     let before = cpu_pair(&server, tick);
     let capacity = closed_loop(workers, timing).await.rps();
-    let closed_per_call = before
-        .zip(cpu_pair(&server, tick))
-        .map(|((load0, server0), (load1, server1))| {
-            let calls = calls.load(Ordering::Relaxed).max(1) as f64 / 1e6;
-            ((load1 - load0) / calls, (server1 - server0) / calls)
-        });
+    let closed_per_call =
+        before
+            .zip(cpu_pair(&server, tick))
+            .map(|((load0, server0), (load1, server1))| {
+                let calls = calls.load(Ordering::Relaxed).max(1) as f64 / 1e6;
+                ((load1 - load0) / calls, (server1 - server0) / calls)
+            });
     let quiet = open_loop(
         &call,
         (capacity / 10.0).max(10.0),
@@ -396,16 +398,26 @@ fn row(plan: &Plan, generator: Generator, limit: &str, overload: Duration, timin
     let pid = proc.pid();
     let (capacity, closed_per_call, quiet, run) = match generator {
         Generator::Light => Flavor::CurrentThread.runtime().block_on(async move {
-            let raw = RawGrpc::connect(
-                addr,
-                CONNECTIONS,
-                QUERY_USER_BY_NAME,
-                &request(),
-                ClientOptions::ATTEMPT_TIMEOUT,
-                ClientOptions::REQUEST_TIMEOUT,
-            )
-            .await
-            .expect("connections to user-srv");
+            // user-srv may not listen yet: 30 s at most.
+            let until = Instant::now() + Duration::from_secs(30);
+            let raw = loop {
+                match RawGrpc::connect(
+                    addr,
+                    CONNECTIONS,
+                    QUERY_USER_BY_NAME,
+                    &request(),
+                    ClientOptions::ATTEMPT_TIMEOUT,
+                    ClientOptions::REQUEST_TIMEOUT,
+                )
+                .await
+                {
+                    Ok(raw) => break raw,
+                    Err(e) if Instant::now() >= until => {
+                        panic!("cannot connect to user-srv in 30 s: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
             let call = move || {
                 let raw = raw.clone();
                 async move { raw.call().await }
@@ -452,7 +464,9 @@ fn fixed_limit(rows: &[Row]) -> (usize, String) {
 }
 
 fn pair(values: Option<(f64, f64)>, digits: usize) -> String {
-    values.map_or("–".to_string(), |(a, b)| format!("{a:.digits$} / {b:.digits$}"))
+    values.map_or("–".to_string(), |(a, b)| {
+        format!("{a:.digits$} / {b:.digits$}")
+    })
 }
 
 /// The overload scenario's report.
