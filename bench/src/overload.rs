@@ -31,7 +31,11 @@
 //! runtime; `grpc-timeout` is the toolkit's per-attempt default (2 s). Both
 //! report their CPU per call, and the toolkit client's row (`auto`) stays
 //! as the measure of what a real client adds (capacity included: its closed
-//! loop of 32 is limited by the generator too).
+//! loop of 32 is limited by the generator too). The light generator still
+//! costs about half what a call costs the server (a refused call: its full
+//! cost, for the server's few microseconds), so on one core it offers
+//! about 1.5× this server's capacity, not 3×: its CPU and "not sent" columns
+//! say when it was the bottleneck.
 //!
 //! The fixed limit is what Little's law gives for a target latency of twice
 //! the unloaded p50 at the measured capacity: `N = capacity × 2 × p50`
@@ -463,6 +467,18 @@ fn fixed_limit(rows: &[Row]) -> (usize, String) {
     )
 }
 
+/// What a refusal cost the server, estimated: its CPU during the overload
+/// less what the answered calls cost each at capacity (all answered there),
+/// shared among the refused calls.
+fn refusal_cost(row: &Row) -> Option<f64> {
+    let r = &row.run;
+    let (_, answered) = row.closed_per_call?;
+    let (_, per_call) = r.per_call?;
+    let sent = (r.ok.len() + r.refused.len() + r.failed.len()) as f64;
+    (!r.refused.is_empty())
+        .then(|| (per_call * sent - answered * r.ok.len() as f64) / r.refused.len() as f64)
+}
+
 fn pair(values: Option<(f64, f64)>, digits: usize) -> String {
     values.map_or("–".to_string(), |(a, b)| {
         format!("{a:.digits$} / {b:.digits$}")
@@ -501,11 +517,11 @@ pub fn overload(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "| generator | `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | CPU per call at capacity, generator / server (µs) | unloaded p50 / p99 (ms) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) | not sent (generator behind) | send lag p50 / p99 (ms) | CPU generator / server (cores) | CPU per call sent, generator / server (µs) | limit median / max |"
+        "| generator | `--server_max_concurrent` | capacity (calls/s, {CAPACITY_CONCURRENCY} in flight) | CPU per call at capacity, generator / server (µs) | unloaded p50 / p99 (ms) | offered (sent/s) | goodput (answered/s) | goodput / capacity | p99 answered (ms) | p99 answered / unloaded | refused | refused p50 / p99 (ms) | failed (deadline) | not sent (generator behind) | send lag p50 / p99 (ms) | CPU generator / server (cores) | CPU per call sent, generator / server (µs) | server CPU per refusal (µs, est.) | limit median / max |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for row in &rows {
         let r = &row.run;
@@ -528,7 +544,7 @@ pub fn overload(plan: &Plan) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {:.2} / {:.2} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1}× | {} | {} | {} | {} | {:.2} / {:.2} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {:.2} / {:.2} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1}× | {} | {} | {} | {} | {:.2} / {:.2} | {} | {} | {} | {} |",
             row.generator.label(),
             row.limit,
             row.capacity,
@@ -548,6 +564,7 @@ pub fn overload(plan: &Plan) -> String {
             ms(&r.lag, 0.99),
             pair(r.cpu, 2),
             pair(r.per_call, 1),
+            refusal_cost(row).map_or("–".to_string(), |us| format!("{us:.1}")),
             limit,
         );
     }
