@@ -21,6 +21,7 @@ mod fixtures;
 mod go;
 mod gray;
 mod grpc_gateway;
+mod grpc_raw;
 mod hotpaths;
 mod load;
 mod ops;

@@ -613,6 +613,33 @@ mod tests {
         );
     }
 
+    /// An open-ended overload, then a closed loop of 50 callers. While it
+    /// refuses, a server cannot tell the two apart: a closed loop's refused
+    /// callers come back at once, so arrivals outpace completions and every
+    /// slot is taken, as in an open-ended overload. A limiter that withdrew
+    /// the queue allowance on those signals (refusals, saturated windows)
+    /// would hold the limit near the unloaded concurrency after the overload
+    /// and go on refusing the closed loop for good: the allowance must not
+    /// depend on them.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_loop_after_an_overload_is_not_refused() {
+        let seen = Arc::new(Seen::default());
+        let admission = Admission::new(ConcurrencyLimit::Adaptive, Some(seen.clone())).expect("on");
+        let server = serial(Duration::from_micros(100));
+        run_model(&admission, 50, |_| 1, &server).await;
+        run_model(&admission, 300, |limit| 3 * limit, &server).await;
+        let shed_in_overload = seen.shed.load(Ordering::Relaxed);
+        assert!(shed_in_overload > 0, "the overload was refused in part");
+        let limits = run_model(&admission, 600, |_| 50, &server).await;
+        let lowest = limits.iter().min().copied().unwrap_or_default();
+        assert!(
+            lowest >= 50,
+            "the closed loop after the overload was refused: the limit fell to {lowest} ({:?})",
+            &limits[..20]
+        );
+        assert_eq!(seen.shed.load(Ordering::Relaxed), shed_in_overload);
+    }
+
     /// An open-ended overload (three times what the limit lets in, for a
     /// minute) on a server taking 1 ms a call, one at a time: the limit
     /// comes down until an admitted call waits about the queue allowance,
