@@ -31,9 +31,12 @@ fn seen(response: Response) -> Seen {
     (parts.status.as_u16(), headers, body)
 }
 
-/// What each path answers for `bytes`: `None` if it refused them, else the
-/// response (or the gateway's error for a bad status code, as its code).
-fn both(bytes: &[u8]) -> (Option<Result<Seen, u16>>, Option<Result<Seen, u16>>) {
+/// What one path answers: `None` if it refused the bytes, else the response
+/// (or the gateway's error for a bad status code, as its code).
+type Answer = Option<Result<Seen, u16>>;
+
+/// What each path answers for `bytes`.
+fn both(bytes: &[u8]) -> (Answer, Answer) {
     let prost = ApiResponse::decode(bytes).ok().map(|message| {
         from_api_response(message, "go.micro.api.x")
             .map(seen)
