@@ -17,24 +17,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryFutureExt as _;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, header};
 use micro_client::{Client, Idempotent};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 
 use crate::codec::{DynamicCodec, RawJsonCodec};
 use crate::error::{Error, ErrorKind};
 use crate::schema::{Lookup, SchemaCache};
+use crate::target::Target;
 use crate::transcode::{json_to_message, message_to_json, query_to_message, query_to_untyped_json};
 
-/// The content-type of go-micro's json codec on gRPC.
-pub const GRPC_JSON: &str = "application/grpc+json";
-
-use micro_client::BoxError;
+pub use crate::target::GRPC_JSON;
 
 /// What to send: a JSON body, or a query string read as JSON.
 #[derive(Clone, Copy, Debug)]
@@ -56,72 +51,6 @@ pub struct CallOptions {
     pub idempotent: bool,
     /// Sent with the call as gRPC metadata (request headers).
     pub metadata: MetadataMap,
-}
-
-/// Where calls go: a service by name, or one address.
-#[derive(Clone, Debug)]
-pub(crate) enum Target {
-    Registry(Client),
-    Address(tonic::transport::Channel),
-}
-
-impl Target {
-    /// A channel to `service`; with `json`, its requests say
-    /// `application/grpc+json` (tonic itself always writes `application/grpc`).
-    pub(crate) fn channel(&self, service: &str, json: bool) -> TargetChannel {
-        let inner = match self {
-            Target::Registry(client) => Inner::Registry(client.service(service)),
-            Target::Address(channel) => Inner::Address(channel.clone()),
-        };
-        TargetChannel { inner, json }
-    }
-}
-
-/// A [`Target`]'s channel to one service.
-#[derive(Clone, Debug)]
-pub(crate) struct TargetChannel {
-    inner: Inner,
-    json: bool,
-}
-
-#[derive(Clone, Debug)]
-enum Inner {
-    Registry(micro_client::ServiceChannel),
-    Address(tonic::transport::Channel),
-}
-
-impl tower::Service<http::Request<Body>> for TargetChannel {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    /// Not boxed: the rpc handler calls through it on every request.
-    type Future = futures::future::Either<
-        <micro_client::ServiceChannel as tower::Service<http::Request<Body>>>::Future,
-        futures::future::ErrInto<tonic::transport::channel::ResponseFuture, BoxError>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        match &mut self.inner {
-            Inner::Registry(channel) => channel.poll_ready(cx),
-            Inner::Address(channel) => channel.poll_ready(cx).map_err(Into::into),
-        }
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        if self.json {
-            request
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(GRPC_JSON));
-        }
-        match &mut self.inner {
-            Inner::Registry(channel) => futures::future::Either::Left(channel.call(request)),
-            Inner::Address(channel) => {
-                futures::future::Either::Right(channel.call(request).err_into())
-            }
-        }
-    }
 }
 
 /// Calls services with JSON. Cheap to clone.

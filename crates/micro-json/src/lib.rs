@@ -30,6 +30,8 @@ pub mod codec;
 mod error;
 #[cfg(feature = "client")]
 pub mod schema;
+#[cfg(feature = "client")]
+mod target;
 pub mod transcode;
 
 #[cfg(feature = "client")]

@@ -24,8 +24,8 @@ use tonic_reflection::pb::v1::{
     server_reflection_response::MessageResponse,
 };
 
-use crate::client::Target;
 use crate::error::{Error, ErrorKind};
+use crate::target::Target;
 
 /// Reflection paths, newest first. v1 and v1alpha messages are the same on
 /// the wire, so the v1 types serve both.
