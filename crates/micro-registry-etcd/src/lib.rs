@@ -30,6 +30,7 @@
 
 mod entry;
 mod options;
+mod reachability;
 mod registry;
 mod watch;
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::entry::{self, Decoder, PREFIX, node_key, service_prefix};
 use crate::options::EtcdOptions;
+use crate::reachability::{Reachability, describe};
 
 const NAME: &str = "etcd";
 
@@ -42,46 +43,6 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// unreachable: a stopping server should not wait the whole request timeout
 /// on an etcd that was down before it started to stop.
 pub const DEREGISTER_WHEN_UNREACHABLE: Duration = Duration::from_secs(1);
-
-/// What this registry knows of etcd's reachability: down since an operation
-/// found no endpoint answering or a watch stream broke, up again at the next
-/// answer.
-#[derive(Debug, Default)]
-pub(crate) struct Reachability {
-    down: StdMutex<Option<(Instant, String)>>,
-}
-
-impl Reachability {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
-        self.down
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn up(&self) {
-        let mut down = self.lock();
-        if down.is_some() {
-            *down = None;
-        }
-    }
-
-    /// Marks etcd unreachable (keeping the time it first was) for `reason`.
-    pub(crate) fn down(&self, reason: String) {
-        let mut down = self.lock();
-        match down.as_mut() {
-            Some((_, last)) => *last = reason,
-            None => *down = Some((Instant::now(), reason)),
-        }
-    }
-
-    /// How long etcd has been unreachable, and the last reason; `None` while
-    /// it answers.
-    fn since(&self) -> Option<(Duration, String)> {
-        self.lock()
-            .as_ref()
-            .map(|(at, reason)| (at.elapsed(), reason.clone()))
-    }
-}
 
 /// A [`Registry`] on etcd, wire-compatible with go-micro v2.
 ///
@@ -732,7 +693,20 @@ impl Registry for EtcdRegistry {
     }
 
     async fn watch(&self, options: WatchOptions) -> Result<Watcher, Error> {
-        crate::watch::watch(&self.inner, options).await
+        let prefix = crate::watch::prefix(options.service.as_deref());
+        let what = format!("watch {prefix}");
+        let stream = self
+            .inner
+            .call(&what, |c| crate::watch::open(c.watch, prefix.clone()))
+            .await
+            .map_err(|f| self.inner.error(&what, f))?;
+        Ok(crate::watch::watcher(
+            stream,
+            options,
+            prefix,
+            self.inner.decoder.clone(),
+            self.inner.reachability.clone(),
+        ))
     }
 }
 
@@ -875,35 +849,6 @@ fn is_transient(error: &etcd_client::Error) -> bool {
         | etcd_client::Error::LeaseKeepAliveError(_) => true,
         _ => false,
     }
-}
-
-/// An etcd client error as one readable line, with its causes.
-pub(crate) fn describe(error: &etcd_client::Error) -> String {
-    let (mut text, mut source) = match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            let message = if status.message().is_empty() {
-                format!("{:?}", status.code())
-            } else {
-                status.message().to_string()
-            };
-            (message, std::error::Error::source(status))
-        }
-        other => (other.to_string(), std::error::Error::source(other)),
-    };
-    let mut depth = 0;
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-        depth += 1;
-        if depth > 8 {
-            break;
-        }
-    }
-    text
 }
 
 #[cfg(test)]

@@ -10,54 +10,61 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use etcd_client::{EventType, WatchStream};
+use etcd_client::{EventType, WatchClient, WatchStream};
 use micro_registry::{Action, Detail, Error, Event, Node, Service, WatchOptions, Watcher};
 
 use crate::entry::{Decoder, PREFIX, service_prefix, split_key};
-use crate::registry::{Inner, Reachability, describe};
+use crate::reachability::{Reachability, describe};
 
-pub(crate) async fn watch(inner: &Inner, options: WatchOptions) -> Result<Watcher, Error> {
-    let name = options.service;
-    let detail = options.detail;
-    let prefix = match &name {
+/// The key prefix a watch of `service` (or of every service) follows.
+pub(crate) fn prefix(service: Option<&str>) -> String {
+    match service {
         Some(name) => service_prefix(name),
         None => PREFIX.to_string(),
-    };
-    let what = format!("watch {prefix}");
-    let stream = inner
-        .call(&what, |mut c| {
-            let prefix = prefix.clone();
-            async move {
-                let options = etcd_client::WatchOptions::new()
-                    .with_prefix()
-                    .with_prev_key();
-                let mut stream = c.watch.watch(prefix, Some(options)).await?;
-                // Wait until etcd has set the watch up, so that every change
-                // made after `watch` returns is seen.
-                match stream.message().await? {
-                    Some(response) if response.created() && !response.canceled() => Ok(stream),
-                    Some(response) => Err(etcd_client::Error::WatchError(format!(
-                        "etcd refused the watch: {}",
-                        response.cancel_reason()
-                    ))),
-                    None => Err(etcd_client::Error::WatchError(
-                        "etcd closed the watch stream".into(),
-                    )),
-                }
-            }
-        })
-        .await
-        .map_err(|f| inner.error(&what, f))?;
+    }
+}
+
+/// Opens a watch of `prefix` on `client`, and waits until etcd has set it
+/// up, so that every change made after the registry's `watch` returns is
+/// seen.
+pub(crate) async fn open(
+    mut client: WatchClient,
+    prefix: String,
+) -> Result<WatchStream, etcd_client::Error> {
+    let options = etcd_client::WatchOptions::new()
+        .with_prefix()
+        .with_prev_key();
+    let mut stream = client.watch(prefix, Some(options)).await?;
+    match stream.message().await? {
+        Some(response) if response.created() && !response.canceled() => Ok(stream),
+        Some(response) => Err(etcd_client::Error::WatchError(format!(
+            "etcd refused the watch: {}",
+            response.cancel_reason()
+        ))),
+        None => Err(etcd_client::Error::WatchError(
+            "etcd closed the watch stream".into(),
+        )),
+    }
+}
+
+/// The registry [`Watcher`] reading `stream` (opened by [`open`] on `prefix`).
+pub(crate) fn watcher(
+    stream: WatchStream,
+    options: WatchOptions,
+    prefix: String,
+    decoder: Arc<Decoder>,
+    reachability: Arc<Reachability>,
+) -> Watcher {
     let state = State {
         stream: Some(stream),
         pending: VecDeque::new(),
-        decoder: inner.decoder.clone(),
-        reachability: inner.reachability.clone(),
-        name,
+        decoder,
+        reachability,
+        name: options.service,
         prefix,
-        detail,
+        detail: options.detail,
     };
-    Ok(Watcher::new(futures::stream::unfold(state, next)))
+    Watcher::new(futures::stream::unfold(state, next))
 }
 
 struct State {
