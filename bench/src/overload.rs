@@ -119,6 +119,8 @@ struct OpenLoop {
     failed: Histogram<u64>,
     /// How late each call was sent against its schedule.
     lag: Histogram<u64>,
+    /// From the first call due to the last answer (at least the run's
+    /// length): what goodput is counted over.
     elapsed: Duration,
     /// CPU seconds per second while calls were sent: the generator (this
     /// process), the server.
@@ -293,6 +295,9 @@ where
         let _ = task.await;
     }
     let cpu_done = cpu_pair(&server, tick);
+    // Answers counted over the time they took to come: a generator that fell
+    // behind sends (and is answered) for longer than `length`.
+    let answered_for = start.elapsed().max(length);
     let cpu = cpu_before
         .zip(cpu_sent)
         .map(|((load0, server0), (load1, server1))| {
@@ -320,7 +325,7 @@ where
         refused: fill(&seen.refused),
         failed: fill(&seen.failed),
         lag: fill(&seen.lag),
-        elapsed: length,
+        elapsed: answered_for,
         cpu,
         per_call,
         limits: Vec::new(),
