@@ -137,6 +137,33 @@ fn a_map_key_sent_twice_keeps_its_last_entry_and_a_pair_sent_twice_merges() {
 }
 
 #[test]
+fn a_pair_key_sent_empty_after_a_name_falls_back_to_the_map_key() {
+    // One map entry "X-M" whose Pair comes twice: first with key "X-Key",
+    // then with the key field on the wire but empty (prost never writes
+    // that, another encoder may). Merged, the last key wins: empty, so the
+    // header is named by the map key.
+    let mut entry = Vec::new();
+    prost::encoding::string::encode(1, &"X-M".to_string(), &mut entry);
+    prost::encoding::message::encode(2, &pair("X-Key", &["1"]), &mut entry);
+    let empty_key = [0x0a, 0x00]; // Pair.key (1, length-delimited), 0 bytes
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut entry);
+    prost::encoding::encode_varint(empty_key.len() as u64, &mut entry);
+    entry.extend(empty_key);
+    let mut message = Vec::new();
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut message);
+    prost::encoding::encode_varint(entry.len() as u64, &mut message);
+    message.extend(entry);
+    let (prost, direct) = both(&message);
+    let seen = prost.clone().expect("decodes").expect("a response");
+    assert!(
+        seen.1.contains(&("x-m".to_string(), b"1".to_vec())),
+        "named by the map key: {:?}",
+        seen.1
+    );
+    assert_eq!(direct, prost);
+}
+
+#[test]
 fn bad_bytes_are_refused_as_prost_refuses_them() {
     for bytes in [
         &b"\x0a\x05abc"[..],     // status code with a length-delimited wire type
