@@ -239,14 +239,13 @@ pub fn encode_api_request(
     // name once (a `HeaderMap` key is unique, and so is its canonical
     // form), its values in order.
     let mut forwarded = false;
-    // `HeaderMap::iter` gives a name's values one after another, each with
-    // the same `&HeaderName` (the entry's key): grouped here without a
-    // look-up per name.
+    // `HeaderMap::iter` gives a name's values one after another: grouped
+    // here without a look-up per name.
     let mut pairs = headers.iter().peekable();
     while let Some((name, first)) = pairs.next() {
         let mut more: Vec<&HeaderValue> = Vec::new();
         while let Some((next, value)) = pairs.peek() {
-            if !std::ptr::eq(*next, name) {
+            if *next != name {
                 break;
             }
             more.push(value);
@@ -444,17 +443,18 @@ fn put_form_map(out: &mut Vec<u8>, tag: u32, form: &[u8]) {
         return;
     }
     // Parsed once: nearly always a few pairs, grouped here without a map.
+    let mut parsed = form_urlencoded::parse(form);
     let mut few = Vec::with_capacity(4);
-    for (i, pair) in form_urlencoded::parse(form).enumerate() {
-        if i == FEW_PAIRS {
+    for pair in parsed.by_ref() {
+        few.push(pair);
+        if few.len() > FEW_PAIRS {
             let mut map = HashMap::new();
-            for (key, value) in form_urlencoded::parse(form) {
+            for (key, value) in few.drain(..).chain(parsed) {
                 push(&mut map, key.into_owned(), value.into_owned());
             }
             put_pair_map(out, tag, &map);
             return;
         }
-        few.push(pair);
     }
     for (i, (key, _)) in few.iter().enumerate() {
         // Written with the first pair of its key.

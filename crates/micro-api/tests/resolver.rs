@@ -144,6 +144,38 @@ fn proxy_routes_use_the_first_part_or_a_version() {
     }
 }
 
+#[test]
+fn many_query_and_form_pairs_encode_as_the_message_says() {
+    // More pairs than the few grouped in place (16): the map path, for a
+    // query and for a form body, repeated keys included.
+    let pairs: Vec<String> = (0..40).map(|i| format!("k{}=v{i}", i % 7)).collect();
+    let text = pairs.join("&");
+    for form in [false, true] {
+        let mut builder = http::Request::builder().method("POST");
+        builder = if form {
+            builder
+                .uri("/greeter/hello")
+                .header("content-type", "application/x-www-form-urlencoded")
+        } else {
+            builder.uri(format!("/greeter/hello?{text}"))
+        };
+        let (parts, ()) = builder.body(()).expect("request").into_parts();
+        let body = if form { text.as_bytes() } else { &b""[..] };
+        let peer = Some(([127, 0, 0, 1], 4242).into());
+        let converted = to_api_request(&parts, body, peer);
+        let map = if form {
+            &converted.post
+        } else {
+            &converted.get
+        };
+        assert_eq!(map.len(), 7, "form {form}");
+        assert_eq!(map["k0"].values, ["v0", "v7", "v14", "v21", "v28", "v35"]);
+        let encoded = micro_api::convert::encode_api_request(&parts, body, peer);
+        let decoded = <micro_api_proto::Request as prost::Message>::decode(encoded.as_slice());
+        assert_eq!(decoded.ok(), Some(converted), "form {form}");
+    }
+}
+
 fn any_path() -> impl Strategy<Value = String> {
     prop_oneof![
         // Arbitrary text.
