@@ -387,18 +387,15 @@ impl Outbox {
             Ok(target) => target,
             Err(e) => return Sent::Refused(format!("bad node address {:?}: {e}", node.address)),
         };
-        let request = || {
-            let mut request = http::Request::new(Full::new(envelope.clone()));
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = uri.clone();
-            let headers = request.headers_mut();
-            headers.insert(http::header::HOST, host.clone());
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            request
-        };
+        let mut request = http::Request::new(Full::new(envelope.clone()));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(http::header::HOST, host.clone());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let timeout = self.options.request_timeout;
         let exchange = async {
             let (status, body) = send(&node.idle, &node.address, request).await?;
@@ -551,16 +548,14 @@ impl Idle {
     }
 }
 
-/// Sends the request `make` builds to `address` on a connection of `idle`
-/// (or a new one): the answer's status and first KiB. A kept connection
-/// that closed before taking the request is left for a new one (the
-/// request was not sent).
+/// Sends `request` to `address` on a connection of `idle` (or a new one):
+/// the answer's status and first KiB. A kept connection that closed before
+/// taking the request is left for a new one (the request was not sent).
 async fn send(
     idle: &Idle,
     address: &str,
-    make: impl Fn() -> http::Request<Full<Bytes>>,
+    mut request: http::Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), String> {
-    let mut request = make();
     loop {
         let (mut sender, reused) = match idle.take().await {
             Some(sender) => (sender, true),
